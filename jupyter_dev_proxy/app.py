@@ -1,0 +1,97 @@
+"""The proxy as an aiohttp application: every request goes authorize → rewrite → relay, inside one funnel."""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import AsyncIterator, Awaitable, Callable
+
+import aiohttp
+from aiohttp import WSCloseCode, web
+from aiohttp.abc import AbstractAccessLogger
+from yarl import URL
+
+from .auth import hub_token_for, remember_token
+from .config import Settings
+from .errors import ProxyError, json_error, upstream_failure
+from .http_relay import relay_http
+from .routing import query_without_token, upstream_path_for
+from .upstream import open_hub_session
+from .ws_relay import OPEN_SOCKETS, relay_websocket
+
+log = logging.getLogger("jupyter_dev_proxy")
+
+SETTINGS = web.AppKey("settings", Settings)
+HUB_SESSION = web.AppKey("hub_session", aiohttp.ClientSession)
+
+Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
+
+
+def upstream_url_for(settings: Settings, request: web.Request) -> URL:
+    """The hub URL for this request: the user's server prefix added, the proxy's token removed."""
+    raw_path, _, raw_query = request.raw_path.partition("?")
+    return URL.build(scheme=settings.hub_url.scheme, host=settings.hub_url.raw_host or "",
+                     port=settings.hub_url.explicit_port, path=upstream_path_for(settings, raw_path),
+                     query_string=query_without_token(raw_query), encoded=True)
+
+
+async def dispatch(request: web.Request) -> web.StreamResponse:
+    settings = request.app[SETTINGS]
+    hub_token = hub_token_for(request, settings)
+    url = upstream_url_for(settings, request)
+    relay = relay_websocket if _is_websocket_upgrade(request) else relay_http
+    return await relay(request, settings, request.app[HUB_SESSION], hub_token, url)
+
+
+def _is_websocket_upgrade(request: web.Request) -> bool:
+    return (request.method == "GET" and request.headers.get("Upgrade", "").lower() == "websocket"
+            and "upgrade" in request.headers.get("Connection", "").lower())
+
+
+@web.middleware
+async def error_funnel(request: web.Request, handler: Handler) -> web.StreamResponse:
+    """Turn every refusal and hub failure into Jupyter-shaped JSON and one log line."""
+    try:
+        return await handler(request)
+    except ProxyError as error:
+        log.warning("%s %s → %d %s: %s", request.method, request.path, error.status, error.reason, error.message)
+        return json_error(error)
+    except Exception as exc:  # noqa: BLE001 - the funnel: every failure ends here, once
+        error = upstream_failure(exc, request.app[SETTINGS])
+        if error is None:
+            log.exception("%s %s: unexpected error in the proxy", request.method, request.path)
+            error = ProxyError(500, "proxy-bug", "The proxy hit an unexpected error; its log has the details.")
+        else:
+            log.warning("%s %s → %d %s: %s", request.method, request.path, error.status, error.reason,
+                        error.message)
+        return json_error(error)
+
+
+class AccessLogger(AbstractAccessLogger):
+    """One line per request, without the query string: it may hold the proxy's token."""
+
+    def log(self, request: web.BaseRequest, response: web.StreamResponse, time: float) -> None:
+        self.logger.info("%s %s %d %.1fms", request.method, request.path, response.status, time * 1000)
+
+
+async def _hub_session(app: web.Application) -> AsyncIterator[None]:
+    app[HUB_SESSION] = open_hub_session(app[SETTINGS])
+    yield
+    await app[HUB_SESSION].close()
+
+
+async def _close_websockets(app: web.Application) -> None:
+    """On shutdown, tell every IDE connection the proxy is going away (1001) instead of dropping it."""
+    for ws in list(app[OPEN_SOCKETS]):
+        await ws.close(code=WSCloseCode.GOING_AWAY, message=b"jupyter-dev-proxy is shutting down")
+
+
+def build_app(settings: Settings) -> web.Application:
+    # client_max_size never applies: bodies are streamed, never read whole.
+    app = web.Application(middlewares=[error_funnel], handler_args={"max_field_size": 65536})
+    app[SETTINGS] = settings
+    app[OPEN_SOCKETS] = set()
+    app.cleanup_ctx.append(_hub_session)
+    app.on_shutdown.append(_close_websockets)
+    app.on_response_prepare.append(remember_token)
+    app.router.add_route("*", "/{path:.*}", dispatch)
+    return app

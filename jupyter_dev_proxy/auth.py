@@ -1,0 +1,60 @@
+"""Who may use the proxy: only a client that presents the proxy's token.
+
+The token is accepted where Jupyter clients put it: ``?token=`` (node's ``ws`` and PyCharm on websocket
+handshakes), ``Authorization: token ...`` (``@jupyterlab/services``), or a cookie set when a browser first
+visits with ``?token=``. A cookie is sent by the browser on its own, so a cookie-only request must also come
+from the proxy's own origin: otherwise any web page could drive the user's hub account through it.
+"""
+
+from __future__ import annotations
+
+import hmac
+
+from aiohttp import web
+from yarl import URL
+
+from .config import Settings
+from .errors import ProxyError
+
+COOKIE_NAME = "jupyter-dev-proxy-token"
+
+
+def _header_token(request: web.Request) -> str | None:
+    scheme, _, token = request.headers.get("Authorization", "").partition(" ")
+    if scheme.lower() in ("token", "bearer") and token.strip():
+        return token.strip()
+    return None
+
+
+def _same_origin(request: web.Request) -> bool:
+    origin = request.headers.get("Origin")
+    if origin is None:
+        return True
+    return URL(origin).raw_authority == request.host
+
+
+def hub_token_for(request: web.Request, settings: Settings) -> str:
+    """The hub credential to use for this request, or ProxyError(403) if the client is not allowed."""
+    presented = request.query.get("token") or _header_token(request)
+    if presented is None:
+        presented = request.cookies.get(COOKIE_NAME)
+        if presented is not None and not _same_origin(request):
+            raise ProxyError(403, "cross-origin", "A request from another web site was refused: open the "
+                                                  "proxy's URL with ?token= directly.")
+    if not presented:
+        raise ProxyError(403, "token-required", "This proxy needs its token: use the URL with ?token= that "
+                                                "the proxy printed when it started.")
+    if settings.hub_token is None:
+        return presented
+    if not hmac.compare_digest(presented.encode(), settings.local_token.encode()):
+        raise ProxyError(403, "token-wrong", "The token does not match this proxy's: use the URL with "
+                                             "?token= that the proxy printed when it started (it changes at "
+                                             "every start unless JUPYTER_PROXY_TOKEN is set).")
+    return settings.hub_token
+
+
+async def remember_token(request: web.Request, response: web.StreamResponse) -> None:
+    """Let a browser that arrived with ?token= keep using the proxy without it (on_response_prepare)."""
+    token = request.query.get("token")
+    if token and request.cookies.get(COOKIE_NAME) != token and response.status < 400:
+        response.set_cookie(COOKIE_NAME, token, path="/", httponly=True, samesite="Strict")

@@ -1,0 +1,77 @@
+"""Every refusal and failure, as one exception type and one Jupyter-shaped JSON reply.
+
+    ProxyError                     status + a sentence for the user + a short machine reason
+      raised by  routing           (path outside the user's server)           400 / 403 / 404
+                 auth              (no or wrong local token)                  403
+                 relays            (the hub redirected outside the server)    403 / 424
+                 upstream_failure  (aiohttp's client errors, mapped here)     502 / 504
+
+Clients get ``{"message": ..., "reason": ...}`` — the shape jupyter_server uses, so IDEs show the message.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import ssl
+
+import aiohttp
+from aiohttp import web
+
+from .config import Settings
+
+# OpenSSL's verify code for "certificate is valid, but not for this name".
+_X509_V_ERR_HOSTNAME_MISMATCH = 62
+
+
+class ProxyError(Exception):
+    """A request the proxy will not or cannot complete."""
+
+    def __init__(self, status: int, reason: str, message: str) -> None:
+        super().__init__(message)
+        self.status = status
+        self.reason = reason
+        self.message = message
+
+
+def json_error(error: ProxyError) -> web.Response:
+    return web.json_response({"message": error.message, "reason": error.reason}, status=error.status)
+
+
+def _tls_failure(exc: aiohttp.ClientConnectorCertificateError, settings: Settings) -> ProxyError:
+    cause = exc.certificate_error
+    detail = getattr(cause, "verify_message", None) or str(cause)
+    if getattr(cause, "verify_code", None) == _X509_V_ERR_HOSTNAME_MISMATCH:
+        advice = (f"its certificate is not issued to '{settings.tls_name}': set JUPYTER_SERVER_NAME "
+                  "to the name on the hub's certificate")
+    elif settings.ca_file is None:
+        advice = ("it is not signed by a public CA: set JUPYTER_CLUSTER_CA_CERT to the CA file "
+                  "of your cluster")
+    else:
+        advice = (f"it is not signed by the CA in {settings.ca_file} ({detail}): check "
+                  "JUPYTER_CLUSTER_CA_CERT")
+    return ProxyError(502, "tls-verification-failed",
+                      f"The hub at {settings.hub_url} could not be trusted: {advice}.")
+
+
+def upstream_failure(exc: BaseException, settings: Settings) -> ProxyError | None:
+    """Map a network failure talking to the hub to a ProxyError; None when it is not one (a bug)."""
+    hub = settings.hub_url
+    if isinstance(exc, aiohttp.ClientConnectorCertificateError):
+        return _tls_failure(exc, settings)
+    if isinstance(exc, aiohttp.ClientSSLError):
+        return ProxyError(502, "tls-failed", f"The TLS handshake with the hub at {hub} failed ({exc}): "
+                                             "check that JUPYTER_SERVER_PORT is the hub's HTTPS port.")
+    if isinstance(exc, aiohttp.ClientConnectorDNSError):
+        return ProxyError(502, "hub-unknown", f"The hub's name {hub.host} could not be resolved: check "
+                                              "the hub address and your network or VPN.")
+    if isinstance(exc, aiohttp.ClientConnectorError):
+        return ProxyError(502, "hub-unreachable", f"The hub at {hub} could not be reached "
+                                                   f"({exc.strerror or exc}): check the hub address and "
+                                                   "your network or VPN.")
+    if isinstance(exc, (asyncio.TimeoutError, aiohttp.ServerTimeoutError)):
+        return ProxyError(504, "hub-timeout", f"The hub at {hub} did not answer in time: it may be "
+                                              "overloaded, or your network or VPN may be down.")
+    if isinstance(exc, (aiohttp.ClientConnectionError, aiohttp.ClientPayloadError, ssl.SSLError)):
+        return ProxyError(502, "hub-disconnected", f"The connection to the hub at {hub} broke "
+                                                   f"({type(exc).__name__}): try again.")
+    return None

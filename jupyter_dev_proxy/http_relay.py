@@ -1,0 +1,104 @@
+"""One HTTP request: forward it to the hub and stream the answer back, both bodies in constant memory."""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import AsyncIterator
+
+import aiohttp
+from aiohttp import web
+from multidict import CIMultiDict
+from yarl import URL
+
+from .config import Settings
+from .routing import client_response_headers, upstream_request_headers
+
+log = logging.getLogger("jupyter_dev_proxy")
+
+# A request may be sent a second time only if sending it twice cannot change anything (RFC 9110 §9.2.2):
+# a save (PUT) is idempotent, a POST that creates a session is not.
+_IDEMPOTENT_METHODS = frozenset({"GET", "HEAD", "OPTIONS", "PUT", "DELETE"})
+
+# How much of a request body is kept so the request can be replayed on a fresh connection. Bodies larger
+# than this are streamed without a copy and are not retried.
+_REPLAY_LIMIT_BYTES = 1024 * 1024
+
+
+class _ReplayableBody:
+    """The client's request body, streamed to the hub, with its first MiB kept for one replay."""
+
+    def __init__(self, stream: aiohttp.StreamReader) -> None:
+        self._stream = stream
+        self._sent: list[bytes] = []
+        self._sent_bytes = 0
+        self.replayable = True
+
+    async def chunks(self) -> AsyncIterator[bytes]:
+        for chunk in list(self._sent):
+            yield chunk
+        async for chunk in self._stream.iter_any():
+            if self.replayable:
+                self._sent_bytes += len(chunk)
+                if self._sent_bytes > _REPLAY_LIMIT_BYTES:
+                    self.replayable = False
+                    self._sent.clear()
+                else:
+                    self._sent.append(chunk)
+            yield chunk
+
+
+async def _send(session: aiohttp.ClientSession, settings: Settings, request: web.Request, url: URL,
+                headers: CIMultiDict[str]) -> aiohttp.ClientResponse:
+    """Send the request; once more on a fresh connection if a pooled one was dead and a replay is safe."""
+    body = _ReplayableBody(request.content) if request.body_exists else None
+    retry_allowed = request.method in _IDEMPOTENT_METHODS
+    while True:
+        try:
+            return await session.request(
+                request.method, url, headers=headers, data=body.chunks() if body else None,
+                allow_redirects=False, server_hostname=settings.tls_name,
+            )
+        except (aiohttp.ServerDisconnectedError, aiohttp.ClientOSError) as exc:
+            if (not retry_allowed or isinstance(exc, aiohttp.ClientConnectorError)
+                    or (body is not None and not body.replayable)):
+                raise
+            retry_allowed = False
+            log.info("%s %s: the hub closed a pooled connection (%s); sending it again on a new one",
+                     request.method, request.path, type(exc).__name__)
+
+
+async def relay_http(request: web.Request, settings: Settings, session: aiohttp.ClientSession,
+                     hub_token: str, url: URL) -> web.StreamResponse:
+    """Forward ``request`` to ``url`` with the hub token and stream the hub's response back as it comes."""
+    upstream = await _send(session, settings, request, url, upstream_request_headers(request.headers, hub_token))
+    try:
+        response = web.StreamResponse(status=upstream.status, reason=upstream.reason,
+                                      headers=client_response_headers(settings, upstream.headers))
+        await response.prepare(request)
+        await _copy_body(request, upstream, response)
+    finally:
+        upstream.release()
+    return response
+
+
+async def _copy_body(request: web.Request, upstream: aiohttp.ClientResponse, response: web.StreamResponse) -> None:
+    """Copy chunks as they arrive; a break on either side ends the copy without a half-finished reply."""
+    copied = 0
+    while True:
+        try:
+            chunk = await upstream.content.readany()
+        except (aiohttp.ClientError, TimeoutError) as exc:
+            log.warning("%s %s: the hub broke off its answer after %d bytes (%s); the IDE sees a broken "
+                        "download and can retry", request.method, request.path, copied, type(exc).__name__)
+            if request.transport is not None:
+                request.transport.abort()  # never let a truncated body look complete
+            return
+        if not chunk:
+            break
+        try:
+            await response.write(chunk)
+        except ConnectionError:
+            log.debug("%s %s: the IDE went away after %d bytes", request.method, request.path, copied)
+            return
+        copied += len(chunk)
+    await response.write_eof()

@@ -1,0 +1,191 @@
+"""Pure rewriting between the IDE's view (a server at /) and the hub's (a server at /user/<name>/).
+
+Nothing here does I/O: each function maps request or response parts to new parts, so every rule can be
+tested exhaustively. The relays apply the results and never re-derive them.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Iterable
+from urllib.parse import unquote
+
+from multidict import CIMultiDict, CIMultiDictProxy
+from yarl import URL
+
+from .config import Settings
+from .errors import ProxyError
+
+# A path is decoded this many times when looking for traversal: enough to unwrap double and triple
+# encodings (%252e%252e) that a chain of servers might each decode once.
+_DECODE_ROUNDS = 3
+
+# Hop-by-hop headers describe one connection, not the message (RFC 9110 §7.6.1), so they never cross the
+# proxy. Upgrade stays out too: the websocket relay makes its own handshakes.
+_HOP_BY_HOP = frozenset({
+    "connection", "keep-alive", "proxy-authenticate", "proxy-authorization", "proxy-connection", "te",
+    "trailer", "transfer-encoding", "upgrade",
+})
+
+# Request headers the hub must not see: the client's own credentials (the proxy injects the hub token),
+# its Origin and Referer (they name localhost, and a Referer can carry the local ?token=), Host (set from
+# the hub URL), and Expect (the local side already answered 100-continue).
+_DROPPED_REQUEST_HEADERS = frozenset({"authorization", "cookie", "origin", "referer", "host", "expect"})
+
+# The websocket handshake headers that aiohttp's client writes itself.
+_WEBSOCKET_HANDSHAKE_HEADERS = frozenset({
+    "sec-websocket-key", "sec-websocket-version", "sec-websocket-extensions", "sec-websocket-protocol",
+})
+
+_COOKIE_PATH = re.compile(r";\s*path=([^;]*)", re.IGNORECASE)
+_COOKIE_DOMAIN = re.compile(r";\s*domain=[^;]*", re.IGNORECASE)
+
+
+def _refuse(message: str, status: int = 404, reason: str = "outside-your-server") -> ProxyError:
+    return ProxyError(status, reason, message)
+
+
+def _check_confined(raw_path: str) -> None:
+    """Refuse any path that could leave the directory it names, however it is encoded."""
+    form = raw_path
+    for _ in range(_DECODE_ROUNDS + 1):
+        if "\\" in form or any(ord(c) < 0x20 or ord(c) == 0x7F for c in form):
+            raise _refuse("The path contains a backslash or a control character; the proxy does not "
+                          "forward such paths.", 400, "bad-path")
+        if "%2f" in form.lower():
+            raise _refuse("The path contains an encoded slash (%2F); the proxy does not forward such paths.",
+                          400, "bad-path")
+        segments = form.split("/")[1:]
+        if any(s in (".", "..") for s in segments) or "" in segments[:-1]:
+            raise _refuse("The path contains '.', '..' or '//' segments; the proxy only forwards plain "
+                          "paths inside your server.", 400, "bad-path")
+        decoded = unquote(form, errors="strict")
+        if decoded == form:
+            return
+        form = decoded
+    raise _refuse("The path is encoded too many times; the proxy does not forward it.", 400, "bad-path")
+
+
+def upstream_path_for(settings: Settings, raw_path: str) -> str:
+    """Map the IDE's raw path to the raw path on the hub, or raise ProxyError if it would leave the server.
+
+    ``/api/kernels`` → ``/user/alice/api/kernels``; ``/user/alice/kernelspecs/x/logo.png`` (an absolute
+    URL the server handed out) is sent once, unprefixed; ``/hub/...`` and ``/user/bob/...`` never leave.
+    """
+    if not raw_path.startswith("/"):
+        raise _refuse("Only paths starting with / are served.", 400, "bad-path")
+    _check_confined(raw_path)
+    first, _, rest = unquote(raw_path[1:]).partition("/")
+    if first == "hub":
+        raise _refuse("The hub's own pages and API are not served through this proxy: it only reaches your "
+                      f"server at {settings.server_prefix}.")
+    if first == "user":
+        own = settings.server_prefix
+        if not unquote(raw_path + "/").startswith(unquote(own)):
+            raise _refuse(f"This proxy only reaches your own server at {own}.", 403)
+        return raw_path
+    return settings.server_prefix + raw_path[1:]
+
+
+def query_without_token(raw_query: str) -> str:
+    """Drop the proxy's own ``token`` parameter; every other byte of the query is kept as sent."""
+    if "token" not in raw_query:
+        return raw_query
+    kept = [p for p in raw_query.split("&") if unquote(p.partition("=")[0]) != "token"]
+    return "&".join(kept)
+
+
+def _forwardable(headers: CIMultiDictProxy[str], also_dropped: frozenset[str]) -> Iterable[tuple[str, str]]:
+    connection_named = {h.strip().lower() for h in headers.get("Connection", "").split(",")}
+    for name, value in headers.items():
+        lower = name.lower()
+        if lower in _HOP_BY_HOP or lower in connection_named or lower in also_dropped:
+            continue
+        yield name, value
+
+
+def upstream_request_headers(headers: CIMultiDictProxy[str], hub_token: str,
+                             websocket: bool = False) -> CIMultiDict[str]:
+    """The client's headers as the hub should see them: its credentials replaced by the hub token."""
+    dropped = _DROPPED_REQUEST_HEADERS | (_WEBSOCKET_HANDSHAKE_HEADERS if websocket else frozenset())
+    out = CIMultiDict(_forwardable(headers, dropped))
+    out["Authorization"] = f"token {hub_token}"
+    return out
+
+
+def local_location_for(settings: Settings, location: str) -> str | None:
+    """Map a redirect target on the hub back to the IDE's view; None when it leaves the user's server.
+
+    ``https://hub/user/alice/tree?x=1`` and ``/user/alice/tree?x=1`` → ``/tree?x=1``;
+    ``relative/path`` stays as it is (it resolves the same on both sides);
+    ``/hub/login?next=...`` or another host → None.
+    """
+    url = URL(location)
+    if url.absolute:
+        if url.host not in (settings.hub_url.host, settings.tls_name):
+            return None
+    elif not location.startswith("/"):
+        return location
+    path = url.raw_path
+    prefix = settings.server_prefix
+    if path + "/" == prefix or path.startswith(prefix):
+        local = URL.build(path="/" + path[len(prefix):], query_string=url.raw_query_string,
+                          fragment=url.raw_fragment, encoded=True)
+        return str(local)
+    return None
+
+
+def local_set_cookie_for(settings: Settings, set_cookie: str) -> str | None:
+    """Map a hub cookie's Path from /user/<name>/... to /...; None for cookies meant for other paths.
+
+    The Domain attribute is dropped: it names the hub, and a browser would reject it for localhost.
+    """
+    cookie = _COOKIE_DOMAIN.sub("", set_cookie)
+    match = _COOKIE_PATH.search(cookie)
+    if match is None:
+        return cookie
+    path = match.group(1).strip()
+    prefix = settings.server_prefix
+    if path + "/" == prefix or path.startswith(prefix):
+        local = "/" + path[len(prefix):]
+        return cookie[:match.start(1)] + local + cookie[match.end(1):]
+    return None
+
+
+def _redirect_out_of_server(settings: Settings, location: str) -> ProxyError:
+    """What a redirect that leaves the user's server means, as an error the IDE understands.
+
+    A stopped server's URLs redirect to ``/hub/user/<name>/...`` (the hub then answers 424); anything else
+    is the hub's login flow, which a valid token never triggers.
+    """
+    if URL(location).raw_path.startswith("/hub" + settings.server_prefix):
+        return ProxyError(424, "server-not-running",
+                          f"Your server on the hub ({settings.server_prefix}) is not running: start it "
+                          f"from {settings.hub_url}/hub/home, then retry.")
+    return ProxyError(403, "hub-login-required",
+                      "The hub asked for a login instead of accepting the token: the token is missing, "
+                      f"wrong or expired, or lacks the scope access:servers!user={settings.username}. "
+                      f"Make a new one at {settings.hub_url}/hub/token.")
+
+
+def client_response_headers(settings: Settings, headers: CIMultiDictProxy[str]) -> CIMultiDict[str]:
+    """The hub's response headers as the IDE should see them.
+
+    Raises ProxyError when the hub redirects out of the user's server: passing such a redirect on would
+    send the IDE to the hub itself.
+    """
+    out: CIMultiDict[str] = CIMultiDict()
+    for name, value in _forwardable(headers, frozenset()):
+        lower = name.lower()
+        if lower == "location":
+            local = local_location_for(settings, value)
+            if local is None:
+                raise _redirect_out_of_server(settings, value)
+            value = local
+        elif lower == "set-cookie":
+            local = local_set_cookie_for(settings, value)
+            if local is None:
+                continue
+            value = local
+        out.add(name, value)
+    return out

@@ -1,0 +1,101 @@
+"""One websocket (a kernel channel, a terminal): connect upstream first, then relay frames both ways.
+
+The order matters: the IDE is accepted only after the hub has answered, with exactly the subprotocol the
+hub chose — node's ``ws`` (VS Code) aborts a handshake that answers a subprotocol it did not expect.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+
+import aiohttp
+from aiohttp import WSCloseCode, WSMsgType, web
+from yarl import URL
+
+from .config import Settings
+from .errors import ProxyError
+from .routing import client_response_headers, upstream_request_headers
+
+log = logging.getLogger("jupyter_dev_proxy")
+
+# Close codes that describe a connection that died rather than one that was closed; they may not be sent
+# in a close frame (RFC 6455 §7.4.1), so the other side is told 1011 (unexpected condition) instead.
+_NOT_SENDABLE = frozenset({1005, 1006, 1015})
+
+# How long a closing handshake may take before the connection is simply dropped.
+_CLOSE_TIMEOUT_SECONDS = 5.0
+
+OPEN_SOCKETS = web.AppKey("open_sockets", set[web.WebSocketResponse])
+
+
+def _offered_protocols(request: web.Request) -> list[str]:
+    header = request.headers.get("Sec-WebSocket-Protocol", "")
+    return [p.strip() for p in header.split(",") if p.strip()]
+
+
+async def relay_websocket(request: web.Request, settings: Settings, session: aiohttp.ClientSession,
+                          hub_token: str, url: URL) -> web.WebSocketResponse:
+    """Open ``url`` on the hub as a websocket, accept the IDE with the same subprotocol, relay until closed."""
+    try:
+        upstream = await session.ws_connect(
+            url,
+            protocols=_offered_protocols(request),
+            headers=upstream_request_headers(request.headers, hub_token, websocket=True),
+            server_hostname=settings.tls_name,
+            max_msg_size=0,  # notebooks send outputs far larger than aiohttp's 4 MiB default
+            decode_text=False,  # text frames are relayed as bytes, never decoded and re-encoded
+            timeout=aiohttp.ClientWSTimeout(ws_receive=None, ws_close=_CLOSE_TIMEOUT_SECONDS),
+        )
+    except aiohttp.WSServerHandshakeError as exc:
+        raise _handshake_refused(settings, exc) from None
+    client = web.WebSocketResponse(
+        protocols=(upstream.protocol,) if upstream.protocol else (),
+        max_msg_size=0,
+        decode_text=False,
+        timeout=_CLOSE_TIMEOUT_SECONDS,
+    )
+    open_sockets = request.app[OPEN_SOCKETS]
+    to_hub: asyncio.Future[None] | None = None
+    try:
+        await client.prepare(request)
+        open_sockets.add(client)
+        to_hub = asyncio.ensure_future(_pump(client, upstream))
+        await _pump(upstream, client)
+        await to_hub
+    finally:
+        open_sockets.discard(client)
+        if to_hub is not None and not to_hub.done():
+            to_hub.cancel()
+        if not upstream.closed:
+            await upstream.close(code=WSCloseCode.GOING_AWAY)
+    return client
+
+
+def _handshake_refused(settings: Settings, exc: aiohttp.WSServerHandshakeError) -> ProxyError:
+    """The hub answered the handshake with something other than 101: tell the IDE what and why."""
+    if exc.headers is not None:
+        client_response_headers(settings, exc.headers)  # raises for a redirect out of the user's server
+    status = exc.status if exc.status >= 400 else 502
+    return ProxyError(status, "hub-refused-websocket",
+                      f"The hub refused to open the websocket ({exc.status} {exc.message}).")
+
+
+async def _pump(source: web.WebSocketResponse | aiohttp.ClientWebSocketResponse,
+                sink: web.WebSocketResponse | aiohttp.ClientWebSocketResponse) -> None:
+    """Relay data frames in order until ``source`` closes, then close ``sink`` with the same code."""
+    async for message in source:
+        if message.type in (WSMsgType.TEXT, WSMsgType.BINARY):
+            try:
+                await sink.send_frame(message.data, message.type)
+            except ConnectionError:
+                break
+    await _close(sink, source.close_code)
+
+
+async def _close(ws: web.WebSocketResponse | aiohttp.ClientWebSocketResponse, code: int | None) -> None:
+    if ws.closed:
+        return
+    if code is None or code in _NOT_SENDABLE:
+        code = WSCloseCode.INTERNAL_ERROR
+    await ws.close(code=code)
