@@ -1,0 +1,100 @@
+"""Shared fixtures: a real TLS Jupyter server, a TLS echo upstream, and the proxy in front of either."""
+
+from __future__ import annotations
+
+import dataclasses
+import ssl
+from collections.abc import Awaitable, Callable, Iterator
+from pathlib import Path
+from typing import Any
+
+import aiohttp
+import pytest
+import trustme
+from aiohttp import web
+from yarl import URL
+
+from jupyter_dev_proxy.app import build_app
+from jupyter_dev_proxy.config import Settings
+from jupyter_dev_proxy.demo import DemoServer, start_demo_server
+from tests.upstreams import SEEN, echo_app
+
+LOCAL_TOKEN = "local-token-for-tests"
+HUB_TOKEN = "hub-token-for-tests"
+
+
+@dataclasses.dataclass(frozen=True)
+class Proxy:
+    url: URL
+    settings: Settings
+
+    def session(self, **kwargs: Any) -> aiohttp.ClientSession:
+        """A client that authenticates to the proxy as an IDE does (Authorization: token ...)."""
+        headers = {"Authorization": f"token {self.settings.local_token}", **kwargs.pop("headers", {})}
+        return aiohttp.ClientSession(base_url=self.url, headers=headers, **kwargs)
+
+
+def make_settings(hub_url: str, ca_file: Path | None, tls_name: str | None, **overrides: Any) -> Settings:
+    values: dict[str, Any] = {
+        "listen_host": "127.0.0.1", "listen_port": 0, "hub_url": URL(hub_url), "tls_name": tls_name,
+        "username": "alice", "ca_file": ca_file, "hub_token": HUB_TOKEN, "local_token": LOCAL_TOKEN,
+        "log_level": "info",
+    }
+    values.update(overrides)
+    return Settings(**values)
+
+
+@pytest.fixture(scope="session")
+def jupyter_upstream() -> Iterator[DemoServer]:
+    """A real jupyter_server + ipykernel at https://127.0.0.1:<port>/user/alice/ (cert for 'jupyterhub')."""
+    server = start_demo_server("alice")
+    try:
+        yield server
+    finally:
+        server.stop()
+
+
+@pytest.fixture(scope="session")
+def tls_ca(tmp_path_factory: pytest.TempPathFactory) -> tuple[trustme.CA, Path]:
+    ca = trustme.CA()
+    path = tmp_path_factory.mktemp("ca") / "ca.pem"
+    ca.cert_pem.write_to_path(str(path))
+    return ca, path
+
+
+@pytest.fixture
+async def echo_upstream(aiohttp_server: Callable[..., Awaitable[Any]],
+                        tls_ca: tuple[trustme.CA, Path]) -> web.Application:
+    """The echo upstream (tests/upstreams.py) over TLS, with a certificate for 'jupyterhub'."""
+    ca, _ = tls_ca
+    context = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
+    ca.issue_cert("jupyterhub", "127.0.0.1").configure_cert(context)
+    return await aiohttp_server(echo_app(), ssl=context)
+
+
+@pytest.fixture
+def start_proxy(aiohttp_server: Callable[..., Awaitable[Any]]) -> Callable[[Settings], Awaitable[Proxy]]:
+    async def start(settings: Settings) -> Proxy:
+        server = await aiohttp_server(build_app(settings))
+        return Proxy(url=URL(f"http://127.0.0.1:{server.port}"), settings=settings)
+    return start
+
+
+@pytest.fixture
+async def jupyter_proxy(jupyter_upstream: DemoServer, start_proxy: Callable[[Settings], Awaitable[Proxy]]) -> Proxy:
+    """The proxy in front of the real Jupyter server, as a user would configure it."""
+    return await start_proxy(make_settings(jupyter_upstream.url, jupyter_upstream.ca_file,
+                                           jupyter_upstream.tls_name, hub_token=jupyter_upstream.token))
+
+
+@pytest.fixture
+async def echo_proxy(echo_upstream: Any, tls_ca: tuple[trustme.CA, Path],
+                     start_proxy: Callable[[Settings], Awaitable[Proxy]]) -> Proxy:
+    """The proxy in front of the echo upstream; ``echo_proxy.settings`` has the upstream's address."""
+    return await start_proxy(make_settings(f"https://127.0.0.1:{echo_upstream.port}", tls_ca[1], "jupyterhub"))
+
+
+@pytest.fixture
+def echo_seen(echo_upstream: Any) -> list[web.Request]:
+    """Every request that reached the echo upstream."""
+    return echo_upstream.app[SEEN]

@@ -1,0 +1,153 @@
+"""The IDE's whole lifecycle through the proxy, against a real jupyter_server + ipykernel over TLS.
+
+The sequence is the one of ../shared/reference/seeds/jupyter-server-api-walkthrough.md: contents, kernelspecs,
+sessions, the kernel websocket in both wire formats, interrupt, restart, delete.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import uuid
+
+import aiohttp
+import pytest
+
+from tests.conftest import Proxy
+from tests.kernel_client import KERNEL_PROTOCOL, KernelChannel, reply_content, result_text
+
+pytestmark = pytest.mark.timeout(180)
+
+
+async def _new_notebook_name(client: aiohttp.ClientSession) -> str:
+    async with client.post("/api/contents", json={"type": "notebook"}) as response:
+        assert response.status == 201, await response.text()
+        # The server answers with its own absolute URL; the IDE must see it without /user/alice.
+        created = await response.json()
+        assert response.headers["Location"] == f"/api/contents/{created['path']}"
+    name = f"nb-{uuid.uuid4().hex[:8]}.ipynb"
+    async with client.patch(f"/api/contents/{created['path']}", json={"path": name}) as response:
+        assert response.status == 200
+    async with client.get(f"/api/contents/{created['path']}") as response:
+        assert response.status == 404  # the server's own answer, passed through as it is
+    return name
+
+
+async def test_notebook_contents_create_rename_save_and_read(jupyter_proxy: Proxy) -> None:
+    async with jupyter_proxy.session() as client:
+        async with client.get("/api/contents") as response:
+            assert response.status == 200
+            assert (await response.json())["type"] == "directory"
+        name = await _new_notebook_name(client)
+        async with client.get(f"/api/contents/{name}") as response:
+            notebook = (await response.json())["content"]
+        notebook["cells"].append({"cell_type": "code", "id": "c0", "metadata": {}, "source": "1 + 1",
+                                  "outputs": [], "execution_count": None})
+        async with client.put(f"/api/contents/{name}", json={"type": "notebook", "content": notebook}) as response:
+            assert response.status == 200
+        async with client.get(f"/api/contents/{name}") as response:
+            saved = await response.json()
+        assert saved["content"]["cells"][0]["source"] == "1 + 1"
+
+
+async def test_kernelspec_logo_urls_are_followed_as_given(jupyter_proxy: Proxy) -> None:
+    async with jupyter_proxy.session() as client:
+        async with client.get("/api/kernelspecs") as response:
+            specs = await response.json()
+        logo = specs["kernelspecs"]["python3"]["resources"]["logo-64x64"]
+        assert logo.startswith("/user/alice/kernelspecs/")  # absolute, with the server's base URL
+        async with client.get(logo) as response:
+            assert response.status == 200
+            assert response.content_type == "image/png"
+            assert (await response.read()).startswith(b"\x89PNG")
+        async with client.get(logo.removeprefix("/user/alice")) as response:
+            assert response.status == 200
+
+
+async def test_api_root_and_tree_pages_are_served(jupyter_proxy: Proxy) -> None:
+    async with jupyter_proxy.session() as client:
+        async with client.get("/api") as response:
+            assert "version" in await response.json()
+        async with client.get("/", allow_redirects=False) as response:
+            assert response.status in (200, 302)
+            assert not response.headers.get("Location", "/").startswith(("/user", "http"))
+
+
+async def _start_session(client: aiohttp.ClientSession, name: str) -> dict[str, str]:
+    async with client.post("/api/sessions", json={"kernel": {"name": "python3"}, "name": name, "path": name,
+                                                   "type": "notebook"}) as response:
+        assert response.status == 201, await response.text()
+        model = await response.json()
+    return {"session": model["id"], "kernel": model["kernel"]["id"]}
+
+
+@pytest.mark.parametrize("protocols", [(KERNEL_PROTOCOL,), ()], ids=["v1-binary", "legacy-json"])
+async def test_execute_over_the_kernel_websocket(jupyter_proxy: Proxy, protocols: tuple[str, ...]) -> None:
+    async with jupyter_proxy.session() as client:
+        ids = await _start_session(client, await _new_notebook_name(client))
+        async with client.ws_connect(f"/api/kernels/{ids['kernel']}/channels?session_id={ids['session']}",
+                                     protocols=protocols) as ws:
+            assert ws.protocol == (protocols[0] if protocols else None)
+            channel = KernelChannel(ws, ids["session"])
+            assert result_text(await channel.execute("1 + 1")) == "2"
+        async with client.delete(f"/api/sessions/{ids['session']}") as response:
+            assert response.status == 204
+
+
+async def test_interrupt_restart_and_delete_a_kernel(jupyter_proxy: Proxy) -> None:
+    async with jupyter_proxy.session() as client:
+        ids = await _start_session(client, await _new_notebook_name(client))
+        kernel = f"/api/kernels/{ids['kernel']}"
+        async with client.ws_connect(f"{kernel}/channels?session_id={ids['session']}",
+                                     protocols=(KERNEL_PROTOCOL,)) as ws:
+            channel = KernelChannel(ws, ids["session"])
+            assert result_text(await channel.execute("40 + 2")) == "42"
+            msg_id = await channel.start_execute("import time; time.sleep(60)")
+            replies = asyncio.ensure_future(channel.replies_to(msg_id))
+            await asyncio.sleep(1)  # the kernel must be inside sleep(); nothing observable says so sooner
+            async with client.post(f"{kernel}/interrupt") as response:
+                assert response.status == 204
+            assert reply_content(await replies)["ename"] == "KeyboardInterrupt"
+
+        async with client.post(f"{kernel}/restart") as response:
+            assert response.status == 200
+        async with client.ws_connect(f"{kernel}/channels?session_id={ids['session']}",
+                                     protocols=(KERNEL_PROTOCOL,)) as ws:
+            channel = KernelChannel(ws, ids["session"])
+            assert result_text(await channel.execute("'x' in dir()")) == "False"  # a fresh kernel
+
+        async with client.delete(f"/api/sessions/{ids['session']}") as response:
+            assert response.status == 204
+        async with client.delete(kernel) as response:
+            assert response.status in (204, 404)  # deleting the session may already have stopped it
+        async with client.get("/api/kernels") as response:
+            assert ids["kernel"] not in [k["id"] for k in await response.json()]
+
+
+async def test_terminal_websocket_outside_api_is_routed(jupyter_proxy: Proxy) -> None:
+    async with jupyter_proxy.session() as client:
+        async with client.post("/api/terminals") as response:
+            assert response.status == 200, await response.text()
+            name = (await response.json())["name"]
+        async with client.ws_connect(f"/terminals/websocket/{name}") as ws:
+            await ws.send_str(json.dumps(["stdin", "echo through-the-$((6*7))-proxy\r"]))
+            seen = ""
+            async with asyncio.timeout(30):
+                while "through-the-42-proxy" not in seen:
+                    message = json.loads(await ws.receive_str())
+                    if message[0] == "stdout":
+                        seen += message[1]
+        async with client.delete(f"/api/terminals/{name}") as response:
+            assert response.status == 204
+
+
+async def test_large_kernel_output_crosses_the_4_mib_default_cap(jupyter_proxy: Proxy) -> None:
+    async with jupyter_proxy.session() as client:
+        ids = await _start_session(client, await _new_notebook_name(client))
+        async with client.ws_connect(f"/api/kernels/{ids['kernel']}/channels?session_id={ids['session']}",
+                                     protocols=(KERNEL_PROTOCOL,), max_msg_size=0) as ws:
+            channel = KernelChannel(ws, ids["session"])
+            text = result_text(await channel.execute("'y' * (12 * 1024 * 1024)"))
+            assert text is not None and len(text) == 12 * 1024 * 1024 + 2  # repr adds the quotes
+        async with client.delete(f"/api/sessions/{ids['session']}") as response:
+            assert response.status == 204

@@ -1,0 +1,148 @@
+"""Purpose-built upstreams for what a real jupyter_server cannot show or do.
+
+``echo_app`` reports what really arrived (method, raw path, headers, body digest) and can misbehave on
+request: redirect anywhere, set cookies, send gzip, break off mid-body, close a websocket with a code.
+``StaleConnectionUpstream`` closes a kept-alive connection exactly when the next request arrives — the
+race a hub's configurable-http-proxy (idle timeout 5 s) produces.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import gzip
+import hashlib
+
+from aiohttp import WSMsgType, web
+
+SEEN = web.AppKey("seen", list[web.Request])
+KERNEL_PROTOCOL = "v1.kernel.websocket.jupyter.org"
+
+
+async def _echo(request: web.Request) -> web.Response:
+    digest, size = hashlib.sha256(), 0
+    async for chunk in request.content.iter_any():
+        digest.update(chunk)
+        size += len(chunk)
+    return web.json_response({
+        "method": request.method,
+        "raw_path": request.raw_path,
+        "headers": [[k, v] for k, v in request.headers.items()],
+        "body_sha256": digest.hexdigest(),
+        "body_len": size,
+    })
+
+
+async def _redirect(request: web.Request) -> web.Response:
+    return web.Response(status=int(request.query.get("status", "302")), headers={"Location": request.query["to"]})
+
+
+async def _cookies(request: web.Request) -> web.Response:
+    response = web.Response(text="cookies")
+    response.headers.add("Set-Cookie", "own=1; Path=/user/alice/api; HttpOnly")
+    response.headers.add("Set-Cookie", "hubonly=2; Path=/hub/; Domain=hub.example.org")
+    response.headers.add("Set-Cookie", "root=3; Domain=hub.example.org; Path=/user/alice")
+    return response
+
+
+async def _gzip(request: web.Request) -> web.Response:
+    return web.Response(body=gzip.compress(b"x" * 10_000), headers={"Content-Encoding": "gzip",
+                                                                      "Content-Type": "text/plain"})
+
+
+async def _break_off(request: web.Request) -> web.StreamResponse:
+    """Promise 1 MiB, send 64 KiB, then reset the connection."""
+    response = web.StreamResponse(headers={"Content-Length": str(1024 * 1024)})
+    await response.prepare(request)
+    await response.write(b"a" * 65536)
+    await asyncio.sleep(0.05)  # let the bytes leave before the reset
+    assert request.transport is not None
+    request.transport.abort()
+    return response
+
+
+async def _stream(request: web.Request) -> web.StreamResponse:
+    """Send ``size`` bytes chunked (no Content-Length), as a slow or generated download would."""
+    size = int(request.query["size"])
+    response = web.StreamResponse()
+    await response.prepare(request)
+    block = bytes(range(256)) * 256
+    while size > 0:
+        await response.write(block[:size])
+        size -= len(block)
+    await response.write_eof()
+    return response
+
+
+async def _websocket(request: web.Request) -> web.WebSocketResponse:
+    """Echo every frame; ``?report=1`` first sends what the handshake carried; ``?close=N`` closes with N."""
+    ws = web.WebSocketResponse(protocols=(KERNEL_PROTOCOL,), max_msg_size=0)
+    await ws.prepare(request)
+    if request.query.get("report"):
+        await ws.send_json({"protocol": ws.ws_protocol, "raw_path": request.raw_path,
+                            "headers": [[k, v] for k, v in request.headers.items()]})
+    async for message in ws:
+        if message.type is WSMsgType.TEXT:
+            await ws.send_str(message.data)
+        elif message.type is WSMsgType.BINARY:
+            await ws.send_bytes(message.data)
+        if "close" in request.query:
+            await ws.close(code=int(request.query["close"]), message=b"bye")
+    return ws
+
+
+@web.middleware
+async def _record(request: web.Request, handler):  # type: ignore[no-untyped-def]
+    request.app[SEEN].append(request)
+    return await handler(request)
+
+
+def echo_app() -> web.Application:
+    app = web.Application(middlewares=[_record], client_max_size=0)
+    app[SEEN] = []
+    prefix = "/user/alice"
+    app.router.add_route("*", f"{prefix}/redirect", _redirect)
+    app.router.add_get(f"{prefix}/cookies", _cookies)
+    app.router.add_get(f"{prefix}/gzip", _gzip)
+    app.router.add_get(f"{prefix}/break-off", _break_off)
+    app.router.add_get(f"{prefix}/stream", _stream)
+    app.router.add_get(f"{prefix}/ws", _websocket)
+    app.router.add_route("*", "/{tail:.*}", _echo)
+    return app
+
+
+class StaleConnectionUpstream:
+    """Answers the first request on each connection (keep-alive), then drops the connection when the next
+    request arrives on it, without answering — as if its idle timer fired just as the request was sent."""
+
+    def __init__(self) -> None:
+        self.connections = 0
+        self.answered: list[str] = []
+        self._server: asyncio.Server | None = None
+
+    async def start(self) -> int:
+        self._server = await asyncio.start_server(self._serve, "127.0.0.1", 0)
+        return int(self._server.sockets[0].getsockname()[1])
+
+    async def close(self) -> None:
+        if self._server is not None:
+            self._server.close()
+            await self._server.wait_closed()
+
+    async def _serve(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        self.connections += 1
+        try:
+            head = await reader.readuntil(b"\r\n\r\n")
+            request_line, *header_lines = head.decode("latin-1").split("\r\n")
+            length = next((int(h.split(":", 1)[1]) for h in header_lines
+                           if h.lower().startswith("content-length:")), 0)
+            body = await reader.readexactly(length)
+            self.answered.append(f"{request_line.split()[0]} {len(body)}")
+            reply = f"request {len(self.answered)} body {len(body)}".encode()
+            writer.write(b"HTTP/1.1 200 OK\r\nContent-Type: text/plain\r\nConnection: keep-alive\r\n"
+                         b"Content-Length: " + str(len(reply)).encode() + b"\r\n\r\n" + reply)
+            await writer.drain()
+            await reader.readuntil(b"\r\n\r\n")  # the next request on this connection: drop it unanswered
+        except (asyncio.IncompleteReadError, ConnectionError):
+            pass
+        finally:
+            writer.close()
