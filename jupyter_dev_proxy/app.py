@@ -6,7 +6,7 @@ import logging
 from collections.abc import AsyncIterator, Awaitable, Callable
 
 import aiohttp
-from aiohttp import WSCloseCode, web
+from aiohttp import web
 from aiohttp.abc import AbstractAccessLogger
 from yarl import URL
 
@@ -16,12 +16,13 @@ from .errors import ProxyError, json_error, upstream_failure
 from .http_relay import relay_http
 from .routing import query_without_token, upstream_path_for
 from .upstream import open_hub_session
-from .ws_relay import OPEN_SOCKETS, relay_websocket
+from .ws_relay import OPEN_RELAYS, close_all, relay_websocket
 
 log = logging.getLogger("jupyter_dev_proxy")
 
 SETTINGS = web.AppKey("settings", Settings)
 HUB_SESSION = web.AppKey("hub_session", aiohttp.ClientSession)
+HUB_WS_SESSION = web.AppKey("hub_ws_session", aiohttp.ClientSession)
 
 Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
 
@@ -38,8 +39,9 @@ async def dispatch(request: web.Request) -> web.StreamResponse:
     settings = request.app[SETTINGS]
     hub_token = hub_token_for(request, settings)
     url = upstream_url_for(settings, request)
-    relay = relay_websocket if _is_websocket_upgrade(request) else relay_http
-    return await relay(request, settings, request.app[HUB_SESSION], hub_token, url)
+    if _is_websocket_upgrade(request):
+        return await relay_websocket(request, settings, request.app[HUB_WS_SESSION], hub_token, url)
+    return await relay_http(request, settings, request.app[HUB_SESSION], hub_token, url)
 
 
 def _is_websocket_upgrade(request: web.Request) -> bool:
@@ -73,24 +75,25 @@ class AccessLogger(AbstractAccessLogger):
         self.logger.info("%s %s %d %.1fms", request.method, request.path, response.status, time * 1000)
 
 
-async def _hub_session(app: web.Application) -> AsyncIterator[None]:
+async def _hub_sessions(app: web.Application) -> AsyncIterator[None]:
     app[HUB_SESSION] = open_hub_session(app[SETTINGS])
+    app[HUB_WS_SESSION] = open_hub_session(app[SETTINGS], websockets=True)
     yield
     await app[HUB_SESSION].close()
+    await app[HUB_WS_SESSION].close()
 
 
 async def _close_websockets(app: web.Application) -> None:
-    """On shutdown, tell every IDE connection the proxy is going away (1001) instead of dropping it."""
-    for ws in list(app[OPEN_SOCKETS]):
-        await ws.close(code=WSCloseCode.GOING_AWAY, message=b"jupyter-dev-proxy is shutting down")
+    """On shutdown, tell both ends of every websocket the proxy is going away (1001) instead of dropping it."""
+    await close_all(app[OPEN_RELAYS])
 
 
 def build_app(settings: Settings) -> web.Application:
     # client_max_size never applies: bodies are streamed, never read whole.
     app = web.Application(middlewares=[error_funnel], handler_args={"max_field_size": 65536})
     app[SETTINGS] = settings
-    app[OPEN_SOCKETS] = set()
-    app.cleanup_ctx.append(_hub_session)
+    app[OPEN_RELAYS] = set()
+    app.cleanup_ctx.append(_hub_sessions)
     app.on_shutdown.append(_close_websockets)
     app.on_response_prepare.append(remember_token)
     app.router.add_route("*", "/{path:.*}", dispatch)

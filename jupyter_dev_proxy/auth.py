@@ -9,6 +9,7 @@ from the proxy's own origin: otherwise any web page could drive the user's hub a
 from __future__ import annotations
 
 import hmac
+from http.cookies import SimpleCookie
 
 from aiohttp import web
 from yarl import URL
@@ -54,7 +55,13 @@ def hub_token_for(request: web.Request, settings: Settings) -> str:
 
 
 async def remember_token(request: web.Request, response: web.StreamResponse) -> None:
-    """Let a browser that arrived with ?token= keep using the proxy without it (on_response_prepare)."""
+    """Let a browser that arrived with ?token= keep using the proxy without it (on_response_prepare).
+
+    Added as a header: aiohttp has already turned ``response.cookies`` into headers when this runs.
+    """
     token = request.query.get("token")
     if token and request.cookies.get(COOKIE_NAME) != token and response.status < 400:
-        response.set_cookie(COOKIE_NAME, token, path="/", httponly=True, samesite="Strict")
+        cookie = SimpleCookie()
+        cookie[COOKIE_NAME] = token
+        cookie[COOKIE_NAME].update({"path": "/", "httponly": True, "samesite": "Strict"})
+        response.headers.add("Set-Cookie", cookie[COOKIE_NAME].OutputString())

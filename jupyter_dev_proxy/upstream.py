@@ -9,6 +9,7 @@ import ssl
 
 import aiohttp
 import certifi
+from multidict import CIMultiDictProxy
 
 from .config import ConfigError, Settings
 
@@ -38,8 +39,30 @@ def tls_context_for(settings: Settings) -> ssl.SSLContext:
     return context
 
 
-def open_hub_session(settings: Settings) -> aiohttp.ClientSession:
-    """A client session for the hub; the caller closes it."""
+class RedirectRefused(Exception):
+    """The hub answered a websocket handshake with a redirect; the proxy never follows one."""
+
+    def __init__(self, status: int, headers: CIMultiDictProxy[str]) -> None:
+        super().__init__(f"redirect {status}")
+        self.status = status
+        self.headers = headers
+
+
+async def _refuse_redirect(session: aiohttp.ClientSession, context: object,
+                           params: aiohttp.TraceRequestRedirectParams) -> None:
+    params.response.release()
+    raise RedirectRefused(params.response.status, params.response.headers)
+
+
+def open_hub_session(settings: Settings, websockets: bool = False) -> aiohttp.ClientSession:
+    """A client session for the hub; the caller closes it.
+
+    ``ws_connect`` always follows redirects, token attached; a session for websockets therefore refuses
+    them through a trace hook. HTTP requests are sent with ``allow_redirects=False`` and skip the hook's
+    per-chunk cost.
+    """
+    trace = aiohttp.TraceConfig()
+    trace.on_request_redirect.append(_refuse_redirect)
     connector = aiohttp.TCPConnector(
         ssl=tls_context_for(settings) if settings.hub_url.scheme == "https" else False,
         keepalive_timeout=IDLE_CONNECTION_SECONDS,
@@ -52,4 +75,5 @@ def open_hub_session(settings: Settings) -> aiohttp.ClientSession:
         auto_decompress=False,
         read_bufsize=READ_BUFFER_BYTES,
         skip_auto_headers=("User-Agent", "Accept", "Accept-Encoding"),
+        trace_configs=[trace] if websockets else None,
     )

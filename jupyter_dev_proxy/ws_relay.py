@@ -11,11 +11,13 @@ import logging
 
 import aiohttp
 from aiohttp import WSCloseCode, WSMsgType, web
+from multidict import CIMultiDictProxy
 from yarl import URL
 
 from .config import Settings
 from .errors import ProxyError
 from .routing import client_response_headers, upstream_request_headers
+from .upstream import RedirectRefused
 
 log = logging.getLogger("jupyter_dev_proxy")
 
@@ -26,7 +28,10 @@ _NOT_SENDABLE = frozenset({1005, 1006, 1015})
 # How long a closing handshake may take before the connection is simply dropped.
 _CLOSE_TIMEOUT_SECONDS = 5.0
 
-OPEN_SOCKETS = web.AppKey("open_sockets", set[web.WebSocketResponse])
+_Socket = web.WebSocketResponse | aiohttp.ClientWebSocketResponse
+
+# Every relay in progress, IDE side first, so shutdown can close both sides with 1001.
+OPEN_RELAYS = web.AppKey("open_relays", set[tuple[web.WebSocketResponse, aiohttp.ClientWebSocketResponse]])
 
 
 def _offered_protocols(request: web.Request) -> list[str]:
@@ -45,26 +50,30 @@ async def relay_websocket(request: web.Request, settings: Settings, session: aio
             server_hostname=settings.tls_name,
             max_msg_size=0,  # notebooks send outputs far larger than aiohttp's 4 MiB default
             decode_text=False,  # text frames are relayed as bytes, never decoded and re-encoded
+            autoclose=False,  # a close is relayed to the IDE, whose answer is relayed back (see _pump)
             timeout=aiohttp.ClientWSTimeout(ws_receive=None, ws_close=_CLOSE_TIMEOUT_SECONDS),
         )
     except aiohttp.WSServerHandshakeError as exc:
-        raise _handshake_refused(settings, exc) from None
+        raise _handshake_refused(settings, exc.status, exc.headers) from None
+    except RedirectRefused as exc:
+        raise _handshake_refused(settings, exc.status, exc.headers) from None
     client = web.WebSocketResponse(
         protocols=(upstream.protocol,) if upstream.protocol else (),
         max_msg_size=0,
         decode_text=False,
+        autoclose=False,  # see _pump
         timeout=_CLOSE_TIMEOUT_SECONDS,
     )
-    open_sockets = request.app[OPEN_SOCKETS]
+    relays, relay = request.app[OPEN_RELAYS], (client, upstream)
     to_hub: asyncio.Future[None] | None = None
     try:
         await client.prepare(request)
-        open_sockets.add(client)
+        relays.add(relay)
         to_hub = asyncio.ensure_future(_pump(client, upstream))
         await _pump(upstream, client)
         await to_hub
     finally:
-        open_sockets.discard(client)
+        relays.discard(relay)
         if to_hub is not None and not to_hub.done():
             to_hub.cancel()
         if not upstream.closed:
@@ -72,30 +81,46 @@ async def relay_websocket(request: web.Request, settings: Settings, session: aio
     return client
 
 
-def _handshake_refused(settings: Settings, exc: aiohttp.WSServerHandshakeError) -> ProxyError:
+def _handshake_refused(settings: Settings, status: int, headers: CIMultiDictProxy[str] | None) -> ProxyError:
     """The hub answered the handshake with something other than 101: tell the IDE what and why."""
-    if exc.headers is not None:
-        client_response_headers(settings, exc.headers)  # raises for a redirect out of the user's server
-    status = exc.status if exc.status >= 400 else 502
-    return ProxyError(status, "hub-refused-websocket",
-                      f"The hub refused to open the websocket ({exc.status} {exc.message}).")
+    if headers is not None:
+        client_response_headers(settings, headers)  # raises for a redirect out of the user's server
+    return ProxyError(status if status >= 400 else 502, "hub-refused-websocket",
+                      f"The hub answered the websocket handshake with HTTP {status} instead of accepting it.")
 
 
-async def _pump(source: web.WebSocketResponse | aiohttp.ClientWebSocketResponse,
-                sink: web.WebSocketResponse | aiohttp.ClientWebSocketResponse) -> None:
-    """Relay data frames in order until ``source`` closes, then close ``sink`` with the same code."""
-    async for message in source:
+async def _pump(source: _Socket, sink: _Socket) -> None:
+    """Relay data frames in order from ``source`` to ``sink``; then relay the closing handshake.
+
+    When the IDE closes with 4002, the hub gets 4002 and the IDE then gets the hub's answer, so neither
+    side hears "closed" before the other knows. A CLOSING message means the other pump is closing
+    ``source`` itself and finishes both sides.
+    """
+    while True:
+        message = await source.receive()
         if message.type in (WSMsgType.TEXT, WSMsgType.BINARY):
             try:
                 await sink.send_frame(message.data, message.type)
             except ConnectionError:
                 break
+        elif message.type is WSMsgType.CLOSING:
+            return
+        elif message.type in (WSMsgType.CLOSE, WSMsgType.CLOSED, WSMsgType.ERROR):
+            break
     await _close(sink, source.close_code)
+    await _close(source, sink.close_code)
 
 
-async def _close(ws: web.WebSocketResponse | aiohttp.ClientWebSocketResponse, code: int | None) -> None:
+async def _close(ws: _Socket, code: int | None) -> None:
     if ws.closed:
         return
     if code is None or code in _NOT_SENDABLE:
         code = WSCloseCode.INTERNAL_ERROR
     await ws.close(code=code)
+
+
+async def close_all(relays: set[tuple[web.WebSocketResponse, aiohttp.ClientWebSocketResponse]]) -> None:
+    """Close both sides of every relay with 1001 (going away): the proxy is shutting down."""
+    for client, upstream in list(relays):
+        await asyncio.gather(client.close(code=WSCloseCode.GOING_AWAY, message=b"jupyter-dev-proxy stopped"),
+                             upstream.close(code=WSCloseCode.GOING_AWAY), return_exceptions=True)

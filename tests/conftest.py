@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import dataclasses
+import logging
 import ssl
 from collections.abc import Awaitable, Callable, Iterator
 from pathlib import Path
@@ -14,7 +15,7 @@ import trustme
 from aiohttp import web
 from yarl import URL
 
-from jupyter_dev_proxy.app import build_app
+from jupyter_dev_proxy.app import AccessLogger, build_app
 from jupyter_dev_proxy.config import Settings
 from jupyter_dev_proxy.demo import DemoServer, start_demo_server
 from tests.upstreams import SEEN, echo_app
@@ -42,6 +43,15 @@ def make_settings(hub_url: str, ca_file: Path | None, tls_name: str | None, **ov
     }
     values.update(overrides)
     return Settings(**values)
+
+
+@pytest.fixture(autouse=True)
+def no_token_in_logs(caplog: pytest.LogCaptureFixture) -> Iterator[None]:
+    """Every test: whatever the proxy logged (access log included) never holds either token."""
+    caplog.set_level(logging.DEBUG)
+    yield
+    leaked = [r.getMessage() for r in caplog.records if LOCAL_TOKEN in r.getMessage() or HUB_TOKEN in r.getMessage()]
+    assert leaked == []
 
 
 @pytest.fixture(scope="session")
@@ -75,7 +85,7 @@ async def echo_upstream(aiohttp_server: Callable[..., Awaitable[Any]],
 @pytest.fixture
 def start_proxy(aiohttp_server: Callable[..., Awaitable[Any]]) -> Callable[[Settings], Awaitable[Proxy]]:
     async def start(settings: Settings) -> Proxy:
-        server = await aiohttp_server(build_app(settings))
+        server = await aiohttp_server(build_app(settings), access_log_class=AccessLogger)
         return Proxy(url=URL(f"http://127.0.0.1:{server.port}"), settings=settings)
     return start
 

@@ -15,6 +15,7 @@ import hashlib
 from aiohttp import WSMsgType, web
 
 SEEN = web.AppKey("seen", list[web.Request])
+CLOSE_CODES = web.AppKey("close_codes", list[int | None])
 KERNEL_PROTOCOL = "v1.kernel.websocket.jupyter.org"
 
 
@@ -87,6 +88,7 @@ async def _websocket(request: web.Request) -> web.WebSocketResponse:
             await ws.send_bytes(message.data)
         if "close" in request.query:
             await ws.close(code=int(request.query["close"]), message=b"bye")
+    request.app[CLOSE_CODES].append(ws.close_code)
     return ws
 
 
@@ -99,6 +101,7 @@ async def _record(request: web.Request, handler):  # type: ignore[no-untyped-def
 def echo_app() -> web.Application:
     app = web.Application(middlewares=[_record], client_max_size=0)
     app[SEEN] = []
+    app[CLOSE_CODES] = []
     prefix = "/user/alice"
     app.router.add_route("*", f"{prefix}/redirect", _redirect)
     app.router.add_get(f"{prefix}/cookies", _cookies)
