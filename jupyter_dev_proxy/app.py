@@ -14,7 +14,7 @@ from .auth import hub_token_for, remember_token
 from .config import Settings
 from .errors import ProxyError, json_error, upstream_failure
 from .http_relay import relay_http
-from .routing import query_without_token, upstream_path_for
+from .routing import loggable, query_without_token, upstream_path_for
 from .upstream import open_hub_session
 from .ws_relay import OPEN_RELAYS, close_all, relay_websocket
 
@@ -52,27 +52,29 @@ def _is_websocket_upgrade(request: web.Request) -> bool:
 @web.middleware
 async def error_funnel(request: web.Request, handler: Handler) -> web.StreamResponse:
     """Turn every refusal and hub failure into Jupyter-shaped JSON and one log line."""
+    where = loggable(request.method, request.raw_path)
     try:
         return await handler(request)
-    except ProxyError as error:
-        log.warning("%s %s → %d %s: %s", request.method, request.path, error.status, error.reason, error.message)
-        return json_error(error)
+    except ProxyError as exc:
+        error = exc
+    except web.HTTPException as exc:  # raised by aiohttp itself, e.g. for a malformed request
+        error = ProxyError(exc.status, "bad-request", f"The request was refused: {exc.reason}.")
     except Exception as exc:  # noqa: BLE001 - the funnel: every failure ends here, once
-        error = upstream_failure(exc, request.app[SETTINGS])
-        if error is None:
-            log.exception("%s %s: unexpected error in the proxy", request.method, request.path)
-            error = ProxyError(500, "proxy-bug", "The proxy hit an unexpected error; its log has the details.")
-        else:
-            log.warning("%s %s → %d %s: %s", request.method, request.path, error.status, error.reason,
-                        error.message)
-        return json_error(error)
+        mapped = upstream_failure(exc, request.app[SETTINGS])
+        if mapped is None:
+            log.exception("%s: unexpected error in the proxy", where)
+            return json_error(ProxyError(500, "proxy-bug", "The proxy hit an unexpected error; its log has "
+                                                           "the details."))
+        error = mapped
+    log.warning("%s → %d %s: %s", where, error.status, error.reason, error.message)
+    return json_error(error)
 
 
 class AccessLogger(AbstractAccessLogger):
     """One line per request, without the query string: it may hold the proxy's token."""
 
     def log(self, request: web.BaseRequest, response: web.StreamResponse, time: float) -> None:
-        self.logger.info("%s %s %d %.1fms", request.method, request.path, response.status, time * 1000)
+        self.logger.info("%s %d %.1fms", loggable(request.method, request.raw_path), response.status, time * 1000)
 
 
 async def _hub_sessions(app: web.Application) -> AsyncIterator[None]:
@@ -96,5 +98,5 @@ def build_app(settings: Settings) -> web.Application:
     app.cleanup_ctx.append(_hub_sessions)
     app.on_shutdown.append(_close_websockets)
     app.on_response_prepare.append(remember_token)
-    app.router.add_route("*", "/{path:.*}", dispatch)
+    app.router.add_route("*", r"/{path:[\s\S]*}", dispatch)  # any path, even one with an encoded newline
     return app

@@ -54,7 +54,16 @@ OPTIONS: tuple[_Option, ...] = (
             "give a name, 'jupyterhub' (what cluster certificates carry) when you give an IP address.",
             "NAME"),
     _Option("username", "JUPYTER_USERNAME", "--username", None,
-            "Your JupyterHub username: the proxy serves /user/<username>/ and nothing else.", "NAME"),
+            "Your JupyterHub username: the proxy serves /user/<username>/ and nothing else. With a hub token "
+            "it is optional (the hub says whose token it is) and, if set, must match the token's owner.",
+            "NAME"),
+    _Option("server_name", "JUPYTERHUB_NAMED_SERVER", "--named-server", None,
+            "Use your named server /user/<username>/<name>/ instead of your default server. (Not the "
+            "certificate name: that is JUPYTER_SERVER_NAME.)", "NAME"),
+    _Option("start_server", "JUPYTER_PROXY_START_SERVER", "--start-server", "at-startup",
+            "When the proxy starts your server on the hub: 'at-startup' (if it is not running when the proxy "
+            "starts), 'always' (also again on the next request after it stopped, e.g. culled overnight) or "
+            "'never' (only report its state).", "WHEN"),
     _Option("ca_file", "JUPYTER_CLUSTER_CA_CERT", "--ca-cert", None,
             "PEM file of the CA that signed the hub's certificate (trusted in addition to the public CAs).",
             "FILE"),
@@ -70,6 +79,8 @@ OPTIONS: tuple[_Option, ...] = (
 )
 
 _LOG_LEVELS = ("debug", "info", "warning", "error")
+START_AT_STARTUP, START_ALWAYS, START_NEVER = "at-startup", "always", "never"
+_START_CHOICES = (START_AT_STARTUP, START_ALWAYS, START_NEVER)
 _IP_TLS_NAME = "jupyterhub"
 
 
@@ -86,11 +97,25 @@ class Settings:
     hub_token: str | None
     local_token: str
     log_level: str
+    # Added with hub awareness; defaults keep every existing Settings(...) call valid.
+    server_name: str = ""  # "" is the default server
+    start_server: str = START_AT_STARTUP
+    hub_token_setting: str = "JUPYTERHUB_API_TOKEN"  # where the hub token came from, named in advice
 
     @property
     def server_prefix(self) -> str:
-        """The user's server on the hub, escaped the way JupyterHub escapes it."""
-        return f"/user/{quote(self.username, safe='@~')}/"
+        """The user's server on the hub, escaped the way JupyterHub escapes it.
+
+        ``username`` is empty only until the hub has said whose token it is (``hub.check_hub``), before any
+        request is served.
+        """
+        prefix = f"/user/{quote(self.username, safe='@~')}/"
+        return prefix + f"{quote(self.server_name, safe='@~')}/" if self.server_name else prefix
+
+    @property
+    def server_label(self) -> str:
+        """How the banner and the log name the server: 'default server' or "named server 'dev'"."""
+        return f"named server '{self.server_name}'" if self.server_name else "default server"
 
     @property
     def forwards_ide_token(self) -> bool:
@@ -116,6 +141,10 @@ def _parser() -> argparse.ArgumentParser:
                             help=f"{option.help} [env {option.env}; {default}]")
     parser.add_argument("--env-file", metavar="FILE", default=None,
                         help="Read settings from this file instead of ./.env.")
+    parser.add_argument("--demo", action="store_true",
+                        help="Try the proxy without a hub: start a throwaway local Jupyter server at "
+                             "/user/<your login>/ over TLS and proxy to it (the hub settings are ignored; "
+                             "its files are deleted when the proxy stops). Needs requirements-demo.txt.")
     parser.add_argument("--version", action="version", version=f"%(prog)s {__version__}")
     return parser
 
@@ -175,9 +204,45 @@ def _hub_url(values: Mapping[str, str | None]) -> URL:
         return url.origin()
     if not values["server_host"]:
         raise ConfigError("No hub is set: set JUPYTER_SERVER_IP_OR_NAME to your hub's address "
-                          "(or JUPYTERHUB_URL=https://your-hub), in the environment or in a .env file.")
+                          "(or JUPYTERHUB_URL=https://your-hub), in the environment or in a .env file, "
+                          "or run with --demo to try the proxy on a local Jupyter server first.")
     port = _port(values["server_port"] or "", "JUPYTER_SERVER_PORT")
     return URL.build(scheme="https", host=values["server_host"], port=port)
+
+
+def _server_name(values: Mapping[str, str | None]) -> str:
+    name = values["server_name"] or ""
+    if "/" in name or name in (".", ".."):
+        raise ConfigError(f"JUPYTERHUB_NAMED_SERVER={name!r} is not a server name: use the name shown on "
+                          "your hub's home page, without slashes.")
+    return name
+
+
+def _start_server(values: Mapping[str, str | None], has_hub_token: bool) -> str:
+    when = (values["start_server"] or START_AT_STARTUP).lower()
+    if when not in _START_CHOICES:
+        raise ConfigError(f"JUPYTER_PROXY_START_SERVER={values['start_server']!r} is not a choice: use one of "
+                          f"{', '.join(_START_CHOICES)}.")
+    if when == START_ALWAYS and not has_hub_token:
+        raise ConfigError("JUPYTER_PROXY_START_SERVER=always needs a hub token: set JUPYTERHUB_API_TOKEN "
+                          "(the token the IDE sends cannot be used to start your server).")
+    return when
+
+
+@dataclass(frozen=True)
+class Upstream:
+    """A server the program chose itself instead of the hub settings (the ``--demo`` server)."""
+
+    url: URL
+    tls_name: str
+    ca_file: Path
+    token: str
+    username: str
+
+
+def wants_demo(argv: Sequence[str]) -> bool:
+    """Whether the command line asks for ``--demo`` (decided before the settings, which then need it)."""
+    return bool(_parser().parse_args(list(argv)).demo)
 
 
 def _hub_token(values: Mapping[str, str | None]) -> str | None:
@@ -194,14 +259,24 @@ def _hub_token(values: Mapping[str, str | None]) -> str | None:
     return values["hub_token"]
 
 
-def load_settings(argv: Sequence[str], environ: Mapping[str, str], cwd: Path) -> Settings:
-    """Parse flags and read the environment and .env file into one validated Settings."""
+def load_settings(argv: Sequence[str], environ: Mapping[str, str], cwd: Path,
+                  upstream: Upstream | None = None) -> Settings:
+    """Parse flags and read the environment and .env file into one validated Settings.
+
+    With ``upstream`` (the demo server), the hub settings are taken from it and the user's are ignored.
+    """
     args = _parser().parse_args(list(argv))
     values = _merged(args, environ, _read_env_file(args.env_file, cwd))
+    if upstream is not None:
+        values.update(hub_url=str(upstream.url), server_host=None, tls_name=upstream.tls_name,
+                      username=upstream.username, ca_file=str(upstream.ca_file), hub_token_file=None,
+                      hub_token=upstream.token, server_name=None)
 
     hub_url = _hub_url(values)
-    if not values["username"]:
-        raise ConfigError("No username is set: set JUPYTER_USERNAME to your JupyterHub username.")
+    hub_token = _hub_token(values)
+    if not values["username"] and hub_token is None:
+        raise ConfigError("No username is set: set JUPYTER_USERNAME to your JupyterHub username "
+                          "(or set JUPYTERHUB_API_TOKEN, and the proxy asks the hub whose token it is).")
     ca_file = Path(values["ca_file"]).expanduser() if values["ca_file"] else None
     if ca_file is not None and not ca_file.is_file():
         raise ConfigError(f"The CA file {ca_file} does not exist: fix JUPYTER_CLUSTER_CA_CERT "
@@ -219,9 +294,12 @@ def load_settings(argv: Sequence[str], environ: Mapping[str, str], cwd: Path) ->
         listen_port=_port(values["listen_port"] or "", "JUPYTER_PROXY_PORT", allow_zero=True),
         hub_url=hub_url,
         tls_name=tls_name,
-        username=values["username"],
+        username=values["username"] or "",
         ca_file=ca_file,
-        hub_token=_hub_token(values),
+        hub_token=hub_token,
         local_token=values["local_token"] or secrets.token_urlsafe(32),
         log_level=log_level,
+        server_name=_server_name(values),
+        start_server=_start_server(values, hub_token is not None),
+        hub_token_setting="JUPYTERHUB_API_TOKEN_FILE" if values["hub_token_file"] else "JUPYTERHUB_API_TOKEN",
     )

@@ -11,7 +11,7 @@ from multidict import CIMultiDict
 from yarl import URL
 
 from .config import Settings
-from .routing import client_response_headers, upstream_request_headers
+from .routing import client_response_headers, loggable, upstream_request_headers
 
 log = logging.getLogger("jupyter_dev_proxy")
 
@@ -63,8 +63,8 @@ async def _send(session: aiohttp.ClientSession, settings: Settings, request: web
                     or (body is not None and not body.replayable)):
                 raise
             retry_allowed = False
-            log.info("%s %s: the hub closed a pooled connection (%s); sending it again on a new one",
-                     request.method, request.path, type(exc).__name__)
+            log.info("%s: the hub closed a pooled connection (%s); sending it again on a new one",
+                     loggable(request.method, request.raw_path), type(exc).__name__)
 
 
 async def relay_http(request: web.Request, settings: Settings, session: aiohttp.ClientSession,
@@ -88,8 +88,9 @@ async def _copy_body(request: web.Request, upstream: aiohttp.ClientResponse, res
         try:
             chunk = await upstream.content.readany()
         except (aiohttp.ClientError, TimeoutError) as exc:
-            log.warning("%s %s: the hub broke off its answer after %d bytes (%s); the IDE sees a broken "
-                        "download and can retry", request.method, request.path, copied, type(exc).__name__)
+            log.warning("%s: the hub broke off its answer after %d bytes (%s); the IDE sees a broken "
+                        "download and can retry", loggable(request.method, request.raw_path), copied,
+                        type(exc).__name__)
             if request.transport is not None:
                 request.transport.abort()  # never let a truncated body look complete
             return
@@ -98,7 +99,7 @@ async def _copy_body(request: web.Request, upstream: aiohttp.ClientResponse, res
         try:
             await response.write(chunk)
         except ConnectionError:
-            log.debug("%s %s: the IDE went away after %d bytes", request.method, request.path, copied)
+            log.debug("%s: the IDE went away after %d bytes", loggable(request.method, request.raw_path), copied)
             return
         copied += len(chunk)
     await response.write_eof()

@@ -79,12 +79,21 @@ def upstream_path_for(settings: Settings, raw_path: str) -> str:
     if first == "hub":
         raise _refuse("The hub's own pages and API are not served through this proxy: it only reaches your "
                       f"server at {settings.server_prefix}.")
+    own = settings.server_prefix
     if first == "user":
-        own = settings.server_prefix
         if not unquote(raw_path + "/").startswith(unquote(own)):
             raise _refuse(f"This proxy only reaches your own server at {own}.", 403)
-        return raw_path
-    return settings.server_prefix + raw_path[1:]
+        # Sent with the canonical prefix: /user/al%69ce/x must not slip past a hub proxy's route table.
+        depth = own.count("/") - 1
+        rest = raw_path.split("/", depth + 1)[depth + 1:]
+        return own + (rest[0] if rest else "")
+    return own + raw_path[1:]
+
+
+def loggable(method: str, raw_path: str) -> str:
+    """The request as a log line may show it: the raw path (no CR/LF can hide in it), never the query,
+    which may hold the proxy's token."""
+    return f"{method} {raw_path.partition('?')[0]}"
 
 
 def query_without_token(raw_query: str) -> str:
