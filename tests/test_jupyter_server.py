@@ -9,11 +9,14 @@ from __future__ import annotations
 import asyncio
 import json
 import uuid
+from collections.abc import Awaitable, Callable, Iterator
 
 import aiohttp
 import pytest
 
-from tests.conftest import Proxy
+from jupyter_dev_proxy.config import Settings
+from jupyter_dev_proxy.demo import DemoServer, start_demo_server
+from tests.conftest import Proxy, make_settings
 from tests.kernel_client import KERNEL_PROTOCOL, KernelChannel, reply_content, result_text
 
 pytestmark = pytest.mark.timeout(180)
@@ -151,3 +154,30 @@ async def test_large_kernel_output_crosses_the_4_mib_default_cap(jupyter_proxy: 
             assert text is not None and len(text) == 12 * 1024 * 1024 + 2  # repr adds the quotes
         async with client.delete(f"/api/sessions/{ids['session']}") as response:
             assert response.status == 204
+
+
+@pytest.fixture(scope="module")
+def impatient_upstream() -> Iterator[DemoServer]:
+    """A real server that pings every second and drops a websocket after 2 s without a pong."""
+    # jupyter_server's kernel websocket reads these two (in ms), not ServerApp.websocket_ping_*.
+    server = start_demo_server("alice", extra_args=(
+        "--ServerApp.tornado_settings={'ws_ping_interval': 1000, 'ws_ping_timeout': 2000}",))
+    try:
+        yield server
+    finally:
+        server.stop()
+
+
+async def test_an_idle_kernel_websocket_outlives_the_servers_ping_timeout(
+        impatient_upstream: DemoServer, start_proxy: Callable[[Settings], Awaitable[Proxy]]) -> None:
+    proxy = await start_proxy(make_settings(impatient_upstream.url, impatient_upstream.ca_file,
+                                            impatient_upstream.tls_name, hub_token=impatient_upstream.token))
+    async with proxy.session() as client:
+        ids = await _start_session(client, await _new_notebook_name(client))
+        async with client.ws_connect(f"/api/kernels/{ids['kernel']}/channels?session_id={ids['session']}",
+                                     protocols=(KERNEL_PROTOCOL,), autoping=True) as ws:
+            channel = KernelChannel(ws, ids["session"])
+            assert result_text(await channel.execute("1 + 1")) == "2"
+            await asyncio.sleep(6)  # idle for three of the server's ping timeouts
+            assert not ws.closed
+            assert result_text(await channel.execute("2 + 2")) == "4"
