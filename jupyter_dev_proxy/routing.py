@@ -59,7 +59,11 @@ def _check_confined(raw_path: str) -> None:
         if any(s in (".", "..") for s in segments) or "" in segments[:-1]:
             raise _refuse("The path contains '.', '..' or '//' segments; the proxy only forwards plain "
                           "paths inside your server.", 400, "bad-path")
-        decoded = unquote(form, errors="strict")
+        try:
+            decoded = unquote(form, errors="strict")
+        except UnicodeDecodeError:
+            raise _refuse("The path contains a percent-escape that is not UTF-8; the proxy does not forward it.",
+                          400, "bad-path") from None
         if decoded == form:
             return
         form = decoded
@@ -98,14 +102,14 @@ def loggable(method: str, raw_path: str) -> str:
 
 def query_without_token(raw_query: str) -> str:
     """Drop the proxy's own ``token`` parameter; every other byte of the query is kept as sent."""
-    if "token" not in raw_query:
+    if not raw_query:
         return raw_query
     kept = [p for p in raw_query.split("&") if unquote(p.partition("=")[0]) != "token"]
     return "&".join(kept)
 
 
 def _forwardable(headers: CIMultiDictProxy[str], also_dropped: frozenset[str]) -> Iterable[tuple[str, str]]:
-    connection_named = {h.strip().lower() for h in headers.get("Connection", "").split(",")}
+    connection_named = {h.strip().lower() for h in ",".join(headers.getall("Connection", ())).split(",")}
     for name, value in headers.items():
         lower = name.lower()
         if lower in _HOP_BY_HOP or lower in connection_named or lower in also_dropped:

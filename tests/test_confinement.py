@@ -22,7 +22,7 @@ REFUSED = [
     "/api/../hub/api", "/api/../../hub/api", "/api/./kernels", "/..", "/.",
     "/api/%2e%2e/%2e%2e/hub/api", "/api/%2E%2e/x", "/api/.%2e/x", "/api/%252e%252e/%252e%252e/hub",
     "/api/%25252e%25252e/hub", "/api%2f..%2f..%2fhub%2fapi", "/api%2F..", "//hub/api", "/api//kernels",
-    "/api\\..\\..\\hub", "/api/%5c..%5c..%5chub", "/api/%00", "/api/%0d%0aX-Injected:%201",
+    "/api\\..\\..\\hub", "/api/%5c..%5c..%5chub", "/api/%00", "/api/%0d%0aX-Injected:%201", "/api/%ff",
     "http://evil.example/hub/api", "hub/api", "*",
 ]
 
