@@ -5,7 +5,7 @@ from __future__ import annotations
 import dataclasses
 import logging
 import ssl
-from collections.abc import Awaitable, Callable, Iterator
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -83,11 +83,21 @@ async def echo_upstream(aiohttp_server: Callable[..., Awaitable[Any]],
 
 
 @pytest.fixture
-def start_proxy(aiohttp_server: Callable[..., Awaitable[Any]]) -> Callable[[Settings], Awaitable[Proxy]]:
+async def start_proxy() -> AsyncIterator[Callable[[Settings], Awaitable[Proxy]]]:
+    """Start the proxy in this event loop, with the runner options the CLI uses (not aiohttp's test
+    server, which cancels handlers when a client disconnects and so behaves differently)."""
+    runners: list[web.AppRunner] = []
+
     async def start(settings: Settings) -> Proxy:
-        server = await aiohttp_server(build_app(settings), access_log_class=AccessLogger)
-        return Proxy(url=URL(f"http://127.0.0.1:{server.port}"), settings=settings)
-    return start
+        runner = web.AppRunner(build_app(settings), access_log_class=AccessLogger, handle_signals=False)
+        await runner.setup()
+        runners.append(runner)
+        await web.TCPSite(runner, "127.0.0.1", 0).start()
+        return Proxy(url=URL(f"http://127.0.0.1:{runner.addresses[0][1]}"), settings=settings)
+
+    yield start
+    for runner in runners:
+        await runner.cleanup()
 
 
 @pytest.fixture

@@ -219,6 +219,25 @@ async def test_websocket_close_codes_cross_both_ways(echo_proxy: Proxy, echo_ups
             await asyncio.sleep(0.01)
 
 
+async def test_when_one_side_vanishes_the_other_is_closed_promptly(echo_proxy: Proxy, echo_upstream: Any) -> None:
+    async with echo_proxy.session() as client:
+        async with client.ws_connect("/ws?vanish=1") as ws:
+            await ws.send_str("last words")
+            assert await ws.receive_str() == "last words"
+            message = await ws.receive(timeout=5)
+            assert message.type is aiohttp.WSMsgType.CLOSE and ws.close_code == 1011
+
+        ide = await client.ws_connect("/ws")
+        await ide.send_str("hello")
+        assert await ide.receive_str() == "hello"
+        assert ide._response.connection is not None
+        ide._response.connection.transport.abort()  # the IDE is gone without a close frame
+    async with asyncio.timeout(5):
+        while len(echo_upstream.app[CLOSE_CODES]) < 2:
+            await asyncio.sleep(0.01)
+    assert echo_upstream.app[CLOSE_CODES][-1] in (1001, 1011)
+
+
 async def test_websocket_refused_by_the_hub_is_reported_as_json(echo_proxy: Proxy) -> None:
     async with echo_proxy.session() as client:
         with pytest.raises(aiohttp.WSServerHandshakeError) as stopped:

@@ -75,7 +75,8 @@ async def _stream(request: web.Request) -> web.StreamResponse:
 
 
 async def _websocket(request: web.Request) -> web.WebSocketResponse:
-    """Echo every frame; ``?report=1`` first sends what the handshake carried; ``?close=N`` closes with N."""
+    """Echo every frame; ``?report=1`` first sends what the handshake carried; after the first echo,
+    ``?close=N`` closes with N and ``?vanish=1`` drops the connection without a close frame."""
     ws = web.WebSocketResponse(protocols=(KERNEL_PROTOCOL,), max_msg_size=0)
     await ws.prepare(request)
     if request.query.get("report"):
@@ -88,6 +89,10 @@ async def _websocket(request: web.Request) -> web.WebSocketResponse:
             await ws.send_bytes(message.data)
         if "close" in request.query:
             await ws.close(code=int(request.query["close"]), message=b"bye")
+        if "vanish" in request.query:
+            assert request.transport is not None
+            request.transport.abort()  # gone without a close frame, like a crashed or culled server
+            break
     request.app[CLOSE_CODES].append(ws.close_code)
     return ws
 
