@@ -5,7 +5,7 @@ VENV := .venv
 PY := $(VENV)/bin/python
 NODE_PREFIX := .cache/node
 
-.PHONY: run test bench clean
+.PHONY: run demo test test-fast bench clean
 
 $(PY):
 	$(PYTHON) -m venv $(VENV)
@@ -13,7 +13,15 @@ $(PY):
 
 run: $(PY)
 	$(PY) -m pip install --quiet -r requirements.txt -r requirements-demo.txt
-	$(PY) proxy.py
+	$(PY) proxy.py $(ARGS)
+
+demo: $(PY)
+	$(PY) -m pip install --quiet -r requirements.txt -r requirements-demo.txt
+	$(PY) proxy.py --demo
+
+test-fast: $(PY)
+	$(PY) -m pip install --quiet -r requirements-dev.txt
+	$(PY) -m pytest -m "not hub"
 
 test: $(PY)
 	$(PY) -m pip install --quiet -r requirements-dev.txt

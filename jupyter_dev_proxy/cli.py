@@ -1,4 +1,4 @@
-"""The command line: settings → start → banner → serve until Ctrl-C or SIGTERM → clean shutdown.
+"""The command line: settings → (demo server) → ask the hub → listen → banner → serve → clean shutdown.
 
 The only module that prints to the terminal or chooses an exit status.
 """
@@ -6,19 +6,24 @@ The only module that prints to the terminal or chooses an exit status.
 from __future__ import annotations
 
 import asyncio
+import getpass
 import ipaddress
 import logging
 import os
+import shutil
 import signal
 import sys
 from collections.abc import Sequence
 from pathlib import Path
+from typing import TextIO
 
 from aiohttp import web
 
 from . import __version__
 from .app import AccessLogger, build_app
-from .config import ConfigError, Settings, load_settings
+from .config import ConfigError, Settings, load_settings, wants_demo
+from .demo import DemoServer, DemoUnavailable, start_demo_server
+from .hub import RUNNING, STARTED, STOPPED, UNKNOWN, HubError, HubReport, Progress, ServerWatch, check_hub
 
 # Signals that mean "stop now, cleanly": Ctrl-C in a terminal, and what service managers send.
 HANDLED_SIGNALS = (signal.SIGINT, signal.SIGTERM)
@@ -27,6 +32,9 @@ HANDLED_SIGNALS = (signal.SIGINT, signal.SIGTERM)
 SHUTDOWN_GRACE_SECONDS = 2.0
 
 EXIT_OK, EXIT_USAGE = 0, 2
+EXIT_INTERRUPTED = 128 + signal.SIGINT  # stopped before the proxy was serving, as shells report Ctrl-C
+
+log = logging.getLogger("jupyter_dev_proxy")
 
 
 def _is_loopback(host: str) -> bool:
@@ -38,20 +46,62 @@ def _is_loopback(host: str) -> bool:
         return False
 
 
-def _banner(settings: Settings, port: int) -> str:
+def _server_line(report: HubReport, demo: DemoServer | None) -> str:
+    settings = report.settings
+    if demo is not None:
+        return (f"Demo: a throwaway Jupyter server for user '{settings.username}'; its files in {demo.root_dir} "
+                "are deleted when the proxy stops.")
+    if report.hub_version is None:
+        return (f"Upstream: a plain Jupyter server at {settings.server_prefix} (no hub API), "
+                f"{report.state}.")
+    state = {STARTED: "started just now", RUNNING: "running", STOPPED: "NOT RUNNING",
+             UNKNOWN: "state unknown (checking and starting it needs JUPYTERHUB_API_TOKEN)"}[report.state]
+    line = (f"Hub: JupyterHub {report.hub_version} · user {settings.username} · "
+            f"{settings.server_label} {settings.server_prefix}: {state}.")
+    return f"{line} {report.note}" if report.note else line
+
+
+def _banner(settings: Settings, port: int, report: HubReport | None = None, demo: DemoServer | None = None) -> str:
     host = settings.listen_host if settings.listen_host not in ("0.0.0.0", "::") else "localhost"
     local = f"http://{host}:{port}/"
     token = "<YOUR_API_TOKEN>" if settings.forwards_ide_token else settings.local_token
     checked = f" (certificate checked for '{settings.tls_name}')" if settings.tls_name else ""
-    lines = [
-        f"jupyter-dev-proxy {__version__}: {local} → {settings.hub_url}{settings.server_prefix}{checked}",
-        f"Authorization URL with token for IDE: {local}?token={token}",
-    ]
+    lines = [f"jupyter-dev-proxy {__version__}: {local} → {settings.hub_url}{settings.server_prefix}{checked}"]
+    if report is not None:
+        lines.append(_server_line(report, demo))
+    lines.append(f"Authorization URL with token for IDE: {local}?token={token}")
     if settings.forwards_ide_token:
         lines.append("No JUPYTERHUB_API_TOKEN is set: replace <YOUR_API_TOKEN> with your hub API token "
                      f"(make one at {settings.hub_url}/hub/token).")
     lines.append("Paste the URL into PyCharm or VS Code as an existing Jupyter server. Press Ctrl-C to stop.")
     return "\n".join(lines)
+
+
+def progress_bar(event: Progress, width: int) -> str:
+    """One line of the terminal progress display: ``[#####·····]  50% Spawning server...``, cut to ``width``."""
+    cells = 20
+    filled = cells * max(0, min(100, event.percent or 0)) // 100
+    percent = f"{event.percent:3d}%" if event.percent is not None else "    "
+    line = f"[{'#' * filled}{'·' * (cells - filled)}] {percent} {event.message}"
+    return line[:max(width - 1, cells + 7)]
+
+
+class ProgressDisplay:
+    """The hub's progress while it starts the server: a bar redrawn in place on a terminal, log lines otherwise."""
+
+    def __init__(self, stream: TextIO) -> None:
+        self._stream = stream
+        self._tty = stream.isatty()
+
+    def __call__(self, event: Progress) -> None:
+        if not self._tty:
+            percent = f"{event.percent}% " if event.percent is not None else ""
+            log.info("Starting your server: %s%s", percent, event.message)
+            return
+        width = shutil.get_terminal_size().columns
+        end = "\n" if event.ready or event.failed else ""
+        self._stream.write(f"\r\x1b[K{progress_bar(event, width)}{end}")
+        self._stream.flush()
 
 
 def _warnings(settings: Settings) -> list[str]:
@@ -65,10 +115,39 @@ def _warnings(settings: Settings) -> list[str]:
     return warnings
 
 
-async def serve(settings: Settings, stop: asyncio.Event) -> int:
+async def _ask_hub(settings: Settings, stop: asyncio.Event) -> HubReport | int:
+    """The hub check (which may start the server and take minutes), abandoned if a stop signal comes first."""
+    check = asyncio.ensure_future(check_hub(settings, ProgressDisplay(sys.stderr)))
+    stopping = asyncio.ensure_future(stop.wait())
+    try:
+        await asyncio.wait([check, stopping], return_when=asyncio.FIRST_COMPLETED)
+    finally:
+        stopping.cancel()
+    if not check.done():
+        check.cancel()
+        print("jupyter-dev-proxy: stopped before the server was ready.", file=sys.stderr)
+        return EXIT_INTERRUPTED
+    try:
+        return check.result()
+    except (HubError, ConfigError) as exc:
+        print(f"jupyter-dev-proxy: {exc}", file=sys.stderr)
+        return EXIT_USAGE
+
+
+async def serve(settings: Settings, stop: asyncio.Event, demo: DemoServer | None = None) -> int:
     """Run the proxy until ``stop`` is set; return the exit status."""
-    log = logging.getLogger("jupyter_dev_proxy")
-    runner = web.AppRunner(build_app(settings), access_log_class=AccessLogger, handle_signals=False,
+    # 1. Ask the hub who we are and whether the server runs; start it if it should be started.
+    report = await _ask_hub(settings, stop)
+    if isinstance(report, int):
+        return report
+    settings = report.settings
+    # 2. Listen.
+    app = build_app(settings)
+    if report.hub_version is not None:
+        watch = ServerWatch(settings, report.hub_version)
+        app.middlewares.append(watch.middleware)  # inside the error funnel: it answers "not running" itself
+        app.on_cleanup.append(watch.close)
+    runner = web.AppRunner(app, access_log_class=AccessLogger, handle_signals=False,
                            shutdown_timeout=SHUTDOWN_GRACE_SECONDS)
     try:
         await runner.setup()
@@ -87,29 +166,43 @@ async def serve(settings: Settings, stop: asyncio.Event) -> int:
     port = runner.addresses[0][1]
     for warning in _warnings(settings):
         log.warning(warning)
-    print(_banner(settings, port), flush=True)
+    # 3. Tell the user where to point the IDE, then serve until told to stop.
+    print(_banner(settings, port, report, demo), flush=True)
     await stop.wait()
     log.info("Stopping: closing connections.")
     await runner.cleanup()
     return EXIT_OK
 
 
-async def _main(settings: Settings) -> int:
+async def _main(settings: Settings, demo: DemoServer | None) -> int:
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
     for sig in HANDLED_SIGNALS:
         loop.add_signal_handler(sig, stop.set)
-    return await serve(settings, stop)
+    return await serve(settings, stop, demo)
+
+
+def _configure_logging(level: str) -> None:
+    logging.basicConfig(level=level.upper(), format="%(asctime)s %(levelname)s %(message)s", datefmt="%H:%M:%S")
+    logging.getLogger("aiohttp.access").setLevel(logging.DEBUG if level == "debug" else logging.WARNING)
 
 
 def main(argv: Sequence[str] | None = None) -> int:
+    argv = list(sys.argv[1:] if argv is None else argv)
+    demo: DemoServer | None = None
     try:
-        settings = load_settings(sys.argv[1:] if argv is None else argv, os.environ, Path.cwd())
-    except ConfigError as exc:
+        if wants_demo(argv):
+            print("jupyter-dev-proxy: starting a throwaway local Jupyter server for the demo...", file=sys.stderr,
+                  flush=True)
+            demo = start_demo_server(getpass.getuser())
+        settings = load_settings(argv, os.environ, Path.cwd(), demo.upstream() if demo else None)
+        _configure_logging(settings.log_level)
+        return asyncio.run(_main(settings, demo))
+    except (ConfigError, DemoUnavailable) as exc:
         print(f"jupyter-dev-proxy: {exc}", file=sys.stderr)
         return EXIT_USAGE
-    logging.basicConfig(level=settings.log_level.upper(), format="%(asctime)s %(levelname)s %(message)s",
-                        datefmt="%H:%M:%S")
-    logging.getLogger("aiohttp.access").setLevel(
-        logging.DEBUG if settings.log_level == "debug" else logging.WARNING)
-    return asyncio.run(_main(settings))
+    except KeyboardInterrupt:  # Ctrl-C before the signal handlers were installed (e.g. while the demo starts)
+        return EXIT_INTERRUPTED
+    finally:
+        if demo is not None:
+            demo.stop()

@@ -6,6 +6,7 @@ tested against the real thing). Needs the packages in requirements-demo.txt.
 
 from __future__ import annotations
 
+import importlib.util
 import os
 import secrets
 import shutil
@@ -21,6 +22,10 @@ import urllib.request
 from dataclasses import dataclass
 from pathlib import Path
 from urllib.parse import quote
+
+from yarl import URL
+
+from .config import Upstream
 
 # A kernel start on a busy 2-core machine can take several seconds; the server itself starts in ~2 s.
 STARTUP_TIMEOUT_SECONDS = 60.0
@@ -47,6 +52,11 @@ class DemoServer:
     def base_url(self) -> str:
         return f"{self.url}/user/{quote(self.username, safe='@~')}/"
 
+    def upstream(self) -> Upstream:
+        """Where the proxy finds this server, in place of the hub settings."""
+        return Upstream(url=URL(self.url), tls_name=self.tls_name, ca_file=self.ca_file, token=self.token,
+                        username=self.username)
+
     def stop(self) -> None:
         """SIGTERM (the server shuts its kernels down), then SIGKILL to the server's own process group."""
         if self.process.poll() is None:
@@ -69,12 +79,19 @@ def free_port() -> int:
         return int(s.getsockname()[1])
 
 
+# What the demo runs; all are in requirements-demo.txt.
+_DEMO_MODULES = ("jupyter_server", "ipykernel", "trustme")
+
+
+def _check_installed() -> None:
+    missing = [m for m in _DEMO_MODULES if importlib.util.find_spec(m) is None]
+    if missing:
+        raise DemoUnavailable(f"The demo needs {', '.join(missing)}, which {'is' if len(missing) == 1 else 'are'} "
+                              f"not installed: run  {sys.executable} -m pip install -r requirements-demo.txt")
+
+
 def _throwaway_tls(workdir: Path, tls_name: str) -> tuple[Path, Path, Path]:
-    try:
-        import trustme
-    except ImportError:
-        raise DemoUnavailable("The demo needs the packages in requirements-demo.txt: "
-                              "run  pip install -r requirements-demo.txt") from None
+    import trustme  # only the demo needs it (requirements-demo.txt)
     ca = trustme.CA()
     cert = ca.issue_cert(tls_name, "127.0.0.1", "localhost")
     ca_file, cert_file, key_file = workdir / "ca.pem", workdir / "server.pem", workdir / "server.key"
@@ -107,6 +124,7 @@ def _wait_until_ready(server: DemoServer, log_file: Path) -> None:
 def start_demo_server(username: str, tls_name: str = "jupyterhub", root_dir: Path | None = None,
                       extra_args: tuple[str, ...] = ()) -> DemoServer:
     """Start ``jupyter server`` with ipykernel at ``/user/<username>/`` on a free port; wait until it answers."""
+    _check_installed()
     workdir = Path(tempfile.mkdtemp(prefix="jupyter-dev-proxy-demo-"))
     try:
         ca_file, cert_file, key_file = _throwaway_tls(workdir, tls_name)

@@ -1,0 +1,393 @@
+"""A real JupyterHub for the hub tests: TLS from a throwaway CA, DummyAuthenticator, SimpleLocalProcessSpawner.
+
+Users ``alice`` and ``bob``; alice's own role also lets her open bob's servers (``access:servers!user=bob``),
+so a test can show that the proxy, not the hub, keeps her out of them. An admin service token (held only by
+the tests) makes scoped tokens and stops servers through the hub API, the way an idle culler would. A named
+server called ``broken`` always fails to start, with a message the tests look for.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+import secrets
+import shutil
+import signal
+import socket
+import ssl
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+import urllib.error
+import urllib.request
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import trustme
+
+from jupyter_dev_proxy.demo import free_port
+
+ROOT = Path(__file__).resolve().parent.parent
+
+# Where `make test` installs configurable-http-proxy (npm install --prefix <this>), if it is not on PATH.
+CHP_PREFIX = ROOT / ".cache" / "node"
+CHP_ENV = "JUPYTER_DEV_PROXY_CHP"
+
+BANNER = re.compile(r"Authorization URL with token for IDE: (http://\S+)/\?token=(\S+)")
+PROXY_START_SECONDS = 120.0  # includes starting the user's server
+
+# A hub starts in ~3 s and a single-user server in ~3 s on a quiet 2-core machine; CI machines are busier.
+HUB_START_SECONDS = 60.0
+SERVER_CHANGE_SECONDS = 60.0
+
+BROKEN_SERVER = "broken"
+BROKEN_MESSAGE = "the 'broken' profile has no capacity left"
+
+_CONFIG = '''
+import sys
+c = get_config()  # noqa: F821
+c.JupyterHub.ip = "127.0.0.1"
+c.JupyterHub.port = {port}
+c.JupyterHub.hub_ip = "127.0.0.1"
+c.JupyterHub.hub_port = {hub_port}
+c.JupyterHub.ssl_cert = {cert!r}
+c.JupyterHub.ssl_key = {key!r}
+c.JupyterHub.db_url = {db_url!r}
+c.JupyterHub.cookie_secret_file = {cookie_secret!r}
+c.JupyterHub.pid_file = {hub_pid!r}
+c.ConfigurableHTTPProxy.command = [{chp!r}]
+c.ConfigurableHTTPProxy.api_url = "http://127.0.0.1:{chp_api_port}"
+c.ConfigurableHTTPProxy.pid_file = {chp_pid!r}
+c.ConfigurableHTTPProxy.should_start = True
+c.JupyterHub.cleanup_servers = True
+c.JupyterHub.allow_named_servers = True
+c.JupyterHub.authenticator_class = "dummy"
+c.Authenticator.allowed_users = {{"alice", "bob"}}
+c.JupyterHub.spawner_class = "simple"
+c.SimpleLocalProcessSpawner.home_dir_template = {home_template!r}
+# The single-user server runs as the hub's own OS user; as root jupyter_server refuses without --allow-root.
+c.Spawner.cmd = [sys.executable, "-m", "jupyterhub.singleuser"]
+c.Spawner.args = {spawner_args!r}
+c.Spawner.env_keep = ["PATH", "PYTHONPATH", "VIRTUAL_ENV", "LANG", "LC_ALL"]
+
+def _pre_spawn_hook(spawner):
+    if spawner.name == {broken!r}:
+        raise RuntimeError({broken_message!r})
+
+c.Spawner.pre_spawn_hook = _pre_spawn_hook
+c.JupyterHub.services = [{{"name": "test-admin", "api_token": {admin_token!r}}}]
+c.JupyterHub.load_roles = [
+    {{"name": "test-admin", "services": ["test-admin"],
+      "scopes": ["admin:users", "admin:servers", "tokens", "read:hub"]}},
+    {{"name": "alice-may-open-bobs-server", "users": ["alice"], "scopes": ["access:servers!user=bob"]}},
+]
+'''
+
+
+def find_chp() -> str | None:
+    """configurable-http-proxy: $JUPYTER_DEV_PROXY_CHP, then PATH, then the prefix .ci/run installs into."""
+    for candidate in (os.environ.get(CHP_ENV), shutil.which("configurable-http-proxy"),
+                      str(CHP_PREFIX / "node_modules" / ".bin" / "configurable-http-proxy")):
+        if candidate and os.access(candidate, os.X_OK):
+            return candidate
+    return None
+
+
+def missing_hub_tools() -> str | None:
+    """Why a real hub cannot run here, or None when it can."""
+    try:
+        import jupyterhub
+    except ImportError:
+        return "jupyterhub is not installed (pip install -r requirements-hub-tests.txt)"
+    if find_chp() is None:
+        return (f"configurable-http-proxy is not on PATH nor in {CHP_PREFIX} "
+                f"(npm install --prefix {CHP_PREFIX} configurable-http-proxy)")
+    return None
+
+
+@dataclass
+class Hub:
+    """A running hub; every call talks to its API with the admin service token unless told otherwise."""
+
+    url: str
+    ca_file: Path
+    tls_name: str
+    admin_token: str
+    version: str
+    workdir: Path
+    process: subprocess.Popen[bytes]
+    _server_pids: set[int] = field(default_factory=set)
+
+    # -- the hub API ----------------------------------------------------------------------------------
+    def api(self, method: str, path: str, token: str | None = None, body: Any = None,
+            timeout: float = 30.0) -> tuple[int, Any]:
+        """Call ``/hub/api<path>``; return (status, parsed JSON or text or None)."""
+        data = json.dumps(body).encode() if body is not None else (b"" if method in ("POST", "PUT") else None)
+        request = urllib.request.Request(f"{self.url}/hub/api{path}", method=method, data=data,
+                                         headers={"Authorization": f"token {token or self.admin_token}"})
+        try:
+            with urllib.request.urlopen(request, context=self.client_tls(), timeout=timeout) as response:
+                status, raw = response.status, response.read()
+        except urllib.error.HTTPError as error:
+            status, raw = error.code, error.read()
+        try:
+            return status, json.loads(raw) if raw else None
+        except ValueError:
+            return status, raw.decode(errors="replace")
+
+    def client_tls(self) -> ssl.SSLContext:
+        context = ssl.create_default_context(cafile=str(self.ca_file))
+        context.check_hostname = False  # reached by IP; the proxy under test checks the name itself
+        return context
+
+    def make_token(self, user: str, scopes: list[str] | None = None) -> str:
+        """A new API token owned by ``user``; ``scopes=None`` gives it all of the user's own permissions."""
+        body: dict[str, Any] = {"note": "jupyter-dev-proxy tests"}
+        if scopes is not None:
+            body["scopes"] = scopes
+        status, model = self.api("POST", f"/users/{user}/tokens", body=body)
+        assert status == 201, f"token for {user} not made: {status} {model}"
+        return str(model["token"])
+
+    def server_model(self, user: str, server: str = "") -> dict[str, Any] | None:
+        status, model = self.api("GET", f"/users/{user}?include_stopped_servers=1")
+        assert status == 200, (status, model)
+        found = model.get("servers", {}).get(server)
+        if found and (found.get("state") or {}).get("pid"):
+            self._server_pids.add(int(found["state"]["pid"]))
+        return found
+
+    def is_running(self, user: str, server: str = "") -> bool:
+        model = self.server_model(user, server)
+        return bool(model and model["ready"])
+
+    def ensure_running(self, user: str, server: str = "") -> None:
+        if self.is_running(user, server):
+            return
+        status, body = self.api("POST", _server_path(user, server))
+        assert status in (201, 202, 400), (status, body)
+        self._wait(lambda: self.is_running(user, server), f"{user}'s server {server!r} to start")
+
+    def ensure_stopped(self, user: str, server: str = "") -> None:
+        """Stop the server the way an idle culler does (DELETE through the API) and wait until it is gone."""
+        model = self.server_model(user, server)
+        if model is None or (model["stopped"] and not model["pending"]):
+            return
+        status, body = self.api("DELETE", _server_path(user, server))
+        assert status in (202, 204, 400), (status, body)
+
+        def stopped() -> bool:
+            model = self.server_model(user, server)
+            return model is None or (model["stopped"] and not model["pending"])
+        self._wait(stopped, f"{user}'s server {server!r} to stop")
+
+    def delete_named_server(self, user: str, server: str) -> None:
+        self.ensure_stopped(user, server)
+        self.api("DELETE", _server_path(user, server), body={"remove": True})
+
+    def _wait(self, condition: Any, what: str) -> None:
+        deadline = time.monotonic() + SERVER_CHANGE_SECONDS
+        while time.monotonic() < deadline:
+            if condition():
+                return
+            time.sleep(0.2)
+        raise AssertionError(f"timed out waiting for {what}:\n{self.log_tail()}")
+
+    def log_tail(self) -> str:
+        return (self.workdir / "hub.log").read_text(errors="replace")[-4000:]
+
+    # -- lifecycle ------------------------------------------------------------------------------------
+    def stop(self) -> None:
+        """SIGTERM: the hub stops the single-user servers and the proxy it started; then clean up."""
+        if self.process.poll() is None:
+            self.process.send_signal(signal.SIGTERM)
+            try:
+                self.process.wait(timeout=30)
+            except subprocess.TimeoutExpired:
+                self.process.kill()
+                self.process.wait()
+        for pid in [self.process.pid, *self._server_pids]:
+            try:
+                os.killpg(pid, signal.SIGKILL)  # anything the hub left behind in its or a server's group
+            except (ProcessLookupError, PermissionError):
+                pass
+        _kill_pid_file(self.workdir / "chp.pid")
+        shutil.rmtree(self.workdir, ignore_errors=True)
+
+
+def _server_path(user: str, server: str) -> str:
+    return f"/users/{user}/servers/{server}" if server else f"/users/{user}/server"
+
+
+def _kill_pid_file(path: Path) -> None:
+    try:
+        os.kill(int(path.read_text().strip()), signal.SIGKILL)
+    except (OSError, ValueError):
+        pass
+
+
+def start_hub(tls_name: str = "jupyterhub") -> Hub:
+    """Start a hub on free ports; return once ``/hub/api`` answers over TLS."""
+    chp = find_chp()
+    assert chp is not None, missing_hub_tools()
+    workdir = Path(tempfile.mkdtemp(prefix="jupyter-dev-proxy-hub-"))
+    ca = trustme.CA()
+    cert = ca.issue_cert(tls_name, "127.0.0.1", "localhost")
+    ca_file, cert_file, key_file = workdir / "ca.pem", workdir / "hub.pem", workdir / "hub.key"
+    ca.cert_pem.write_to_path(str(ca_file))
+    cert.private_key_pem.write_to_path(str(key_file))
+    for i, pem in enumerate(cert.cert_chain_pems):
+        pem.write_to_path(str(cert_file), append=i > 0)
+    admin_token = secrets.token_hex(32)
+    port = free_port()
+    config = _CONFIG.format(
+        port=port, hub_port=free_port(), chp_api_port=free_port(), cert=str(cert_file), key=str(key_file),
+        db_url=f"sqlite:///{workdir / 'hub.sqlite'}", cookie_secret=str(workdir / "cookie_secret"),
+        hub_pid=str(workdir / "hub.pid"), chp=chp, chp_pid=str(workdir / "chp.pid"),
+        home_template=str(workdir / "home" / "{username}"),
+        spawner_args=["--allow-root"] if os.geteuid() == 0 else [],
+        broken=BROKEN_SERVER, broken_message=BROKEN_MESSAGE, admin_token=admin_token,
+    )
+    (workdir / "jupyterhub_config.py").write_text(config)
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("JUPYTERHUB_", "JUPYTER_"))}
+    env["CONFIGPROXY_AUTH_TOKEN"] = secrets.token_hex(32)
+    with (workdir / "hub.log").open("wb") as log:
+        process = subprocess.Popen([sys.executable, "-m", "jupyterhub", "-f", str(workdir / "jupyterhub_config.py")],
+                                   cwd=workdir, env=env, stdout=log, stderr=subprocess.STDOUT,
+                                   stdin=subprocess.DEVNULL, start_new_session=True)
+    hub = Hub(url=f"https://127.0.0.1:{port}", ca_file=ca_file, tls_name=tls_name, admin_token=admin_token,
+              version="", workdir=workdir, process=process)
+    try:
+        hub.version = _wait_for_api(hub)
+    except BaseException:
+        hub.stop()
+        raise
+    return hub
+
+
+def _wait_for_api(hub: Hub) -> str:
+    deadline = time.monotonic() + HUB_START_SECONDS
+    while time.monotonic() < deadline:
+        if hub.process.poll() is not None:
+            raise RuntimeError(f"JupyterHub exited at startup:\n{hub.log_tail()}")
+        try:
+            with urllib.request.urlopen(f"{hub.url}/hub/api", context=hub.client_tls(), timeout=2) as response:
+                return str(json.loads(response.read())["version"])
+        except (urllib.error.URLError, OSError, ValueError):
+            time.sleep(0.2)
+    raise RuntimeError(f"JupyterHub did not answer within {HUB_START_SECONDS:.0f} s:\n{hub.log_tail()}")
+
+
+# -- the proxy under test, as a user runs it --------------------------------------------------------------------
+
+def clean_env(**values: str) -> dict[str, str]:
+    """The test's environment without any setting of the proxy or the hub, plus ``values``."""
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("JUPYTER", "JUPYTERHUB"))}
+    env.update(values)
+    return env
+
+
+class ProxyProcess:
+    """``python proxy.py`` in a subprocess (stdout and stderr together), its output collected by a thread."""
+
+    def __init__(self, env: dict[str, str], args: tuple[str, ...] = (), cwd: Path | None = None) -> None:
+        self.process = subprocess.Popen([sys.executable, str(ROOT / "proxy.py"), *args], env=env,
+                                        cwd=cwd or tempfile.gettempdir(), stdin=subprocess.DEVNULL,
+                                        stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+        self.lines: list[str] = []
+        self._reader = threading.Thread(target=self._collect, daemon=True)
+        self._reader.start()
+        self.url = ""
+        self.token = ""
+
+    def _collect(self) -> None:
+        assert self.process.stdout is not None
+        for line in self.process.stdout:
+            self.lines.append(line)
+
+    @property
+    def output(self) -> str:
+        return "".join(self.lines)
+
+    def wait_for(self, pattern: str, timeout: float = PROXY_START_SECONDS) -> re.Match[str]:
+        """The first match of ``pattern`` in the output, waiting for it; AssertionError if it never comes."""
+        deadline = time.monotonic() + timeout
+        while True:
+            match = re.search(pattern, self.output)
+            if match:
+                return match
+            if self.process.poll() is not None:
+                self._reader.join(timeout=5)
+                match = re.search(pattern, self.output)
+                if match:
+                    return match
+                raise AssertionError(f"proxy exited ({self.process.returncode}) without {pattern!r}:\n{self.output}")
+            if time.monotonic() > deadline:
+                raise AssertionError(f"no {pattern!r} within {timeout:.0f} s:\n{self.output}")
+            time.sleep(0.05)
+
+    def wait_for_banner(self) -> str:
+        match = self.wait_for(BANNER.pattern)
+        self.url, self.token = match.group(1), match.group(2)
+        return self.url
+
+    def exit_status(self, timeout: float = PROXY_START_SECONDS) -> int:
+        """Wait for the proxy to exit on its own."""
+        status = self.process.wait(timeout=timeout)
+        self._reader.join(timeout=5)
+        return status
+
+    def stop(self) -> int:
+        if self.process.poll() is None:
+            self.process.send_signal(signal.SIGTERM)
+            try:
+                self.process.wait(timeout=15)
+            except subprocess.TimeoutExpired:
+                self.process.kill()
+                self.process.wait()
+        self._reader.join(timeout=5)
+        return self.process.returncode
+
+    def get(self, path: str) -> tuple[int, Any]:
+        """GET ``path`` through the proxy as an IDE does (Authorization: token); (status, JSON or text)."""
+        return raw_request(self.url, "GET", path, self.token)
+
+    def post_json(self, path: str, body: str = "{}") -> tuple[int, Any]:
+        return raw_request(self.url, "POST", path, self.token, body.encode())
+
+
+def raw_request(base_url: str, method: str, target: str, token: str, body: bytes | None = None) -> tuple[int, Any]:
+    """One request with ``target`` written as is (no client normalises '..' or escapes away)."""
+    host, port = base_url.removeprefix("http://").split(":")
+    head = (f"{method} {target} HTTP/1.1\r\nHost: {host}:{port}\r\nAuthorization: token {token}\r\n"
+            "Connection: close\r\n")
+    if body is not None:
+        head += f"Content-Type: application/json\r\nContent-Length: {len(body)}\r\n"
+    with socket.create_connection((host, int(port)), timeout=30) as sock:
+        sock.sendall(head.encode("latin-1") + b"\r\n" + (body or b""))
+        chunks = []
+        while chunk := sock.recv(65536):
+            chunks.append(chunk)
+    head_bytes, _, payload = b"".join(chunks).partition(b"\r\n\r\n")
+    if b"transfer-encoding: chunked" in head_bytes.lower():
+        payload = _dechunk(payload)
+    try:
+        parsed: Any = json.loads(payload)
+    except ValueError:
+        parsed = payload.decode(errors="replace")
+    return int(head_bytes.split()[1]), parsed
+
+
+def _dechunk(body: bytes) -> bytes:
+    out = b""
+    while body:
+        size_line, _, body = body.partition(b"\r\n")
+        size = int(size_line.split(b";")[0], 16)
+        if size == 0:
+            break
+        out, body = out + body[:size], body[size + 2:]
+    return out

@@ -1,0 +1,183 @@
+"""The hub-awareness rules that need no hub: scopes, certificate issuers, named-server prefixes, settings, the bar."""
+
+from __future__ import annotations
+
+import asyncio
+import ssl
+from pathlib import Path
+
+import pytest
+import trustme
+from aiohttp import web
+from yarl import URL
+
+from jupyter_dev_proxy import hub
+from jupyter_dev_proxy.cli import progress_bar
+from jupyter_dev_proxy.config import ConfigError, Settings, load_settings
+from jupyter_dev_proxy.errors import ProxyError
+from jupyter_dev_proxy.hub import HubError, Progress, certificate_issuer, check_hub, grants
+from tests.conftest import make_settings
+
+
+@pytest.mark.parametrize("scopes,expected", [
+    (["access:servers!user=alice"], True),
+    (["access:servers"], True),
+    (["access:servers!server=alice/dev"], True),
+    (["access:servers!server=alice/"], False),  # her default server, not 'dev'
+    (["access:servers!user=bob", "read:servers!user=alice"], False),
+    (["access:servers!group=lab"], None),  # membership is not visible to the token
+    ([], False),
+    (None, None),  # an old hub that does not list the token's scopes
+])
+def test_a_scope_is_granted_by_its_unfiltered_user_or_server_form(scopes: list[str] | None,
+                                                                  expected: bool | None) -> None:
+    assert grants(scopes, "access:servers", "alice", "dev") is expected
+
+
+def test_the_start_scope_is_start_servers_from_jupyterhub_6_and_servers_before() -> None:
+    assert hub._start_scope_name("6.1.1") == "start:servers"
+    assert hub._start_scope_name("5.4.2") == "servers"
+
+
+def _der(cert: trustme.LeafCert) -> bytes:
+    return ssl.PEM_cert_to_DER_cert(cert.cert_chain_pems[0].bytes().decode())
+
+
+def test_the_issuer_of_a_certificate_is_read_from_its_der_form() -> None:
+    ca = trustme.CA(organization_name="Example Cluster", organization_unit_name="Kubernetes CA")
+    assert certificate_issuer(_der(ca.issue_cert("jupyterhub"))) == "O=Example Cluster, OU=Kubernetes CA"
+
+
+def test_the_issuer_of_an_intermediate_signed_certificate_is_the_intermediate() -> None:
+    root = trustme.CA(organization_name="Root")
+    intermediate = root.create_child_ca()
+    issuer = certificate_issuer(_der(intermediate.issue_cert("jupyterhub")))
+    assert issuer is not None and issuer != certificate_issuer(_der(root.issue_cert("jupyterhub")))
+
+
+@pytest.mark.parametrize("garbage", [b"", b"\x30\x03\x02\x01\x01", b"not a certificate"])
+def test_an_unreadable_certificate_has_no_issuer(garbage: bytes) -> None:
+    assert certificate_issuer(garbage) is None
+
+
+@pytest.mark.parametrize("user,server,prefix", [
+    ("alice", "", "/user/alice/"),
+    ("alice", "dev", "/user/alice/dev/"),
+    ("alice smith", "my server", "/user/alice%20smith/my%20server/"),
+    ("al@ce~", "gpu~1", "/user/al@ce~/gpu~1/"),
+    ("émile", "été", "/user/%C3%A9mile/%C3%A9t%C3%A9/"),
+])
+def test_a_named_server_prefix_is_escaped_like_the_hub_escapes_it(user: str, server: str, prefix: str) -> None:
+    settings = make_settings("https://hub", None, "hub", username=user, server_name=server)
+    assert settings.server_prefix == prefix
+
+
+def _load(tmp_path: Path, *argv: str, **environ: str) -> Settings:
+    return load_settings(list(argv), {"JUPYTERHUB_URL": "https://hub.example.org", **environ}, tmp_path)
+
+
+def test_with_a_hub_token_the_username_may_be_left_to_the_hub(tmp_path: Path) -> None:
+    assert _load(tmp_path, JUPYTERHUB_API_TOKEN="t").username == ""
+
+
+def test_without_a_hub_token_the_username_is_still_required(tmp_path: Path) -> None:
+    with pytest.raises(ConfigError, match="JUPYTER_USERNAME"):
+        _load(tmp_path)
+
+
+def test_the_named_server_and_start_policy_are_read_from_flags_and_environment(tmp_path: Path) -> None:
+    settings = _load(tmp_path, "--named-server", "dev", JUPYTERHUB_API_TOKEN="t", JUPYTER_PROXY_START_SERVER="Always")
+    assert (settings.server_name, settings.start_server) == ("dev", "always")
+    assert _load(tmp_path, JUPYTERHUB_API_TOKEN="t").start_server == "at-startup"
+
+
+def test_start_server_always_needs_a_hub_token(tmp_path: Path) -> None:
+    with pytest.raises(ConfigError, match="JUPYTER_PROXY_START_SERVER=always needs a hub token"):
+        _load(tmp_path, "--start-server", "always", JUPYTER_USERNAME="alice")
+
+
+@pytest.mark.parametrize("value", ["sometimes", "yes"])
+def test_an_unknown_start_policy_is_a_config_error(tmp_path: Path, value: str) -> None:
+    with pytest.raises(ConfigError, match="at-startup, always, never"):
+        _load(tmp_path, "--start-server", value, JUPYTERHUB_API_TOKEN="t")
+
+
+@pytest.mark.parametrize("name", ["a/b", "..", "/"])
+def test_a_named_server_with_a_slash_or_dots_is_a_config_error(tmp_path: Path, name: str) -> None:
+    with pytest.raises(ConfigError, match="JUPYTERHUB_NAMED_SERVER"):
+        _load(tmp_path, JUPYTERHUB_API_TOKEN="t", JUPYTERHUB_NAMED_SERVER=name)
+
+
+def test_the_token_setting_named_in_advice_is_the_one_used(tmp_path: Path) -> None:
+    token_file = tmp_path / "token"
+    token_file.write_text("t\n")
+    assert _load(tmp_path, JUPYTERHUB_API_TOKEN_FILE=str(token_file)).hub_token_setting == "JUPYTERHUB_API_TOKEN_FILE"
+    assert _load(tmp_path, JUPYTERHUB_API_TOKEN="t").hub_token_setting == "JUPYTERHUB_API_TOKEN"
+
+
+@pytest.mark.parametrize("percent,message,expected", [
+    (0, "Server requested", "[····················]   0% Server requested"),
+    (50, "Spawning server...", "[##########··········]  50% Spawning server..."),
+    (100, "Server ready", "[####################] 100% Server ready"),
+    (None, "Pulling image", "[····················]      Pulling image"),
+])
+def test_the_terminal_progress_bar_shows_percent_and_message(percent: int | None, message: str,
+                                                             expected: str) -> None:
+    assert progress_bar(Progress(percent, message), 200) == expected
+
+
+def test_the_terminal_progress_bar_fits_the_terminal() -> None:
+    assert len(progress_bar(Progress(30, "x" * 500), 80)) == 79
+
+
+async def test_a_hub_that_accepts_but_never_answers_is_a_timeout(monkeypatch: pytest.MonkeyPatch) -> None:
+    held: list[asyncio.StreamWriter] = []
+
+    async def silent(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        held.append(writer)  # keep the connection open, say nothing (not even the TLS handshake)
+
+    server = await asyncio.start_server(silent, "127.0.0.1", 0)
+    port = server.sockets[0].getsockname()[1]
+    monkeypatch.setattr(hub, "API_TIMEOUT_SECONDS", 0.5)
+    settings = make_settings(f"https://127.0.0.1:{port}", None, "jupyterhub")
+    try:
+        with pytest.raises(HubError, match=rf"The hub at https://127.0.0.1:{port} did not answer in time"):
+            await check_hub(settings, lambda event: None)
+    finally:
+        for writer in held:
+            writer.close()
+        server.close()
+        await server.wait_closed()
+
+
+def test_settings_built_by_tests_still_default_to_the_default_server() -> None:
+    settings = make_settings("https://hub", None, "hub")
+    assert (settings.server_name, settings.server_label, settings.hub_url) == ("", "default server", URL("https://hub"))
+
+
+async def test_a_failed_restart_is_logged_and_not_retried_on_every_poll(
+        monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture) -> None:
+    attempts: list[str] = []
+
+    async def failing_start(*args: object) -> None:
+        attempts.append("start")
+        raise HubError("The hub could not start your default server: no capacity.")
+
+    monkeypatch.setattr(hub, "start_server", failing_start)
+    settings = make_settings("https://hub", None, "hub", start_server="always")
+    watch = hub.ServerWatch(settings, "6.1.1")
+
+    async def stopped_server(request: object) -> web.StreamResponse:
+        raise ProxyError(424, "server-not-running", "not running")
+
+    first = await watch.middleware(None, stopped_server)  # type: ignore[arg-type]
+    assert first.status == 424 and b"starting it again" in first.body  # type: ignore[attr-defined]
+    while watch._starting is not None:
+        await asyncio.sleep(0.01)
+    for _ in range(3):  # the IDE keeps polling
+        again = await watch.middleware(None, stopped_server)  # type: ignore[arg-type]
+        assert again.status == 424 and b"could not start it again" in again.body  # type: ignore[attr-defined]
+    assert attempts == ["start"]
+    assert [r.getMessage() for r in caplog.records if "has stopped" in r.getMessage()] != []
+    assert any("Could not start your default server again: The hub could not start" in r.getMessage()
+               for r in caplog.records)
