@@ -127,6 +127,7 @@ def _parser() -> argparse.ArgumentParser:
     env_only = "\n".join(f"  {o.env:<26} {o.help}" for o in OPTIONS if o.flag is None)
     parser = argparse.ArgumentParser(
         prog="jupyter-dev-proxy",
+        allow_abbrev=False,  # else --hub-token TOKEN is taken as --hub-token-file
         description="Serve your JupyterHub server on localhost so that PyCharm, VS Code or any Jupyter client "
                     "can use it as a plain Jupyter server.",
         epilog=f"Secrets are read from the environment or a .env file, never from flags:\n{env_only}\n\n"
@@ -155,7 +156,7 @@ def _read_env_file(path_flag: str | None, cwd: Path) -> dict[str, str]:
         if not path.is_file():
             return {}
     else:
-        path = Path(path_flag)
+        path = cwd / path_flag
         if not path.is_file():
             raise ConfigError(f"The settings file {path} does not exist: fix the path given to --env-file.")
     return {k: v for k, v in dotenv_values(path).items() if v is not None}
@@ -164,6 +165,7 @@ def _read_env_file(path_flag: str | None, cwd: Path) -> dict[str, str]:
 def _merged(args: argparse.Namespace, environ: Mapping[str, str], dotenv: Mapping[str, str]) -> dict[str, str | None]:
     """flags > environment > .env > defaults; an empty value counts as unset."""
     merged: dict[str, str | None] = {}
+    rank: dict[str, int] = {}
     for option in OPTIONS:
         candidates = (
             getattr(args, option.dest, None),
@@ -171,7 +173,11 @@ def _merged(args: argparse.Namespace, environ: Mapping[str, str], dotenv: Mappin
             dotenv.get(option.env) if option.env else None,
             option.default,
         )
-        merged[option.dest] = next((c.strip() for c in candidates if c is not None and c.strip()), None)
+        found = [(i, c.strip()) for i, c in enumerate(candidates) if c is not None and c.strip()]
+        rank[option.dest], merged[option.dest] = found[0] if found else (len(candidates), None)
+    # A token and a token file are one setting: the one from the higher-precedence source wins.
+    if rank["hub_token"] < rank["hub_token_file"]:
+        merged["hub_token_file"] = None
     return merged
 
 
@@ -180,8 +186,10 @@ def _port(value: str, env: str, allow_zero: bool = False) -> int:
         port = int(value)
     except ValueError:
         port = -1
-    if not (0 if allow_zero else 1) <= port <= 65535:
-        raise ConfigError(f"{env}={value!r} is not a port number: use a number from 1 to 65535.")
+    lowest = 0 if allow_zero else 1
+    if not lowest <= port <= 65535:
+        hint = " (0 picks a free one)" if allow_zero else ""
+        raise ConfigError(f"{env}={value!r} is not a port number: use a number from {lowest} to 65535{hint}.")
     return port
 
 
@@ -197,17 +205,28 @@ def _hub_url(values: Mapping[str, str | None]) -> URL:
     if values["hub_url"] and values["server_host"]:
         raise ConfigError("Both JUPYTERHUB_URL and JUPYTER_SERVER_IP_OR_NAME are set: keep only one of them.")
     if values["hub_url"]:
-        url = URL(values["hub_url"])
+        try:
+            url = URL(values["hub_url"])
+        except ValueError:
+            url = URL()
         if url.scheme not in ("https", "http") or not url.host:
             raise ConfigError(f"JUPYTERHUB_URL={values['hub_url']!r} is not a hub address: "
                               "write it like https://hub.example.org.")
+        # A URL pasted from the browser (…/hub/home, …/user/alice/lab) means the hub at the root.
+        if url.path not in ("", "/") and not url.path.startswith(("/hub/", "/user/")):
+            raise ConfigError(f"JUPYTERHUB_URL={values['hub_url']!r} has a path ({url.path}); hubs served under "
+                              "a base URL are not supported yet: give only https://host[:port].")
         return url.origin()
     if not values["server_host"]:
         raise ConfigError("No hub is set: set JUPYTER_SERVER_IP_OR_NAME to your hub's address "
                           "(or JUPYTERHUB_URL=https://your-hub), in the environment or in a .env file, "
                           "or run with --demo to try the proxy on a local Jupyter server first.")
     port = _port(values["server_port"] or "", "JUPYTER_SERVER_PORT")
-    return URL.build(scheme="https", host=values["server_host"], port=port)
+    try:
+        return URL.build(scheme="https", host=values["server_host"].strip("[]"), port=port)
+    except ValueError:
+        raise ConfigError(f"JUPYTER_SERVER_IP_OR_NAME={values['server_host']!r} is not a host name or IP "
+                          "address: write only the name, like hub.example.org.") from None
 
 
 def _server_name(values: Mapping[str, str | None]) -> str:
@@ -247,14 +266,14 @@ def wants_demo(argv: Sequence[str]) -> bool:
 
 def _hub_token(values: Mapping[str, str | None]) -> str | None:
     if values["hub_token_file"]:
-        path = Path(values["hub_token_file"])
+        path = Path(values["hub_token_file"]).expanduser()
         try:
             token = path.read_text().strip()
-        except OSError as exc:
-            raise ConfigError(f"Cannot read the hub token file {path} ({exc.strerror}): "
+        except (OSError, UnicodeDecodeError) as exc:
+            raise ConfigError(f"Cannot read the hub token file {path} ({getattr(exc, 'strerror', None) or 'not text'}): "
                               "fix JUPYTERHUB_API_TOKEN_FILE.") from None
         if not token:
-            raise ConfigError(f"The hub token file {path} is empty: put your hub API token in it.")
+            raise ConfigError(f"The hub token file {path} is empty: put your hub API token in it, or fix JUPYTERHUB_API_TOKEN_FILE.")
         return token
     return values["hub_token"]
 

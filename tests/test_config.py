@@ -258,10 +258,7 @@ def test_env_file_flag_is_still_below_the_environment(cwd: Path, tmp_path: Path)
     assert load(cwd, "--env-file", str(other), JUPYTER_USERNAME="from-env").username == "from-env"
 
 
-@pytest.mark.xfail(strict=True, reason="BUG: a relative --env-file is resolved against the process's working "
-                                       "directory, not the cwd given to load_settings")
 def test_relative_env_file_is_found_in_the_given_cwd(cwd: Path) -> None:
-    # BUG: _read_env_file uses Path(path_flag) instead of cwd / path_flag.
     write_env_file(cwd / "hub.env", JUPYTER_USERNAME="relative")
     assert load_settings(["--env-file", "hub.env"], {"JUPYTER_SERVER_IP_OR_NAME": "h"}, cwd).username == "relative"
 
@@ -356,10 +353,7 @@ def test_tokens_cannot_be_passed_as_flags(cwd: Path, flag: str, capsys: pytest.C
     assert "unrecognized arguments" in capsys.readouterr().err
 
 
-@pytest.mark.xfail(strict=True, reason="BUG: argparse abbreviations accept --hub-token as --hub-token-file, so "
-                                       "a token on the command line is taken as a file name and echoed in the error")
 def test_hub_token_flag_is_rejected_not_taken_as_an_abbreviation(cwd: Path) -> None:
-    # BUG: ArgumentParser is built with allow_abbrev=True (the default).
     with pytest.raises(SystemExit) as caught:
         load(cwd, "--hub-token", "secret-on-the-command-line")
     assert caught.value.code == 2
@@ -380,10 +374,7 @@ def test_token_file_wins_over_a_token_in_the_same_source(cwd: Path, tmp_path: Pa
     assert settings.hub_token == "from-file"
 
 
-@pytest.mark.xfail(strict=True, reason="BUG: a token file named in .env silently beats JUPYTERHUB_API_TOKEN "
-                                       "set in the environment")
 def test_token_in_the_environment_beats_a_token_file_named_in_dotenv(cwd: Path, tmp_path: Path) -> None:
-    # BUG: _hub_token always prefers hub_token_file, whichever source each of the two came from.
     token_file = tmp_path / "old-token"
     token_file.write_text("stale-token-from-dotenv")
     write_env_file(cwd / ".env", JUPYTERHUB_API_TOKEN_FILE=str(token_file))
@@ -399,10 +390,7 @@ def test_empty_token_file_is_a_config_error(cwd: Path, tmp_path: Path, content: 
     assert "empty" in message
 
 
-@pytest.mark.xfail(strict=True, reason="BUG: the empty-token-file message names the file but not the setting "
-                                       "JUPYTERHUB_API_TOKEN_FILE")
 def test_empty_token_file_message_names_the_setting(cwd: Path, tmp_path: Path) -> None:
-    # BUG: every other ConfigError names the variable to fix; this one does not.
     token_file = tmp_path / "token"
     token_file.write_text("")
     assert_one_sentence_naming(load_error(cwd, JUPYTERHUB_API_TOKEN_FILE=str(token_file)),
@@ -420,21 +408,15 @@ def test_token_file_that_is_a_directory_is_a_config_error(cwd: Path, tmp_path: P
     assert_one_sentence_naming(load_error(cwd, JUPYTERHUB_API_TOKEN_FILE=str(tmp_path)), "JUPYTERHUB_API_TOKEN_FILE")
 
 
-@pytest.mark.xfail(strict=True, reason="BUG: a token file that is not UTF-8 text raises UnicodeDecodeError, "
-                                       "not ConfigError")
 def test_token_file_that_is_not_text_is_a_config_error(cwd: Path, tmp_path: Path) -> None:
-    # BUG: _hub_token catches OSError only; read_text() raises UnicodeDecodeError (a ValueError).
     token_file = tmp_path / "token.p12"
     token_file.write_bytes(b"\x30\x82\xff\xfe binary")
     assert_one_sentence_naming(load_error(cwd, JUPYTERHUB_API_TOKEN_FILE=str(token_file)),
                                "JUPYTERHUB_API_TOKEN_FILE")
 
 
-@pytest.mark.xfail(strict=True, reason="BUG: ~ is expanded in JUPYTER_CLUSTER_CA_CERT but not in "
-                                       "JUPYTERHUB_API_TOKEN_FILE")
 def test_token_file_path_expands_home_like_the_ca_file(cwd: Path, tmp_path: Path,
                                                        monkeypatch: pytest.MonkeyPatch) -> None:
-    # BUG: .env files do not expand ~, so a user writing ~/.hub-token gets "No such file".
     monkeypatch.setenv("HOME", str(tmp_path))
     (tmp_path / ".hub-token").write_text("home-token")
     assert load(cwd, JUPYTERHUB_API_TOKEN_FILE="~/.hub-token").hub_token == "home-token"
@@ -539,7 +521,6 @@ def test_hub_url_keeps_scheme_host_and_port_only(cwd: Path) -> None:
     assert settings.hub_url == URL("https://hub.example.org:8443")
 
 
-@pytest.mark.xfail(strict=True, reason="BUG: malformed hub addresses raise yarl's ValueError, not ConfigError")
 @pytest.mark.parametrize("environ", [
     pytest.param({"JUPYTER_SERVER_IP_OR_NAME": "https://hub.example.org"}, id="scheme-in-server"),
     pytest.param({"JUPYTER_SERVER_IP_OR_NAME": "hub example"}, id="space-in-server"),
@@ -548,7 +529,6 @@ def test_hub_url_keeps_scheme_host_and_port_only(cwd: Path) -> None:
     pytest.param({"JUPYTERHUB_URL": "https://[2001:db8::1"}, id="unclosed-ipv6-url"),
 ])
 def test_malformed_hub_address_is_a_config_error_not_a_traceback(cwd: Path, environ: dict[str, str]) -> None:
-    # BUG: _hub_url lets ValueError from URL()/URL.build() escape; the CLI then shows a traceback.
     try:
         settings = load_settings([], {"JUPYTER_USERNAME": "alice", **environ}, cwd)
     except ConfigError as exc:
@@ -770,3 +750,13 @@ def test_demo_upstream_replaces_the_hub_settings(cwd: Path, tmp_path: Path) -> N
     assert (settings.tls_name, settings.ca_file, settings.hub_token) == ("jupyterhub", ca, "demo-token")
     assert settings.server_prefix == "/user/demo-user/"
     assert settings.listen_port == 9005  # the local side is still the user's
+
+
+def test_a_hub_url_with_a_path_is_refused_not_truncated(cwd: Path) -> None:
+    with pytest.raises(ConfigError, match="base URL"):
+        load_settings([], {**MINIMAL_ENV, "JUPYTER_SERVER_IP_OR_NAME": "", "JUPYTERHUB_URL": "https://h/jupyter/"}, cwd)
+
+
+def test_the_listen_port_error_says_0_is_allowed(cwd: Path) -> None:
+    with pytest.raises(ConfigError, match="from 0 to 65535"):
+        load_settings([], {**MINIMAL_ENV, "JUPYTER_PROXY_PORT": "-1"}, cwd)
