@@ -50,7 +50,7 @@ def _server_line(report: HubReport, demo: DemoServer | None) -> str:
     settings = report.settings
     if demo is not None:
         return (f"Demo: a throwaway Jupyter server for user '{settings.username}'; its files in {demo.root_dir} "
-                "are deleted when the proxy stops.")
+                "are deleted when the proxy stops. To use your hub, set JUPYTER_SERVER_IP_OR_NAME or JUPYTERHUB_URL.")
     if report.hub_version is None:
         return (f"Upstream: a plain Jupyter server at {settings.server_prefix} (no hub API), "
                 f"{report.state}.")
@@ -191,9 +191,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     argv = list(sys.argv[1:] if argv is None else argv)
     demo: DemoServer | None = None
     try:
-        if wants_demo(argv):
-            print("jupyter-dev-proxy: starting a throwaway local Jupyter server for the demo...", file=sys.stderr,
-                  flush=True)
+        if wants_demo(argv, os.environ, Path.cwd()):
+            print("jupyter-dev-proxy: demo mode, starting a throwaway local Jupyter server... (to use your hub "
+                  "instead, set JUPYTER_SERVER_IP_OR_NAME or JUPYTERHUB_URL, see --help)", file=sys.stderr, flush=True)
             demo = start_demo_server(getpass.getuser())
         settings = load_settings(argv, os.environ, Path.cwd(), demo.upstream() if demo else None)
         _configure_logging(settings.log_level)

@@ -259,9 +259,14 @@ class Upstream:
     username: str
 
 
-def wants_demo(argv: Sequence[str]) -> bool:
-    """Whether the command line asks for ``--demo`` (decided before the settings, which then need it)."""
-    return bool(_parser().parse_args(list(argv)).demo)
+def wants_demo(argv: Sequence[str], environ: Mapping[str, str], cwd: Path) -> bool:
+    """``--demo``, or no hub set anywhere (flags, environment, .env): a first run on a new machine then shows
+    the whole path on a local server. Decided before the settings, which then need the demo server."""
+    args = _parser().parse_args(list(argv))
+    if args.demo:
+        return True
+    values = _merged(args, environ, _read_env_file(args.env_file, cwd))
+    return not (values["hub_url"] or values["server_host"])
 
 
 def _hub_token(values: Mapping[str, str | None]) -> str | None:

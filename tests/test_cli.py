@@ -127,7 +127,6 @@ def test_sigint_exits_with_status_0(running_proxy: RunningProxy) -> None:
 
 
 @pytest.mark.parametrize("env,flags,words", [
-    ({}, (), "JUPYTER_SERVER_IP_OR_NAME"),
     ({"JUPYTER_SERVER_IP_OR_NAME": "10.0.0.1", "JUPYTER_USERNAME": "alice", "JUPYTER_SERVER_PORT": "eighty"}, (),
      "JUPYTER_SERVER_PORT"),
     ({"JUPYTER_SERVER_IP_OR_NAME": "10.0.0.1", "JUPYTER_USERNAME": "alice"}, ("--ca-cert", "/nonexistent.pem"),

@@ -732,9 +732,14 @@ def test_hub_token_setting_names_where_the_token_came_from(cwd: Path, tmp_path: 
 # --- --demo --------------------------------------------------------------------------------------------
 
 
-def test_wants_demo_reads_only_the_flag() -> None:
-    assert wants_demo(["--demo"]) is True
-    assert wants_demo(["--listen-port", "0"]) is False
+def test_the_demo_runs_when_asked_or_when_no_hub_is_set_anywhere(cwd: Path) -> None:
+    assert wants_demo(["--demo"], MINIMAL_ENV, cwd) is True
+    assert wants_demo(["--listen-port", "0"], {}, cwd) is True
+    assert wants_demo([], MINIMAL_ENV, cwd) is False
+    assert wants_demo(["--hub-url", "https://hub.example.org"], {}, cwd) is False
+    assert wants_demo([], {"JUPYTERHUB_URL": "https://hub.example.org"}, cwd) is False
+    (cwd / ".env").write_text("JUPYTER_SERVER_IP_OR_NAME=10.0.0.5\n")
+    assert wants_demo([], {}, cwd) is False
 
 
 def test_demo_upstream_replaces_the_hub_settings(cwd: Path, tmp_path: Path) -> None:
