@@ -21,6 +21,11 @@ from yarl import URL
 from . import __version__
 
 
+def hub_escaped(name: str) -> str:
+    """A user or server name as JupyterHub writes it in URLs."""
+    return quote(name, safe="@~")
+
+
 class ConfigError(Exception):
     """A setting is missing or wrong; the message is one sentence a user can act on."""
 
@@ -109,8 +114,8 @@ class Settings:
         ``username`` is empty only until the hub has said whose token it is (``hub.check_hub``), before any
         request is served.
         """
-        prefix = f"/user/{quote(self.username, safe='@~')}/"
-        return prefix + f"{quote(self.server_name, safe='@~')}/" if self.server_name else prefix
+        prefix = f"/user/{hub_escaped(self.username)}/"
+        return prefix + f"{hub_escaped(self.server_name)}/" if self.server_name else prefix
 
     @property
     def server_label(self) -> str:

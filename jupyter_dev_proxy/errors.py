@@ -37,10 +37,15 @@ def json_error(error: ProxyError) -> web.Response:
     return web.json_response({"message": error.message, "reason": error.reason}, status=error.status)
 
 
+def is_name_mismatch(exc: aiohttp.ClientConnectorCertificateError) -> bool:
+    """The certificate is trusted but issued to another name (JUPYTER_SERVER_NAME is wrong, not the CA)."""
+    return getattr(exc.certificate_error, "verify_code", None) == _X509_V_ERR_HOSTNAME_MISMATCH
+
+
 def _tls_failure(exc: aiohttp.ClientConnectorCertificateError, settings: Settings) -> ProxyError:
     cause = exc.certificate_error
     detail = getattr(cause, "verify_message", None) or str(cause)
-    if getattr(cause, "verify_code", None) == _X509_V_ERR_HOSTNAME_MISMATCH:
+    if is_name_mismatch(exc):
         advice = (f"its certificate is not issued to '{settings.tls_name}': set JUPYTER_SERVER_NAME "
                   "to the name on the hub's certificate")
     elif settings.ca_file is None:

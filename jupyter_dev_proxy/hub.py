@@ -21,14 +21,13 @@ from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager
 from dataclasses import dataclass, replace
 from typing import Any
-from urllib.parse import quote
 
 import aiohttp
 from aiohttp import web
 from yarl import URL
 
-from .config import START_ALWAYS, START_NEVER, Settings
-from .errors import ProxyError, json_error, upstream_failure
+from .config import START_ALWAYS, START_NEVER, Settings, hub_escaped
+from .errors import ProxyError, is_name_mismatch, json_error, upstream_failure
 from .upstream import open_hub_session
 
 log = logging.getLogger("jupyter_dev_proxy")
@@ -54,8 +53,6 @@ _POST_HEAD_START_SECONDS = 0.5
 # After a failed restart while serving, the next attempt waits this long: the IDE polls every few seconds,
 # and a server that cannot start must not be asked to start that often.
 RESTART_BACKOFF_SECONDS = 30.0
-
-_X509_V_ERR_HOSTNAME_MISMATCH = 62
 
 # States of the user's server, as the banner shows them.
 RUNNING, STARTED, STOPPED, UNKNOWN = "running", "started", "stopped", "unknown"
@@ -179,10 +176,6 @@ async def _peer_issuer(settings: Settings) -> str | None:
 
 # -- the hub API -----------------------------------------------------------------------------------------------
 
-def _escaped(name: str) -> str:
-    return quote(name, safe="@~")
-
-
 class HubClient:
     """The hub's REST API with the hub token, over the proxy's own verified TLS and failure mapping."""
 
@@ -226,8 +219,7 @@ class HubClient:
         if error is None:
             return HubError(f"Talking to the hub at {self._settings.hub_url} failed ({exc!r}).")
         message = error.message
-        if isinstance(exc, aiohttp.ClientConnectorCertificateError) and \
-                getattr(exc.certificate_error, "verify_code", None) != _X509_V_ERR_HOSTNAME_MISMATCH:
+        if isinstance(exc, aiohttp.ClientConnectorCertificateError) and not is_name_mismatch(exc):
             issuer = await _peer_issuer(self._settings)
             if issuer:
                 message = f"{message.rstrip('.')}; the hub's certificate was issued by '{issuer}'."
@@ -235,9 +227,9 @@ class HubClient:
 
 
 def _server_path(settings: Settings) -> str:
-    user = _escaped(settings.username)
+    user = hub_escaped(settings.username)
     if settings.server_name:
-        return f"/hub/api/users/{user}/servers/{_escaped(settings.server_name)}"
+        return f"/hub/api/users/{user}/servers/{hub_escaped(settings.server_name)}"
     return f"/hub/api/users/{user}/server"
 
 
@@ -330,7 +322,7 @@ async def _server_model(hub: HubClient, settings: Settings, me: dict[str, Any]) 
     if me.get("kind", "user") == "user" and me["name"] == settings.username:
         user = me
     else:
-        status, user, _ = await hub.call("GET", f"/hub/api/users/{_escaped(settings.username)}"
+        status, user, _ = await hub.call("GET", f"/hub/api/users/{hub_escaped(settings.username)}"
                                                 "?include_stopped_servers=1")
         if status == 404:
             raise HubError(f"The hub has no user '{settings.username}' (or the token may not see them): "
