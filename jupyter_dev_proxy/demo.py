@@ -21,6 +21,7 @@ import urllib.error
 import urllib.request
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 from urllib.parse import quote
 
 from yarl import URL
@@ -59,18 +60,23 @@ class DemoServer:
 
     def stop(self) -> None:
         """SIGTERM (the server shuts its kernels down), then SIGKILL to the server's own process group."""
-        if self.process.poll() is None:
-            self.process.send_signal(signal.SIGTERM)
-            try:
-                self.process.wait(timeout=10)
-            except subprocess.TimeoutExpired:
-                self.process.kill()
-                self.process.wait()
+        terminate(self.process, timeout=10)
         try:
             os.killpg(self.process.pid, signal.SIGKILL)  # kernels left behind, if any
         except ProcessLookupError:
             pass
         shutil.rmtree(self.workdir, ignore_errors=True)
+
+
+def terminate(process: subprocess.Popen[Any], timeout: float) -> int:
+    """SIGTERM, so the process can clean up; SIGKILL if it still runs after ``timeout`` seconds. The exit status."""
+    if process.poll() is None:
+        process.send_signal(signal.SIGTERM)
+        try:
+            return process.wait(timeout=timeout)
+        except subprocess.TimeoutExpired:
+            process.kill()
+    return process.wait()
 
 
 def free_port() -> int:

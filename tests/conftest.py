@@ -1,4 +1,5 @@
-"""Shared fixtures: a real TLS Jupyter server, a TLS echo upstream, and the proxy in front of either."""
+"""Shared fixtures: a real TLS Jupyter server, a TLS echo upstream, and the proxy in front of either, in the test's
+event loop or as a process."""
 
 from __future__ import annotations
 
@@ -18,6 +19,7 @@ from yarl import URL
 from jupyter_dev_proxy.app import AccessLogger, build_app
 from jupyter_dev_proxy.config import Settings
 from jupyter_dev_proxy.demo import DemoServer, start_demo_server
+from tests.proxyprocess import ProxyProcess
 from tests.upstreams import SEEN, echo_app
 
 LOCAL_TOKEN = "local-token-for-tests"
@@ -118,3 +120,12 @@ async def echo_proxy(echo_upstream: Any, tls_ca: tuple[trustme.CA, Path],
 def echo_seen(echo_upstream: Any) -> list[web.Request]:
     """Every request that reached the echo upstream."""
     return echo_upstream.app[SEEN]
+
+
+@pytest.fixture
+def proxies() -> Iterator[list[ProxyProcess]]:
+    """Proxy processes a test starts (``proxyprocess.run_proxy``); all stopped at its end."""
+    started: list[ProxyProcess] = []
+    yield started
+    for proxy in started:
+        proxy.stop()

@@ -10,16 +10,13 @@ from __future__ import annotations
 
 import json
 import os
-import re
 import secrets
 import shutil
 import signal
-import socket
 import ssl
 import subprocess
 import sys
 import tempfile
-import threading
 import time
 import urllib.error
 import urllib.request
@@ -29,16 +26,12 @@ from typing import Any
 
 import trustme
 
-from jupyter_dev_proxy.demo import free_port
-
-ROOT = Path(__file__).resolve().parent.parent
+from jupyter_dev_proxy.demo import free_port, terminate
+from tests.proxyprocess import clean_env
 
 # Where `make test` installs configurable-http-proxy (npm install --prefix <this>), if it is not on PATH.
-CHP_PREFIX = ROOT / ".cache" / "node"
+CHP_PREFIX = Path(__file__).resolve().parent.parent / ".cache" / "node"
 CHP_ENV = "JUPYTER_DEV_PROXY_CHP"
-
-BANNER = re.compile(r"Authorization URL with token for IDE: (http://\S+)/\?token=(\S+)")
-PROXY_START_SECONDS = 120.0  # includes starting the user's server
 
 # A hub starts in ~3 s and a single-user server in ~3 s on a quiet 2-core machine; CI machines are busier.
 HUB_START_SECONDS = 60.0
@@ -203,13 +196,7 @@ class Hub:
     # -- lifecycle ------------------------------------------------------------------------------------
     def stop(self) -> None:
         """SIGTERM: the hub stops the single-user servers and the proxy it started; then clean up."""
-        if self.process.poll() is None:
-            self.process.send_signal(signal.SIGTERM)
-            try:
-                self.process.wait(timeout=30)
-            except subprocess.TimeoutExpired:
-                self.process.kill()
-                self.process.wait()
+        terminate(self.process, timeout=30)
         for pid in [self.process.pid, *self._server_pids]:
             try:
                 os.killpg(pid, signal.SIGKILL)  # anything the hub left behind in its or a server's group
@@ -253,8 +240,7 @@ def start_hub(tls_name: str = "jupyterhub") -> Hub:
         broken=BROKEN_SERVER, broken_message=BROKEN_MESSAGE, admin_token=admin_token,
     )
     (workdir / "jupyterhub_config.py").write_text(config)
-    env = {k: v for k, v in os.environ.items() if not k.startswith(("JUPYTERHUB_", "JUPYTER_"))}
-    env["CONFIGPROXY_AUTH_TOKEN"] = secrets.token_hex(32)
+    env = clean_env(CONFIGPROXY_AUTH_TOKEN=secrets.token_hex(32))
     with (workdir / "hub.log").open("wb") as log:
         process = subprocess.Popen([sys.executable, "-m", "jupyterhub", "-f", str(workdir / "jupyterhub_config.py")],
                                    cwd=workdir, env=env, stdout=log, stderr=subprocess.STDOUT,
@@ -280,114 +266,3 @@ def _wait_for_api(hub: Hub) -> str:
         except (urllib.error.URLError, OSError, ValueError):
             time.sleep(0.2)
     raise RuntimeError(f"JupyterHub did not answer within {HUB_START_SECONDS:.0f} s:\n{hub.log_tail()}")
-
-
-# -- the proxy under test, as a user runs it --------------------------------------------------------------------
-
-def clean_env(**values: str) -> dict[str, str]:
-    """The test's environment without any setting of the proxy or the hub, plus ``values``."""
-    env = {k: v for k, v in os.environ.items() if not k.startswith(("JUPYTER", "JUPYTERHUB"))}
-    env.update(values)
-    return env
-
-
-class ProxyProcess:
-    """``python proxy.py`` in a subprocess (stdout and stderr together), its output collected by a thread."""
-
-    def __init__(self, env: dict[str, str], args: tuple[str, ...] = (), cwd: Path | None = None) -> None:
-        self.process = subprocess.Popen([sys.executable, str(ROOT / "proxy.py"), *args], env=env,
-                                        cwd=cwd or tempfile.gettempdir(), stdin=subprocess.DEVNULL,
-                                        stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
-        self.lines: list[str] = []
-        self._reader = threading.Thread(target=self._collect, daemon=True)
-        self._reader.start()
-        self.url = ""
-        self.token = ""
-
-    def _collect(self) -> None:
-        assert self.process.stdout is not None
-        for line in self.process.stdout:
-            self.lines.append(line)
-
-    @property
-    def output(self) -> str:
-        return "".join(self.lines)
-
-    def wait_for(self, pattern: str, timeout: float = PROXY_START_SECONDS) -> re.Match[str]:
-        """The first match of ``pattern`` in the output, waiting for it; AssertionError if it never comes."""
-        deadline = time.monotonic() + timeout
-        while True:
-            match = re.search(pattern, self.output)
-            if match:
-                return match
-            if self.process.poll() is not None:
-                self._reader.join(timeout=5)
-                match = re.search(pattern, self.output)
-                if match:
-                    return match
-                raise AssertionError(f"proxy exited ({self.process.returncode}) without {pattern!r}:\n{self.output}")
-            if time.monotonic() > deadline:
-                raise AssertionError(f"no {pattern!r} within {timeout:.0f} s:\n{self.output}")
-            time.sleep(0.05)
-
-    def wait_for_banner(self) -> str:
-        match = self.wait_for(BANNER.pattern)
-        self.url, self.token = match.group(1), match.group(2)
-        return self.url
-
-    def exit_status(self, timeout: float = PROXY_START_SECONDS) -> int:
-        """Wait for the proxy to exit on its own."""
-        status = self.process.wait(timeout=timeout)
-        self._reader.join(timeout=5)
-        return status
-
-    def stop(self) -> int:
-        if self.process.poll() is None:
-            self.process.send_signal(signal.SIGTERM)
-            try:
-                self.process.wait(timeout=15)
-            except subprocess.TimeoutExpired:
-                self.process.kill()
-                self.process.wait()
-        self._reader.join(timeout=5)
-        return self.process.returncode
-
-    def get(self, path: str) -> tuple[int, Any]:
-        """GET ``path`` through the proxy as an IDE does (Authorization: token); (status, JSON or text)."""
-        return raw_request(self.url, "GET", path, self.token)
-
-    def post_json(self, path: str, body: str = "{}") -> tuple[int, Any]:
-        return raw_request(self.url, "POST", path, self.token, body.encode())
-
-
-def raw_request(base_url: str, method: str, target: str, token: str, body: bytes | None = None) -> tuple[int, Any]:
-    """One request with ``target`` written as is (no client normalises '..' or escapes away)."""
-    host, port = base_url.removeprefix("http://").split(":")
-    head = (f"{method} {target} HTTP/1.1\r\nHost: {host}:{port}\r\nAuthorization: token {token}\r\n"
-            "Connection: close\r\n")
-    if body is not None:
-        head += f"Content-Type: application/json\r\nContent-Length: {len(body)}\r\n"
-    with socket.create_connection((host, int(port)), timeout=30) as sock:
-        sock.sendall(head.encode("latin-1") + b"\r\n" + (body or b""))
-        chunks = []
-        while chunk := sock.recv(65536):
-            chunks.append(chunk)
-    head_bytes, _, payload = b"".join(chunks).partition(b"\r\n\r\n")
-    if b"transfer-encoding: chunked" in head_bytes.lower():
-        payload = _dechunk(payload)
-    try:
-        parsed: Any = json.loads(payload)
-    except ValueError:
-        parsed = payload.decode(errors="replace")
-    return int(head_bytes.split()[1]), parsed
-
-
-def _dechunk(body: bytes) -> bytes:
-    out = b""
-    while body:
-        size_line, _, body = body.partition(b"\r\n")
-        size = int(size_line.split(b";")[0], 16)
-        if size == 0:
-            break
-        out, body = out + body[:size], body[size + 2:]
-    return out

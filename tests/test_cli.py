@@ -5,83 +5,24 @@ from __future__ import annotations
 import asyncio
 import base64
 import hashlib
-import os
-import re
 import signal
 import socket
-import subprocess
-import sys
-import threading
 import time
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import AsyncIterator
 from pathlib import Path
 
 import aiohttp
 import pytest
 
 from jupyter_dev_proxy.demo import DemoServer
-
-ROOT = Path(__file__).resolve().parent.parent
-BANNER = re.compile(r"Authorization URL with token for IDE: (http://\S+)/\?token=(\S+)")
+from tests.proxyprocess import ProxyProcess, clean_env, failed_start, run_proxy
 
 pytestmark = pytest.mark.timeout(300)
 
 
-class RunningProxy:
-    """``proxy.py`` in a subprocess, its output collected by a thread so the pipe never fills."""
-
-    def __init__(self, env: dict[str, str], args: tuple[str, ...] = ()) -> None:
-        self.process = subprocess.Popen([sys.executable, str(ROOT / "proxy.py"), *args], cwd=ROOT, env=env,
-                                        stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
-        self.lines: list[str] = []
-        self._reader = threading.Thread(target=self._collect, daemon=True)
-        self._reader.start()
-
-    def _collect(self) -> None:
-        assert self.process.stdout is not None
-        for line in self.process.stdout:
-            self.lines.append(line)
-
-    def wait_for_banner(self, timeout: float = 60) -> tuple[str, str]:
-        deadline = time.monotonic() + timeout
-        while time.monotonic() < deadline:
-            for line in list(self.lines):
-                if match := BANNER.search(line):
-                    return match.group(1), match.group(2)
-            if self.process.poll() is not None:
-                break
-            time.sleep(0.05)
-        raise AssertionError(f"no banner; output:\n{self.output}")
-
-    @property
-    def output(self) -> str:
-        return "".join(self.lines)
-
-    def peak_rss_kib(self) -> int:
-        status = Path(f"/proc/{self.process.pid}/status").read_text()
-        return int(re.search(r"VmHWM:\s+(\d+) kB", status).group(1))  # type: ignore[union-attr]
-
-    def stop(self) -> int:
-        if self.process.poll() is None:
-            self.process.send_signal(signal.SIGTERM)
-            try:
-                self.process.wait(timeout=10)
-            except subprocess.TimeoutExpired:
-                self.process.kill()
-                self.process.wait()
-        self._reader.join(timeout=5)
-        return self.process.returncode
-
-
-def _clean_env(**values: str) -> dict[str, str]:
-    env = {k: v for k, v in os.environ.items() if not k.startswith(("JUPYTER", "JUPYTERHUB"))}
-    env.update(values)
-    return env
-
-
 @pytest.fixture
 def proxy_env(jupyter_upstream: DemoServer) -> dict[str, str]:
-    return _clean_env(
+    return clean_env(
         JUPYTER_SERVER_IP_OR_NAME="127.0.0.1", JUPYTER_SERVER_PORT=jupyter_upstream.url.rsplit(":", 1)[1],
         JUPYTER_USERNAME="alice", JUPYTER_CLUSTER_CA_CERT=str(jupyter_upstream.ca_file),
         JUPYTERHUB_API_TOKEN=jupyter_upstream.token, JUPYTER_PROXY_PORT="0", JUPYTER_PROXY_IP_OR_NAME="127.0.0.1",
@@ -89,12 +30,8 @@ def proxy_env(jupyter_upstream: DemoServer) -> dict[str, str]:
 
 
 @pytest.fixture
-def running_proxy(proxy_env: dict[str, str]) -> Iterator[RunningProxy]:
-    proxy = RunningProxy(proxy_env)
-    try:
-        yield proxy
-    finally:
-        proxy.stop()
+def running_proxy(proxy_env: dict[str, str], proxies: list[ProxyProcess]) -> ProxyProcess:
+    return run_proxy(proxies, proxy_env)
 
 
 def _ide(url: str, token: str) -> aiohttp.ClientSession:
@@ -102,7 +39,7 @@ def _ide(url: str, token: str) -> aiohttp.ClientSession:
 
 
 async def test_banner_prints_a_working_ide_url_and_sigterm_exits_cleanly(
-        running_proxy: RunningProxy, jupyter_upstream: DemoServer) -> None:
+        running_proxy: ProxyProcess, jupyter_upstream: DemoServer) -> None:
     url, token = running_proxy.wait_for_banner()
     async with aiohttp.ClientSession() as ide:
         async with ide.get(f"{url}/api/status", params={"token": token}) as response:
@@ -119,7 +56,7 @@ async def test_banner_prints_a_working_ide_url_and_sigterm_exits_cleanly(
     assert jupyter_upstream.token not in running_proxy.output
 
 
-def test_sigint_exits_with_status_0(running_proxy: RunningProxy) -> None:
+def test_sigint_exits_with_status_0(running_proxy: ProxyProcess) -> None:
     running_proxy.wait_for_banner()
     running_proxy.process.send_signal(signal.SIGINT)
     assert running_proxy.process.wait(timeout=10) == 0
@@ -136,42 +73,32 @@ def test_sigint_exits_with_status_0(running_proxy: RunningProxy) -> None:
 ])
 def test_bad_settings_exit_2_with_one_sentence_and_no_traceback(
         env: dict[str, str], flags: tuple[str, ...], words: str) -> None:
-    result = subprocess.run([sys.executable, str(ROOT / "proxy.py"), *flags], env=_clean_env(**env), cwd="/",
-                            capture_output=True, text=True, timeout=30)
-    assert result.returncode == 2
-    assert words in result.stderr and "Traceback" not in result.stderr
-    assert len(result.stderr.strip().splitlines()) == 1
+    assert words in failed_start(clean_env(**env), *flags)
 
 
 def test_a_ca_file_that_is_not_a_certificate_exits_2(proxy_env: dict[str, str], tmp_path: Path) -> None:
     bogus = tmp_path / "ca.pem"
     bogus.write_text("not a certificate\n")
-    result = subprocess.run([sys.executable, str(ROOT / "proxy.py")], capture_output=True, text=True, timeout=30,
-                            env={**proxy_env, "JUPYTER_CLUSTER_CA_CERT": str(bogus)})
-    assert result.returncode == 2 and "JUPYTER_CLUSTER_CA_CERT" in result.stderr
-    assert "Traceback" not in result.stderr
+    assert "JUPYTER_CLUSTER_CA_CERT" in failed_start({**proxy_env, "JUPYTER_CLUSTER_CA_CERT": str(bogus)})
 
 
 def test_a_port_in_use_exits_2_and_names_the_setting(proxy_env: dict[str, str]) -> None:
     with socket.socket() as taken:
         taken.bind(("127.0.0.1", 0))
         taken.listen()
-        result = subprocess.run([sys.executable, str(ROOT / "proxy.py")], capture_output=True, text=True,
-                                timeout=60, env={**proxy_env, "JUPYTER_PROXY_PORT": str(taken.getsockname()[1])})
-    assert result.returncode == 2 and "JUPYTER_PROXY_PORT" in result.stderr
+        message = failed_start({**proxy_env, "JUPYTER_PROXY_PORT": str(taken.getsockname()[1])}, after_log=True)
+    assert "JUPYTER_PROXY_PORT" in message
 
 
-def test_dotenv_file_configures_the_proxy(jupyter_upstream: DemoServer, tmp_path: Path) -> None:
+def test_dotenv_file_configures_the_proxy(jupyter_upstream: DemoServer, tmp_path: Path,
+                                          proxies: list[ProxyProcess]) -> None:
     (tmp_path / "settings.env").write_text(
         f"JUPYTER_SERVER_IP_OR_NAME=127.0.0.1\nJUPYTER_SERVER_PORT={jupyter_upstream.url.rsplit(':', 1)[1]}\n"
         f"JUPYTER_USERNAME=alice\nJUPYTER_CLUSTER_CA_CERT={jupyter_upstream.ca_file}\n"
         f"JUPYTERHUB_API_TOKEN={jupyter_upstream.token}\nJUPYTER_PROXY_TOKEN=from-dotenv\n")
-    proxy = RunningProxy(_clean_env(JUPYTER_PROXY_PORT="0"), ("--env-file", str(tmp_path / "settings.env")))
-    try:
-        url, token = proxy.wait_for_banner()
-        assert token == "from-dotenv"
-    finally:
-        assert proxy.stop() == 0
+    proxy = run_proxy(proxies, clean_env(JUPYTER_PROXY_PORT="0"), "--env-file", str(tmp_path / "settings.env"))
+    assert proxy.wait_for_banner()[1] == "from-dotenv"
+    assert proxy.stop() == 0
 
 
 # 3 MiB encodes to base64 without padding, so blocks can be encoded one by one and concatenated.
@@ -188,7 +115,7 @@ async def _upload_body() -> AsyncIterator[bytes]:
 
 
 async def test_100_mb_upload_and_download_byte_identical_with_flat_memory(
-        running_proxy: RunningProxy, jupyter_upstream: DemoServer) -> None:
+        running_proxy: ProxyProcess, jupyter_upstream: DemoServer) -> None:
     size = BLOCKS * len(BLOCK)
     expected = hashlib.sha256()
     for _ in range(BLOCKS):

@@ -8,8 +8,6 @@ from __future__ import annotations
 
 import os
 import signal
-import subprocess
-import sys
 import urllib.error
 import urllib.request
 from collections.abc import Iterator
@@ -23,13 +21,11 @@ from cryptography.x509.oid import NameOID
 from tests.hubserver import (
     BROKEN_MESSAGE,
     BROKEN_SERVER,
-    ROOT,
     Hub,
-    ProxyProcess,
-    clean_env,
     missing_hub_tools,
     start_hub,
 )
+from tests.proxyprocess import ProxyProcess, clean_env, failed_start, run_proxy
 
 pytestmark = [pytest.mark.hub, pytest.mark.timeout(240)]
 
@@ -54,32 +50,6 @@ def hub_env(hub: Hub, token: str, **more: str) -> dict[str, str]:
     return clean_env(**{"JUPYTERHUB_URL": hub.url, "JUPYTER_CLUSTER_CA_CERT": str(hub.ca_file),
                         "JUPYTERHUB_API_TOKEN": token, "JUPYTER_PROXY_PORT": "0",
                         "JUPYTER_PROXY_IP_OR_NAME": "127.0.0.1", **more})
-
-
-@pytest.fixture
-def proxies() -> Iterator[list[ProxyProcess]]:
-    """Proxies a test starts; all stopped at its end."""
-    started: list[ProxyProcess] = []
-    yield started
-    for proxy in started:
-        proxy.stop()
-
-
-def run_proxy(proxies: list[ProxyProcess], env: dict[str, str], *args: str) -> ProxyProcess:
-    proxy = ProxyProcess(env, args)
-    proxies.append(proxy)
-    return proxy
-
-
-def failed_start(env: dict[str, str], *args: str) -> str:
-    """Run the proxy expecting a startup failure: exit status 2 and one sentence on stderr, no traceback."""
-    result = subprocess.run([sys.executable, str(ROOT / "proxy.py"), *args], env=env, cwd="/", capture_output=True,
-                            text=True, timeout=120)
-    assert result.returncode == 2, (result.returncode, result.stdout, result.stderr)
-    assert "Traceback" not in result.stderr
-    message = [line for line in result.stderr.splitlines() if line.startswith("jupyter-dev-proxy: ")]
-    assert len(message) == 1, result.stderr
-    return message[0]
 
 
 # -- who am I ----------------------------------------------------------------------------------------------------
@@ -159,7 +129,8 @@ def test_start_server_never_only_reports_and_the_ide_is_told_not_running(
 
 def test_a_failed_start_shows_the_hubs_message(hub: Hub) -> None:
     hub.api("PUT", f"/users/alice/servers/{BROKEN_SERVER}")
-    message = failed_start(hub_env(hub, hub.make_token("alice"), JUPYTERHUB_NAMED_SERVER=BROKEN_SERVER))
+    message = failed_start(hub_env(hub, hub.make_token("alice"), JUPYTERHUB_NAMED_SERVER=BROKEN_SERVER),
+                           after_log=True)
     assert f"The hub could not start your named server '{BROKEN_SERVER}'" in message
     assert BROKEN_MESSAGE in message
 

@@ -7,37 +7,15 @@ import getpass
 import re
 import signal
 import socket
-import subprocess
-import sys
 import time
-from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 
 from jupyter_dev_proxy.demo import DemoServer, free_port
-from tests.hubserver import ROOT, ProxyProcess, clean_env
+from tests.proxyprocess import ProxyProcess, clean_env, failed_start, run_proxy
 
 pytestmark = pytest.mark.timeout(180)
-
-
-def failed_start(env: dict[str, str], *args: str) -> str:
-    """Run the proxy expecting a startup failure: exit status 2 and one line on stderr, no traceback."""
-    result = subprocess.run([sys.executable, str(ROOT / "proxy.py"), *args], env=env, cwd="/", capture_output=True,
-                            text=True, timeout=60)
-    assert result.returncode == 2, (result.returncode, result.stdout, result.stderr)
-    assert "Traceback" not in result.stderr
-    lines = result.stderr.strip().splitlines()
-    assert len(lines) == 1 and lines[0].startswith("jupyter-dev-proxy: "), result.stderr
-    return lines[0]
-
-
-@pytest.fixture
-def proxies() -> Iterator[list[ProxyProcess]]:
-    started: list[ProxyProcess] = []
-    yield started
-    for proxy in started:
-        proxy.stop()
 
 
 def test_a_hub_that_refuses_connections_is_unreachable() -> None:
@@ -60,8 +38,7 @@ def _plain_env(server: DemoServer, **more: str) -> dict[str, str]:
 
 def test_a_server_without_a_hub_api_is_proxied_as_a_plain_server_with_one_log_line(
         jupyter_upstream: DemoServer, proxies: list[ProxyProcess]) -> None:
-    proxy = ProxyProcess(_plain_env(jupyter_upstream, JUPYTER_USERNAME="alice"))
-    proxies.append(proxy)
+    proxy = run_proxy(proxies, _plain_env(jupyter_upstream, JUPYTER_USERNAME="alice"))
     proxy.wait_for_banner()
     assert len(re.findall("No hub API", proxy.output)) == 1
     assert "Upstream: a plain Jupyter server at /user/alice/ (no hub API), running." in proxy.output
@@ -105,27 +82,25 @@ def _port_is_free(port: int) -> bool:
 
 @pytest.mark.parametrize("demo_flag", [("--demo",), ()], ids=["--demo", "no-hub-configured"])
 def test_demo_serves_a_working_jupyter_and_ctrl_c_leaves_no_process_port_or_file(
-        tmp_path: Path, demo_flag: tuple[str, ...]) -> None:
-    proxy = ProxyProcess(clean_env(), (*demo_flag, "--listen-host", "127.0.0.1", "--listen-port", "0"), cwd=tmp_path)
-    try:
-        proxy.wait_for_banner()
-        root = Path(proxy.wait_for(r"its files in (\S+) are deleted").group(1))
-        workdir = root.parent
-        server_port = int(proxy.wait_for(r"→ https://127\.0\.0\.1:(\d+)/user/").group(1))
-        proxy_port = int(proxy.url.rsplit(":", 1)[1])
-        login = re.escape(getpass.getuser())
-        assert re.search(rf"/user/{login}/ \(certificate checked for 'jupyterhub'\)", proxy.output)
-        assert proxy.get("/api/status")[0] == 200
-        status, kernel = proxy.post_json("/api/kernels")
-        assert status == 201, kernel
-        deadline = time.monotonic() + 30
-        while len(_processes_mentioning(str(workdir))) < 2:  # the server and its kernel
-            assert time.monotonic() < deadline, "the kernel never started"
-            time.sleep(0.1)
-        proxy.process.send_signal(signal.SIGINT)  # Ctrl-C
-        assert proxy.exit_status(timeout=30) == 0
-    finally:
-        proxy.stop()
+        tmp_path: Path, demo_flag: tuple[str, ...], proxies: list[ProxyProcess]) -> None:
+    proxy = run_proxy(proxies, clean_env(), *demo_flag, "--listen-host", "127.0.0.1", "--listen-port", "0",
+                      cwd=tmp_path)
+    proxy.wait_for_banner()
+    root = Path(proxy.wait_for(r"its files in (\S+) are deleted").group(1))
+    workdir = root.parent
+    server_port = int(proxy.wait_for(r"→ https://127\.0\.0\.1:(\d+)/user/").group(1))
+    proxy_port = int(proxy.url.rsplit(":", 1)[1])
+    login = re.escape(getpass.getuser())
+    assert re.search(rf"/user/{login}/ \(certificate checked for 'jupyterhub'\)", proxy.output)
+    assert proxy.get("/api/status")[0] == 200
+    status, kernel = proxy.post_json("/api/kernels")
+    assert status == 201, kernel
+    deadline = time.monotonic() + 30
+    while len(_processes_mentioning(str(workdir))) < 2:  # the server and its kernel
+        assert time.monotonic() < deadline, "the kernel never started"
+        time.sleep(0.1)
+    proxy.process.send_signal(signal.SIGINT)  # Ctrl-C
+    assert proxy.exit_status(timeout=30) == 0
     assert "Traceback" not in proxy.output
     assert _processes_mentioning(str(workdir)) == []
     assert not workdir.exists()
