@@ -63,5 +63,5 @@ async def remember_token(request: web.Request, response: web.StreamResponse) -> 
     if token and request.cookies.get(COOKIE_NAME) != token and response.status < 400:
         cookie = SimpleCookie()
         cookie[COOKIE_NAME] = token
-        cookie[COOKIE_NAME].update({"path": "/", "httponly": True, "samesite": "Strict"})
+        cookie[COOKIE_NAME].update({"path": "/", "httponly": "yes", "samesite": "Strict"})
         response.headers.add("Set-Cookie", cookie[COOKIE_NAME].OutputString())

@@ -10,7 +10,7 @@ import re
 from collections.abc import Iterable
 from urllib.parse import unquote
 
-from multidict import CIMultiDict, CIMultiDictProxy
+from multidict import CIMultiDict, CIMultiDictProxy, MultiMapping
 from yarl import URL
 
 from .config import Settings
@@ -89,8 +89,8 @@ def upstream_path_for(settings: Settings, raw_path: str) -> str:
             raise _refuse(f"This proxy only reaches your own server at {own}.", 403)
         # Sent with the canonical prefix: /user/al%69ce/x must not slip past a hub proxy's route table.
         depth = own.count("/") - 1
-        rest = raw_path.split("/", depth + 1)[depth + 1:]
-        return own + (rest[0] if rest else "")
+        after_prefix = raw_path.split("/", depth + 1)[depth + 1:]
+        return own + (after_prefix[0] if after_prefix else "")
     return own + raw_path[1:]
 
 
@@ -108,7 +108,7 @@ def query_without_token(raw_query: str) -> str:
     return "&".join(kept)
 
 
-def _forwardable(headers: CIMultiDictProxy[str], also_dropped: frozenset[str]) -> Iterable[tuple[str, str]]:
+def _forwardable(headers: MultiMapping[str], also_dropped: frozenset[str]) -> Iterable[tuple[str, str]]:
     connection_named = {h.strip().lower() for h in ",".join(headers.getall("Connection", ())).split(",")}
     for name, value in headers.items():
         lower = name.lower()
@@ -181,7 +181,7 @@ def _redirect_out_of_server(settings: Settings, location: str) -> ProxyError:
                       f"Make a new one at {settings.hub_url}/hub/token.")
 
 
-def client_response_headers(settings: Settings, headers: CIMultiDictProxy[str]) -> CIMultiDict[str]:
+def client_response_headers(settings: Settings, headers: MultiMapping[str]) -> CIMultiDict[str]:
     """The hub's response headers as the IDE should see them.
 
     Raises ProxyError when the hub redirects out of the user's server: passing such a redirect on would

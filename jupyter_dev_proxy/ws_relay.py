@@ -8,10 +8,11 @@ from __future__ import annotations
 
 import asyncio
 import logging
+from typing import Any
 
 import aiohttp
 from aiohttp import WSCloseCode, WSMsgType, web
-from multidict import CIMultiDictProxy
+from multidict import MultiMapping
 from yarl import URL
 
 from .config import Settings
@@ -28,10 +29,14 @@ _NOT_SENDABLE = frozenset({1005, 1006, 1015})
 # How long a closing handshake may take before the connection is simply dropped.
 _CLOSE_TIMEOUT_SECONDS = 5.0
 
-_Socket = web.WebSocketResponse | aiohttp.ClientWebSocketResponse
+# Both sides are opened with decode_text=False (text frames arrive as bytes); aiohttp's server-side type
+# does not narrow on that argument, hence Any.
+_IdeSocket = web.WebSocketResponse[Any]
+_HubSocket = aiohttp.ClientWebSocketResponse[Any]
+_Socket = _IdeSocket | _HubSocket
 
 # Every relay in progress, IDE side first, so shutdown can close both sides with 1001.
-OPEN_RELAYS = web.AppKey("open_relays", set[tuple[web.WebSocketResponse, aiohttp.ClientWebSocketResponse]])
+OPEN_RELAYS = web.AppKey("open_relays", set[tuple[_IdeSocket, _HubSocket]])
 
 
 def _offered_protocols(request: web.Request) -> list[str]:
@@ -81,7 +86,7 @@ async def relay_websocket(request: web.Request, settings: Settings, session: aio
     return client
 
 
-def _handshake_refused(settings: Settings, status: int, headers: CIMultiDictProxy[str] | None) -> ProxyError:
+def _handshake_refused(settings: Settings, status: int, headers: MultiMapping[str] | None) -> ProxyError:
     """The hub answered the handshake with something other than 101: tell the IDE what and why."""
     if headers is not None:
         client_response_headers(settings, headers)  # raises for a redirect out of the user's server
@@ -119,7 +124,7 @@ async def _close(ws: _Socket, code: int | None) -> None:
     await ws.close(code=code)
 
 
-async def close_all(relays: set[tuple[web.WebSocketResponse, aiohttp.ClientWebSocketResponse]]) -> None:
+async def close_all(relays: set[tuple[_IdeSocket, _HubSocket]]) -> None:
     """Close both sides of every relay with 1001 (going away): the proxy is shutting down."""
     for client, upstream in list(relays):
         await asyncio.gather(client.close(code=WSCloseCode.GOING_AWAY, message=b"jupyter-dev-proxy stopped"),
