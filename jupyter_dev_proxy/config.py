@@ -81,9 +81,12 @@ OPTIONS: tuple[_Option, ...] = (
             "The token the IDE must present to this proxy. Default: a new random one at every start."),
     _Option("log_level", "JUPYTER_PROXY_LOG_LEVEL", "--log-level", "info",
             "How much to log: debug, info, warning or error.", "LEVEL"),
+    _Option("event_loop", "JUPYTER_PROXY_EVENT_LOOP", "--event-loop", "auto",
+            "auto: the faster uvloop when it is installed; asyncio: Python's own event loop.", "LOOP"),
 )
 
 _LOG_LEVELS = ("debug", "info", "warning", "error")
+_EVENT_LOOPS = ("auto", "asyncio")
 START_AT_STARTUP, START_ALWAYS, START_NEVER = "at-startup", "always", "never"
 _START_CHOICES = (START_AT_STARTUP, START_ALWAYS, START_NEVER)
 _IP_TLS_NAME = "jupyterhub"
@@ -106,6 +109,7 @@ class Settings:
     server_name: str = ""  # "" is the default server
     start_server: str = START_AT_STARTUP
     hub_token_setting: str = "JUPYTERHUB_API_TOKEN"  # where the hub token came from, named in advice
+    event_loop: str = "auto"
 
     @property
     def server_prefix(self) -> str:
@@ -288,6 +292,14 @@ def _hub_token(values: Mapping[str, str | None]) -> str | None:
     return values["hub_token"]
 
 
+def _event_loop(values: Mapping[str, str | None]) -> str:
+    loop = (values["event_loop"] or "").lower()
+    if loop not in _EVENT_LOOPS:
+        raise ConfigError(f"JUPYTER_PROXY_EVENT_LOOP={values['event_loop']!r} is not an event loop: use "
+                          f"{' or '.join(_EVENT_LOOPS)}.")
+    return loop
+
+
 def load_settings(argv: Sequence[str], environ: Mapping[str, str], cwd: Path,
                   upstream: Upstream | None = None) -> Settings:
     """Parse flags and read the environment and .env file into one validated Settings.
@@ -331,4 +343,5 @@ def load_settings(argv: Sequence[str], environ: Mapping[str, str], cwd: Path,
         server_name=_server_name(values),
         start_server=_start_server(values, hub_token is not None),
         hub_token_setting="JUPYTERHUB_API_TOKEN_FILE" if values["hub_token_file"] else "JUPYTERHUB_API_TOKEN",
+        event_loop=_event_loop(values),
     )

@@ -24,6 +24,10 @@ _IDEMPOTENT_METHODS = frozenset({"GET", "HEAD", "OPTIONS", "PUT", "DELETE"})
 _REPLAY_LIMIT_BYTES = 1024 * 1024
 
 
+# An answer with a Content-Length up to this is read whole and sent in one write; larger ones stream.
+_SMALL_BODY_BYTES = 64 * 1024
+
+
 class _ReplayableBody:
     """The client's request body, streamed to the hub, with its first MiB kept for one replay."""
 
@@ -72,8 +76,13 @@ async def relay_http(request: web.Request, settings: Settings, session: aiohttp.
     """Forward ``request`` to ``url`` with the hub token and stream the hub's response back as it comes."""
     upstream = await _send(session, settings, request, url, upstream_request_headers(request.headers, hub_token))
     try:
-        response = web.StreamResponse(status=upstream.status, reason=upstream.reason,
-                                      headers=client_response_headers(settings, upstream.headers))
+        headers = client_response_headers(settings, upstream.headers)
+        length = upstream.content_length
+        if length is not None and length <= _SMALL_BODY_BYTES and request.method != "HEAD":
+            # Most API answers: read whole, so status, headers and body leave in one write.
+            return web.Response(status=upstream.status, reason=upstream.reason, headers=headers,
+                                body=await upstream.read())
+        response = web.StreamResponse(status=upstream.status, reason=upstream.reason, headers=headers)
         await response.prepare(request)
         await _copy_body(request, upstream, response)
     finally:

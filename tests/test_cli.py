@@ -38,8 +38,10 @@ def _ide(url: str, token: str) -> aiohttp.ClientSession:
     return aiohttp.ClientSession(base_url=url, headers={"Authorization": f"token {token}"})
 
 
+@pytest.mark.parametrize("event_loop", ["auto", "asyncio"], ids=["uvloop-when-installed", "asyncio"])
 async def test_banner_prints_a_working_ide_url_and_sigterm_exits_cleanly(
-        running_proxy: ProxyProcess, jupyter_upstream: DemoServer) -> None:
+        proxy_env: dict[str, str], proxies: list[ProxyProcess], jupyter_upstream: DemoServer, event_loop: str) -> None:
+    running_proxy = run_proxy(proxies, {**proxy_env, "JUPYTER_PROXY_EVENT_LOOP": event_loop})
     url, token = running_proxy.wait_for_banner()
     async with aiohttp.ClientSession() as ide:
         async with ide.get(f"{url}/api/status", params={"token": token}) as response:

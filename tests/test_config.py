@@ -765,3 +765,10 @@ def test_a_hub_url_with_a_path_is_refused_not_truncated(cwd: Path) -> None:
 def test_the_listen_port_error_says_0_is_allowed(cwd: Path) -> None:
     with pytest.raises(ConfigError, match="from 0 to 65535"):
         load_settings([], {**MINIMAL_ENV, "JUPYTER_PROXY_PORT": "-1"}, cwd)
+
+
+def test_the_event_loop_is_uvloop_when_installed_unless_turned_off(cwd: Path) -> None:
+    assert load_settings([], MINIMAL_ENV, cwd).event_loop == "auto"
+    assert load_settings(["--event-loop", "asyncio"], MINIMAL_ENV, cwd).event_loop == "asyncio"
+    with pytest.raises(ConfigError, match="JUPYTER_PROXY_EVENT_LOOP"):
+        load_settings([], {**MINIMAL_ENV, "JUPYTER_PROXY_EVENT_LOOP": "trio"}, cwd)
