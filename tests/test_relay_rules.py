@@ -13,6 +13,7 @@ import pytest
 from aiohttp import web
 from yarl import URL
 
+from jupyter_dev_proxy import upstream
 from jupyter_dev_proxy.config import Settings
 from tests.conftest import HUB_TOKEN, LOCAL_TOKEN, Proxy, make_settings
 from tests.upstreams import CLOSE_CODES, KERNEL_PROTOCOL, StaleConnectionUpstream
@@ -284,6 +285,34 @@ async def test_wrong_ca_or_name_is_a_clear_502_and_the_proxy_stays_up(
                     body = await response.json()
         assert body["reason"] == "tls-verification-failed" and setting in body["message"]
     assert any("tls-verification-failed" in r.getMessage() for r in caplog.records)
+
+
+@pytest.mark.parametrize("code", [424, 503, 404, 500])
+async def test_the_hubs_own_error_answers_pass_through_untouched(echo_proxy: Proxy, code: int) -> None:
+    async with echo_proxy.session() as client:
+        async with client.get("/status", params={"code": str(code)}) as response:
+            assert response.status == code
+            assert await response.json() == {"message": f"status {code} from upstream", "reason": None}
+
+
+async def test_a_hub_that_never_completes_the_handshake_is_a_504(
+        monkeypatch: pytest.MonkeyPatch, start_proxy: Callable[[Settings], Awaitable[Proxy]]) -> None:
+    async def accept_and_say_nothing(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        await reader.read()
+        writer.close()
+
+    monkeypatch.setattr(upstream, "CONNECT_TIMEOUT_SECONDS", 0.5)
+    silent = await asyncio.start_server(accept_and_say_nothing, "127.0.0.1", 0)
+    try:
+        port = silent.sockets[0].getsockname()[1]
+        proxy = await start_proxy(make_settings(f"https://127.0.0.1:{port}", None, "jupyterhub"))
+        async with proxy.session() as client:
+            async with client.get("/api/status") as response:
+                assert response.status == 504
+                assert (await response.json())["reason"] == "hub-timeout"
+    finally:
+        silent.close()
+        await silent.wait_closed()
 
 
 async def test_hub_down_is_a_502_with_advice(start_proxy: Callable[[Settings], Awaitable[Proxy]]) -> None:

@@ -37,6 +37,12 @@ async def _redirect(request: web.Request) -> web.Response:
     return web.Response(status=int(request.query.get("status", "302")), headers={"Location": request.query["to"]})
 
 
+async def _status(request: web.Request) -> web.Response:
+    """Answer with any status and a Jupyter-shaped body, as a hub does for a server that is not running."""
+    code = int(request.query["code"])
+    return web.json_response({"message": f"status {code} from upstream", "reason": None}, status=code)
+
+
 async def _cookies(request: web.Request) -> web.Response:
     response = web.Response(text="cookies")
     response.headers.add("Set-Cookie", "own=1; Path=/user/alice/api; HttpOnly")
@@ -110,6 +116,7 @@ def echo_app() -> web.Application:
     prefix = "/user/alice"
     app.router.add_route("*", f"{prefix}/redirect", _redirect)
     app.router.add_get(f"{prefix}/cookies", _cookies)
+    app.router.add_get(f"{prefix}/status", _status)
     app.router.add_get(f"{prefix}/gzip", _gzip)
     app.router.add_get(f"{prefix}/break-off", _break_off)
     app.router.add_get(f"{prefix}/stream", _stream)
