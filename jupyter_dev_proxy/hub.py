@@ -291,8 +291,8 @@ async def _plain_server(hub: HubClient, settings: Settings) -> HubReport:
     if state == "missing":
         raise HubError(f"Nothing answers at {settings.hub_url}{settings.server_prefix}: check JUPYTER_USERNAME "
                        "(the server's path is /user/<name>/).")
-    log.info("No hub API at %s/hub/api: proxying a plain Jupyter server at %s%s; who-am-I and starting the "
-             "server are skipped.", settings.hub_url, settings.hub_url, settings.server_prefix)
+    log.info("%s is a plain Jupyter server, not a JupyterHub (it has no /hub/api): the proxy serves %s there "
+             "and will not check who owns the token or start the server.", settings.hub_url, settings.server_prefix)
     return HubReport(settings, None, state)
 
 

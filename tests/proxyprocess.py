@@ -40,7 +40,7 @@ def failed_start(env: dict[str, str], *args: str, after_log: bool = False) -> st
     """Run the proxy expecting it to refuse to start: exit status 2, no traceback, one sentence on stderr.
 
     That sentence is the only line on stderr unless ``after_log``: a proxy that got as far as talking to the hub or
-    server logs what it found (the hub's start events, "No hub API") before it.
+    server logs what it found (the hub's start events, "not a JupyterHub") before it.
     """
     result = subprocess.run([sys.executable, str(PROXY), *args], env=env, cwd="/", capture_output=True, text=True,
                             timeout=START_SECONDS, check=False)

@@ -40,7 +40,7 @@ def test_a_server_without_a_hub_api_is_proxied_as_a_plain_server_with_one_log_li
         jupyter_upstream: DemoServer, proxies: list[ProxyProcess]) -> None:
     proxy = run_proxy(proxies, _plain_env(jupyter_upstream, JUPYTER_USERNAME="alice"))
     proxy.wait_for_banner()
-    assert len(re.findall("No hub API", proxy.output)) == 1
+    assert len(re.findall("is a plain Jupyter server, not a JupyterHub", proxy.output)) == 1
     assert "Upstream: a plain Jupyter server at /user/alice/ (no hub API), running." in proxy.output
     assert proxy.get("/api/status")[0] == 200
     assert jupyter_upstream.token not in proxy.output
