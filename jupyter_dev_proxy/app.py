@@ -14,6 +14,7 @@ from .auth import hub_token_for, remember_token
 from .config import Settings
 from .errors import ProxyError, json_error, upstream_failure
 from .http_relay import relay_http
+from .hub import ServerWatch
 from .routing import loggable, query_without_token, upstream_path_for
 from .upstream import open_hub_session
 from .ws_relay import OPEN_RELAYS, close_all, relay_websocket
@@ -95,9 +96,14 @@ async def _close_websockets(app: web.Application) -> None:
     await close_all(app[OPEN_RELAYS])
 
 
-def build_app(settings: Settings) -> web.Application:
+def build_app(settings: Settings, server_watch: ServerWatch | None = None) -> web.Application:
+    """The whole request pipeline: the error funnel, then (on a hub) the watch for a stopped server, then
+    dispatch."""
+    middlewares = [error_funnel] if server_watch is None else [error_funnel, server_watch.middleware]
     # client_max_size never applies: bodies are streamed, never read whole.
-    app = web.Application(middlewares=[error_funnel], handler_args={"max_field_size": 65536})
+    app = web.Application(middlewares=middlewares, handler_args={"max_field_size": 65536})
+    if server_watch is not None:
+        app.on_cleanup.append(server_watch.close)
     app[SETTINGS] = settings
     app[OPEN_RELAYS] = set()
     app.cleanup_ctx.append(_hub_sessions)

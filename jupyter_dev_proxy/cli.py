@@ -142,12 +142,8 @@ async def serve(settings: Settings, stop: asyncio.Event, demo: DemoServer | None
         return report
     settings = report.settings
     # 2. Listen.
-    app = build_app(settings)
-    if report.hub_version is not None:
-        watch = ServerWatch(settings, report.hub_version)
-        app.middlewares.append(watch.middleware)  # inside the error funnel: it answers "not running" itself
-        app.on_cleanup.append(watch.close)
-    runner = web.AppRunner(app, access_log_class=AccessLogger, handle_signals=False,
+    watch = ServerWatch(settings, report.hub_version) if report.hub_version is not None else None
+    runner = web.AppRunner(build_app(settings, watch), access_log_class=AccessLogger, handle_signals=False,
                            shutdown_timeout=SHUTDOWN_GRACE_SECONDS)
     try:
         await runner.setup()

@@ -22,11 +22,10 @@ import urllib.request
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
-from urllib.parse import quote
 
 from yarl import URL
 
-from .config import Upstream
+from .config import Upstream, hub_escaped
 
 # A kernel start on a busy 2-core machine can take several seconds; the server itself starts in ~2 s.
 STARTUP_TIMEOUT_SECONDS = 60.0
@@ -51,7 +50,7 @@ class DemoServer:
 
     @property
     def base_url(self) -> str:
-        return f"{self.url}/user/{quote(self.username, safe='@~')}/"
+        return f"{self.url}/user/{hub_escaped(self.username)}/"
 
     def upstream(self) -> Upstream:
         """Where the proxy finds this server, in place of the hub settings."""
@@ -144,7 +143,7 @@ def start_demo_server(username: str, tls_name: str = "jupyterhub", root_dir: Pat
         log_file = workdir / "server.log"
         args = [
             sys.executable, "-m", "jupyter_server", "--no-browser",
-            f"--ServerApp.base_url=/user/{quote(username, safe='@~')}/", "--ServerApp.ip=127.0.0.1",
+            f"--ServerApp.base_url=/user/{hub_escaped(username)}/", "--ServerApp.ip=127.0.0.1",
             f"--ServerApp.port={port}", "--ServerApp.port_retries=0", f"--ServerApp.root_dir={root}",
             f"--ServerApp.certfile={cert_file}", f"--ServerApp.keyfile={key_file}",
             *(["--allow-root"] if os.geteuid() == 0 else []), *extra_args,

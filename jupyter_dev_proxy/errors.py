@@ -2,9 +2,12 @@
 
     ProxyError                     status + a sentence for the user + a short machine reason
       raised by  routing           (path outside the user's server)           400 / 403 / 404
+                                   (the hub redirected outside it: stopped    424
+                                    server, or its login page)                403
                  auth              (no or wrong local token)                  403
-                 relays            (the hub redirected outside the server)    403 / 424
+                 ws_relay          (the hub refused the handshake)            its status, or 502
                  upstream_failure  (aiohttp's client errors, mapped here)     502 / 504
+      answered by  hub.ServerWatch (a stopped server: logged once, restarted if asked)  424
 
 Clients get ``{"message": ..., "reason": ...}`` — the shape jupyter_server uses, so IDEs show the message.
 """
@@ -49,8 +52,8 @@ def _tls_failure(exc: aiohttp.ClientConnectorCertificateError, settings: Setting
         advice = (f"its certificate is not issued to '{settings.tls_name}': set JUPYTER_SERVER_NAME "
                   "to the name on the hub's certificate")
     elif settings.ca_file is None:
-        advice = ("it is not signed by a public CA: set JUPYTER_CLUSTER_CA_CERT to the CA file "
-                  "of your cluster")
+        advice = (f"its certificate was refused ({detail}); if your cluster has its own CA, set "
+                  "JUPYTER_CLUSTER_CA_CERT to its CA file")
     else:
         advice = (f"it is not signed by the CA in {settings.ca_file} ({detail}): check "
                   "JUPYTER_CLUSTER_CA_CERT")

@@ -61,8 +61,11 @@ def open_hub_session(settings: Settings, websockets: bool = False) -> aiohttp.Cl
     them through a trace hook. HTTP requests are sent with ``allow_redirects=False`` and skip the hook's
     per-chunk cost.
     """
-    trace = aiohttp.TraceConfig()
-    trace.on_request_redirect.append(_refuse_redirect)
+    trace_configs = None
+    if websockets:
+        trace = aiohttp.TraceConfig()
+        trace.on_request_redirect.append(_refuse_redirect)
+        trace_configs = [trace]
     connector = aiohttp.TCPConnector(
         ssl=tls_context_for(settings) if settings.hub_url.scheme == "https" else False,
         keepalive_timeout=IDLE_CONNECTION_SECONDS,
@@ -75,5 +78,5 @@ def open_hub_session(settings: Settings, websockets: bool = False) -> aiohttp.Cl
         auto_decompress=False,
         read_bufsize=READ_BUFFER_BYTES,
         skip_auto_headers=("User-Agent", "Accept", "Accept-Encoding"),
-        trace_configs=[trace] if websockets else None,
+        trace_configs=trace_configs,
     )
