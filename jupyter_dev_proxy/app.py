@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+import ssl
 from collections.abc import AsyncIterator, Awaitable, Callable
 
 import aiohttp
@@ -16,14 +17,15 @@ from .errors import ProxyError, json_error, upstream_failure
 from .http_relay import relay_http
 from .hub import ServerWatch
 from .routing import loggable, query_without_token, upstream_path_for
-from .upstream import open_hub_session
-from .ws_relay import OPEN_RELAYS, close_all, relay_websocket
+from .upstream import hub_tls_context, open_hub_session
+from .ws_relay import Relay, close_all, relay_websocket
 
 log = logging.getLogger("jupyter_dev_proxy")
 
 SETTINGS = web.AppKey("settings", Settings)
 HUB_SESSION = web.AppKey("hub_session", aiohttp.ClientSession)
-HUB_WS_SESSION = web.AppKey("hub_ws_session", aiohttp.ClientSession)
+HUB_TLS: web.AppKey[ssl.SSLContext | None] = web.AppKey("hub_tls")
+OPEN_RELAYS = web.AppKey("open_relays", set[Relay])  # so that shutdown can close them with 1001
 
 Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
 
@@ -41,7 +43,8 @@ async def dispatch(request: web.Request) -> web.StreamResponse:
     hub_token = hub_token_for(request, settings)
     url = upstream_url_for(settings, request)
     if _is_websocket_upgrade(request):
-        return await relay_websocket(request, settings, request.app[HUB_WS_SESSION], hub_token, url)
+        return await relay_websocket(request, settings, request.app[HUB_TLS], hub_token, url,
+                                     request.app[OPEN_RELAYS])
     return await relay_http(request, settings, request.app[HUB_SESSION], hub_token, url)
 
 
@@ -84,11 +87,10 @@ class AccessLogger(AbstractAccessLogger):
 
 
 async def _hub_sessions(app: web.Application) -> AsyncIterator[None]:
-    app[HUB_SESSION] = open_hub_session(app[SETTINGS])
-    app[HUB_WS_SESSION] = open_hub_session(app[SETTINGS], websockets=True)
+    app[HUB_TLS] = hub_tls_context(app[SETTINGS])
+    app[HUB_SESSION] = open_hub_session(app[SETTINGS], app[HUB_TLS])
     yield
     await app[HUB_SESSION].close()
-    await app[HUB_WS_SESSION].close()
 
 
 async def _close_websockets(app: web.Application) -> None:

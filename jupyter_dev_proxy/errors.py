@@ -7,6 +7,7 @@
                  auth              (no or wrong local token)                  403
                  ws_relay          (the hub refused the handshake)            its status, or 502
                  upstream_failure  (aiohttp's client errors, mapped here)     502 / 504
+                 connect_failure   (a websocket's own connection, mapped here) 502 / 504
       answered by  hub.ServerWatch (a stopped server: logged once, restarted if asked)  424
 
 Clients get ``{"message": ..., "reason": ...}`` — the shape jupyter_server uses, so IDEs show the message.
@@ -15,6 +16,7 @@ Clients get ``{"message": ..., "reason": ...}`` — the shape jupyter_server use
 from __future__ import annotations
 
 import asyncio
+import socket
 import ssl
 
 import aiohttp
@@ -40,15 +42,14 @@ def json_error(error: ProxyError) -> web.Response:
     return web.json_response({"message": error.message, "reason": error.reason}, status=error.status)
 
 
-def is_name_mismatch(exc: aiohttp.ClientConnectorCertificateError) -> bool:
+def is_name_mismatch(cause: BaseException) -> bool:
     """The certificate is trusted but issued to another name (JUPYTER_SERVER_NAME is wrong, not the CA)."""
-    return getattr(exc.certificate_error, "verify_code", None) == _X509_V_ERR_HOSTNAME_MISMATCH
+    return getattr(cause, "verify_code", None) == _X509_V_ERR_HOSTNAME_MISMATCH
 
 
-def _tls_failure(exc: aiohttp.ClientConnectorCertificateError, settings: Settings) -> ProxyError:
-    cause = exc.certificate_error
+def _tls_failure(cause: BaseException, settings: Settings) -> ProxyError:
     detail = getattr(cause, "verify_message", None) or str(cause)
-    if is_name_mismatch(exc):
+    if is_name_mismatch(cause):
         advice = (f"its certificate is not issued to '{settings.tls_name}': set JUPYTER_SERVER_NAME "
                   "to the name on the hub's certificate")
     elif settings.ca_file is None:
@@ -61,25 +62,52 @@ def _tls_failure(exc: aiohttp.ClientConnectorCertificateError, settings: Setting
                       f"The hub at {settings.hub_url} could not be trusted: {advice}.")
 
 
-def upstream_failure(exc: BaseException, settings: Settings) -> ProxyError | None:
-    """Map a network failure talking to the hub to a ProxyError; None when it is not one (a bug)."""
-    hub = settings.hub_url
-    if isinstance(exc, aiohttp.ClientConnectorCertificateError):
+def _tls_failed(settings: Settings, detail: object) -> ProxyError:
+    return ProxyError(502, "tls-failed", f"The TLS handshake with the hub at {settings.hub_url} failed ({detail}): "
+                                         "check that JUPYTER_SERVER_PORT is the hub's HTTPS port.")
+
+
+def _hub_unknown(settings: Settings) -> ProxyError:
+    return ProxyError(502, "hub-unknown", f"The hub's name {settings.hub_url.host} could not be resolved: check "
+                                          "the hub address and your network or VPN.")
+
+
+def _hub_unreachable(settings: Settings, detail: object) -> ProxyError:
+    return ProxyError(502, "hub-unreachable", f"The hub at {settings.hub_url} could not be reached ({detail}): "
+                                              "check the hub address and your network or VPN.")
+
+
+def _hub_timeout(settings: Settings) -> ProxyError:
+    return ProxyError(504, "hub-timeout", f"The hub at {settings.hub_url} did not answer in time: it may be "
+                                          "overloaded, or your network or VPN may be down.")
+
+
+def connect_failure(exc: OSError | TimeoutError, settings: Settings) -> ProxyError:
+    """Map a failure to open a raw connection to the hub (the websocket relay's) to a ProxyError."""
+    if isinstance(exc, ssl.SSLCertVerificationError):
         return _tls_failure(exc, settings)
+    if isinstance(exc, ssl.SSLError):
+        return _tls_failed(settings, exc)
+    if isinstance(exc, socket.gaierror):
+        return _hub_unknown(settings)
+    if isinstance(exc, TimeoutError):
+        return _hub_timeout(settings)
+    return _hub_unreachable(settings, exc.strerror or exc)
+
+
+def upstream_failure(exc: BaseException, settings: Settings) -> ProxyError | None:
+    """Map aiohttp's failure talking to the hub to a ProxyError; None when it is not one (a bug)."""
+    if isinstance(exc, aiohttp.ClientConnectorCertificateError):
+        return _tls_failure(exc.certificate_error, settings)
     if isinstance(exc, aiohttp.ClientSSLError):
-        return ProxyError(502, "tls-failed", f"The TLS handshake with the hub at {hub} failed ({exc}): "
-                                             "check that JUPYTER_SERVER_PORT is the hub's HTTPS port.")
+        return _tls_failed(settings, exc)
     if isinstance(exc, aiohttp.ClientConnectorDNSError):
-        return ProxyError(502, "hub-unknown", f"The hub's name {hub.host} could not be resolved: check "
-                                              "the hub address and your network or VPN.")
+        return _hub_unknown(settings)
     if isinstance(exc, aiohttp.ClientConnectorError):
-        return ProxyError(502, "hub-unreachable", f"The hub at {hub} could not be reached "
-                                                   f"({exc.strerror or exc}): check the hub address and "
-                                                   "your network or VPN.")
+        return _hub_unreachable(settings, exc.strerror or exc)
     if isinstance(exc, (asyncio.TimeoutError, aiohttp.ServerTimeoutError)):
-        return ProxyError(504, "hub-timeout", f"The hub at {hub} did not answer in time: it may be "
-                                              "overloaded, or your network or VPN may be down.")
+        return _hub_timeout(settings)
     if isinstance(exc, (aiohttp.ClientConnectionError, aiohttp.ClientPayloadError, ssl.SSLError)):
-        return ProxyError(502, "hub-disconnected", f"The connection to the hub at {hub} broke "
+        return ProxyError(502, "hub-disconnected", f"The connection to the hub at {settings.hub_url} broke "
                                                    f"({type(exc).__name__}): try again.")
     return None

@@ -28,7 +28,7 @@ from yarl import URL
 
 from .config import START_ALWAYS, START_NEVER, Settings, hub_escaped
 from .errors import ProxyError, is_name_mismatch, json_error, upstream_failure
-from .upstream import open_hub_session
+from .upstream import hub_tls_context, open_hub_session
 
 log = logging.getLogger("jupyter_dev_proxy")
 
@@ -219,7 +219,7 @@ class HubClient:
         if error is None:
             return HubError(f"Talking to the hub at {self._settings.hub_url} failed ({exc!r}).")
         message = error.message
-        if isinstance(exc, aiohttp.ClientConnectorCertificateError) and not is_name_mismatch(exc):
+        if isinstance(exc, aiohttp.ClientConnectorCertificateError) and not is_name_mismatch(exc.certificate_error):
             issuer = await _peer_issuer(self._settings)
             if issuer:
                 message = f"{message.rstrip('.')}; the hub's certificate was issued by '{issuer}'."
@@ -235,7 +235,7 @@ def _server_path(settings: Settings) -> str:
 
 @asynccontextmanager
 async def _hub_client(settings: Settings) -> AsyncIterator[HubClient]:
-    session = open_hub_session(settings)
+    session = open_hub_session(settings, hub_tls_context(settings))
     try:
         yield HubClient(settings, session)
     finally:

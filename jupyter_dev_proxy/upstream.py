@@ -5,13 +5,16 @@ Built once per proxy and shared by every request, so connections are reused inst
 
 from __future__ import annotations
 
+import asyncio
 import ssl
+from collections.abc import Callable
+from typing import TypeVar
 
 import aiohttp
 import certifi
-from multidict import CIMultiDictProxy
 
 from .config import ConfigError, Settings
+from .errors import connect_failure
 
 # configurable-http-proxy, in front of most hubs, drops idle keep-alive connections after 5 s. A pooled
 # connection must be retired well before that, or a request can be written into a socket the hub is
@@ -26,6 +29,8 @@ CONNECT_TIMEOUT_SECONDS = 15.0
 # memory cost per open response.
 READ_BUFFER_BYTES = 256 * 1024
 
+_P = TypeVar("_P", bound=asyncio.Protocol)
+
 
 def tls_context_for(settings: Settings) -> ssl.SSLContext:
     """Trust the public CAs (certifi) plus the cluster CA file, if one is set."""
@@ -39,37 +44,17 @@ def tls_context_for(settings: Settings) -> ssl.SSLContext:
     return context
 
 
-class RedirectRefused(Exception):
-    """The hub answered a websocket handshake with a redirect; the proxy never follows one."""
-
-    def __init__(self, status: int, headers: CIMultiDictProxy[str]) -> None:
-        super().__init__(f"redirect {status}")
-        self.status = status
-        self.headers = headers
+def hub_tls_context(settings: Settings) -> ssl.SSLContext | None:
+    """The TLS context for the hub; None when the hub is plain HTTP."""
+    return tls_context_for(settings) if settings.hub_url.scheme == "https" else None
 
 
-async def _refuse_redirect(session: aiohttp.ClientSession, context: object,
-                           params: aiohttp.TraceRequestRedirectParams) -> None:
-    params.response.release()
-    raise RedirectRefused(params.response.status, params.response.headers)
-
-
-def open_hub_session(settings: Settings, websockets: bool = False) -> aiohttp.ClientSession:
-    """A client session for the hub; the caller closes it.
-
-    ``ws_connect`` always follows redirects, token attached; a session for websockets therefore refuses
-    them through a trace hook. HTTP requests are sent with ``allow_redirects=False`` and skip the hook's
-    per-chunk cost.
-    """
-    trace_configs = None
-    if websockets:
-        trace = aiohttp.TraceConfig()
-        trace.on_request_redirect.append(_refuse_redirect)
-        trace_configs = [trace]
+def open_hub_session(settings: Settings, tls: ssl.SSLContext | None) -> aiohttp.ClientSession:
+    """The client session for HTTP requests to the hub (``tls`` from ``hub_tls_context``); the caller closes it."""
     connector = aiohttp.TCPConnector(
-        ssl=tls_context_for(settings) if settings.hub_url.scheme == "https" else False,
+        ssl=tls if tls is not None else False,
         keepalive_timeout=IDLE_CONNECTION_SECONDS,
-        limit=0,  # every open websocket holds a connection; a cap would stall the next one
+        limit=0,  # never queue a request behind others for a connection
     )
     return aiohttp.ClientSession(
         connector=connector,
@@ -78,5 +63,20 @@ def open_hub_session(settings: Settings, websockets: bool = False) -> aiohttp.Cl
         auto_decompress=False,
         read_bufsize=READ_BUFFER_BYTES,
         skip_auto_headers=("User-Agent", "Accept", "Accept-Encoding"),
-        trace_configs=trace_configs,
     )
+
+
+async def open_hub_connection(settings: Settings, tls: ssl.SSLContext | None,
+                              protocol: Callable[[], _P]) -> _P:
+    """A raw TCP (+ verified TLS) connection to the hub, for a websocket; failures become ProxyError."""
+    hub = settings.hub_url
+    assert hub.raw_host is not None and hub.port is not None  # config accepts only http(s)://host URLs
+    loop = asyncio.get_running_loop()
+    try:
+        async with asyncio.timeout(CONNECT_TIMEOUT_SECONDS):
+            _, connected = await loop.create_connection(
+                protocol, hub.raw_host, hub.port, ssl=tls,
+                server_hostname=settings.tls_name if tls is not None else None)
+    except (OSError, TimeoutError) as exc:
+        raise connect_failure(exc, settings) from None
+    return connected

@@ -1,131 +1,385 @@
-"""One websocket (a kernel channel, a terminal): connect upstream first, then relay frames both ways.
+"""One websocket (a kernel channel, a terminal): handshake with the hub first, then relay bytes both ways.
 
 The order matters: the IDE is accepted only after the hub has answered, with exactly the subprotocol the
 hub chose — node's ``ws`` (VS Code) aborts a handshake that answers a subprotocol it did not expect.
+
+After the two handshakes the proxy relays bytes, not messages. The IDE's frames are masked, as a client's
+must be, and the hub's are not, as a server's must not be, so each is valid on the other side unchanged:
+nothing is decoded, unmasked or re-framed, whatever the message size, and the closing handshake travels end
+to end. That holds because no extension (compression) is negotiated on either side. The proxy only follows
+frame boundaries (``FrameTracker``): to close a side itself when the other vanishes or the proxy stops, and
+to answer the hub's pings (an IDE that is not reading at the moment cannot, and the hub would hang up).
 """
 
 from __future__ import annotations
 
 import asyncio
-import logging
-from typing import Any
+import base64
+import hashlib
+import os
+import ssl
+from typing import cast
 
-import aiohttp
-from aiohttp import WSCloseCode, WSMsgType, web
-from multidict import MultiMapping
+from aiohttp import web
+from aiohttp.abc import AbstractStreamWriter
+from multidict import CIMultiDict
 from yarl import URL
 
 from .config import Settings
 from .errors import ProxyError
 from .routing import client_response_headers, upstream_request_headers
-from .upstream import RedirectRefused
+from .upstream import open_hub_connection
 
-log = logging.getLogger("jupyter_dev_proxy")
+_ACCEPT_GUID = b"258EAFA5-E914-47DA-95CA-C5AB0DC85B11"  # RFC 6455 §1.3
+_CLOSE, _PING, _PONG = 0x8, 0x9, 0xA
+GOING_AWAY = 1001  # the proxy stops, or the IDE left without a close frame
+INTERNAL_ERROR = 1011  # the hub's side dropped without a close frame
 
-# Close codes that describe a connection that died rather than one that was closed; they may not be sent
-# in a close frame (RFC 6455 §7.4.1), so the other side is told 1011 (unexpected condition) instead.
-_NOT_SENDABLE = frozenset({1005, 1006, 1015})
-
-# How long a closing handshake may take before the connection is simply dropped.
+# How long the hub has to answer the proxy's close frame and hang up before the proxy hangs up itself.
 _CLOSE_TIMEOUT_SECONDS = 5.0
 
-# Both sides are opened with decode_text=False (text frames arrive as bytes); aiohttp's server-side type
-# does not narrow on that argument, hence Any.
-_IdeSocket = web.WebSocketResponse[Any]
-_HubSocket = aiohttp.ClientWebSocketResponse[Any]
-_Socket = _IdeSocket | _HubSocket
-
-# Every relay in progress, IDE side first, so shutdown can close both sides with 1001.
-OPEN_RELAYS = web.AppKey("open_relays", set[tuple[_IdeSocket, _HubSocket]])
+# The longest answer to a websocket handshake the proxy reads (a status line and headers).
+_MAX_ANSWER_BYTES = 64 * 1024
 
 
-def _offered_protocols(request: web.Request) -> list[str]:
+class FrameTracker:
+    """Follows the frame boundaries of one direction without looking at data payloads.
+
+    A frame of the proxy's own may only go between two frames, and never after that side's close frame.
+    Control frames (≤ 125 bytes) are taken whole, so a ping's payload is at hand for the proxy's pong.
+    """
+
+    __slots__ = ("_skip", "_partial", "closed")
+
+    def __init__(self) -> None:
+        self._skip = 0  # bytes of the current frame still to come
+        self._partial = b""  # the start of a frame cut by a read: its header, or a control frame
+        self.closed = False  # a close frame has passed: this direction said goodbye itself
+
+    @property
+    def at_boundary(self) -> bool:
+        return self._skip == 0 and not self._partial
+
+    def feed(self, data: bytes) -> list[bytes]:
+        """Note ``data`` as relayed; return the payloads of the unmasked (hub's) pings in it."""
+        pings: list[bytes] = []
+        if self._skip >= len(data):
+            self._skip -= len(data)
+            return pings
+        if self._partial:
+            data, pos = self._partial + data, 0
+        else:
+            pos = self._skip
+        end = len(data)
+        while end - pos >= 2:
+            first, second = data[pos], data[pos + 1]
+            length, header = second & 0x7F, (6 if second & 0x80 else 2)  # 4 bytes of mask key when masked
+            if length == 126:
+                if end - pos < 4:
+                    break
+                length, header = int.from_bytes(data[pos + 2:pos + 4], "big"), header + 2
+            elif length == 127:
+                if end - pos < 10:
+                    break
+                length, header = int.from_bytes(data[pos + 2:pos + 10], "big"), header + 8
+            if first & 0x08:  # a control frame
+                if pos + header + length > end:
+                    break
+                if first & 0x0F == _CLOSE:
+                    self.closed = True
+                elif first & 0x0F == _PING and header == 2:
+                    pings.append(data[pos + 2:pos + 2 + length])
+            pos += header + length
+        self._skip = max(pos - end, 0)
+        self._partial = data[pos:] if pos < end else b""
+        return pings
+
+
+def control_frame(opcode: int, payload: bytes, masked: bool) -> bytes:
+    """A close or pong frame; ``masked`` toward the hub (the proxy is its client), unmasked toward the IDE."""
+    if not masked:
+        return bytes((0x80 | opcode, len(payload))) + payload
+    key = os.urandom(4)
+    return bytes((0x80 | opcode, 0x80 | len(payload))) + key + bytes(b ^ key[i % 4] for i, b in enumerate(payload))
+
+
+def _close_payload(code: int, reason: bytes) -> bytes:
+    return code.to_bytes(2, "big") + reason[:123]
+
+
+class Relay:
+    """Both ends of one spliced websocket: aiohttp feeds it the IDE's bytes, ``HubConnection`` the hub's.
+
+    Each side's bytes are written to the other as they come. When a side cannot take more, the other is
+    paused; nothing is buffered here, so memory stays flat whatever the message size.
+    """
+
+    def __init__(self, request: web.BaseRequest, ide: AbstractStreamWriter, hub: HubConnection) -> None:
+        assert request.transport is not None and hub.transport is not None
+        self._ide_protocol = request.protocol
+        self._ide_transport = request.transport
+        self._ide = ide
+        self._hub_transport = hub.transport
+        self.to_ide = FrameTracker()
+        self.to_hub = FrameTracker()
+        self._ide_done = False  # the IDE is gone or was told goodbye: the hub's bytes are dropped
+        self._hang_up: asyncio.TimerHandle | None = None
+        self._hub_paused = False
+
+    # The IDE's side: aiohttp hands the upgraded connection's bytes to its "parser", which is this.
+
+    def feed_data(self, data: bytes) -> tuple[bool, bytes]:
+        if not self._hub_transport.is_closing():
+            self.to_hub.feed(data)
+            self._hub_transport.write(data)  # too much queued: HubConnection.pause_writing pauses the IDE
+        return False, b""
+
+    def feed_eof(self) -> None:
+        """The IDE hung up: close the hub's side (1001), unless the IDE closed it already."""
+        self._ide_done = True
+        self.goodbye_to_hub(GOING_AWAY)
+
+    def pause_ide(self) -> None:
+        if not self._ide_transport.is_closing():
+            self._ide_transport.pause_reading()
+
+    def resume_ide(self) -> None:
+        if not self._ide_transport.is_closing():
+            self._ide_transport.resume_reading()
+
+    # The hub's side.
+
+    def from_hub(self, data: bytes) -> None:
+        if self._ide_done or self._ide_transport.is_closing():
+            return
+        pings = self.to_ide.feed(data)
+        if pings:
+            self._pong_to_hub(pings)
+        self._ide_transport.write(data)
+        if self._ide_protocol.writing_paused and not self._hub_paused:
+            self._hub_paused = True
+            self._hub_transport.pause_reading()
+            asyncio.ensure_future(self._resume_hub_when_drained())
+
+    async def _resume_hub_when_drained(self) -> None:
+        try:
+            await self._ide.drain()
+        except ConnectionError:
+            return  # the IDE is gone: feed_eof follows
+        finally:
+            self._hub_paused = False
+        if not self._hub_transport.is_closing():
+            self._hub_transport.resume_reading()
+
+    def hub_lost(self) -> None:
+        """The hub hung up: close the IDE's side (1011), unless the hub sent its own close frame."""
+        self.goodbye_to_ide(INTERNAL_ERROR, b"the hub closed the connection")
+
+    # Frames of the proxy's own.
+
+    def _pong_to_hub(self, pings: list[bytes]) -> None:
+        """Answer the hub's pings for the IDE, as a client that is not reading cannot (the IDE answers too)."""
+        if self.to_hub.at_boundary and not self.to_hub.closed and not self._hub_transport.is_closing():
+            self._hub_transport.write(b"".join(control_frame(_PONG, payload, masked=True) for payload in pings))
+
+    def goodbye_to_ide(self, code: int, reason: bytes) -> None:
+        """Close the IDE's side with ``code``, unless it cannot take a frame now or the hub's close passed."""
+        if (not self._ide_done and self.to_ide.at_boundary and not self.to_ide.closed
+                and not self._ide_transport.is_closing()):
+            self._ide_transport.write(control_frame(_CLOSE, _close_payload(code, reason), masked=False))
+        self._ide_done = True
+
+    def goodbye_to_hub(self, code: int) -> None:
+        """Close the hub's side with ``code`` (unless the IDE's own close passed), and leave the hub a moment to
+        answer and hang up first, as RFC 6455 §7.1.1 asks of a client. Mid-frame, just hang up."""
+        if self._hang_up is not None or self._hub_transport.is_closing():
+            return
+        if not self.to_hub.at_boundary:
+            self._hub_transport.close()
+            return
+        if not self.to_hub.closed:
+            self._hub_transport.write(control_frame(_CLOSE, _close_payload(code, b""), masked=True))
+        self._hang_up = asyncio.get_running_loop().call_later(_CLOSE_TIMEOUT_SECONDS, self._hub_transport.close)
+
+    def stop(self) -> None:
+        """The proxy is shutting down: close both sides with 1001 (going away)."""
+        self.goodbye_to_ide(GOING_AWAY, b"jupyter-dev-proxy stopped")
+        self.goodbye_to_hub(GOING_AWAY)
+
+    def close(self) -> None:
+        if self._hang_up is not None:
+            self._hang_up.cancel()
+        self._hub_transport.close()
+
+
+class HubConnection(asyncio.Protocol):
+    """The connection to the hub: first the handshake's answer, then the hub's frames, handed to the relay."""
+
+    def __init__(self) -> None:
+        loop = asyncio.get_running_loop()
+        self.transport: asyncio.Transport | None = None
+        self.answer: asyncio.Future[bytes] = loop.create_future()  # the handshake's status line and headers
+        self.lost: asyncio.Future[None] = loop.create_future()
+        self._early = bytearray()  # the answer, then any frames that come before the relay is attached
+        self._relay: Relay | None = None
+
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        self.transport = cast(asyncio.Transport, transport)  # uvloop's TLS transport is not a subclass
+
+    def data_received(self, data: bytes) -> None:
+        if self._relay is not None:
+            self._relay.from_hub(data)
+            return
+        self._early += data
+        if self.answer.done():
+            return
+        end = self._early.find(b"\r\n\r\n")
+        if end >= 0:
+            self.answer.set_result(bytes(self._early[:end + 4]))
+            del self._early[:end + 4]
+        elif len(self._early) > _MAX_ANSWER_BYTES:
+            self.answer.set_exception(ProxyError(502, "hub-bad-websocket", "The hub's answer to the websocket "
+                                                                           "handshake is too long."))
+        else:
+            return
+        assert self.transport is not None
+        self.transport.pause_reading()  # until the relay is attached
+
+    def attach(self, relay: Relay) -> None:
+        self._relay = relay
+        if self._early:
+            relay.from_hub(bytes(self._early))
+            self._early.clear()
+        if self.transport is not None and not self.transport.is_closing():
+            self.transport.resume_reading()
+
+    def pause_writing(self) -> None:
+        if self._relay is not None:
+            self._relay.pause_ide()
+
+    def resume_writing(self) -> None:
+        if self._relay is not None:
+            self._relay.resume_ide()
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        if not self.answer.done():
+            self.answer.set_exception(ConnectionResetError("the hub closed the connection"))
+            self.answer.exception()  # noted as seen: the handshake may not be waiting for it any more
+        if self._relay is not None:
+            self._relay.hub_lost()
+        self.lost.set_result(None)
+
+
+
+def accept_key(key: str) -> str:
+    return base64.b64encode(hashlib.sha1(key.encode() + _ACCEPT_GUID).digest()).decode()
+
+
+def _ide_accept_key(request: web.BaseRequest) -> str:
+    """Check the IDE's handshake (RFC 6455 §4.2.1) before anything is asked of the hub."""
+    key = request.headers.get("Sec-WebSocket-Key", "")
+    try:
+        valid = (request.headers.get("Sec-WebSocket-Version") == "13"
+                 and len(base64.b64decode(key, validate=True)) == 16)
+    except ValueError:
+        valid = False
+    if not valid:
+        raise ProxyError(400, "bad-websocket-handshake", "The websocket handshake is not a valid RFC 6455 "
+                                                         "(version 13) one; the proxy did not forward it.")
+    return accept_key(key)
+
+
+def _offered_protocols(request: web.BaseRequest) -> list[str]:
     header = request.headers.get("Sec-WebSocket-Protocol", "")
     return [p.strip() for p in header.split(",") if p.strip()]
 
 
-async def relay_websocket(request: web.Request, settings: Settings, session: aiohttp.ClientSession,
-                          hub_token: str, url: URL) -> web.WebSocketResponse:
+
+
+async def relay_websocket(request: web.BaseRequest, settings: Settings, tls: ssl.SSLContext | None,
+                          hub_token: str, url: URL, relays: set[Relay]) -> web.StreamResponse:
     """Open ``url`` on the hub as a websocket, accept the IDE with the same subprotocol, relay until closed."""
+    accept = _ide_accept_key(request)
+    offered = _offered_protocols(request)
+    hub = await open_hub_connection(settings, tls, HubConnection)
+    assert hub.transport is not None
     try:
-        upstream = await session.ws_connect(
-            url,
-            protocols=_offered_protocols(request),
-            headers=upstream_request_headers(request.headers, hub_token, websocket=True),
-            server_hostname=settings.tls_name,
-            max_msg_size=0,  # notebooks send outputs far larger than aiohttp's 4 MiB default
-            decode_text=False,  # text frames are relayed as bytes, never decoded and re-encoded
-            autoclose=False,  # a close is relayed to the IDE, whose answer is relayed back (see _pump)
-            timeout=aiohttp.ClientWSTimeout(ws_receive=None, ws_close=_CLOSE_TIMEOUT_SECONDS),
-        )
-    except aiohttp.WSServerHandshakeError as exc:
-        raise _handshake_refused(settings, exc.status, exc.headers) from None
-    except RedirectRefused as exc:
-        raise _handshake_refused(settings, exc.status, exc.headers) from None
-    client = web.WebSocketResponse(
-        protocols=(upstream.protocol,) if upstream.protocol else (),
-        max_msg_size=0,
-        decode_text=False,
-        autoclose=False,  # see _pump
-        timeout=_CLOSE_TIMEOUT_SECONDS,
-    )
-    relays, relay = request.app[OPEN_RELAYS], (client, upstream)
-    to_hub: asyncio.Future[None] | None = None
+        protocol = await _hub_handshake(settings, hub, url, offered,
+                                        upstream_request_headers(request.headers, hub_token, websocket=True))
+        response = web.StreamResponse(status=101, headers={
+            "Upgrade": "websocket", "Connection": "Upgrade", "Sec-WebSocket-Accept": accept,
+            **({"Sec-WebSocket-Protocol": protocol} if protocol else {})})
+        response.force_close()
+        ide = await response.prepare(request)
+        assert ide is not None
+        await ide.drain()
+    except BaseException:
+        hub.transport.close()
+        raise
+    relay = Relay(request, ide, hub)
+    request.protocol.set_parser(relay)  # type: ignore[arg-type]  # the IDE's bytes now go to the relay
+    hub.attach(relay)
+    relays.add(relay)
     try:
-        await client.prepare(request)
-        relays.add(relay)
-        to_hub = asyncio.ensure_future(_pump(client, upstream))
-        await _pump(upstream, client)
-        await to_hub
+        await hub.lost
     finally:
         relays.discard(relay)
-        if to_hub is not None and not to_hub.done():
-            to_hub.cancel()
-        if not upstream.closed:
-            await upstream.close(code=WSCloseCode.GOING_AWAY)
-    return client
+        relay.close()
+    return response  # aiohttp then closes the IDE's connection
 
 
-def _handshake_refused(settings: Settings, status: int, headers: MultiMapping[str] | None) -> ProxyError:
+async def _hub_handshake(settings: Settings, hub: HubConnection, url: URL, offered: list[str],
+                         headers: CIMultiDict[str]) -> str | None:
+    """Ask the hub for the websocket (no extensions offered); return the subprotocol it chose."""
+    key = base64.b64encode(os.urandom(16)).decode()
+    lines = [f"GET {url.raw_path_qs} HTTP/1.1", f"Host: {url.host_port_subcomponent}", "Upgrade: websocket",
+             "Connection: Upgrade", f"Sec-WebSocket-Key: {key}", "Sec-WebSocket-Version: 13"]
+    if offered:
+        lines.append(f"Sec-WebSocket-Protocol: {', '.join(offered)}")
+    lines += [f"{name}: {value}" for name, value in headers.items()]
+    assert hub.transport is not None
+    hub.transport.write(("\r\n".join(lines) + "\r\n\r\n").encode("utf-8", "surrogateescape"))
+    try:
+        head = await hub.answer
+    except (ConnectionError, ssl.SSLError) as exc:
+        raise ProxyError(502, "hub-disconnected", f"The hub at {settings.hub_url} broke off the websocket "
+                                                  f"handshake ({type(exc).__name__}): try again.") from None
+    status, answer = _parse_response_head(settings, head)
+    if status != 101:
+        raise _handshake_refused(settings, status, answer)
+    protocol = answer.get("Sec-WebSocket-Protocol")
+    if (answer.get("Upgrade", "").lower() != "websocket" or answer.get("Sec-WebSocket-Accept") != accept_key(key)
+            or "Sec-WebSocket-Extensions" in answer or (protocol is not None and protocol not in offered)):
+        raise ProxyError(502, "hub-bad-websocket", "The hub accepted the websocket with a handshake that breaks "
+                                                   "RFC 6455; the proxy closed it.")
+    return protocol
+
+
+def _parse_response_head(settings: Settings, head: bytes) -> tuple[int, CIMultiDict[str]]:
+    status_line, *lines = head.decode("utf-8", "surrogateescape").split("\r\n")
+    version, _, rest = status_line.partition(" ")
+    headers: CIMultiDict[str] = CIMultiDict()
+    for line in filter(None, lines):
+        name, colon, value = line.partition(":")
+        if not colon:
+            break
+        headers.add(name.strip(), value.strip())
+    else:
+        if version.startswith("HTTP/1.") and rest[:3].isdigit():
+            return int(rest[:3]), headers
+    raise ProxyError(502, "hub-bad-websocket", f"The hub at {settings.hub_url} answered the websocket handshake "
+                                               "with something that is not HTTP/1.1.")
+
+
+def _handshake_refused(settings: Settings, status: int, headers: CIMultiDict[str]) -> ProxyError:
     """The hub answered the handshake with something other than 101: tell the IDE what and why."""
-    if headers is not None:
-        client_response_headers(settings, headers)  # raises for a redirect out of the user's server
+    client_response_headers(settings, headers)  # raises for a redirect out of the user's server
     return ProxyError(status if status >= 400 else 502, "hub-refused-websocket",
                       f"The hub answered the websocket handshake with HTTP {status} instead of accepting it.")
 
 
-async def _pump(source: _Socket, sink: _Socket) -> None:
-    """Relay data frames in order from ``source`` to ``sink``; then relay the closing handshake.
 
-    When the IDE closes with 4002, the hub gets 4002 and the IDE then gets the hub's answer, so neither
-    side hears "closed" before the other knows. A CLOSING message means the other pump is closing
-    ``source`` itself and finishes both sides.
-    """
-    while True:
-        message = await source.receive()
-        if message.type in (WSMsgType.TEXT, WSMsgType.BINARY):
-            try:
-                await sink.send_frame(message.data, message.type)
-            except ConnectionError:
-                break
-        elif message.type is WSMsgType.CLOSING:
-            return
-        elif message.type in (WSMsgType.CLOSE, WSMsgType.CLOSED, WSMsgType.ERROR):
-            break
-    await _close(sink, source.close_code)
-    await _close(source, sink.close_code)
-
-
-async def _close(ws: _Socket, code: int | None) -> None:
-    if ws.closed:
-        return
-    if code is None or code in _NOT_SENDABLE:
-        code = WSCloseCode.INTERNAL_ERROR
-    await ws.close(code=code)
-
-
-async def close_all(relays: set[tuple[_IdeSocket, _HubSocket]]) -> None:
+async def close_all(relays: set[Relay]) -> None:
     """Close both sides of every relay with 1001 (going away): the proxy is shutting down."""
-    for client, upstream in list(relays):
-        await asyncio.gather(client.close(code=WSCloseCode.GOING_AWAY, message=b"jupyter-dev-proxy stopped"),
-                             upstream.close(code=WSCloseCode.GOING_AWAY), return_exceptions=True)
+    for relay in list(relays):
+        relay.stop()

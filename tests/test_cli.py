@@ -8,6 +8,7 @@ import hashlib
 import signal
 import socket
 import time
+import uuid
 from collections.abc import AsyncIterator
 from pathlib import Path
 
@@ -15,6 +16,7 @@ import aiohttp
 import pytest
 
 from jupyter_dev_proxy.demo import DemoServer
+from tests.kernel_client import KERNEL_PROTOCOL, KernelChannel, result_text
 from tests.proxyprocess import ProxyProcess, clean_env, failed_start, run_proxy
 
 pytestmark = pytest.mark.timeout(300)
@@ -143,3 +145,23 @@ async def test_100_mb_upload_and_download_byte_identical_with_flat_memory(
     assert rss_after_upload - rss_before < 20 * 1024, (rss_before, rss_after_upload)
     assert rss_after_download - rss_before < 20 * 1024, (rss_before, rss_after_download)
     (jupyter_upstream.root_dir / "big.bin").unlink()
+
+
+async def test_a_48_mib_kernel_output_crosses_the_websocket_with_flat_memory(
+        running_proxy: ProxyProcess, jupyter_upstream: DemoServer) -> None:
+    """A cell printing a huge result: one 48 MiB websocket message, relayed as it arrives, never held whole."""
+    url, token = running_proxy.wait_for_banner()
+    async with _ide(url, token) as ide:
+        async with ide.post("/api/kernels") as response:
+            kernel = (await response.json())["id"]
+        async with ide.ws_connect(f"/api/kernels/{kernel}/channels", protocols=(KERNEL_PROTOCOL,),
+                                  max_msg_size=0) as ws:
+            channel = KernelChannel(ws, uuid.uuid4().hex)
+            assert result_text(await channel.execute("1 + 1")) == "2"
+            rss_before = running_proxy.peak_rss_kib()
+            text = result_text(await channel.execute("'y' * (48 * 1024 * 1024)"))
+            rss_after = running_proxy.peak_rss_kib()
+        async with ide.delete(f"/api/kernels/{kernel}") as response:
+            assert response.status == 204
+    assert text is not None and len(text) == 48 * 1024 * 1024 + 2  # repr adds the quotes
+    assert rss_after - rss_before < 20 * 1024, (rss_before, rss_after)

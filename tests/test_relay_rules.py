@@ -15,6 +15,7 @@ from yarl import URL
 
 from jupyter_dev_proxy import upstream
 from jupyter_dev_proxy.config import Settings
+from jupyter_dev_proxy.ws_relay import accept_key
 from tests.conftest import HUB_TOKEN, LOCAL_TOKEN, Proxy, make_settings
 from tests.upstreams import CLOSE_CODES, KERNEL_PROTOCOL, StaleConnectionUpstream
 
@@ -204,6 +205,45 @@ async def test_websocket_without_subprotocol_gets_none(echo_proxy: Proxy) -> Non
             assert ws.protocol is None
             await ws.send_str("ping?")
             assert await ws.receive_str() == "ping?"
+
+
+async def test_no_websocket_extension_is_negotiated_on_either_side(echo_proxy: Proxy) -> None:
+    """Bytes are relayed as they are: a compressed frame would mean something else to the other side."""
+    async with echo_proxy.session() as client:
+        async with client.ws_connect("/ws?report=1", compress=15) as ws:  # the IDE offers permessage-deflate
+            assert ws.compress == 0
+            report = await ws.receive_json()
+            assert "sec-websocket-extensions" not in _headers(report)
+            await ws.send_str("plain " * 1000)
+            assert await ws.receive_str() == "plain " * 1000
+
+
+@pytest.mark.parametrize("answer", [
+    "Sec-WebSocket-Accept: {accept}\r\nSec-WebSocket-Extensions: permessage-deflate",
+    "Sec-WebSocket-Accept: d3Jvbmcga2V5IGhlcmU=",
+    "Sec-WebSocket-Accept: {accept}\r\nSec-WebSocket-Protocol: never-offered",
+], ids=["extension", "wrong-accept", "unoffered-subprotocol"])
+async def test_a_hub_breaking_the_websocket_handshake_is_a_502(
+        start_proxy: Callable[[Settings], Awaitable[Proxy]], answer: str) -> None:
+    async def crooked_hub(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        head = (await reader.readuntil(b"\r\n\r\n")).decode()
+        key = next(line.split(":", 1)[1].strip() for line in head.split("\r\n")
+                   if line.lower().startswith("sec-websocket-key:"))
+        writer.write(("HTTP/1.1 101 Switching Protocols\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n"
+                      + answer.format(accept=accept_key(key)) + "\r\n\r\n").encode())
+        await reader.read()
+        writer.close()
+
+    hub = await asyncio.start_server(crooked_hub, "127.0.0.1", 0)
+    try:
+        proxy = await start_proxy(make_settings(f"http://127.0.0.1:{hub.sockets[0].getsockname()[1]}", None, None))
+        async with proxy.session() as client:
+            with pytest.raises(aiohttp.WSServerHandshakeError) as refused:
+                await client.ws_connect("/api/kernels/1/channels")
+            assert refused.value.status == 502
+    finally:
+        hub.close()
+        await hub.wait_closed()
 
 
 async def test_websocket_close_codes_cross_both_ways(echo_proxy: Proxy, echo_upstream: Any) -> None:

@@ -1,0 +1,69 @@
+"""The websocket relay's frame bookkeeping: it must know every frame boundary however reads cut the stream."""
+
+from __future__ import annotations
+
+import os
+
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from jupyter_dev_proxy.ws_relay import FrameTracker, control_frame
+
+_DATA_OPCODES = (0x0, 0x1, 0x2)  # continuation, text, binary
+
+
+def _frame(opcode: int, payload: bytes, masked: bool) -> bytes:
+    """A frame as a peer sends it (masking is not applied: the tracker never looks at payloads)."""
+    size = len(payload)
+    if size < 126:
+        length = bytes((size,))
+    elif size < 1 << 16:
+        length = bytes((126,)) + size.to_bytes(2, "big")
+    else:
+        length = bytes((127,)) + size.to_bytes(8, "big")
+    length = bytes((length[0] | (0x80 if masked else 0),)) + length[1:]
+    return bytes((0x80 | opcode,)) + length + (os.urandom(4) if masked else b"") + payload
+
+
+_frames = st.lists(st.one_of(
+    st.tuples(st.sampled_from(_DATA_OPCODES), st.sampled_from([0, 1, 125, 126, 127, 65535, 65536, 70000])),
+    st.tuples(st.sampled_from([0x9, 0xA]), st.integers(0, 125)),  # ping, pong
+), min_size=1, max_size=12)
+
+
+@settings(max_examples=300, deadline=None)
+@given(frames=_frames, masked=st.booleans(), cuts=st.lists(st.integers(0, 400_000), max_size=30),
+       close_at_end=st.booleans())
+def test_boundaries_closes_and_pings_are_found_however_the_stream_is_cut(
+        frames: list[tuple[int, int]], masked: bool, cuts: list[int], close_at_end: bool) -> None:
+    wire, ends, pings = b"", {0}, []
+    for opcode, size in frames:
+        payload = os.urandom(size)
+        wire += _frame(opcode, payload, masked)
+        ends.add(len(wire))
+        if opcode == 0x9 and not masked:
+            pings.append(payload)
+    if close_at_end:
+        wire += control_frame(0x8, (1000).to_bytes(2, "big"), masked)
+        ends.add(len(wire))
+    tracker, seen_pings, position = FrameTracker(), [], 0
+    for cut in sorted({c for c in cuts if c < len(wire)} | {len(wire)}):
+        seen_pings += tracker.feed(wire[position:cut])
+        position = cut
+        assert tracker.at_boundary == (position in ends), position
+        assert tracker.closed == (close_at_end and position == len(wire))
+    assert seen_pings == pings
+
+
+def test_a_control_frame_cut_in_two_is_waited_for_whole() -> None:
+    ping = control_frame(0x9, b"are you there?", masked=False)
+    tracker = FrameTracker()
+    assert tracker.feed(ping[:5]) == [] and not tracker.at_boundary
+    assert tracker.feed(ping[5:]) == [b"are you there?"] and tracker.at_boundary
+
+
+def test_masked_control_frames_carry_their_payload_masked() -> None:
+    frame = control_frame(0x8, b"\x03\xe9bye", masked=True)
+    assert frame[0] == 0x88 and frame[1] == 0x80 | 5
+    key, masked_payload = frame[2:6], frame[6:]
+    assert bytes(b ^ key[i % 4] for i, b in enumerate(masked_payload)) == b"\x03\xe9bye"
