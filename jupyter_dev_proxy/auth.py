@@ -20,21 +20,21 @@ from .errors import ProxyError
 COOKIE_NAME = "jupyter-dev-proxy-token"
 
 
-def _header_token(request: web.Request) -> str | None:
+def _header_token(request: web.BaseRequest) -> str | None:
     scheme, _, token = request.headers.get("Authorization", "").partition(" ")
     if scheme.lower() in ("token", "bearer") and token.strip():
         return token.strip()
     return None
 
 
-def _same_origin(request: web.Request) -> bool:
+def _same_origin(request: web.BaseRequest) -> bool:
     origin = request.headers.get("Origin")
     if origin is None:
         return True
     return URL(origin).raw_authority == request.host
 
 
-def hub_token_for(request: web.Request, settings: Settings) -> str:
+def hub_token_for(request: web.BaseRequest, settings: Settings) -> str:
     """The hub credential to use for this request, or ProxyError(403) if the client is not allowed."""
     presented = request.query.get("token") or _header_token(request)
     if presented is None:
@@ -54,14 +54,13 @@ def hub_token_for(request: web.Request, settings: Settings) -> str:
     return settings.hub_token
 
 
-async def remember_token(request: web.Request, response: web.StreamResponse) -> None:
-    """Let a browser that arrived with ?token= keep using the proxy without it (on_response_prepare).
-
-    Added as a header: aiohttp has already turned ``response.cookies`` into headers when this runs.
-    """
+def cookie_to_remember(request: web.BaseRequest) -> str | None:
+    """The Set-Cookie value that lets a browser which arrived with ?token= keep using the proxy without it;
+    None when there is nothing new to remember. The relays add it to successful answers."""
     token = request.query.get("token")
-    if token and request.cookies.get(COOKIE_NAME) != token and response.status < 400:
-        cookie = SimpleCookie()
-        cookie[COOKIE_NAME] = token
-        cookie[COOKIE_NAME].update({"path": "/", "httponly": "yes", "samesite": "Strict"})
-        response.headers.add("Set-Cookie", cookie[COOKIE_NAME].OutputString())
+    if not token or request.cookies.get(COOKIE_NAME) == token:
+        return None
+    cookie: SimpleCookie = SimpleCookie()
+    cookie[COOKIE_NAME] = token
+    cookie[COOKIE_NAME].update({"path": "/", "httponly": "yes", "samesite": "Strict"})
+    return cookie[COOKIE_NAME].OutputString()

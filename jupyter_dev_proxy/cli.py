@@ -20,7 +20,7 @@ from typing import Any, TextIO
 from aiohttp import web
 
 from . import __version__
-from .app import AccessLogger, build_app
+from .app import ProxyRunner
 from .config import ConfigError, Settings, load_settings, wants_demo
 from .demo import DemoServer, DemoUnavailable, start_demo_server
 from .hub import RUNNING, STARTED, STOPPED, UNKNOWN, HubError, HubReport, Progress, ServerWatch, check_hub
@@ -143,9 +143,8 @@ async def serve(settings: Settings, stop: asyncio.Event, demo: DemoServer | None
     settings = report.settings
     # 2. Listen.
     watch = ServerWatch(settings, report.hub_version) if report.hub_version is not None else None
-    runner = web.AppRunner(build_app(settings, watch), access_log_class=AccessLogger, handle_signals=False,
-                           shutdown_timeout=SHUTDOWN_GRACE_SECONDS)
     try:
+        runner = ProxyRunner(settings, watch, shutdown_timeout=SHUTDOWN_GRACE_SECONDS)
         await runner.setup()
     except ConfigError as exc:
         print(f"jupyter-dev-proxy: {exc}", file=sys.stderr)

@@ -51,7 +51,7 @@ class _ReplayableBody:
             yield chunk
 
 
-async def _send(session: aiohttp.ClientSession, settings: Settings, request: web.Request, url: URL,
+async def _send(session: aiohttp.ClientSession, settings: Settings, request: web.BaseRequest, url: URL,
                 headers: CIMultiDict[str]) -> aiohttp.ClientResponse:
     """Send the request; once more on a fresh connection if a pooled one was dead and a replay is safe."""
     body = _ReplayableBody(request.content) if request.body_exists else None
@@ -71,12 +71,15 @@ async def _send(session: aiohttp.ClientSession, settings: Settings, request: web
                      loggable(request.method, request.raw_path), type(exc).__name__)
 
 
-async def relay_http(request: web.Request, settings: Settings, session: aiohttp.ClientSession,
-                     hub_token: str, url: URL) -> web.StreamResponse:
-    """Forward ``request`` to ``url`` with the hub token and stream the hub's response back as it comes."""
+async def relay_http(request: web.BaseRequest, settings: Settings, session: aiohttp.ClientSession,
+                     hub_token: str, url: URL, set_cookie: str | None) -> web.StreamResponse:
+    """Forward ``request`` to ``url`` with the hub token and stream the hub's response back as it comes;
+    ``set_cookie`` (the proxy's own) is added to a successful answer."""
     upstream = await _send(session, settings, request, url, upstream_request_headers(request.headers, hub_token))
     try:
         headers = client_response_headers(settings, upstream.headers)
+        if set_cookie is not None and upstream.status < 400:
+            headers.add("Set-Cookie", set_cookie)
         length = upstream.content_length
         if length is not None and length <= _SMALL_BODY_BYTES and request.method != "HEAD":
             # Most API answers: read whole, so status, headers and body leave in one write.
@@ -90,7 +93,7 @@ async def relay_http(request: web.Request, settings: Settings, session: aiohttp.
     return response
 
 
-async def _copy_body(request: web.Request, upstream: aiohttp.ClientResponse, response: web.StreamResponse) -> None:
+async def _copy_body(request: web.BaseRequest, upstream: aiohttp.ClientResponse, response: web.StreamResponse) -> None:
     """Copy chunks as they arrive; a break on either side ends the copy without a half-finished reply."""
     copied = 0
     while True:

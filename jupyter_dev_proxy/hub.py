@@ -17,7 +17,7 @@ import json
 import logging
 import ssl
 import time
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable
 from contextlib import asynccontextmanager
 from dataclasses import dataclass, replace
 from typing import Any
@@ -459,12 +459,11 @@ class ServerWatch:
         self._starting: asyncio.Task[None] | None = None
         self._last_failure = -RESTART_BACKOFF_SECONDS
 
-    @web.middleware
-    async def middleware(self, request: web.Request,
-                         handler: Callable[[web.Request], Any]) -> web.StreamResponse:
+    async def watch(self, request: web.BaseRequest,
+                    handler: Callable[[web.BaseRequest], Awaitable[web.StreamResponse]]) -> web.StreamResponse:
         """Inside the error funnel: a 'server-not-running' refusal is answered here, and logged only once."""
         try:
-            response: web.StreamResponse = await handler(request)
+            response = await handler(request)
         except ProxyError as error:
             if error.reason != "server-not-running":
                 raise
@@ -514,8 +513,8 @@ class ServerWatch:
         finally:
             self._starting = None
 
-    async def close(self, app: web.Application | None = None) -> None:
-        """Stop a restart in progress (on_cleanup)."""
+    async def close(self) -> None:
+        """Stop a restart in progress (the proxy is shutting down)."""
         if self._starting is not None:
             self._starting.cancel()
             try:

@@ -6,6 +6,7 @@ tested exhaustively. The relays apply the results and never re-derive them.
 
 from __future__ import annotations
 
+import functools
 import re
 from collections.abc import Iterable
 from urllib.parse import unquote
@@ -70,6 +71,7 @@ def _check_confined(raw_path: str) -> None:
     raise _refuse("The path is encoded too many times; the proxy does not forward it.", 400, "bad-path")
 
 
+@functools.lru_cache(maxsize=512)  # an IDE asks for the same few paths again and again; refusals are not kept
 def upstream_path_for(settings: Settings, raw_path: str) -> str:
     """Map the IDE's raw path to the raw path on the hub, or raise ProxyError if it would leave the server.
 

@@ -297,8 +297,9 @@ def _offered_protocols(request: web.BaseRequest) -> list[str]:
 
 
 async def relay_websocket(request: web.BaseRequest, settings: Settings, tls: ssl.SSLContext | None,
-                          hub_token: str, url: URL, relays: set[Relay]) -> web.StreamResponse:
-    """Open ``url`` on the hub as a websocket, accept the IDE with the same subprotocol, relay until closed."""
+                          hub_token: str, url: URL, relays: set[Relay], set_cookie: str | None) -> web.StreamResponse:
+    """Open ``url`` on the hub as a websocket, accept the IDE with the same subprotocol, relay until closed;
+    ``set_cookie`` (the proxy's own) is added to the IDE's handshake answer."""
     accept = _ide_accept_key(request)
     offered = _offered_protocols(request)
     hub = await open_hub_connection(settings, tls, HubConnection)
@@ -308,7 +309,8 @@ async def relay_websocket(request: web.BaseRequest, settings: Settings, tls: ssl
                                         upstream_request_headers(request.headers, hub_token, websocket=True))
         response = web.StreamResponse(status=101, headers={
             "Upgrade": "websocket", "Connection": "Upgrade", "Sec-WebSocket-Accept": accept,
-            **({"Sec-WebSocket-Protocol": protocol} if protocol else {})})
+            **({"Sec-WebSocket-Protocol": protocol} if protocol else {}),
+            **({"Set-Cookie": set_cookie} if set_cookie else {})})
         response.force_close()
         ide = await response.prepare(request)
         assert ide is not None

@@ -16,7 +16,7 @@ import trustme
 from aiohttp import web
 from yarl import URL
 
-from jupyter_dev_proxy.app import AccessLogger, build_app
+from jupyter_dev_proxy.app import ProxyRunner
 from jupyter_dev_proxy.config import Settings
 from jupyter_dev_proxy.demo import DemoServer, start_demo_server
 from tests.proxyprocess import ProxyProcess
@@ -88,10 +88,10 @@ async def echo_upstream(aiohttp_server: Callable[..., Awaitable[Any]],
 async def start_proxy() -> AsyncIterator[Callable[[Settings], Awaitable[Proxy]]]:
     """Start the proxy in this event loop, with the runner options the CLI uses (not aiohttp's test
     server, which cancels handlers when a client disconnects and so behaves differently)."""
-    runners: list[web.AppRunner] = []
+    runners: list[ProxyRunner] = []
 
     async def start(settings: Settings) -> Proxy:
-        runner = web.AppRunner(build_app(settings), access_log_class=AccessLogger, handle_signals=False)
+        runner = ProxyRunner(settings)
         await runner.setup()
         runners.append(runner)
         await web.TCPSite(runner, "127.0.0.1", 0).start()

@@ -170,12 +170,12 @@ async def test_a_failed_restart_is_logged_and_not_retried_on_every_poll(
     async def stopped_server(request: object) -> web.StreamResponse:
         raise ProxyError(424, "server-not-running", "not running")
 
-    first = await watch.middleware(None, stopped_server)  # type: ignore[arg-type]
+    first = await watch.watch(None, stopped_server)  # type: ignore[arg-type]
     assert first.status == 424 and b"starting it again" in first.body  # type: ignore[attr-defined]
     while watch._starting is not None:
         await asyncio.sleep(0.01)
     for _ in range(3):  # the IDE keeps polling
-        again = await watch.middleware(None, stopped_server)  # type: ignore[arg-type]
+        again = await watch.watch(None, stopped_server)  # type: ignore[arg-type]
         assert again.status == 424 and b"could not start it again" in again.body  # type: ignore[attr-defined]
     assert attempts == ["start"]
     assert [r.getMessage() for r in caplog.records if "has stopped" in r.getMessage()] != []
