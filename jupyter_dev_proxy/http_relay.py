@@ -6,11 +6,12 @@ import logging
 from collections.abc import AsyncIterator
 
 import aiohttp
-from aiohttp import web
+from aiohttp import HttpVersion11, web
 from multidict import CIMultiDict
 from yarl import URL
 
 from .config import Settings
+from .errors import ProxyError
 from .routing import client_response_headers, loggable, upstream_request_headers
 
 log = logging.getLogger("jupyter_dev_proxy")
@@ -71,10 +72,23 @@ async def _send(session: aiohttp.ClientSession, settings: Settings, request: web
                      loggable(request.method, request.raw_path), type(exc).__name__)
 
 
+async def _continue_if_expected(request: web.BaseRequest) -> None:
+    """Answer ``Expect: 100-continue`` (curl sends it for uploads over 1 MiB) once the request has passed the
+    proxy's checks, so a refused request's body is never sent; the hub does not see the header."""
+    expect = request.headers.get("Expect")
+    if expect is None or request.version < HttpVersion11:
+        return
+    if expect.lower() != "100-continue":
+        raise ProxyError(417, "expectation-failed", f"The request expects '{expect}', which the proxy does not "
+                                                    "support; send it without an Expect header.")
+    await request.writer.write(b"HTTP/1.1 100 Continue\r\n\r\n")
+
+
 async def relay_http(request: web.BaseRequest, settings: Settings, session: aiohttp.ClientSession,
                      hub_token: str, url: URL, set_cookie: str | None) -> web.StreamResponse:
     """Forward ``request`` to ``url`` with the hub token and stream the hub's response back as it comes;
     ``set_cookie`` (the proxy's own) is added to a successful answer."""
+    await _continue_if_expected(request)
     upstream = await _send(session, settings, request, url, upstream_request_headers(request.headers, hub_token))
     try:
         headers = client_response_headers(settings, upstream.headers)

@@ -30,7 +30,7 @@ _HOP_BY_HOP = frozenset({
 
 # Request headers the hub must not see: the client's own credentials (the proxy injects the hub token),
 # its Origin and Referer (they name localhost, and a Referer can carry the local ?token=), Host (set from
-# the hub URL), and Expect (the local side already answered 100-continue).
+# the hub URL), and Expect (the proxy answers 100-continue itself, see http_relay).
 _DROPPED_REQUEST_HEADERS = frozenset({"authorization", "cookie", "origin", "referer", "host", "expect"})
 
 # The websocket handshake headers that aiohttp's client writes itself.

@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import gzip
 import hashlib
+import json
 from collections.abc import AsyncIterator, Awaitable, Callable
 from typing import Any
 
@@ -157,6 +158,32 @@ async def test_request_bodies_stream_through_intact(echo_proxy: Proxy, chunked: 
             echo = await response.json()
     assert (echo["body_len"], echo["body_sha256"]) == (size, expected.hexdigest())
     assert ("transfer-encoding" in _headers(echo)) is chunked
+
+
+@pytest.mark.parametrize("token,first_answer", [(LOCAL_TOKEN, "100"), ("wrong", "403")])
+async def test_expect_100_continue_is_answered_only_for_an_allowed_request(
+        echo_proxy: Proxy, token: str, first_answer: str) -> None:
+    """curl sends Expect: 100-continue for uploads over 1 MiB and waits for the go-ahead before the body."""
+    body = b"x" * 2_000_000
+    reader, writer = await asyncio.open_connection(echo_proxy.url.host, echo_proxy.url.port)
+    try:
+        writer.write((f"PUT /api/contents/big.bin HTTP/1.1\r\nHost: localhost\r\nAuthorization: token {token}\r\n"
+                      f"Content-Length: {len(body)}\r\nExpect: 100-continue\r\n\r\n").encode())
+        async with asyncio.timeout(5):
+            status_line = await reader.readline()
+            assert status_line.split()[1].decode() == first_answer
+            if first_answer != "100":
+                return
+            assert await reader.readline() == b"\r\n"
+            writer.write(body)
+            head = await reader.readuntil(b"\r\n\r\n")
+            assert head.startswith(b"HTTP/1.1 200")
+            length = int(next(line.split(b":")[1] for line in head.split(b"\r\n")
+                              if line.lower().startswith(b"content-length:")))
+            echo = json.loads(await reader.readexactly(length))
+        assert echo["body_len"] == len(body) and "expect" not in _headers(echo)
+    finally:
+        writer.close()
 
 
 async def test_chunked_downloads_arrive_complete(echo_proxy: Proxy) -> None:
