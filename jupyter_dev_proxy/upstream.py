@@ -55,6 +55,9 @@ def open_hub_session(settings: Settings, tls: ssl.SSLContext | None) -> aiohttp.
         ssl=tls if tls is not None else False,
         keepalive_timeout=IDLE_CONNECTION_SECONDS,
         limit=0,  # never queue a request behind others for a connection
+        # The system resolver, as the websocket connections use: aiohttp would switch to c-ares whenever aiodns
+        # happens to be installed, and c-ares skips the system's name services (VPN clients, /etc/nsswitch).
+        resolver=aiohttp.ThreadedResolver(),
     )
     return aiohttp.ClientSession(
         connector=connector,
