@@ -33,9 +33,11 @@ _HOP_BY_HOP = frozenset({
 # the hub URL), and Expect (the proxy answers 100-continue itself, see http_relay).
 _DROPPED_REQUEST_HEADERS = frozenset({"authorization", "cookie", "origin", "referer", "host", "expect"})
 
-# The websocket handshake headers that aiohttp's client writes itself.
+# The websocket handshake headers that the relay writes itself, and a body's length: a handshake has no
+# body, and a hub told to expect one would wait for it.
 _WEBSOCKET_HANDSHAKE_HEADERS = frozenset({
     "sec-websocket-key", "sec-websocket-version", "sec-websocket-extensions", "sec-websocket-protocol",
+    "content-length",
 })
 
 _COOKIE_PATH = re.compile(r";\s*path=([^;]*)", re.IGNORECASE)

@@ -18,6 +18,7 @@ import base64
 import hashlib
 import os
 import ssl
+from contextlib import suppress
 from typing import cast
 
 from aiohttp import web
@@ -38,8 +39,11 @@ INTERNAL_ERROR = 1011  # the hub's side dropped without a close frame
 # How long the hub has to answer the proxy's close frame and hang up before the proxy hangs up itself.
 _CLOSE_TIMEOUT_SECONDS = 5.0
 
-# The longest answer to a websocket handshake the proxy reads (a status line and headers).
+# The longest answer to a websocket handshake the proxy reads (a status line and headers), and how long it
+# waits for it: jupyter_server answers a kernel channel only once the kernel is ready (up to its 60 s
+# kernel_info_timeout).
 _MAX_ANSWER_BYTES = 64 * 1024
+_ANSWER_TIMEOUT_SECONDS = 120.0
 
 
 class FrameTracker:
@@ -82,7 +86,7 @@ class FrameTracker:
                 if end - pos < 10:
                     break
                 length, header = int.from_bytes(data[pos + 2:pos + 10], "big"), header + 8
-            if first & 0x08:  # a control frame
+            if first & 0x08 and length <= 125:  # a (legal) control frame
                 if pos + header + length > end:
                     break
                 if first & 0x0F == _CLOSE:
@@ -125,6 +129,7 @@ class Relay:
         self._ide_done = False  # the IDE is gone or was told goodbye: the hub's bytes are dropped
         self._hang_up: asyncio.TimerHandle | None = None
         self._hub_paused = False
+        self._resuming: asyncio.Future[None] | None = None
 
     # The IDE's side: aiohttp hands the upgraded connection's bytes to its "parser", which is this.
 
@@ -159,17 +164,18 @@ class Relay:
         if self._ide_protocol.writing_paused and not self._hub_paused:
             self._hub_paused = True
             self._hub_transport.pause_reading()
-            asyncio.ensure_future(self._resume_hub_when_drained())
+            self._resuming = asyncio.ensure_future(self._resume_hub_when_drained())
 
     async def _resume_hub_when_drained(self) -> None:
-        try:
+        with suppress(ConnectionError):  # the IDE is gone: its bytes are dropped, the hub's close still read
             await self._ide.drain()
-        except ConnectionError:
-            return  # the IDE is gone: feed_eof follows
-        finally:
-            self._hub_paused = False
+        self._hub_paused = False
         if not self._hub_transport.is_closing():
             self._hub_transport.resume_reading()
+
+    @property
+    def hub_paused(self) -> bool:
+        return self._hub_paused
 
     def hub_lost(self) -> None:
         """The hub hung up: close the IDE's side (1011), unless the hub sent its own close frame."""
@@ -195,11 +201,12 @@ class Relay:
         if self._hang_up is not None or self._hub_transport.is_closing():
             return
         if not self.to_hub.at_boundary:
-            self._hub_transport.close()
+            self._hub_transport.abort()
             return
         if not self.to_hub.closed:
             self._hub_transport.write(control_frame(_CLOSE, _close_payload(code, b""), masked=True))
-        self._hang_up = asyncio.get_running_loop().call_later(_CLOSE_TIMEOUT_SECONDS, self._hub_transport.close)
+        # abort, not close: close() would first wait for the hub to read what is still queued for it.
+        self._hang_up = asyncio.get_running_loop().call_later(_CLOSE_TIMEOUT_SECONDS, self._hub_transport.abort)
 
     def stop(self) -> None:
         """The proxy is shutting down: close both sides with 1001 (going away)."""
@@ -209,7 +216,9 @@ class Relay:
     def close(self) -> None:
         if self._hang_up is not None:
             self._hang_up.cancel()
-        self._hub_transport.close()
+        if self._resuming is not None:
+            self._resuming.cancel()
+        self._hub_transport.abort()
 
 
 class HubConnection(asyncio.Protocol):
@@ -250,7 +259,9 @@ class HubConnection(asyncio.Protocol):
         if self._early:
             relay.from_hub(bytes(self._early))
             self._early.clear()
-        if self.transport is not None and not self.transport.is_closing():
+        if self.lost.done():
+            relay.hub_lost()
+        elif self.transport is not None and not relay.hub_paused:
             self.transport.resume_reading()
 
     def pause_writing(self) -> None:
@@ -312,15 +323,19 @@ async def relay_websocket(request: web.BaseRequest, settings: Settings, tls: ssl
             **({"Sec-WebSocket-Protocol": protocol} if protocol else {}),
             **({"Set-Cookie": set_cookie} if set_cookie else {})})
         response.force_close()
-        ide = await response.prepare(request)
-        assert ide is not None
-        await ide.drain()
+        try:
+            ide = await response.prepare(request)
+            assert ide is not None
+            await ide.drain()
+        except ConnectionError:
+            raise ProxyError(499, "ide-disconnected", "The IDE closed the connection during the websocket "
+                                                      "handshake.") from None
+        relay = Relay(request, ide, hub)
     except BaseException:
-        hub.transport.close()
+        hub.transport.abort()
         raise
-    relay = Relay(request, ide, hub)
-    request.protocol.set_parser(relay)  # type: ignore[arg-type]  # the IDE's bytes now go to the relay
     hub.attach(relay)
+    request.protocol.set_parser(relay)  # type: ignore[arg-type]  # the IDE's bytes now go to the relay
     relays.add(relay)
     try:
         await hub.lost
@@ -342,7 +357,11 @@ async def _hub_handshake(settings: Settings, hub: HubConnection, url: URL, offer
     assert hub.transport is not None
     hub.transport.write(("\r\n".join(lines) + "\r\n\r\n").encode("utf-8", "surrogateescape"))
     try:
-        head = await hub.answer
+        async with asyncio.timeout(_ANSWER_TIMEOUT_SECONDS):
+            head = await hub.answer
+    except TimeoutError:
+        raise ProxyError(504, "hub-timeout", f"The hub at {settings.hub_url} did not answer the websocket "
+                                             "handshake in time: try again.") from None
     except (ConnectionError, ssl.SSLError) as exc:
         raise ProxyError(502, "hub-disconnected", f"The hub at {settings.hub_url} broke off the websocket "
                                                   f"handshake ({type(exc).__name__}): try again.") from None
