@@ -29,9 +29,9 @@ log = logging.getLogger("jupyter_dev_proxy")
 def upstream_url_for(settings: Settings, request: web.BaseRequest) -> URL:
     """The hub URL for this request: the user's server prefix added, the proxy's token removed."""
     raw_path, _, raw_query = request.raw_path.partition("?")
-    return URL.build(scheme=settings.hub_url.scheme, host=settings.hub_url.raw_host or "",
-                     port=settings.hub_url.explicit_port, path=upstream_path_for(settings, raw_path),
-                     query_string=query_without_token(raw_query), encoded=True)
+    return URL.build(scheme=settings.hub_url.scheme, authority=settings.hub_url.raw_authority,  # [::1] keeps []
+                     path=upstream_path_for(settings, raw_path), query_string=query_without_token(raw_query),
+                     encoded=True)
 
 
 def _is_websocket_upgrade(request: web.BaseRequest) -> bool:

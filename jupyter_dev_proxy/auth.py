@@ -31,7 +31,10 @@ def _same_origin(request: web.BaseRequest) -> bool:
     origin = request.headers.get("Origin")
     if origin is None:
         return True
-    return URL(origin).raw_authority == request.host
+    try:
+        return URL(origin).raw_authority == request.host
+    except ValueError:  # not even a URL: certainly not the proxy's own page
+        return False
 
 
 def hub_token_for(request: web.BaseRequest, settings: Settings) -> str:

@@ -14,11 +14,11 @@ import pytest
 from aiohttp import web
 from yarl import URL
 
-from jupyter_dev_proxy import upstream
+from jupyter_dev_proxy import upstream, ws_relay
 from jupyter_dev_proxy.config import Settings
 from jupyter_dev_proxy.ws_relay import accept_key
 from tests.conftest import HUB_TOKEN, LOCAL_TOKEN, Proxy, make_settings
-from tests.upstreams import CLOSE_CODES, KERNEL_PROTOCOL, StaleConnectionUpstream
+from tests.upstreams import CLOSE_CODES, KERNEL_PROTOCOL, StaleConnectionUpstream, echo_app
 
 
 def _headers(echo: dict[str, Any]) -> dict[str, list[str]]:
@@ -94,9 +94,10 @@ async def test_a_browser_keeps_access_through_a_cookie_but_other_sites_do_not(ec
             assert cookie["httponly"] and cookie["samesite"] == "Strict"
         async with browser.get(echo_proxy.url / "api/contents") as response:
             assert response.status == 200
-        async with browser.post(echo_proxy.url / "api/contents", headers={"Origin": "https://evil.example"}) as response:
-            assert response.status == 403
-            assert (await response.json())["reason"] == "cross-origin"
+        for origin in ("https://evil.example", "http://[::1"):  # the second is not even a URL
+            async with browser.post(echo_proxy.url / "api/contents", headers={"Origin": origin}) as response:
+                assert response.status == 403
+                assert (await response.json())["reason"] == "cross-origin"
 
 
 async def test_redirects_are_mapped_back_and_never_leave_the_server(echo_proxy: Proxy) -> None:
@@ -377,6 +378,38 @@ async def test_a_hub_that_never_completes_the_handshake_is_a_504(
             async with client.get("/api/status") as response:
                 assert response.status == 504
                 assert (await response.json())["reason"] == "hub-timeout"
+    finally:
+        silent.close()
+        await silent.wait_closed()
+
+
+async def test_a_hub_on_an_ipv6_address_is_reached_over_http_and_websockets(
+        aiohttp_server: Callable[..., Awaitable[Any]], start_proxy: Callable[[Settings], Awaitable[Proxy]]) -> None:
+    hub = await aiohttp_server(echo_app(), host="::1")
+    proxy = await start_proxy(make_settings(f"http://[::1]:{hub.port}", None, None))
+    async with proxy.session() as client:
+        async with client.get("/echo") as response:
+            assert response.status == 200
+            assert (await response.json())["raw_path"] == "/user/alice/echo"
+        async with client.ws_connect("/ws") as ws:
+            await ws.send_str("over IPv6")
+            assert await ws.receive_str() == "over IPv6"
+
+
+async def test_a_hub_that_never_answers_the_websocket_handshake_is_a_504(
+        monkeypatch: pytest.MonkeyPatch, start_proxy: Callable[[Settings], Awaitable[Proxy]]) -> None:
+    async def read_and_say_nothing(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        await reader.read()
+        writer.close()
+
+    monkeypatch.setattr(ws_relay, "_ANSWER_TIMEOUT_SECONDS", 0.5)
+    silent = await asyncio.start_server(read_and_say_nothing, "127.0.0.1", 0)
+    try:
+        proxy = await start_proxy(make_settings(f"http://127.0.0.1:{silent.sockets[0].getsockname()[1]}", None, None))
+        async with proxy.session() as client:
+            with pytest.raises(aiohttp.WSServerHandshakeError) as refused:
+                await client.ws_connect("/api/kernels/1/channels")
+            assert refused.value.status == 504
     finally:
         silent.close()
         await silent.wait_closed()
