@@ -21,7 +21,7 @@ from .http_relay import relay_http
 from .hub import ServerWatch
 from .routing import loggable, query_without_token, upstream_path_for
 from .upstream import hub_tls_context, open_hub_session
-from .ws_relay import Relay, close_all, relay_websocket
+from .ws_relay import OpenRelays, relay_websocket
 
 log = logging.getLogger("jupyter_dev_proxy")
 
@@ -62,7 +62,7 @@ class ProxyRunner(web.BaseRunner):
         self._watch = server_watch
         self._tls = hub_tls_context(settings)
         self._session: aiohttp.ClientSession | None = None
-        self._relays: set[Relay] = set()
+        self._relays = OpenRelays()
 
     async def _make_server(self) -> web.Server:
         self._session = open_hub_session(self._settings, self._tls)
@@ -70,7 +70,7 @@ class ProxyRunner(web.BaseRunner):
         return web.Server(self._handle, access_log_class=AccessLogger, max_field_size=65536)
 
     async def shutdown(self) -> None:
-        await close_all(self._relays)
+        self._relays.stop_all()
 
     async def _cleanup_server(self) -> None:
         if self._session is not None:

@@ -308,7 +308,8 @@ def _offered_protocols(request: web.BaseRequest) -> list[str]:
 
 
 async def relay_websocket(request: web.BaseRequest, settings: Settings, tls: ssl.SSLContext | None,
-                          hub_token: str, url: URL, relays: set[Relay], set_cookie: str | None) -> web.StreamResponse:
+                          hub_token: str, url: URL, relays: OpenRelays,
+                          set_cookie: str | None) -> web.StreamResponse:
     """Open ``url`` on the hub as a websocket, accept the IDE with the same subprotocol, relay until closed;
     ``set_cookie`` (the proxy's own) is added to the IDE's handshake answer."""
     accept = _ide_accept_key(request)
@@ -400,7 +401,23 @@ def _handshake_refused(settings: Settings, status: int, headers: CIMultiDict[str
 
 
 
-async def close_all(relays: set[Relay]) -> None:
-    """Close both sides of every relay with 1001 (going away): the proxy is shutting down."""
-    for relay in list(relays):
-        relay.stop()
+class OpenRelays:
+    """Every relay in progress, so that shutdown can close them with 1001 (going away); a handshake that
+    completes after shutdown began is closed the same way at once."""
+
+    def __init__(self) -> None:
+        self._relays: set[Relay] = set()
+        self._stopping = False
+
+    def add(self, relay: Relay) -> None:
+        self._relays.add(relay)
+        if self._stopping:
+            relay.stop()
+
+    def discard(self, relay: Relay) -> None:
+        self._relays.discard(relay)
+
+    def stop_all(self) -> None:
+        self._stopping = True
+        for relay in list(self._relays):
+            relay.stop()

@@ -15,6 +15,7 @@ from aiohttp import web
 from yarl import URL
 
 from jupyter_dev_proxy import upstream, ws_relay
+from jupyter_dev_proxy.app import ProxyRunner
 from jupyter_dev_proxy.config import Settings
 from jupyter_dev_proxy.ws_relay import accept_key
 from tests.conftest import HUB_TOKEN, LOCAL_TOKEN, Proxy, make_settings
@@ -235,6 +236,13 @@ async def test_websocket_without_subprotocol_gets_none(echo_proxy: Proxy) -> Non
             assert await ws.receive_str() == "ping?"
 
 
+async def _read_handshake_key(reader: asyncio.StreamReader) -> str:
+    """A fake hub's side of a websocket handshake: read the request, return its Sec-WebSocket-Key."""
+    head = (await reader.readuntil(b"\r\n\r\n")).decode()
+    return next(line.split(":", 1)[1].strip() for line in head.split("\r\n")
+                if line.lower().startswith("sec-websocket-key:"))
+
+
 async def test_no_websocket_extension_is_negotiated_on_either_side(echo_proxy: Proxy) -> None:
     """Bytes are relayed as they are: a compressed frame would mean something else to the other side."""
     async with echo_proxy.session() as client:
@@ -254,9 +262,7 @@ async def test_no_websocket_extension_is_negotiated_on_either_side(echo_proxy: P
 async def test_a_hub_breaking_the_websocket_handshake_is_a_502(
         start_proxy: Callable[[Settings], Awaitable[Proxy]], answer: str) -> None:
     async def crooked_hub(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
-        head = (await reader.readuntil(b"\r\n\r\n")).decode()
-        key = next(line.split(":", 1)[1].strip() for line in head.split("\r\n")
-                   if line.lower().startswith("sec-websocket-key:"))
+        key = await _read_handshake_key(reader)
         writer.write(("HTTP/1.1 101 Switching Protocols\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n"
                       + answer.format(accept=accept_key(key)) + "\r\n\r\n").encode())
         await reader.read()
@@ -413,6 +419,33 @@ async def test_a_hub_that_never_answers_the_websocket_handshake_is_a_504(
     finally:
         silent.close()
         await silent.wait_closed()
+
+
+async def test_a_websocket_accepted_while_the_proxy_stops_is_closed_with_1001() -> None:
+    async def slow_hub(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        key = await _read_handshake_key(reader)
+        await asyncio.sleep(0.5)  # the proxy starts shutting down meanwhile
+        writer.write(("HTTP/1.1 101 Switching Protocols\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n"
+                      f"Sec-WebSocket-Accept: {accept_key(key)}\r\n\r\n").encode())
+        await reader.read(1)  # the proxy's close frame: hang up, as a server does
+        writer.close()
+
+    hub = await asyncio.start_server(slow_hub, "127.0.0.1", 0)
+    runner = ProxyRunner(make_settings(f"http://127.0.0.1:{hub.sockets[0].getsockname()[1]}", None, None))
+    await runner.setup()
+    try:
+        await web.TCPSite(runner, "127.0.0.1", 0).start()
+        async with aiohttp.ClientSession(headers={"Authorization": f"token {LOCAL_TOKEN}"}) as ide:
+            opening = asyncio.ensure_future(ide.ws_connect(f"http://127.0.0.1:{runner.addresses[0][1]}/ws"))
+            await asyncio.sleep(0.2)
+            await runner.shutdown()  # what cleanup() does first: every open relay is told 1001
+            ws = await opening
+            message = await ws.receive(timeout=5)
+            assert message.type is aiohttp.WSMsgType.CLOSE and ws.close_code == 1001
+    finally:
+        await runner.cleanup()
+        hub.close()
+        await hub.wait_closed()
 
 
 async def test_hub_down_is_a_502_with_advice(start_proxy: Callable[[Settings], Awaitable[Proxy]]) -> None:
