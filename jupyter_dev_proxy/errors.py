@@ -62,19 +62,9 @@ def _tls_failure(cause: BaseException, settings: Settings) -> ProxyError:
                       f"The hub at {settings.hub_url} could not be trusted: {advice}.")
 
 
-def _tls_failed(settings: Settings, detail: object) -> ProxyError:
-    return ProxyError(502, "tls-failed", f"The TLS handshake with the hub at {settings.hub_url} failed ({detail}): "
-                                         "check that JUPYTER_SERVER_PORT is the hub's HTTPS port.")
-
-
 def _hub_unknown(settings: Settings) -> ProxyError:
     return ProxyError(502, "hub-unknown", f"The hub's name {settings.hub_url.host} could not be resolved: check "
                                           "the hub address and your network or VPN.")
-
-
-def _hub_unreachable(settings: Settings, detail: object) -> ProxyError:
-    return ProxyError(502, "hub-unreachable", f"The hub at {settings.hub_url} could not be reached ({detail}): "
-                                              "check the hub address and your network or VPN.")
 
 
 def _hub_timeout(settings: Settings) -> ProxyError:
@@ -83,28 +73,30 @@ def _hub_timeout(settings: Settings) -> ProxyError:
 
 
 def connect_failure(exc: OSError | TimeoutError, settings: Settings) -> ProxyError:
-    """Map a failure to open a raw connection to the hub (the websocket relay's) to a ProxyError."""
+    """Map a failure to connect to the hub to a ProxyError: the websocket relay's own, or the one aiohttp
+    wraps for HTTP requests (``upstream_failure``)."""
+    hub = settings.hub_url
     if isinstance(exc, ssl.SSLCertVerificationError):
         return _tls_failure(exc, settings)
     if isinstance(exc, ssl.SSLError):
-        return _tls_failed(settings, exc)
+        return ProxyError(502, "tls-failed", f"The TLS handshake with the hub at {hub} failed ({exc}): "
+                                             "check that JUPYTER_SERVER_PORT is the hub's HTTPS port.")
     if isinstance(exc, socket.gaierror):
         return _hub_unknown(settings)
     if isinstance(exc, TimeoutError):
         return _hub_timeout(settings)
-    return _hub_unreachable(settings, exc.strerror or exc)
+    return ProxyError(502, "hub-unreachable", f"The hub at {hub} could not be reached ({exc.strerror or exc}): "
+                                              "check the hub address and your network or VPN.")
 
 
 def upstream_failure(exc: BaseException, settings: Settings) -> ProxyError | None:
     """Map aiohttp's failure talking to the hub to a ProxyError; None when it is not one (a bug)."""
     if isinstance(exc, aiohttp.ClientConnectorCertificateError):
         return _tls_failure(exc.certificate_error, settings)
-    if isinstance(exc, aiohttp.ClientSSLError):
-        return _tls_failed(settings, exc)
-    if isinstance(exc, aiohttp.ClientConnectorDNSError):
+    if isinstance(exc, aiohttp.ClientConnectorDNSError):  # whatever the resolver raised
         return _hub_unknown(settings)
-    if isinstance(exc, aiohttp.ClientConnectorError):
-        return _hub_unreachable(settings, exc.strerror or exc)
+    if isinstance(exc, aiohttp.ClientConnectorError):  # aiohttp's wrapper around the connection's own error
+        return connect_failure(exc.os_error, settings)
     if isinstance(exc, (asyncio.TimeoutError, aiohttp.ServerTimeoutError)):
         return _hub_timeout(settings)
     if isinstance(exc, (aiohttp.ClientConnectionError, aiohttp.ClientPayloadError, ssl.SSLError)):

@@ -128,8 +128,7 @@ class Relay:
         self.to_hub = FrameTracker()
         self._ide_done = False  # the IDE is gone or was told goodbye: the hub's bytes are dropped
         self._hang_up: asyncio.TimerHandle | None = None
-        self._hub_paused = False
-        self._resuming: asyncio.Future[None] | None = None
+        self._resuming: asyncio.Future[None] | None = None  # while pending, the hub is paused for the IDE
 
     # The IDE's side: aiohttp hands the upgraded connection's bytes to its "parser", which is this.
 
@@ -161,21 +160,19 @@ class Relay:
         if pings:
             self._pong_to_hub(pings)
         self._ide_transport.write(data)
-        if self._ide_protocol.writing_paused and not self._hub_paused:
-            self._hub_paused = True
+        if self._ide_protocol.writing_paused and not self.hub_paused:
             self._hub_transport.pause_reading()
             self._resuming = asyncio.ensure_future(self._resume_hub_when_drained())
 
     async def _resume_hub_when_drained(self) -> None:
         with suppress(ConnectionError):  # the IDE is gone: its bytes are dropped, the hub's close still read
             await self._ide.drain()
-        self._hub_paused = False
         if not self._hub_transport.is_closing():
             self._hub_transport.resume_reading()
 
     @property
     def hub_paused(self) -> bool:
-        return self._hub_paused
+        return self._resuming is not None and not self._resuming.done()
 
     def hub_lost(self) -> None:
         """The hub hung up: close the IDE's side (1011), unless the hub sent its own close frame."""

@@ -7,6 +7,7 @@ import gzip
 import hashlib
 import json
 from collections.abc import AsyncIterator, Awaitable, Callable
+from contextlib import asynccontextmanager
 from typing import Any
 
 import aiohttp
@@ -236,11 +237,35 @@ async def test_websocket_without_subprotocol_gets_none(echo_proxy: Proxy) -> Non
             assert await ws.receive_str() == "ping?"
 
 
+Handle = Callable[[asyncio.StreamReader, asyncio.StreamWriter], Awaitable[None]]
+
+
+@asynccontextmanager
+async def _fake_hub(handle: Handle) -> AsyncIterator[int]:
+    """A raw TCP server standing in for a hub that misbehaves in one precise way; yields its port."""
+    server = await asyncio.start_server(handle, "127.0.0.1", 0)
+    try:
+        yield server.sockets[0].getsockname()[1]
+    finally:
+        server.close()
+        await server.wait_closed()
+
+
+async def _read_and_say_nothing(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+    await reader.read()
+    writer.close()
+
+
 async def _read_handshake_key(reader: asyncio.StreamReader) -> str:
     """A fake hub's side of a websocket handshake: read the request, return its Sec-WebSocket-Key."""
     head = (await reader.readuntil(b"\r\n\r\n")).decode()
     return next(line.split(":", 1)[1].strip() for line in head.split("\r\n")
                 if line.lower().startswith("sec-websocket-key:"))
+
+
+def _switching_protocols(headers: str) -> bytes:
+    return ("HTTP/1.1 101 Switching Protocols\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n"
+            + headers + "\r\n\r\n").encode()
 
 
 async def test_no_websocket_extension_is_negotiated_on_either_side(echo_proxy: Proxy) -> None:
@@ -263,21 +288,15 @@ async def test_a_hub_breaking_the_websocket_handshake_is_a_502(
         start_proxy: Callable[[Settings], Awaitable[Proxy]], answer: str) -> None:
     async def crooked_hub(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
         key = await _read_handshake_key(reader)
-        writer.write(("HTTP/1.1 101 Switching Protocols\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n"
-                      + answer.format(accept=accept_key(key)) + "\r\n\r\n").encode())
-        await reader.read()
-        writer.close()
+        writer.write(_switching_protocols(answer.format(accept=accept_key(key))))
+        await _read_and_say_nothing(reader, writer)
 
-    hub = await asyncio.start_server(crooked_hub, "127.0.0.1", 0)
-    try:
-        proxy = await start_proxy(make_settings(f"http://127.0.0.1:{hub.sockets[0].getsockname()[1]}", None, None))
+    async with _fake_hub(crooked_hub) as port:
+        proxy = await start_proxy(make_settings(f"http://127.0.0.1:{port}", None, None))
         async with proxy.session() as client:
             with pytest.raises(aiohttp.WSServerHandshakeError) as refused:
                 await client.ws_connect("/api/kernels/1/channels")
             assert refused.value.status == 502
-    finally:
-        hub.close()
-        await hub.wait_closed()
 
 
 async def test_websocket_close_codes_cross_both_ways(echo_proxy: Proxy, echo_upstream: Any) -> None:
@@ -371,22 +390,13 @@ async def test_the_hubs_own_error_answers_pass_through_untouched(echo_proxy: Pro
 
 async def test_a_hub_that_never_completes_the_handshake_is_a_504(
         monkeypatch: pytest.MonkeyPatch, start_proxy: Callable[[Settings], Awaitable[Proxy]]) -> None:
-    async def accept_and_say_nothing(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
-        await reader.read()
-        writer.close()
-
     monkeypatch.setattr(upstream, "CONNECT_TIMEOUT_SECONDS", 0.5)
-    silent = await asyncio.start_server(accept_and_say_nothing, "127.0.0.1", 0)
-    try:
-        port = silent.sockets[0].getsockname()[1]
+    async with _fake_hub(_read_and_say_nothing) as port:
         proxy = await start_proxy(make_settings(f"https://127.0.0.1:{port}", None, "jupyterhub"))
         async with proxy.session() as client:
             async with client.get("/api/status") as response:
                 assert response.status == 504
                 assert (await response.json())["reason"] == "hub-timeout"
-    finally:
-        silent.close()
-        await silent.wait_closed()
 
 
 async def test_a_hub_on_an_ipv6_address_is_reached_over_http_and_websockets(
@@ -404,48 +414,37 @@ async def test_a_hub_on_an_ipv6_address_is_reached_over_http_and_websockets(
 
 async def test_a_hub_that_never_answers_the_websocket_handshake_is_a_504(
         monkeypatch: pytest.MonkeyPatch, start_proxy: Callable[[Settings], Awaitable[Proxy]]) -> None:
-    async def read_and_say_nothing(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
-        await reader.read()
-        writer.close()
-
     monkeypatch.setattr(ws_relay, "_ANSWER_TIMEOUT_SECONDS", 0.5)
-    silent = await asyncio.start_server(read_and_say_nothing, "127.0.0.1", 0)
-    try:
-        proxy = await start_proxy(make_settings(f"http://127.0.0.1:{silent.sockets[0].getsockname()[1]}", None, None))
+    async with _fake_hub(_read_and_say_nothing) as port:
+        proxy = await start_proxy(make_settings(f"http://127.0.0.1:{port}", None, None))
         async with proxy.session() as client:
             with pytest.raises(aiohttp.WSServerHandshakeError) as refused:
                 await client.ws_connect("/api/kernels/1/channels")
             assert refused.value.status == 504
-    finally:
-        silent.close()
-        await silent.wait_closed()
 
 
 async def test_a_websocket_accepted_while_the_proxy_stops_is_closed_with_1001() -> None:
     async def slow_hub(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
         key = await _read_handshake_key(reader)
         await asyncio.sleep(0.5)  # the proxy starts shutting down meanwhile
-        writer.write(("HTTP/1.1 101 Switching Protocols\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n"
-                      f"Sec-WebSocket-Accept: {accept_key(key)}\r\n\r\n").encode())
+        writer.write(_switching_protocols(f"Sec-WebSocket-Accept: {accept_key(key)}"))
         await reader.read(1)  # the proxy's close frame: hang up, as a server does
         writer.close()
 
-    hub = await asyncio.start_server(slow_hub, "127.0.0.1", 0)
-    runner = ProxyRunner(make_settings(f"http://127.0.0.1:{hub.sockets[0].getsockname()[1]}", None, None))
-    await runner.setup()
-    try:
-        await web.TCPSite(runner, "127.0.0.1", 0).start()
-        async with aiohttp.ClientSession(headers={"Authorization": f"token {LOCAL_TOKEN}"}) as ide:
-            opening = asyncio.ensure_future(ide.ws_connect(f"http://127.0.0.1:{runner.addresses[0][1]}/ws"))
-            await asyncio.sleep(0.2)
-            await runner.shutdown()  # what cleanup() does first: every open relay is told 1001
-            ws = await opening
-            message = await ws.receive(timeout=5)
-            assert message.type is aiohttp.WSMsgType.CLOSE and ws.close_code == 1001
-    finally:
-        await runner.cleanup()
-        hub.close()
-        await hub.wait_closed()
+    async with _fake_hub(slow_hub) as port:
+        runner = ProxyRunner(make_settings(f"http://127.0.0.1:{port}", None, None))
+        await runner.setup()
+        try:
+            await web.TCPSite(runner, "127.0.0.1", 0).start()
+            async with aiohttp.ClientSession(headers={"Authorization": f"token {LOCAL_TOKEN}"}) as ide:
+                opening = asyncio.ensure_future(ide.ws_connect(f"http://127.0.0.1:{runner.addresses[0][1]}/ws"))
+                await asyncio.sleep(0.2)
+                await runner.shutdown()  # what cleanup() does first: every open relay is told 1001
+                ws = await opening
+                message = await ws.receive(timeout=5)
+                assert message.type is aiohttp.WSMsgType.CLOSE and ws.close_code == 1001
+        finally:
+            await runner.cleanup()
 
 
 async def test_hub_down_is_a_502_with_advice(start_proxy: Callable[[Settings], Awaitable[Proxy]]) -> None:
