@@ -7,7 +7,6 @@ import gzip
 import hashlib
 import json
 from collections.abc import AsyncIterator, Awaitable, Callable
-from contextlib import asynccontextmanager
 from typing import Any
 
 import aiohttp
@@ -15,11 +14,12 @@ import pytest
 from aiohttp import web
 from yarl import URL
 
-from jupyter_dev_proxy import upstream, ws_relay
+from jupyter_dev_proxy import upstream
 from jupyter_dev_proxy.app import ProxyRunner
 from jupyter_dev_proxy.config import Settings
 from jupyter_dev_proxy.ws_relay import accept_key
 from tests.conftest import HUB_TOKEN, LOCAL_TOKEN, Proxy, make_settings
+from tests.rawhttp import fake_hub
 from tests.upstreams import CLOSE_CODES, KERNEL_PROTOCOL, StaleConnectionUpstream, echo_app
 
 
@@ -237,20 +237,6 @@ async def test_websocket_without_subprotocol_gets_none(echo_proxy: Proxy) -> Non
             assert await ws.receive_str() == "ping?"
 
 
-Handle = Callable[[asyncio.StreamReader, asyncio.StreamWriter], Awaitable[None]]
-
-
-@asynccontextmanager
-async def _fake_hub(handle: Handle) -> AsyncIterator[int]:
-    """A raw TCP server standing in for a hub that misbehaves in one precise way; yields its port."""
-    server = await asyncio.start_server(handle, "127.0.0.1", 0)
-    try:
-        yield server.sockets[0].getsockname()[1]
-    finally:
-        server.close()
-        await server.wait_closed()
-
-
 async def _read_and_say_nothing(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
     await reader.read()
     writer.close()
@@ -291,7 +277,7 @@ async def test_a_hub_breaking_the_websocket_handshake_is_a_502(
         writer.write(_switching_protocols(answer.format(accept=accept_key(key))))
         await _read_and_say_nothing(reader, writer)
 
-    async with _fake_hub(crooked_hub) as port:
+    async with fake_hub(crooked_hub) as port:
         proxy = await start_proxy(make_settings(f"http://127.0.0.1:{port}", None, None))
         async with proxy.session() as client:
             with pytest.raises(aiohttp.WSServerHandshakeError) as refused:
@@ -391,7 +377,7 @@ async def test_the_hubs_own_error_answers_pass_through_untouched(echo_proxy: Pro
 async def test_a_hub_that_never_completes_the_handshake_is_a_504(
         monkeypatch: pytest.MonkeyPatch, start_proxy: Callable[[Settings], Awaitable[Proxy]]) -> None:
     monkeypatch.setattr(upstream, "CONNECT_TIMEOUT_SECONDS", 0.5)
-    async with _fake_hub(_read_and_say_nothing) as port:
+    async with fake_hub(_read_and_say_nothing) as port:
         proxy = await start_proxy(make_settings(f"https://127.0.0.1:{port}", None, "jupyterhub"))
         async with proxy.session() as client:
             async with client.get("/api/status") as response:
@@ -414,8 +400,8 @@ async def test_a_hub_on_an_ipv6_address_is_reached_over_http_and_websockets(
 
 async def test_a_hub_that_never_answers_the_websocket_handshake_is_a_504(
         monkeypatch: pytest.MonkeyPatch, start_proxy: Callable[[Settings], Awaitable[Proxy]]) -> None:
-    monkeypatch.setattr(ws_relay, "_ANSWER_TIMEOUT_SECONDS", 0.5)
-    async with _fake_hub(_read_and_say_nothing) as port:
+    monkeypatch.setattr(upstream, "ANSWER_TIMEOUT_SECONDS", 0.5)
+    async with fake_hub(_read_and_say_nothing) as port:
         proxy = await start_proxy(make_settings(f"http://127.0.0.1:{port}", None, None))
         async with proxy.session() as client:
             with pytest.raises(aiohttp.WSServerHandshakeError) as refused:
@@ -431,7 +417,7 @@ async def test_a_websocket_accepted_while_the_proxy_stops_is_closed_with_1001() 
         await reader.read(1)  # the proxy's close frame: hang up, as a server does
         writer.close()
 
-    async with _fake_hub(slow_hub) as port:
+    async with fake_hub(slow_hub) as port:
         runner = ProxyRunner(make_settings(f"http://127.0.0.1:{port}", None, None))
         await runner.setup()
         try:
