@@ -7,11 +7,13 @@ request's CPU time) to every request.
 
 from __future__ import annotations
 
+import asyncio
 import logging
 
 import aiohttp
-from aiohttp import web
+from aiohttp import http_exceptions, web
 from aiohttp.abc import AbstractAccessLogger
+from aiohttp.web_protocol import RequestHandler
 from yarl import URL
 
 from .auth import cookie_to_remember, hub_token_for
@@ -19,7 +21,8 @@ from .config import Settings
 from .errors import ProxyError, json_error, upstream_failure
 from .http_relay import relay_http
 from .hub import ServerWatch
-from .routing import loggable, query_without_token, upstream_path_for
+from .logs import keep_secrets_out_of_logs
+from .routing import check_request_head, loggable, query_without_token, upstream_path_for
 from .upstream import hub_tls_context, open_hub_session
 from .ws_relay import OpenRelays, relay_websocket
 
@@ -51,6 +54,52 @@ class AccessLogger(AbstractAccessLogger):
         self.logger.info("%s %d %.1fms", loggable(request.method, request.raw_path), response.status, time * 1000)
 
 
+# A connection from the IDE may sit idle between requests this long (nginx's keepalive_timeout). The same
+# timer closes a connection that has not sent a whole request head by then (a slowloris): aiohttp arms it when
+# the connection opens and after each answer.
+IDE_IDLE_SECONDS = 75.0
+
+# Headers a Jupyter client sends are small; a cookie jar shared with other localhost apps can be large.
+_MAX_HEADER_BYTES = 65536
+
+# What aiohttp's parser found wrong with a request it could not parse, in words (most specific first). Its
+# own messages quote the raw request line, which may carry the token.
+_PARSE_FAILURES: tuple[tuple[type[http_exceptions.HttpProcessingError], str], ...] = (
+    (http_exceptions.BadHttpMethod, "its method is not an HTTP method"),
+    (http_exceptions.BadStatusLine, "its request line is not 'METHOD /path HTTP/1.1'"),
+    (http_exceptions.LineTooLong, "a line of it is too long"),
+    (http_exceptions.InvalidURLError, "its path has characters a URL cannot have"),
+    (http_exceptions.InvalidHeader, "a header is malformed"),
+    (http_exceptions.BadHttpMessage, "its headers or body framing are malformed"),
+)
+
+
+class _IdeConnection(RequestHandler):
+    """One connection from the IDE. A request aiohttp cannot parse is answered in Jupyter's JSON shape with one
+    log line that quotes nothing of the request, instead of aiohttp's text page and traceback (both quote it)."""
+
+    def handle_error(self, request: web.BaseRequest, status: int = 500, exc: BaseException | None = None,
+                     message: str | None = None) -> web.StreamResponse:
+        if request.writer.output_size > 0:
+            raise ConnectionError("the answer had begun; the connection is dropped instead")
+        if not isinstance(exc, http_exceptions.HttpProcessingError):  # past the funnel: a bug of the proxy's
+            log.error("Unexpected error in the proxy", exc_info=exc)
+            return json_error(ProxyError(500, "proxy-bug", "The proxy hit an unexpected error; its log has the "
+                                                           "details.", closes=True))
+        what = next((words for kind, words in _PARSE_FAILURES if isinstance(exc, kind)), "it is malformed")
+        log.warning("Refused a request from %s that is not valid HTTP/1.1: %s.", request.remote, what)
+        return json_error(ProxyError(status, "bad-request", f"The request is not valid HTTP/1.1 ({what}); the "
+                                                            "proxy did not forward it.", closes=True))
+
+
+class _IdeServer(web.Server):
+    """aiohttp's low-level server, with the proxy's connections and their limits."""
+
+    def __call__(self) -> RequestHandler:
+        return _IdeConnection(self, loop=asyncio.get_running_loop(), access_log_class=AccessLogger,
+                              max_field_size=_MAX_HEADER_BYTES, keepalive_timeout=IDE_IDLE_SECONDS)
+
+
 class ProxyRunner(web.BaseRunner):
     """The proxy, ready to serve on aiohttp sites: its request handler, its connections to the hub, and a
     shutdown that closes every websocket with 1001 (going away) before it waits for requests to end."""
@@ -65,9 +114,11 @@ class ProxyRunner(web.BaseRunner):
         self._relays = OpenRelays()
 
     async def _make_server(self) -> web.Server:
+        keep_secrets_out_of_logs((self._settings.hub_token, self._settings.local_token))
         self._session = open_hub_session(self._settings, self._tls)
-        # client_max_size never applies: bodies are streamed, never read whole.
-        return web.Server(self._handle, access_log_class=AccessLogger, max_field_size=65536)
+        # handler_cancellation: when the IDE hangs up, its request to the hub is cancelled and the connection
+        # released, instead of waiting for an answer nobody will read.
+        return _IdeServer(self._handle, handler_cancellation=True)
 
     async def shutdown(self) -> None:
         self._relays.stop_all()
@@ -81,20 +132,27 @@ class ProxyRunner(web.BaseRunner):
     async def _handle(self, request: web.BaseRequest) -> web.StreamResponse:
         """The funnel: every refusal and hub failure becomes Jupyter-shaped JSON and one log line."""
         try:
+            check_request_head(request.method, request.version, request.headers)
             if self._watch is not None:  # on a hub: a stopped server is noticed and answered there
                 return await self._watch.watch(request, self._dispatch)
             return await self._dispatch(request)
         except ProxyError as exc:
             error = exc
         except Exception as exc:  # noqa: BLE001 - the funnel: every failure ends here, once
+            if isinstance(exc, ConnectionError) and not isinstance(exc, aiohttp.ClientError):
+                raise  # the IDE hung up (hub-side failures come as aiohttp's errors): aiohttp drops it quietly
             mapped = upstream_failure(exc, self._settings)
             if mapped is None:
                 log.exception("%s: unexpected error in the proxy", loggable(request.method, request.raw_path))
-                return json_error(ProxyError(500, "proxy-bug", "The proxy hit an unexpected error; its log has "
-                                                               "the details."))
+                mapped = ProxyError(500, "proxy-bug", "The proxy hit an unexpected error; its log has the details.")
             error = mapped
-        log.warning("%s → %d %s: %s", loggable(request.method, request.raw_path), error.status, error.reason,
-                    error.message)
+        if error.reason != "proxy-bug":
+            log.warning("%s → %d %s: %s", loggable(request.method, request.raw_path), error.status, error.reason,
+                        error.message)
+        if request.writer.output_size > 0:  # the answer has begun: no error can follow it, only a hang-up
+            if request.transport is not None:
+                request.transport.abort()
+            raise ConnectionResetError("the answer had begun")
         return json_error(error)
 
     async def _dispatch(self, request: web.BaseRequest) -> web.StreamResponse:

@@ -9,6 +9,7 @@ from the proxy's own origin: otherwise any web page could drive the user's hub a
 from __future__ import annotations
 
 import hmac
+import re
 from http.cookies import SimpleCookie
 
 from aiohttp import web
@@ -33,12 +34,31 @@ def _same_origin(request: web.BaseRequest) -> bool:
         return True
     try:
         return URL(origin).raw_authority == request.host
-    except ValueError:  # not even a URL: certainly not the proxy's own page
+    except (ValueError, TypeError, UnicodeError):  # not even a URL: certainly not the proxy's own page
         return False
 
 
+def _token_wrong() -> ProxyError:
+    return ProxyError(403, "token-wrong", "The token does not match this proxy's: use the URL with ?token= that "
+                                          "the proxy printed when it started (it changes at every start unless "
+                                          "JUPYTER_PROXY_TOKEN is set).")
+
+# A token the IDE may forward to the hub as its credential: printable ASCII, nothing that could end or split
+# the Authorization header it is put in.
+_FORWARDABLE_TOKEN = re.compile(r"[\x21-\x7e]+")
+
+
+def _as_bytes(text: str) -> bytes:
+    """Any str as bytes, without error: aiohttp decodes raw header bytes with surrogate escapes, and a percent-
+    escape in the query may decode to a lone surrogate."""
+    return text.encode("utf-8", "surrogatepass")
+
+
 def hub_token_for(request: web.BaseRequest, settings: Settings) -> str:
-    """The hub credential to use for this request, or ProxyError(403) if the client is not allowed."""
+    """The hub credential to use for this request, or ProxyError(403) if the client is not allowed.
+
+    Total: whatever bytes the client sent, in whichever position, the answer is a credential or a 403.
+    """
     presented = request.query.get("token") or _header_token(request)
     if presented is None:
         presented = request.cookies.get(COOKIE_NAME)
@@ -49,11 +69,11 @@ def hub_token_for(request: web.BaseRequest, settings: Settings) -> str:
         raise ProxyError(403, "token-required", "This proxy needs its token: use the URL with ?token= that "
                                                 "the proxy printed when it started.")
     if settings.hub_token is None:
+        if not _FORWARDABLE_TOKEN.fullmatch(presented):
+            raise _token_wrong()
         return presented
-    if not hmac.compare_digest(presented.encode(), settings.local_token.encode()):
-        raise ProxyError(403, "token-wrong", "The token does not match this proxy's: use the URL with "
-                                             "?token= that the proxy printed when it started (it changes at "
-                                             "every start unless JUPYTER_PROXY_TOKEN is set).")
+    if not hmac.compare_digest(_as_bytes(presented), _as_bytes(settings.local_token)):
+        raise _token_wrong()
     return settings.hub_token
 
 

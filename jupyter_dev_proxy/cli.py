@@ -24,6 +24,7 @@ from .app import ProxyRunner
 from .config import ConfigError, Settings, load_settings, wants_demo
 from .demo import DemoServer, DemoUnavailable, start_demo_server
 from .hub import RUNNING, STARTED, STOPPED, UNKNOWN, HubError, HubReport, Progress, ServerWatch, check_hub
+from .logs import configure_logging, keep_secrets_out_of_logs
 
 # Signals that mean "stop now, cleanly": Ctrl-C in a terminal, and what service managers send.
 HANDLED_SIGNALS = (signal.SIGINT, signal.SIGTERM)
@@ -177,11 +178,6 @@ async def _main(settings: Settings, demo: DemoServer | None) -> int:
     return await serve(settings, stop, demo)
 
 
-def _configure_logging(level: str) -> None:
-    logging.basicConfig(level=level.upper(), format="%(asctime)s %(levelname)s %(message)s", datefmt="%H:%M:%S")
-    logging.getLogger("aiohttp.access").setLevel(logging.DEBUG if level == "debug" else logging.WARNING)
-
-
 def _run(main: Coroutine[Any, Any, int], event_loop: str) -> int:
     """Run on uvloop when it is installed and wanted: it halves the proxy's CPU per request and, on TLS,
     its memory per connection (asyncio reserves a 256 KiB buffer for each)."""
@@ -204,7 +200,8 @@ def main(argv: Sequence[str] | None = None) -> int:
                   "instead, set JUPYTER_SERVER_IP_OR_NAME or JUPYTERHUB_URL, see --help)", file=sys.stderr, flush=True)
             demo = start_demo_server(getpass.getuser())
         settings = load_settings(argv, os.environ, Path.cwd(), demo.upstream() if demo else None)
-        _configure_logging(settings.log_level)
+        keep_secrets_out_of_logs((settings.hub_token, settings.local_token))
+        configure_logging(settings.log_level)
         return _run(_main(settings, demo), settings.event_loop)
     except (ConfigError, DemoUnavailable) as exc:
         print(f"jupyter-dev-proxy: {exc}", file=sys.stderr)

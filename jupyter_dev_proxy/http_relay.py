@@ -81,7 +81,11 @@ async def _continue_if_expected(request: web.BaseRequest) -> None:
     if expect.lower() != "100-continue":
         raise ProxyError(417, "expectation-failed", f"The request expects '{expect}', which the proxy does not "
                                                     "support; send it without an Expect header.")
-    await request.writer.write(b"HTTP/1.1 100 Continue\r\n\r\n")
+    # Straight to the transport: the writer counts what it writes, and the funnel takes any count as "the
+    # answer has begun".
+    if request.transport is None:
+        raise ConnectionResetError("the IDE closed the connection")
+    request.transport.write(b"HTTP/1.1 100 Continue\r\n\r\n")
 
 
 async def relay_http(request: web.BaseRequest, settings: Settings, session: aiohttp.ClientSession,
@@ -97,14 +101,20 @@ async def relay_http(request: web.BaseRequest, settings: Settings, session: aioh
         length = upstream.content_length
         if length is not None and length <= _SMALL_BODY_BYTES and request.method != "HEAD":
             # Most API answers: read whole, so status, headers and body leave in one write.
-            return web.Response(status=upstream.status, reason=upstream.reason, headers=headers,
+            return web.Response(status=upstream.status, reason=_reason(upstream), headers=headers,
                                 body=await upstream.read())
-        response = web.StreamResponse(status=upstream.status, reason=upstream.reason, headers=headers)
+        response = web.StreamResponse(status=upstream.status, reason=_reason(upstream), headers=headers)
         await response.prepare(request)
         await _copy_body(request, upstream, response)
     finally:
         upstream.release()
     return response
+
+
+def _reason(upstream: aiohttp.ClientResponse) -> str | None:
+    """The hub's reason phrase if it can be written as it is; else the standard one for the status."""
+    reason = upstream.reason
+    return reason if reason is not None and reason.isprintable() and reason.isascii() else None
 
 
 async def _copy_body(request: web.BaseRequest, upstream: aiohttp.ClientResponse, response: web.StreamResponse) -> None:

@@ -15,7 +15,7 @@ from multidict import CIMultiDict, CIMultiDictProxy, MultiMapping
 from yarl import URL
 
 from .config import Settings
-from .errors import ProxyError
+from .errors import ProxyError, hub_bad_answer
 
 # A path is decoded this many times when looking for traversal: enough to unwrap double and triple
 # encodings (%252e%252e) that a chain of servers might each decode once.
@@ -39,6 +39,16 @@ _WEBSOCKET_HANDSHAKE_HEADERS = frozenset({
     "sec-websocket-key", "sec-websocket-version", "sec-websocket-extensions", "sec-websocket-protocol",
     "content-length",
 })
+
+# The methods a Jupyter server answers. Anything else (CONNECT, TRACE, WebDAV...) never reaches the hub.
+RELAYED_METHODS = frozenset({"GET", "HEAD", "POST", "PUT", "PATCH", "DELETE", "OPTIONS"})
+_HTTP_1 = ((1, 0), (1, 1))
+
+# A header the IDE can be sent: a token for a name (RFC 9110 §5.1), and a value without control characters
+# (§5.5: CR, LF and NUL are forbidden, other controls make aiohttp refuse to write it) nor bytes that are not
+# UTF-8 (aiohttp would silently drop them when writing).
+_HEADER_NAME = re.compile(r"[!#$%&'*+\-.^_`|~0-9A-Za-z]+")
+_UNWRITABLE_VALUE = re.compile(r"[\x00-\x08\x0a-\x1f\x7f\ud800-\udfff]")
 
 _COOKIE_PATH = re.compile(r";\s*path=([^;]*)", re.IGNORECASE)
 _COOKIE_DOMAIN = re.compile(r";\s*domain=[^;]*", re.IGNORECASE)
@@ -71,6 +81,27 @@ def _check_confined(raw_path: str) -> None:
             return
         form = decoded
     raise _refuse("The path is encoded too many times; the proxy does not forward it.", 400, "bad-path")
+
+
+def check_request_head(method: str, version: tuple[int, int], headers: MultiMapping[str]) -> None:
+    """Refuse, before anything else is looked at, a request that is not HTTP/1.0 or 1.1, whose method the
+    proxy does not relay, or whose body framing is faulty. The connection is closed: aiohttp would take an
+    HTTP/0.9 line (no version) or ``HTTP/2.0`` as a request, after a CONNECT a client may already be sending
+    another protocol, and after faulty framing the next request's start is unknown."""
+    if version not in _HTTP_1:
+        raise ProxyError(505, "http-version-not-supported", "The proxy speaks HTTP/1.1 (and 1.0) only; the "
+                                                            "request was not forwarded.", closes=True)
+    if method not in RELAYED_METHODS:
+        raise ProxyError(405, "method-not-allowed", f"The proxy does not relay {method} requests (it is not a "
+                                                    "forward proxy); the request was not forwarded.", closes=True,
+                         headers={"Allow": ", ".join(sorted(RELAYED_METHODS))})
+    if version == (1, 0) and "Transfer-Encoding" in headers:  # RFC 9112 §6.1: framing is faulty
+        raise ProxyError(400, "bad-request", "The request is not valid HTTP/1.1 (an HTTP/1.0 request with "
+                                             "Transfer-Encoding); the proxy did not forward it.", closes=True)
+    for name, value in headers.items():
+        if _UNWRITABLE_VALUE.search(value):
+            raise ProxyError(400, "bad-request", f"The request's header {ascii(name[:60])} is not UTF-8 text; "
+                                                 "the proxy did not forward it.", closes=True)
 
 
 @functools.lru_cache(maxsize=512)  # an IDE asks for the same few paths again and again; refusals are not kept
@@ -188,11 +219,13 @@ def _redirect_out_of_server(settings: Settings, location: str) -> ProxyError:
 def client_response_headers(settings: Settings, headers: MultiMapping[str]) -> CIMultiDict[str]:
     """The hub's response headers as the IDE should see them.
 
-    Raises ProxyError when the hub redirects out of the user's server: passing such a redirect on would
-    send the IDE to the hub itself.
+    Raises ProxyError when the hub redirects out of the user's server (passing such a redirect on would
+    send the IDE to the hub itself), and when a header could not be written to the IDE intact.
     """
     out: CIMultiDict[str] = CIMultiDict()
     for name, value in _forwardable(headers, frozenset()):
+        if not _HEADER_NAME.fullmatch(name) or _UNWRITABLE_VALUE.search(value):
+            raise hub_bad_answer(settings, f"a header the IDE cannot be sent, {ascii(name[:60])}")
         lower = name.lower()
         if lower == "location":
             local = local_location_for(settings, value)

@@ -21,9 +21,15 @@ from .errors import connect_failure
 # closing (a "server disconnected" that would surface to the IDE as a failed save).
 IDLE_CONNECTION_SECONDS = 3.0
 
-# Connecting (TCP + TLS) must be quick; an answer may take as long as the server needs (a kernel start,
-# a large save), and a websocket may stay idle for hours.
+# Connecting (TCP + TLS) must be quick.
 CONNECT_TIMEOUT_SECONDS = 15.0
+
+# Once a request is sent, the hub may stay silent this long before the proxy gives up with a 504: the head
+# of an HTTP answer, each stretch of its body, the answer to a websocket handshake. jupyter_server answers a
+# kernel start or a kernel channel only once the kernel replies (its kernel_info_timeout is 60 s), and a large
+# save only once the file is written; twice that covers a busy node. A body that keeps flowing and an open
+# websocket have no limit.
+ANSWER_TIMEOUT_SECONDS = 120.0
 
 # Larger reads than aiohttp's 64 KiB default halve the per-chunk overhead of large downloads, at a fixed
 # memory cost per open response.
@@ -61,7 +67,8 @@ def open_hub_session(settings: Settings, tls: ssl.SSLContext | None) -> aiohttp.
     )
     return aiohttp.ClientSession(
         connector=connector,
-        timeout=aiohttp.ClientTimeout(total=None, sock_connect=CONNECT_TIMEOUT_SECONDS),
+        timeout=aiohttp.ClientTimeout(total=None, sock_connect=CONNECT_TIMEOUT_SECONDS,
+                                      sock_read=ANSWER_TIMEOUT_SECONDS),
         cookie_jar=aiohttp.DummyCookieJar(),  # never keep one client's hub cookies for another request
         auto_decompress=False,
         read_bufsize=READ_BUFFER_BYTES,

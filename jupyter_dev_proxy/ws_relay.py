@@ -26,6 +26,7 @@ from aiohttp.abc import AbstractStreamWriter
 from multidict import CIMultiDict
 from yarl import URL
 
+from . import upstream
 from .config import Settings
 from .errors import ProxyError
 from .routing import client_response_headers, upstream_request_headers
@@ -39,11 +40,8 @@ INTERNAL_ERROR = 1011  # the hub's side dropped without a close frame
 # How long the hub has to answer the proxy's close frame and hang up before the proxy hangs up itself.
 _CLOSE_TIMEOUT_SECONDS = 5.0
 
-# The longest answer to a websocket handshake the proxy reads (a status line and headers), and how long it
-# waits for it: jupyter_server answers a kernel channel only once the kernel is ready (up to its 60 s
-# kernel_info_timeout).
+# The longest answer to a websocket handshake the proxy reads (a status line and headers).
 _MAX_ANSWER_BYTES = 64 * 1024
-_ANSWER_TIMEOUT_SECONDS = 120.0
 
 
 class FrameTracker:
@@ -211,10 +209,14 @@ class Relay:
         self.goodbye_to_hub(GOING_AWAY)
 
     def close(self) -> None:
-        if self._hang_up is not None:
-            self._hang_up.cancel()
+        """The relay is over: drop the hub's connection, unless the hub is still being given its moment to
+        answer the proxy's close frame (the IDE hung up): the hang-up timer then drops it."""
         if self._resuming is not None:
             self._resuming.cancel()
+        if self._hang_up is not None and not self._hub_transport.is_closing():
+            return
+        if self._hang_up is not None:
+            self._hang_up.cancel()
         self._hub_transport.abort()
 
 
@@ -355,7 +357,7 @@ async def _hub_handshake(settings: Settings, hub: HubConnection, url: URL, offer
     assert hub.transport is not None
     hub.transport.write(("\r\n".join(lines) + "\r\n\r\n").encode("utf-8", "surrogateescape"))
     try:
-        async with asyncio.timeout(_ANSWER_TIMEOUT_SECONDS):
+        async with asyncio.timeout(upstream.ANSWER_TIMEOUT_SECONDS):
             head = await hub.answer
     except TimeoutError:
         raise ProxyError(504, "hub-timeout", f"The hub at {settings.hub_url} did not answer the websocket "
