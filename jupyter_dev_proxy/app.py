@@ -18,12 +18,12 @@ from yarl import URL
 
 from .auth import cookie_to_remember, hub_token_for
 from .config import Settings
-from .errors import ProxyError, json_error, upstream_failure
+from .errors import ProxyError, json_error
 from .http_relay import relay_http
-from .hub import ServerWatch
 from .logs import keep_secrets_out_of_logs
 from .routing import check_request_head, loggable, query_without_token, upstream_path_for
-from .upstream import hub_tls_context, open_hub_session
+from .transport import HubTransport
+from .watch import ServerWatch
 from .ws_relay import OpenRelays, relay_websocket
 
 log = logging.getLogger("jupyter_dev_proxy")
@@ -32,9 +32,7 @@ log = logging.getLogger("jupyter_dev_proxy")
 def upstream_url_for(settings: Settings, request: web.BaseRequest) -> URL:
     """The hub URL for this request: the user's server prefix added, the proxy's token removed."""
     raw_path, _, raw_query = request.raw_path.partition("?")
-    return URL.build(scheme=settings.hub_url.scheme, authority=settings.hub_url.raw_authority,  # [::1] keeps []
-                     path=upstream_path_for(settings, raw_path), query_string=query_without_token(raw_query),
-                     encoded=True)
+    return settings.hub.url(upstream_path_for(settings, raw_path), query_without_token(raw_query))
 
 
 def _is_websocket_upgrade(request: web.BaseRequest) -> bool:
@@ -109,13 +107,13 @@ class ProxyRunner(web.BaseRunner):
         super().__init__(handle_signals=False, shutdown_timeout=shutdown_timeout)
         self._settings = settings
         self._watch = server_watch
-        self._tls = hub_tls_context(settings)
+        self._transport = HubTransport(settings)
         self._session: aiohttp.ClientSession | None = None
         self._relays = OpenRelays()
 
     async def _make_server(self) -> web.Server:
-        keep_secrets_out_of_logs((self._settings.hub_token, self._settings.local_token))
-        self._session = open_hub_session(self._settings, self._tls)
+        keep_secrets_out_of_logs(self._settings.secrets)
+        self._session = self._transport.session()
         # handler_cancellation: when the IDE hangs up, its request to the hub is cancelled and the connection
         # released, instead of waiting for an answer nobody will read.
         return _IdeServer(self._handle, handler_cancellation=True)
@@ -138,14 +136,11 @@ class ProxyRunner(web.BaseRunner):
             return await self._dispatch(request)
         except ProxyError as exc:
             error = exc
-        except Exception as exc:  # noqa: BLE001 - the funnel: every failure ends here, once
-            if isinstance(exc, ConnectionError) and not isinstance(exc, aiohttp.ClientError):
-                raise  # the IDE hung up (hub-side failures come as aiohttp's errors): aiohttp drops it quietly
-            mapped = upstream_failure(exc, self._settings)
-            if mapped is None:
-                log.exception("%s: unexpected error in the proxy", loggable(request.method, request.raw_path))
-                mapped = ProxyError(500, "proxy-bug", "The proxy hit an unexpected error; its log has the details.")
-            error = mapped
+        except ConnectionError:
+            raise  # the IDE hung up (the hub's failures arrive as ProxyError): aiohttp drops it quietly
+        except Exception:  # noqa: BLE001 - the funnel: every failure ends here, once
+            log.exception("%s: unexpected error in the proxy", loggable(request.method, request.raw_path))
+            error = ProxyError(500, "proxy-bug", "The proxy hit an unexpected error; its log has the details.")
         if error.reason != "proxy-bug":
             log.warning("%s → %d %s: %s", loggable(request.method, request.raw_path), error.status, error.reason,
                         error.message)
@@ -161,6 +156,7 @@ class ProxyRunner(web.BaseRunner):
         url = upstream_url_for(settings, request)
         set_cookie = cookie_to_remember(request)
         if _is_websocket_upgrade(request):
-            return await relay_websocket(request, settings, self._tls, hub_token, url, self._relays, set_cookie)
+            return await relay_websocket(request, settings, self._transport, hub_token, url, self._relays,
+                                         set_cookie)
         assert self._session is not None
-        return await relay_http(request, settings, self._session, hub_token, url, set_cookie)
+        return await relay_http(request, settings, self._transport, self._session, hub_token, url, set_cookie)

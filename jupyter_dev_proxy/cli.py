@@ -23,7 +23,9 @@ from . import __version__
 from .app import ProxyRunner
 from .config import ConfigError, Settings, load_settings, wants_demo
 from .demo import DemoServer, DemoUnavailable, start_demo_server
-from .hub import RUNNING, STARTED, STOPPED, UNKNOWN, HubError, HubReport, Progress, ServerWatch, check_hub
+from .hubapi import HubError
+from .startup import HubReport, Progress, check_hub
+from .watch import ServerWatch
 from .logs import configure_logging, keep_secrets_out_of_logs
 
 # Signals that mean "stop now, cleanly": Ctrl-C in a terminal, and what service managers send.
@@ -48,17 +50,14 @@ def _is_loopback(host: str) -> bool:
 
 
 def _server_line(report: HubReport, demo: DemoServer | None) -> str:
-    settings = report.settings
+    hub = report.settings.hub
     if demo is not None:
-        return (f"Demo: a throwaway Jupyter server for user '{settings.username}'; its files in {demo.root_dir} "
+        return (f"Demo: a throwaway Jupyter server for user '{hub.user}'; its files in {demo.root_dir} "
                 "are deleted when the proxy stops. To use your hub, set JUPYTER_SERVER_IP_OR_NAME or JUPYTERHUB_URL.")
     if report.hub_version is None:
-        return (f"Upstream: a plain Jupyter server at {settings.server_prefix} (no hub API), "
-                f"{report.state}.")
-    state = {STARTED: "started just now", RUNNING: "running", STOPPED: "NOT RUNNING",
-             UNKNOWN: "state unknown (checking and starting it needs JUPYTERHUB_API_TOKEN)"}[report.state]
-    line = (f"Hub: JupyterHub {report.hub_version} · user {settings.username} · "
-            f"{settings.server_label} {settings.server_prefix}: {state}.")
+        return f"Upstream: a plain Jupyter server at {hub.server_prefix} (no hub API), {report.state.value}."
+    line = (f"Hub: JupyterHub {report.hub_version} · user {hub.user} · "
+            f"{hub.server_label} {hub.server_prefix}: {report.state.value}.")
     return f"{line} {report.note}" if report.note else line
 
 
@@ -67,13 +66,14 @@ def _banner(settings: Settings, port: int, report: HubReport | None = None, demo
     local = f"http://{host}:{port}/"
     token = "<YOUR_API_TOKEN>" if settings.forwards_ide_token else settings.local_token
     checked = f" (certificate checked for '{settings.tls_name}')" if settings.tls_name else ""
-    lines = [f"jupyter-dev-proxy {__version__}: {local} → {settings.hub_url}{settings.server_prefix}{checked}"]
+    reached = f", {settings.reached_through}" if settings.reached_through != "directly" else ""
+    lines = [f"jupyter-dev-proxy {__version__}: {local} → {settings.hub.server_url}{checked}{reached}"]
     if report is not None:
         lines.append(_server_line(report, demo))
     lines.append(f"Authorization URL with token for IDE: {local}?token={token}")
     if settings.forwards_ide_token:
         lines.append("No JUPYTERHUB_API_TOKEN is set: replace <YOUR_API_TOKEN> with your hub API token "
-                     f"(make one at {settings.hub_url}/hub/token).")
+                     f"(make one at {settings.hub.page('token')}).")
     lines.append("Paste the URL into PyCharm or VS Code as an existing Jupyter server. Press Ctrl-C to stop.")
     return "\n".join(lines)
 
@@ -110,8 +110,9 @@ def _warnings(settings: Settings) -> list[str]:
     if not _is_loopback(settings.listen_host):
         warnings.append(f"The proxy listens on {settings.listen_host}, not only on this computer: anyone who "
                         "can reach it and learns the token can use your hub account.")
-    if settings.hub_url.scheme == "http" and not _is_loopback(settings.hub_url.host or ""):
-        warnings.append(f"The hub address {settings.hub_url} is plain http: your token crosses the network "
+    origin = settings.hub.origin
+    if origin.scheme == "http" and not _is_loopback(origin.host or ""):
+        warnings.append(f"The hub address {settings.hub} is plain http: your token crosses the network "
                         "unencrypted. Use https:// unless you know the network is private.")
     return warnings
 
@@ -200,7 +201,7 @@ def main(argv: Sequence[str] | None = None) -> int:
                   "instead, set JUPYTER_SERVER_IP_OR_NAME or JUPYTERHUB_URL, see --help)", file=sys.stderr, flush=True)
             demo = start_demo_server(getpass.getuser())
         settings = load_settings(argv, os.environ, Path.cwd(), demo.upstream() if demo else None)
-        keep_secrets_out_of_logs((settings.hub_token, settings.local_token))
+        keep_secrets_out_of_logs(settings.secrets)
         configure_logging(settings.log_level)
         return _run(_main(settings, demo), settings.event_loop)
     except (ConfigError, DemoUnavailable) as exc:

@@ -8,22 +8,20 @@ have no flag on purpose: anything on a command line can be read by every user of
 from __future__ import annotations
 
 import argparse
+import base64
 import ipaddress
+import json
+import re
 import secrets
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from urllib.parse import quote
 
 from dotenv import dotenv_values
 from yarl import URL
 
 from . import __version__
-
-
-def hub_escaped(name: str) -> str:
-    """A user or server name as JupyterHub writes it in URLs."""
-    return quote(name, safe="@~")
+from .address import HubAddress, base_path
 
 
 class ConfigError(Exception):
@@ -54,6 +52,9 @@ OPTIONS: tuple[_Option, ...] = (
             "IP address or name of the hub to connect to.", "HOST"),
     _Option("server_port", "JUPYTER_SERVER_PORT", "--server-port", "8000",
             "HTTPS port of the hub.", "PORT"),
+    _Option("server_base_url", "JUPYTER_SERVER_BASE_URL", "--server-base-url", "/",
+            "The hub's base path when it is not at the root of its host, e.g. /jupyter/ (goes with "
+            "JUPYTER_SERVER_IP_OR_NAME; JUPYTERHUB_URL carries it in its own path).", "PATH"),
     _Option("tls_name", "JUPYTER_SERVER_NAME", "--tls-name", None,
             "Name on the hub's TLS certificate, checked and sent as SNI. Default: the hub's name when you "
             "give a name, 'jupyterhub' (what cluster certificates carry) when you give an IP address.",
@@ -72,6 +73,19 @@ OPTIONS: tuple[_Option, ...] = (
     _Option("ca_file", "JUPYTER_CLUSTER_CA_CERT", "--ca-cert", None,
             "PEM file of the CA that signed the hub's certificate (trusted in addition to the public CAs).",
             "FILE"),
+    _Option("client_cert", "JUPYTER_CLIENT_CERT", "--client-cert", None,
+            "PEM file of a client certificate, for a hub or access gateway that asks for one (the key may be "
+            "in the same file).", "FILE"),
+    _Option("client_key", "JUPYTER_CLIENT_KEY", "--client-key", None,
+            "PEM file of the client certificate's private key, when it is not in the certificate's file.",
+            "FILE"),
+    _Option("hub_proxy", "JUPYTER_HUB_PROXY", "--hub-proxy", None,
+            "Company proxy to reach the hub through: http://host:port, or 'none' for a direct connection. "
+            "Default: HTTPS_PROXY / ALL_PROXY as curl reads them, unless NO_PROXY names the hub. Put a proxy "
+            "that needs user:password in the environment or .env, not on the command line.", "URL"),
+    _Option("hub_headers", "JUPYTER_HUB_HEADERS", None, None,
+            "A JSON object of headers sent with every request to the hub, for an access gateway in front of it, "
+            'e.g. {"CF-Access-Client-Id": "...", "CF-Access-Client-Secret": "..."}.'),
     _Option("hub_token_file", "JUPYTERHUB_API_TOKEN_FILE", "--hub-token-file", None,
             "File holding your hub API token (instead of JUPYTERHUB_API_TOKEN).", "FILE"),
     _Option("hub_token", "JUPYTERHUB_API_TOKEN", None, None,
@@ -79,6 +93,10 @@ OPTIONS: tuple[_Option, ...] = (
             "sent to the hub, as the original proxy.py did."),
     _Option("local_token", "JUPYTER_PROXY_TOKEN", None, None,
             "The token the IDE must present to this proxy. Default: a new random one at every start."),
+    _Option("allowed_hosts", "JUPYTER_PROXY_ALLOWED_HOSTS", "--allowed-hosts", None,
+            "Other names the IDE reaches the proxy by, comma-separated (requests naming any other host are "
+            "refused, against DNS rebinding); localhost, loopback addresses and the listen address always work.",
+            "NAMES"),
     _Option("log_level", "JUPYTER_PROXY_LOG_LEVEL", "--log-level", "info",
             "How much to log: debug, info, warning or error.", "LEVEL"),
     _Option("event_loop", "JUPYTER_PROXY_EVENT_LOOP", "--event-loop", "auto",
@@ -93,43 +111,74 @@ _IP_TLS_NAME = "jupyterhub"
 
 
 @dataclass(frozen=True)
+class ForwardProxy:
+    """A company's forward proxy between the laptop and the hub, spoken to with ``CONNECT host:port``."""
+
+    host: str
+    port: int
+    setting: str  # the setting that named it, for messages: JUPYTER_HUB_PROXY, HTTPS_PROXY, ...
+    username: str | None = None
+    password: str | None = None
+
+    def __str__(self) -> str:
+        """The proxy as messages and the banner show it: credentials masked."""
+        host = f"[{self.host}]" if ":" in self.host else self.host
+        user = f"{self.username}:***@" if self.username is not None else ""
+        return f"http://{user}{host}:{self.port}"
+
+    @property
+    def authorization(self) -> str | None:
+        """The ``Proxy-Authorization`` value (Basic), or None without credentials."""
+        if self.username is None:
+            return None
+        pair = f"{self.username}:{self.password or ''}".encode()
+        return "Basic " + base64.b64encode(pair).decode()
+
+
+@dataclass(frozen=True)
 class Settings:
     """Everything the proxy needs to know, decided once at startup."""
 
     listen_host: str
     listen_port: int
-    hub_url: URL
+    hub: HubAddress  # the hub, its base path, the user (once known) and the server
     tls_name: str | None
-    username: str
     ca_file: Path | None
     hub_token: str | None
     local_token: str
     log_level: str
-    # Added with hub awareness; defaults keep every existing Settings(...) call valid.
-    server_name: str = ""  # "" is the default server
     start_server: str = START_AT_STARTUP
     hub_token_setting: str = "JUPYTERHUB_API_TOKEN"  # where the hub token came from, named in advice
     event_loop: str = "auto"
-
-    @property
-    def server_prefix(self) -> str:
-        """The user's server on the hub, escaped the way JupyterHub escapes it.
-
-        ``username`` is empty only until the hub has said whose token it is (``hub.check_hub``), before any
-        request is served.
-        """
-        prefix = f"/user/{hub_escaped(self.username)}/"
-        return prefix + f"{hub_escaped(self.server_name)}/" if self.server_name else prefix
-
-    @property
-    def server_label(self) -> str:
-        """How the banner and the log name the server: 'default server' or "named server 'dev'"."""
-        return f"named server '{self.server_name}'" if self.server_name else "default server"
+    # How the hub is reached: a client certificate, a forward proxy, headers for an access gateway.
+    client_cert: Path | None = None
+    client_key: Path | None = None
+    forward_proxy: ForwardProxy | None = None
+    hub_headers: tuple[tuple[str, str], ...] = ()
+    # Names the IDE may reach the proxy by, besides loopback addresses (the Host check).
+    allowed_hosts: frozenset[str] = frozenset({"localhost"})
 
     @property
     def forwards_ide_token(self) -> bool:
         """No hub token configured: the IDE's own token is the hub credential (the original workflow)."""
         return self.hub_token is None
+
+    @property
+    def secrets(self) -> tuple[str | None, ...]:
+        """Every value the logs must never show: tokens, the company proxy's password, gateway credentials."""
+        proxy = self.forward_proxy
+        proxy_secrets = (proxy.password, proxy.authorization) if proxy is not None else ()
+        return (self.hub_token, self.local_token, *proxy_secrets, *(value for _, value in self.hub_headers))
+
+    @property
+    def reached_through(self) -> str:
+        """How the hub is reached, in a few words: direct, through a forward proxy, through a gateway."""
+        hops = []
+        if self.forward_proxy is not None:
+            hops.append(f"through the proxy {self.forward_proxy}")
+        if self.hub_headers or self.client_cert is not None:
+            hops.append("with gateway credentials")
+        return ", ".join(hops) or "directly"
 
 
 def _parser() -> argparse.ArgumentParser:
@@ -210,32 +259,36 @@ def _is_ip_address(host: str) -> bool:
     return True
 
 
-def _hub_url(values: Mapping[str, str | None]) -> URL:
+def _hub_address(values: Mapping[str, str | None]) -> HubAddress:
+    """The hub's origin and base path (the user and server are added by ``load_settings``)."""
     if values["hub_url"] and values["server_host"]:
         raise ConfigError("Both JUPYTERHUB_URL and JUPYTER_SERVER_IP_OR_NAME are set: keep only one of them.")
+    base = base_path(values["server_base_url"] or "/")
     if values["hub_url"]:
         try:
             url = URL(values["hub_url"])
+            valid = url.scheme in ("https", "http") and bool(url.host) and url.port is not None
         except ValueError:
-            url = URL()
-        if url.scheme not in ("https", "http") or not url.host:
+            valid = False
+        if not valid:
             raise ConfigError(f"JUPYTERHUB_URL={values['hub_url']!r} is not a hub address: "
-                              "write it like https://hub.example.org.")
-        # A URL pasted from the browser (…/hub/home, …/user/alice/lab) means the hub at the root.
-        if url.path not in ("", "/") and not url.path.startswith(("/hub/", "/user/")):
-            raise ConfigError(f"JUPYTERHUB_URL={values['hub_url']!r} has a path ({url.path}); hubs served under "
-                              "a base URL are not supported yet: give only https://host[:port].")
-        return url.origin()
+                              "write it like https://hub.example.org or https://example.edu/jupyter/.")
+        hub = HubAddress.parse(url)
+        if base != "/" and hub.base != base:
+            raise ConfigError(f"JUPYTER_SERVER_BASE_URL={values['server_base_url']!r} and the path of "
+                              f"JUPYTERHUB_URL ({hub.base}) disagree: keep the base path in JUPYTERHUB_URL only.")
+        return hub
     if not values["server_host"]:
         raise ConfigError("No hub is set: set JUPYTER_SERVER_IP_OR_NAME to your hub's address "
                           "(or JUPYTERHUB_URL=https://your-hub), in the environment or in a .env file, "
                           "or run with --demo to try the proxy on a local Jupyter server first.")
     port = _port(values["server_port"] or "", "JUPYTER_SERVER_PORT")
     try:
-        return URL.build(scheme="https", host=values["server_host"].strip("[]"), port=port)
+        origin = URL.build(scheme="https", host=values["server_host"].strip("[]"), port=port)
     except ValueError:
         raise ConfigError(f"JUPYTER_SERVER_IP_OR_NAME={values['server_host']!r} is not a host name or IP "
                           "address: write only the name, like hub.example.org.") from None
+    return HubAddress(origin=origin, base=base)
 
 
 def _server_name(values: Mapping[str, str | None]) -> str:
@@ -244,6 +297,122 @@ def _server_name(values: Mapping[str, str | None]) -> str:
         raise ConfigError(f"JUPYTERHUB_NAMED_SERVER={name!r} is not a server name: use the name shown on "
                           "your hub's home page, without slashes.")
     return name
+
+
+# The variables curl reads for a proxy, in its order: the lowercase one first; for a plain-http hub only
+# the lowercase http_proxy (an HTTP_PROXY can be injected by a web server's CGI environment: "httpoxy").
+_PROXY_VARIABLES = {"https": ("https_proxy", "HTTPS_PROXY", "all_proxy", "ALL_PROXY"),
+                    "http": ("http_proxy", "all_proxy", "ALL_PROXY")}
+_NO_PROXY_VARIABLES = ("no_proxy", "NO_PROXY")
+_DEFAULT_PROXY_PORT = 1080  # curl's, for a proxy URL without a port
+
+
+def _bypasses_proxy(host: str, no_proxy: str) -> bool:
+    """Whether NO_PROXY names ``host``, as curl reads it: ``*``, a name and its subdomains (with or without
+    a leading dot), an IP address or a CIDR range."""
+    host = host.lower().strip("[]")
+    try:
+        address: ipaddress.IPv4Address | ipaddress.IPv6Address | None = ipaddress.ip_address(host)
+    except ValueError:
+        address = None
+    for entry in (e.strip().lower() for e in no_proxy.split(",")):
+        entry = entry.strip("[]").lstrip(".")
+        if not entry:
+            continue
+        if entry == "*" or host == entry or host.endswith("." + entry):
+            return True
+        if address is not None:
+            try:
+                if address in ipaddress.ip_network(entry, strict=False):
+                    return True
+            except ValueError:
+                continue
+    return False
+
+
+def _forward_proxy(value: str, setting: str, from_flag: bool) -> ForwardProxy:
+    try:
+        url = URL(value if "://" in value else f"http://{value}")
+        port = url.explicit_port or _DEFAULT_PROXY_PORT
+        valid = url.scheme == "http" and bool(url.host) and url.path in ("", "/")
+    except ValueError:
+        valid = False
+    if not valid:
+        raise ConfigError(f"{setting} is not a proxy address the proxy can use: write it like "
+                          "http://proxy.example.com:3128 (an http:// proxy, which also carries https).")
+    if from_flag and url.password is not None:
+        raise ConfigError("--hub-proxy holds a password, which every user of this computer can read from the "
+                          "process list: put the proxy URL in JUPYTER_HUB_PROXY (environment or .env) instead.")
+    assert url.host is not None
+    return ForwardProxy(host=url.host, port=port, setting=setting, username=url.user, password=url.password)
+
+
+def _hub_proxy(values: Mapping[str, str | None], args: argparse.Namespace, environ: Mapping[str, str],
+               dotenv: Mapping[str, str], hub: HubAddress) -> ForwardProxy | None:
+    """The forward proxy for the hub: JUPYTER_HUB_PROXY ('none': no proxy), else curl's variables."""
+    own = values["hub_proxy"]
+    if own is not None:
+        if own.lower() == "none":
+            return None
+        return _forward_proxy(own, "--hub-proxy" if args.hub_proxy else "JUPYTER_HUB_PROXY", bool(args.hub_proxy))
+
+    def lookup(name: str) -> str | None:
+        value = environ.get(name) or dotenv.get(name)
+        return value.strip() if value and value.strip() else None
+
+    no_proxy = next((v for v in map(lookup, _NO_PROXY_VARIABLES) if v), "")
+    if no_proxy and hub.origin.host and _bypasses_proxy(hub.origin.host, no_proxy):
+        return None
+    for name in _PROXY_VARIABLES[hub.origin.scheme]:
+        value = lookup(name)
+        if value:
+            return _forward_proxy(value, name, from_flag=False)
+    return None
+
+
+# Headers an access gateway may not set: the proxy writes these itself for every request.
+_RESERVED_HEADERS = frozenset({
+    "host", "authorization", "connection", "upgrade", "content-length", "transfer-encoding", "te", "trailer",
+    "keep-alive", "proxy-authorization", "proxy-connection", "expect",
+})
+_HEADER_NAME = re.compile(r"[!#$%&'*+\-.^_`|~0-9A-Za-z]+")
+_HEADER_VALUE = re.compile(r"[\t\x20-\x7e\x80-\uffff]*")
+
+
+def _hub_headers(values: Mapping[str, str | None]) -> tuple[tuple[str, str], ...]:
+    raw = values["hub_headers"]
+    if raw is None:
+        return ()
+    advice = 'write it like {"CF-Access-Client-Id": "...", "CF-Access-Client-Secret": "..."}'
+    try:
+        headers = json.loads(raw)
+    except ValueError:
+        raise ConfigError(f"JUPYTER_HUB_HEADERS is not JSON: {advice}.") from None
+    if not isinstance(headers, dict) or not all(isinstance(v, str) for v in headers.values()):
+        raise ConfigError(f"JUPYTER_HUB_HEADERS must be a JSON object of names and text values: {advice}.")
+    for name, value in headers.items():
+        if not _HEADER_NAME.fullmatch(name) or not _HEADER_VALUE.fullmatch(value):
+            raise ConfigError(f"JUPYTER_HUB_HEADERS has a header the proxy cannot send ({ascii(name[:40])}): "
+                              "names are letters, digits and dashes, and values are one line of text.")
+        if name.lower().startswith("sec-websocket-") or name.lower() in _RESERVED_HEADERS:
+            raise ConfigError(f"JUPYTER_HUB_HEADERS sets {name}, which the proxy writes itself: remove it "
+                              "(your hub token goes in JUPYTERHUB_API_TOKEN).")
+    return tuple(headers.items())
+
+
+def _pem_file(values: Mapping[str, str | None], dest: str, setting: str) -> Path | None:
+    if not values[dest]:
+        return None
+    path = Path(values[dest] or "").expanduser()
+    if not path.is_file():
+        raise ConfigError(f"The file {path} does not exist: fix {setting}.")
+    return path
+
+
+def _allowed_hosts(values: Mapping[str, str | None], listen_host: str) -> frozenset[str]:
+    extra = (values["allowed_hosts"] or "").split(",")
+    names = {"localhost", listen_host, *extra}
+    return frozenset(n.strip().lower().strip("[]") for n in names if n.strip())
 
 
 def _start_server(values: Mapping[str, str | None], has_hub_token: bool) -> str:
@@ -307,13 +476,15 @@ def load_settings(argv: Sequence[str], environ: Mapping[str, str], cwd: Path,
     With ``upstream`` (the demo server), the hub settings are taken from it and the user's are ignored.
     """
     args = _parser().parse_args(list(argv))
-    values = _merged(args, environ, _read_env_file(args.env_file, cwd))
+    dotenv = _read_env_file(args.env_file, cwd)
+    values = _merged(args, environ, dotenv)
     if upstream is not None:
-        values.update(hub_url=str(upstream.url), server_host=None, tls_name=upstream.tls_name,
+        values.update(hub_url=str(upstream.url), server_host=None, server_base_url=None, tls_name=upstream.tls_name,
                       username=upstream.username, ca_file=str(upstream.ca_file), hub_token_file=None,
-                      hub_token=upstream.token, server_name=None)
+                      hub_token=upstream.token, server_name=None, hub_proxy="none", hub_headers=None,
+                      client_cert=None, client_key=None)
 
-    hub_url = _hub_url(values)
+    hub = _hub_address(values)
     hub_token = _hub_token(values)
     if not values["username"] and hub_token is None:
         raise ConfigError("No username is set: set JUPYTER_USERNAME to your JupyterHub username "
@@ -327,21 +498,26 @@ def load_settings(argv: Sequence[str], environ: Mapping[str, str], cwd: Path,
         raise ConfigError(f"JUPYTER_PROXY_LOG_LEVEL={values['log_level']!r} is not a log level: "
                           f"use one of {', '.join(_LOG_LEVELS)}.")
     tls_name = None
-    if hub_url.scheme == "https":
-        tls_name = values["tls_name"] or (_IP_TLS_NAME if _is_ip_address(hub_url.host or "") else hub_url.host)
+    if hub.origin.scheme == "https":
+        host = hub.origin.host or ""
+        tls_name = values["tls_name"] or (_IP_TLS_NAME if _is_ip_address(host) else host)
+    listen_host = values["listen_host"] or "localhost"
 
     return Settings(
-        listen_host=values["listen_host"] or "localhost",
+        listen_host=listen_host,
         listen_port=_port(values["listen_port"] or "", "JUPYTER_PROXY_PORT", allow_zero=True),
-        hub_url=hub_url,
+        hub=HubAddress(origin=hub.origin, base=hub.base, user=values["username"] or "", server=_server_name(values)),
         tls_name=tls_name,
-        username=values["username"] or "",
         ca_file=ca_file,
         hub_token=hub_token,
         local_token=values["local_token"] or secrets.token_urlsafe(32),
         log_level=log_level,
-        server_name=_server_name(values),
         start_server=_start_server(values, hub_token is not None),
         hub_token_setting="JUPYTERHUB_API_TOKEN_FILE" if values["hub_token_file"] else "JUPYTERHUB_API_TOKEN",
         event_loop=_event_loop(values),
+        client_cert=_pem_file(values, "client_cert", "JUPYTER_CLIENT_CERT"),
+        client_key=_pem_file(values, "client_key", "JUPYTER_CLIENT_KEY"),
+        forward_proxy=_hub_proxy(values, args, environ, dotenv, hub),
+        hub_headers=_hub_headers(values),
+        allowed_hosts=_allowed_hosts(values, listen_host),
     )

@@ -25,7 +25,8 @@ from typing import Any
 
 from yarl import URL
 
-from .config import Upstream, hub_escaped
+from .address import HubAddress
+from .config import Upstream
 
 # A kernel start on a busy 2-core machine can take several seconds; the server itself starts in ~2 s.
 STARTUP_TIMEOUT_SECONDS = 60.0
@@ -50,7 +51,7 @@ class DemoServer:
 
     @property
     def base_url(self) -> str:
-        return f"{self.url}/user/{hub_escaped(self.username)}/"
+        return HubAddress(URL(self.url), user=self.username).server_url
 
     def upstream(self) -> Upstream:
         """Where the proxy finds this server, in place of the hub settings."""
@@ -143,7 +144,7 @@ def start_demo_server(username: str, tls_name: str = "jupyterhub", root_dir: Pat
         log_file = workdir / "server.log"
         args = [
             sys.executable, "-m", "jupyter_server", "--no-browser",
-            f"--ServerApp.base_url=/user/{hub_escaped(username)}/", "--ServerApp.ip=127.0.0.1",
+            f"--ServerApp.base_url={HubAddress(URL(), user=username).server_prefix}", "--ServerApp.ip=127.0.0.1",
             f"--ServerApp.port={port}", "--ServerApp.port_retries=0", f"--ServerApp.root_dir={root}",
             f"--ServerApp.certfile={cert_file}", f"--ServerApp.keyfile={key_file}",
             *(["--allow-root"] if os.geteuid() == 0 else []), *extra_args,

@@ -12,7 +12,8 @@ from yarl import URL
 
 from .config import Settings
 from .errors import ProxyError
-from .routing import client_response_headers, loggable, upstream_request_headers
+from .routing import client_response_headers, gateway_refusal, loggable, upstream_request_headers
+from .transport import HubTransport
 
 log = logging.getLogger("jupyter_dev_proxy")
 
@@ -52,20 +53,18 @@ class _ReplayableBody:
             yield chunk
 
 
-async def _send(session: aiohttp.ClientSession, settings: Settings, request: web.BaseRequest, url: URL,
+async def _send(session: aiohttp.ClientSession, request: web.BaseRequest, url: URL,
                 headers: CIMultiDict[str]) -> aiohttp.ClientResponse:
     """Send the request; once more on a fresh connection if a pooled one was dead and a replay is safe."""
     body = _ReplayableBody(request.content) if request.body_exists else None
     retry_allowed = request.method in _IDEMPOTENT_METHODS
     while True:
         try:
-            return await session.request(
-                request.method, url, headers=headers, data=body.chunks() if body else None,
-                allow_redirects=False, server_hostname=settings.tls_name,
-            )
+            return await session.request(request.method, url, headers=headers,
+                                         data=body.chunks() if body else None, allow_redirects=False)
         except (aiohttp.ServerDisconnectedError, aiohttp.ClientOSError) as exc:
-            if (not retry_allowed or isinstance(exc, aiohttp.ClientConnectorError)
-                    or (body is not None and not body.replayable)):
+            # (A new connection that cannot be made fails as ProxyError, in the transport, and is not retried.)
+            if not retry_allowed or (body is not None and not body.replayable):
                 raise
             retry_allowed = False
             log.info("%s: the hub closed a pooled connection (%s); sending it again on a new one",
@@ -88,21 +87,28 @@ async def _continue_if_expected(request: web.BaseRequest) -> None:
     request.transport.write(b"HTTP/1.1 100 Continue\r\n\r\n")
 
 
-async def relay_http(request: web.BaseRequest, settings: Settings, session: aiohttp.ClientSession,
-                     hub_token: str, url: URL, set_cookie: str | None) -> web.StreamResponse:
+async def relay_http(request: web.BaseRequest, settings: Settings, hub_transport: HubTransport,
+                     session: aiohttp.ClientSession, hub_token: str, url: URL,
+                     set_cookie: str | None) -> web.StreamResponse:
     """Forward ``request`` to ``url`` with the hub token and stream the hub's response back as it comes;
     ``set_cookie`` (the proxy's own) is added to a successful answer."""
     await _continue_if_expected(request)
-    upstream = await _send(session, settings, request, url, upstream_request_headers(request.headers, hub_token))
+    headers = upstream_request_headers(request.headers, hub_token, gateway_headers=hub_transport.gateway_headers)
+    with hub_transport.failures():
+        upstream = await _send(session, request, url, headers)
     try:
+        refusal = gateway_refusal(settings, request.raw_path, upstream.status, upstream.content_type)
+        if refusal is not None:
+            raise refusal
         headers = client_response_headers(settings, upstream.headers)
         if set_cookie is not None and upstream.status < 400:
             headers.add("Set-Cookie", set_cookie)
         length = upstream.content_length
         if length is not None and length <= _SMALL_BODY_BYTES and request.method != "HEAD":
             # Most API answers: read whole, so status, headers and body leave in one write.
-            return web.Response(status=upstream.status, reason=_reason(upstream), headers=headers,
-                                body=await upstream.read())
+            with hub_transport.failures():
+                body = await upstream.read()
+            return web.Response(status=upstream.status, reason=_reason(upstream), headers=headers, body=body)
         response = web.StreamResponse(status=upstream.status, reason=_reason(upstream), headers=headers)
         await response.prepare(request)
         await _copy_body(request, upstream, response)

@@ -14,8 +14,9 @@ from urllib.parse import unquote
 from multidict import CIMultiDict, CIMultiDictProxy, MultiMapping
 from yarl import URL
 
+from .address import HubAddress
 from .config import Settings
-from .errors import ProxyError, hub_bad_answer
+from .errors import ProxyError, ServerNotRunning, hub_bad_answer
 
 # A path is decoded this many times when looking for traversal: enough to unwrap double and triple
 # encodings (%252e%252e) that a chain of servers might each decode once.
@@ -104,29 +105,44 @@ def check_request_head(method: str, version: tuple[int, int], headers: MultiMapp
                                                  "the proxy did not forward it.", closes=True)
 
 
+def _relative_to_base(hub: HubAddress, raw_path: str) -> str:
+    """The raw path seen from the hub's base when it starts with it (an absolute URL the server handed out,
+    ``/jupyter/user/alice/kernelspecs/...``), else as it is (the IDE's own view of a server at /)."""
+    if hub.base == "/":
+        return raw_path
+    depth = hub.base.count("/") - 1
+    parts = raw_path.split("/", depth + 1)
+    if unquote("/".join(parts[:depth + 1]) + "/") == unquote(hub.base):
+        return "/" + (parts[depth + 1] if len(parts) > depth + 1 else "")
+    return raw_path
+
+
 @functools.lru_cache(maxsize=512)  # an IDE asks for the same few paths again and again; refusals are not kept
 def upstream_path_for(settings: Settings, raw_path: str) -> str:
     """Map the IDE's raw path to the raw path on the hub, or raise ProxyError if it would leave the server.
 
     ``/api/kernels`` → ``/user/alice/api/kernels``; ``/user/alice/kernelspecs/x/logo.png`` (an absolute
-    URL the server handed out) is sent once, unprefixed; ``/hub/...`` and ``/user/bob/...`` never leave.
+    URL the server handed out, with the hub's base if it has one) is sent once, unprefixed; ``/hub/...`` and
+    ``/user/bob/...`` never leave, with or without the base.
     """
     if not raw_path.startswith("/"):
         raise _refuse("Only paths starting with / are served.", 400, "bad-path")
     _check_confined(raw_path)
-    first, _, rest = unquote(raw_path[1:]).partition("/")
+    hub = settings.hub
+    relative = _relative_to_base(hub, raw_path)
+    first, _, _ = unquote(relative[1:]).partition("/")
     if first == "hub":
         raise _refuse("The hub's own pages and API are not served through this proxy: it only reaches your "
-                      f"server at {settings.server_prefix}.")
-    own = settings.server_prefix
+                      f"server at {hub.server_prefix}.")
     if first == "user":
-        if not unquote(raw_path + "/").startswith(unquote(own)):
-            raise _refuse(f"This proxy only reaches your own server at {own}.", 403)
+        own = hub.server_prefix[len(hub.base) - 1:]  # /user/alice/[dev/], as seen from the base
+        if not unquote(relative + "/").startswith(unquote(own)):
+            raise _refuse(f"This proxy only reaches your own server at {hub.server_prefix}.", 403)
         # Sent with the canonical prefix: /user/al%69ce/x must not slip past a hub proxy's route table.
         depth = own.count("/") - 1
-        after_prefix = raw_path.split("/", depth + 1)[depth + 1:]
-        return own + (after_prefix[0] if after_prefix else "")
-    return own + raw_path[1:]
+        after_prefix = relative.split("/", depth + 1)[depth + 1:]
+        return hub.server_prefix + (after_prefix[0] if after_prefix else "")
+    return hub.server_prefix + raw_path[1:]
 
 
 def loggable(method: str, raw_path: str) -> str:
@@ -152,13 +168,38 @@ def _forwardable(headers: MultiMapping[str], also_dropped: frozenset[str]) -> It
         yield name, value
 
 
-def upstream_request_headers(headers: CIMultiDictProxy[str], hub_token: str,
-                             websocket: bool = False) -> CIMultiDict[str]:
-    """The client's headers as the hub should see them: its credentials replaced by the hub token."""
+def upstream_request_headers(headers: CIMultiDictProxy[str], hub_token: str, websocket: bool = False,
+                             gateway_headers: tuple[tuple[str, str], ...] = ()) -> CIMultiDict[str]:
+    """The client's headers as the hub should see them: its credentials replaced by the hub token, and an
+    access gateway's headers (which the client cannot override) added."""
     dropped = _DROPPED_REQUEST_HEADERS | (_WEBSOCKET_HANDSHAKE_HEADERS if websocket else frozenset())
+    dropped |= {name.lower() for name, _ in gateway_headers}
     out = CIMultiDict(_forwardable(headers, dropped))
     out["Authorization"] = f"token {hub_token}"
+    out.extend(gateway_headers)
     return out
+
+
+# Refusals that JupyterHub and jupyter_server write as JSON for an API request; the same status with another
+# body comes from something in front of them. 495/496 are nginx's own: a client certificate refused or missing.
+_REFUSALS = frozenset({401, 403})
+_CERTIFICATE_REFUSALS = frozenset({495, 496})
+
+
+def gateway_refusal(settings: Settings, raw_path: str, status: int, content_type: str) -> ProxyError | None:
+    """The error to answer when an access gateway, not the hub or the server, refused the request; else None."""
+    api = raw_path.startswith("/api/") or raw_path.startswith(settings.hub.server_prefix + "api/")
+    if status in _CERTIFICATE_REFUSALS or (api and status in _REFUSALS and "json" not in content_type):
+        wants = ("credentials for programs: set JUPYTER_HUB_HEADERS (or JUPYTER_CLIENT_CERT) to what your "
+                 "hub's admins give out" if not (settings.hub_headers or settings.client_cert) else
+                 "other credentials than those in JUPYTER_HUB_HEADERS / JUPYTER_CLIENT_CERT: check them")
+        return ProxyError(502, "gateway-refused", f"An access gateway in front of the hub refused the request "
+                                                  f"({status}), not the hub or your server: it wants {wants}.")
+    return None
+
+
+def _is_the_hub(settings: Settings, url: URL) -> bool:
+    return url.host in (settings.hub.origin.host, settings.tls_name)
 
 
 def local_location_for(settings: Settings, location: str) -> str | None:
@@ -170,12 +211,12 @@ def local_location_for(settings: Settings, location: str) -> str | None:
     """
     url = URL(location)
     if url.absolute:
-        if url.host not in (settings.hub_url.host, settings.tls_name):
+        if not _is_the_hub(settings, url):
             return None
     elif not location.startswith("/"):
         return location
     path = url.raw_path
-    prefix = settings.server_prefix
+    prefix = settings.hub.server_prefix
     if path + "/" == prefix or path.startswith(prefix):
         local = URL.build(path="/" + path[len(prefix):], query_string=url.raw_query_string,
                           fragment=url.raw_fragment, encoded=True)
@@ -193,7 +234,7 @@ def local_set_cookie_for(settings: Settings, set_cookie: str) -> str | None:
     if match is None:
         return cookie
     path = match.group(1).strip()
-    prefix = settings.server_prefix
+    prefix = settings.hub.server_prefix
     if path + "/" == prefix or path.startswith(prefix):
         local = "/" + path[len(prefix):]
         return cookie[:match.start(1)] + local + cookie[match.end(1):]
@@ -203,17 +244,24 @@ def local_set_cookie_for(settings: Settings, set_cookie: str) -> str | None:
 def _redirect_out_of_server(settings: Settings, location: str) -> ProxyError:
     """What a redirect that leaves the user's server means, as an error the IDE understands.
 
-    A stopped server's URLs redirect to ``/hub/user/<name>/...`` (the hub then answers 424); anything else
-    is the hub's login flow, which a valid token never triggers.
+    A stopped server's URLs redirect to ``<base>hub/user/<name>/...`` (the hub then answers 424); a redirect
+    to another host is an access gateway's login page; anything else is the hub's login flow, which a valid
+    token never triggers.
     """
-    if URL(location).raw_path.startswith("/hub" + settings.server_prefix):
-        return ProxyError(424, "server-not-running",
-                          f"Your server on the hub ({settings.server_prefix}) is not running: start it "
-                          f"from {settings.hub_url}/hub/home, then retry.")
+    hub = settings.hub
+    target = URL(location)
+    if target.absolute and not _is_the_hub(settings, target):
+        return ProxyError(403, "gateway-login-required",
+                          f"An access gateway in front of the hub sent the request to its login page "
+                          f"({target.host}) instead of passing it on: set JUPYTER_HUB_HEADERS (or "
+                          "JUPYTER_CLIENT_CERT) to the credentials for programs your hub's admins give out.")
+    if (target.raw_path + "/").startswith(hub.stopped_prefix):
+        return ServerNotRunning(f"Your server on the hub ({hub.server_prefix}) is not running: start it from "
+                                f"{hub.page('home')}, then retry.")
     return ProxyError(403, "hub-login-required",
                       "The hub asked for a login instead of accepting the token: the token is missing, "
-                      f"wrong or expired, or lacks the scope access:servers!user={settings.username}. "
-                      f"Make a new one at {settings.hub_url}/hub/token.")
+                      f"wrong or expired, or lacks the scope access:servers!user={hub.user}. "
+                      f"Make a new one at {hub.page('token')}.")
 
 
 def client_response_headers(settings: Settings, headers: MultiMapping[str]) -> CIMultiDict[str]:

@@ -26,11 +26,11 @@ from aiohttp.abc import AbstractStreamWriter
 from multidict import CIMultiDict
 from yarl import URL
 
-from . import upstream
+from . import transport as _transport  # its limits are read at call time: tests shorten them
 from .config import Settings
 from .errors import ProxyError
-from .routing import client_response_headers, upstream_request_headers
-from .upstream import open_hub_connection
+from .routing import client_response_headers, gateway_refusal, upstream_request_headers
+from .transport import HubTransport
 
 _ACCEPT_GUID = b"258EAFA5-E914-47DA-95CA-C5AB0DC85B11"  # RFC 6455 §1.3
 _CLOSE, _PING, _PONG = 0x8, 0x9, 0xA
@@ -306,18 +306,19 @@ def _offered_protocols(request: web.BaseRequest) -> list[str]:
 
 
 
-async def relay_websocket(request: web.BaseRequest, settings: Settings, tls: ssl.SSLContext | None,
+async def relay_websocket(request: web.BaseRequest, settings: Settings, hub_transport: HubTransport,
                           hub_token: str, url: URL, relays: OpenRelays,
                           set_cookie: str | None) -> web.StreamResponse:
     """Open ``url`` on the hub as a websocket, accept the IDE with the same subprotocol, relay until closed;
     ``set_cookie`` (the proxy's own) is added to the IDE's handshake answer."""
     accept = _ide_accept_key(request)
     offered = _offered_protocols(request)
-    hub = await open_hub_connection(settings, tls, HubConnection)
+    hub = await hub_transport.open(HubConnection)
     assert hub.transport is not None
     try:
-        protocol = await _hub_handshake(settings, hub, url, offered,
-                                        upstream_request_headers(request.headers, hub_token, websocket=True))
+        headers = upstream_request_headers(request.headers, hub_token, websocket=True,
+                                           gateway_headers=hub_transport.gateway_headers)
+        protocol = await _hub_handshake(settings, hub, url, offered, headers)
         response = web.StreamResponse(status=101, headers={
             "Upgrade": "websocket", "Connection": "Upgrade", "Sec-WebSocket-Accept": accept,
             **({"Sec-WebSocket-Protocol": protocol} if protocol else {}),
@@ -357,17 +358,19 @@ async def _hub_handshake(settings: Settings, hub: HubConnection, url: URL, offer
     assert hub.transport is not None
     hub.transport.write(("\r\n".join(lines) + "\r\n\r\n").encode("utf-8", "surrogateescape"))
     try:
-        async with asyncio.timeout(upstream.ANSWER_TIMEOUT_SECONDS):
+        async with asyncio.timeout(_transport.ANSWER_TIMEOUT_SECONDS):
             head = await hub.answer
     except TimeoutError:
-        raise ProxyError(504, "hub-timeout", f"The hub at {settings.hub_url} did not answer the websocket "
+        raise ProxyError(504, "hub-timeout", f"The hub at {settings.hub} did not answer the websocket "
                                              "handshake in time: try again.") from None
     except (ConnectionError, ssl.SSLError) as exc:
-        raise ProxyError(502, "hub-disconnected", f"The hub at {settings.hub_url} broke off the websocket "
+        if _transport.refuses_client(exc):
+            raise _transport.gateway_refused_certificate(settings, str(exc)) from None
+        raise ProxyError(502, "hub-disconnected", f"The hub at {settings.hub} broke off the websocket "
                                                   f"handshake ({type(exc).__name__}): try again.") from None
     status, answer = _parse_response_head(settings, head)
     if status != 101:
-        raise _handshake_refused(settings, status, answer)
+        raise _handshake_refused(settings, url, status, answer)
     protocol = answer.get("Sec-WebSocket-Protocol")
     if (answer.get("Upgrade", "").lower() != "websocket" or answer.get("Sec-WebSocket-Accept") != accept_key(key)
             or "Sec-WebSocket-Extensions" in answer or (protocol is not None and protocol not in offered)):
@@ -388,12 +391,15 @@ def _parse_response_head(settings: Settings, head: bytes) -> tuple[int, CIMultiD
     else:
         if version.startswith("HTTP/1.") and rest[:3].isdigit():
             return int(rest[:3]), headers
-    raise ProxyError(502, "hub-bad-websocket", f"The hub at {settings.hub_url} answered the websocket handshake "
+    raise ProxyError(502, "hub-bad-websocket", f"The hub at {settings.hub} answered the websocket handshake "
                                                "with something that is not HTTP/1.1.")
 
 
-def _handshake_refused(settings: Settings, status: int, headers: CIMultiDict[str]) -> ProxyError:
+def _handshake_refused(settings: Settings, url: URL, status: int, headers: CIMultiDict[str]) -> ProxyError:
     """The hub answered the handshake with something other than 101: tell the IDE what and why."""
+    refusal = gateway_refusal(settings, url.raw_path, status, headers.get("Content-Type", ""))
+    if refusal is not None:
+        return refusal
     client_response_headers(settings, headers)  # raises for a redirect out of the user's server
     return ProxyError(status if status >= 400 else 502, "hub-refused-websocket",
                       f"The hub answered the websocket handshake with HTTP {status} instead of accepting it.")

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import dataclasses
 import logging
+from dataclasses import replace
 import ssl
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
 from pathlib import Path
@@ -16,6 +17,7 @@ import trustme
 from aiohttp import web
 from yarl import URL
 
+from jupyter_dev_proxy.address import HubAddress
 from jupyter_dev_proxy.app import ProxyRunner
 from jupyter_dev_proxy.config import Settings
 from jupyter_dev_proxy.demo import DemoServer, start_demo_server
@@ -37,11 +39,14 @@ class Proxy:
         return aiohttp.ClientSession(base_url=self.url, headers=headers, **kwargs)
 
 
-def make_settings(hub_url: str, ca_file: Path | None, tls_name: str | None, **overrides: Any) -> Settings:
+def make_settings(hub_url: str, ca_file: Path | None = None, tls_name: str | None = None, *, user: str = "alice",
+                  server: str = "", **overrides: Any) -> Settings:
+    """The one way tests build Settings: a hub URL (its path is the hub's base, as users write it), the CA and
+    certificate name to check, the user and server; anything else of Settings as a keyword."""
     values: dict[str, Any] = {
-        "listen_host": "127.0.0.1", "listen_port": 0, "hub_url": URL(hub_url), "tls_name": tls_name,
-        "username": "alice", "ca_file": ca_file, "hub_token": HUB_TOKEN, "local_token": LOCAL_TOKEN,
-        "log_level": "info",
+        "listen_host": "127.0.0.1", "listen_port": 0, "tls_name": tls_name, "ca_file": ca_file,
+        "hub": replace(HubAddress.parse(URL(hub_url)), user=user, server=server),
+        "hub_token": HUB_TOKEN, "local_token": LOCAL_TOKEN, "log_level": "info",
     }
     values.update(overrides)
     return Settings(**values)

@@ -62,18 +62,18 @@ def test_defaults_listen_on_localhost_8000_and_reach_the_hub_on_port_8000(cwd: P
     settings = load(cwd)
     assert settings.listen_host == "localhost"
     assert settings.listen_port == 8000
-    assert settings.hub_url == URL("https://10.0.0.5:8000")
-    assert settings.username == "alice"
+    assert settings.hub.origin == URL("https://10.0.0.5:8000")
+    assert settings.hub.user == "alice"
     assert settings.ca_file is None
     assert settings.hub_token is None
     assert settings.log_level == "info"
-    assert settings.server_prefix == "/user/alice/"
+    assert settings.hub.server_prefix == "/user/alice/"
 
 
 def test_settings_are_frozen(cwd: Path) -> None:
     settings = load(cwd)
     with pytest.raises(dataclasses.FrozenInstanceError):
-        settings.username = "bob"  # type: ignore[misc]
+        settings.hub.user = "bob"  # type: ignore[misc]
 
 
 # --- each environment variable and each flag reaches its setting ------------------------------------------
@@ -93,9 +93,9 @@ def test_every_environment_variable_of_the_original_tool_is_read(cwd: Path, tmp_
     }, cwd)
     assert settings.listen_host == "127.0.0.2"
     assert settings.listen_port == 8123
-    assert settings.hub_url == URL("https://hub.example.org:8443")
+    assert settings.hub.origin == URL("https://hub.example.org:8443")
     assert settings.tls_name == "cert-name"
-    assert settings.username == "carol"
+    assert settings.hub.user == "carol"
     assert settings.ca_file == ca
 
 
@@ -107,7 +107,7 @@ def test_the_new_environment_variables_are_read(cwd: Path, tmp_path: Path) -> No
         "JUPYTER_PROXY_TOKEN": "local-secret",
         "JUPYTER_PROXY_LOG_LEVEL": "debug",
     }, cwd)
-    assert settings.hub_url == URL("https://hub.example.org:9443")
+    assert settings.hub.origin == URL("https://hub.example.org:9443")
     assert settings.hub_token == "hub-secret"
     assert settings.forwards_ide_token is False
     assert settings.local_token == "local-secret"
@@ -132,9 +132,9 @@ def test_every_flag_reaches_its_setting(cwd: Path, tmp_path: Path) -> None:
     ], {}, cwd)
     assert settings.listen_host == "127.0.0.3"
     assert settings.listen_port == 8124
-    assert settings.hub_url == URL("https://hub.example.org:8444")
+    assert settings.hub.origin == URL("https://hub.example.org:8444")
     assert settings.tls_name == "flag-cert"
-    assert settings.username == "dave"
+    assert settings.hub.user == "dave"
     assert settings.ca_file == ca
     assert settings.hub_token == "flag-file-token"
     assert settings.log_level == "warning"
@@ -142,7 +142,7 @@ def test_every_flag_reaches_its_setting(cwd: Path, tmp_path: Path) -> None:
 
 def test_hub_url_flag_sets_the_hub(cwd: Path) -> None:
     settings = load_settings(["--hub-url", "https://hub.example.org", "--username", "alice"], {}, cwd)
-    assert settings.hub_url == URL("https://hub.example.org")
+    assert settings.hub.origin == URL("https://hub.example.org")
     assert settings.tls_name == "hub.example.org"
 
 
@@ -155,17 +155,17 @@ PRECEDENCE_CASES = [
     pytest.param("--listen-port", "JUPYTER_PROXY_PORT", "1111", "2222", "3333", 8000,
                  lambda s: s.listen_port, id="listen-port"),
     pytest.param("--server-port", "JUPYTER_SERVER_PORT", "1111", "2222", "3333", 8000,
-                 lambda s: s.hub_url.port, id="server-port"),
+                 lambda s: s.hub.origin.port, id="server-port"),
     pytest.param("--tls-name", "JUPYTER_SERVER_NAME", "flag-name", "env-name", "dotenv-name", "jupyterhub",
                  lambda s: s.tls_name, id="tls-name"),
     pytest.param("--log-level", "JUPYTER_PROXY_LOG_LEVEL", "error", "warning", "debug", "info",
                  lambda s: s.log_level, id="log-level"),
     pytest.param("--server", "JUPYTER_SERVER_IP_OR_NAME", "flag.example", "env.example", "dotenv.example", None,
-                 lambda s: s.hub_url.host, id="server"),
+                 lambda s: s.hub.origin.host, id="server"),
     pytest.param("--username", "JUPYTER_USERNAME", "flaguser", "envuser", "dotenvuser", None,
-                 lambda s: s.username, id="username"),
+                 lambda s: s.hub.user, id="username"),
     pytest.param("--named-server", "JUPYTERHUB_NAMED_SERVER", "flagsrv", "envsrv", "dotenvsrv", "",
-                 lambda s: s.server_name, id="named-server"),
+                 lambda s: s.hub.server, id="named-server"),
     pytest.param("--start-server", "JUPYTER_PROXY_START_SERVER", "never", "at-startup", "never", "at-startup",
                  lambda s: s.start_server, id="start-server"),
 ]
@@ -234,14 +234,14 @@ def test_tokens_from_the_dotenv_file_are_used_when_the_environment_has_none(cwd:
 def test_dotenv_file_alone_configures_everything(cwd: Path) -> None:
     write_env_file(cwd / ".env", JUPYTERHUB_URL="https://hub.example.org", JUPYTER_USERNAME="erin")
     settings = load_settings([], {}, cwd)
-    assert settings.hub_url == URL("https://hub.example.org")
-    assert settings.username == "erin"
+    assert settings.hub.origin == URL("https://hub.example.org")
+    assert settings.hub.user == "erin"
 
 
 def test_dotenv_file_quotes_and_comments_are_understood(cwd: Path) -> None:
     (cwd / ".env").write_text('# my hub\nexport JUPYTER_USERNAME="alice smith"  # me\nJUPYTER_PROXY_PORT=\'9001\'\n')
     settings = load_settings([], {"JUPYTER_SERVER_IP_OR_NAME": "10.0.0.5"}, cwd)
-    assert settings.username == "alice smith"
+    assert settings.hub.user == "alice smith"
     assert settings.listen_port == 9001
 
 
@@ -249,23 +249,23 @@ def test_env_file_flag_is_read_instead_of_the_dotenv_in_cwd(cwd: Path, tmp_path:
     write_env_file(cwd / ".env", JUPYTER_USERNAME="from-cwd", JUPYTER_PROXY_PORT="1111")
     other = write_env_file(tmp_path / "other.env", JUPYTER_USERNAME="from-flag")
     settings = load_settings(["--env-file", str(other)], {"JUPYTER_SERVER_IP_OR_NAME": "10.0.0.5"}, cwd)
-    assert settings.username == "from-flag"
+    assert settings.hub.user == "from-flag"
     assert settings.listen_port == 8000  # nothing from ./.env leaks in
 
 
 def test_env_file_flag_is_still_below_the_environment(cwd: Path, tmp_path: Path) -> None:
     other = write_env_file(tmp_path / "other.env", JUPYTER_USERNAME="from-file")
-    assert load(cwd, "--env-file", str(other), JUPYTER_USERNAME="from-env").username == "from-env"
+    assert load(cwd, "--env-file", str(other), JUPYTER_USERNAME="from-env").hub.user == "from-env"
 
 
 def test_relative_env_file_is_found_in_the_given_cwd(cwd: Path) -> None:
     write_env_file(cwd / "hub.env", JUPYTER_USERNAME="relative")
-    assert load_settings(["--env-file", "hub.env"], {"JUPYTER_SERVER_IP_OR_NAME": "h"}, cwd).username == "relative"
+    assert load_settings(["--env-file", "hub.env"], {"JUPYTER_SERVER_IP_OR_NAME": "h"}, cwd).hub.user == "relative"
 
 
 def test_dotenv_directory_named_dot_env_is_ignored(cwd: Path) -> None:
     (cwd / ".env").mkdir()
-    assert load(cwd).username == "alice"
+    assert load(cwd).hub.user == "alice"
 
 
 def test_environ_passed_in_is_never_mutated(cwd: Path, tmp_path: Path) -> None:
@@ -311,7 +311,7 @@ def test_tls_name_is_jupyterhub_when_the_hub_is_an_ip_address(cwd: Path, environ
 def test_ipv6_server_address_builds_a_bracketed_hub_url(cwd: Path) -> None:
     settings = load_settings([], {"JUPYTER_USERNAME": "alice", "JUPYTER_SERVER_IP_OR_NAME": "2001:db8::1",
                                   "JUPYTER_SERVER_PORT": "8443"}, cwd)
-    assert str(settings.hub_url) == "https://[2001:db8::1]:8443"
+    assert str(settings.hub.origin) == "https://[2001:db8::1]:8443"
 
 
 @pytest.mark.parametrize("environ", [
@@ -337,7 +337,7 @@ def test_tls_name_is_none_for_an_http_hub(cwd: Path, tls_name: str | None) -> No
     if tls_name:
         environ["JUPYTER_SERVER_NAME"] = tls_name
     settings = load_settings([], environ, cwd)
-    assert settings.hub_url == URL("http://hub.example.org:8000")
+    assert settings.hub.origin == URL("http://hub.example.org:8000")
     assert settings.tls_name is None
 
 
@@ -458,7 +458,7 @@ def test_secrets_are_documented_as_environment_only(cwd: Path, capsys: pytest.Ca
 def test_valid_ports_are_accepted(cwd: Path, value: str) -> None:
     settings = load(cwd, JUPYTER_PROXY_PORT=value, JUPYTER_SERVER_PORT=value)
     assert settings.listen_port == int(value)
-    assert settings.hub_url.port == int(value)
+    assert settings.hub.origin.port == int(value)
 
 
 def test_listen_port_zero_picks_a_free_port(cwd: Path) -> None:
@@ -482,7 +482,7 @@ def test_bad_listen_port_is_a_config_error_naming_the_setting(cwd: Path, value: 
 def test_server_port_is_not_checked_when_the_hub_is_a_url(cwd: Path) -> None:
     settings = load_settings([], {"JUPYTERHUB_URL": "https://hub.example.org", "JUPYTER_USERNAME": "a",
                                   "JUPYTER_SERVER_PORT": "443"}, cwd)
-    assert settings.hub_url == URL("https://hub.example.org")
+    assert settings.hub.origin == URL("https://hub.example.org")
 
 
 # --- the hub's address ---------------------------------------------------------------------------------
@@ -518,7 +518,7 @@ def test_hub_url_without_http_scheme_and_host_is_a_config_error(cwd: Path, url: 
 def test_hub_url_keeps_scheme_host_and_port_only(cwd: Path) -> None:
     settings = load_settings([], {"JUPYTERHUB_URL": "https://Hub.Example.org:8443/hub/home?x=1",
                                   "JUPYTER_USERNAME": "alice"}, cwd)
-    assert settings.hub_url == URL("https://hub.example.org:8443")
+    assert settings.hub.origin == URL("https://hub.example.org:8443")
 
 
 @pytest.mark.parametrize("environ", [
@@ -535,7 +535,7 @@ def test_malformed_hub_address_is_a_config_error_not_a_traceback(cwd: Path, envi
         setting = next(iter(environ))
         assert_one_sentence_naming(str(exc), setting)
     else:  # accepting "[2001:db8::1]" as the IPv6 address it clearly is would be fine too
-        assert settings.hub_url.host == "2001:db8::1"
+        assert settings.hub.origin.host == "2001:db8::1"
 
 
 # --- the other validations -----------------------------------------------------------------------------
@@ -652,12 +652,12 @@ def test_version_flag_prints_the_version(cwd: Path, capsys: pytest.CaptureFixtur
 ])
 def test_server_prefix_escapes_the_username_like_jupyterhub(cwd: Path, username: str, prefix: str) -> None:
     settings = load(cwd, JUPYTER_USERNAME=username)
-    assert settings.server_prefix == prefix
-    assert settings.server_prefix == f"/user/{quote(username, safe='@~')}/"
+    assert settings.hub.server_prefix == prefix
+    assert settings.hub.server_prefix == f"/user/{quote(username, safe='@~')}/"
 
 
 def test_username_is_kept_unescaped_in_settings(cwd: Path) -> None:
-    assert load(cwd, JUPYTER_USERNAME="a b@c~d").username == "a b@c~d"
+    assert load(cwd, JUPYTER_USERNAME="a b@c~d").hub.user == "a b@c~d"
 
 
 # --- named servers, starting the server, the username from the hub ---------------------------------------
@@ -665,9 +665,9 @@ def test_username_is_kept_unescaped_in_settings(cwd: Path) -> None:
 
 def test_default_server_is_used_unless_a_named_server_is_set(cwd: Path) -> None:
     settings = load(cwd)
-    assert settings.server_name == ""
-    assert settings.server_prefix == "/user/alice/"
-    assert settings.server_label == "default server"
+    assert settings.hub.server == ""
+    assert settings.hub.server_prefix == "/user/alice/"
+    assert settings.hub.server_label == "default server"
 
 
 @pytest.mark.parametrize(("name", "prefix"), [
@@ -677,12 +677,12 @@ def test_default_server_is_used_unless_a_named_server_is_set(cwd: Path) -> None:
 ])
 def test_named_server_prefix_is_escaped_like_jupyterhub(cwd: Path, name: str, prefix: str) -> None:
     settings = load(cwd, JUPYTERHUB_NAMED_SERVER=name)
-    assert settings.server_prefix == prefix
-    assert settings.server_label == f"named server '{name}'"
+    assert settings.hub.server_prefix == prefix
+    assert settings.hub.server_label == f"named server '{name}'"
 
 
 def test_named_server_flag_is_read(cwd: Path) -> None:
-    assert load(cwd, "--named-server", "dev").server_prefix == "/user/alice/dev/"
+    assert load(cwd, "--named-server", "dev").hub.server_prefix == "/user/alice/dev/"
 
 
 @pytest.mark.parametrize("name", ["a/b", "/dev", "dev/", ".", ".."])
@@ -692,8 +692,8 @@ def test_named_server_with_a_slash_or_dots_is_a_config_error(cwd: Path, name: st
 
 def test_named_server_is_not_the_tls_name(cwd: Path) -> None:
     settings = load(cwd, JUPYTER_SERVER_NAME="cert.internal")
-    assert settings.server_name == ""
-    assert settings.server_prefix == "/user/alice/"
+    assert settings.hub.server == ""
+    assert settings.hub.server_prefix == "/user/alice/"
 
 
 @pytest.mark.parametrize(("value", "expected"), [("at-startup", "at-startup"), ("never", "never"),
@@ -719,7 +719,7 @@ def test_bad_start_server_is_a_config_error_naming_the_setting(cwd: Path, value:
 
 def test_username_is_optional_with_a_hub_token(cwd: Path) -> None:
     settings = load_settings([], {"JUPYTER_SERVER_IP_OR_NAME": "10.0.0.5", "JUPYTERHUB_API_TOKEN": "t"}, cwd)
-    assert settings.username == ""  # filled in once the hub says whose token it is
+    assert settings.hub.user == ""  # filled in once the hub says whose token it is
 
 
 def test_hub_token_setting_names_where_the_token_came_from(cwd: Path, tmp_path: Path) -> None:
@@ -751,15 +751,43 @@ def test_demo_upstream_replaces_the_hub_settings(cwd: Path, tmp_path: Path) -> N
                "JUPYTER_USERNAME": "alice", "JUPYTERHUB_API_TOKEN": "real-token",
                "JUPYTERHUB_NAMED_SERVER": "dev", "JUPYTER_PROXY_PORT": "9005"}
     settings = load_settings(["--demo"], environ, cwd, upstream)
-    assert settings.hub_url == URL("https://127.0.0.1:54321")
+    assert settings.hub.origin == URL("https://127.0.0.1:54321")
     assert (settings.tls_name, settings.ca_file, settings.hub_token) == ("jupyterhub", ca, "demo-token")
-    assert settings.server_prefix == "/user/demo-user/"
+    assert settings.hub.server_prefix == "/user/demo-user/"
     assert settings.listen_port == 9005  # the local side is still the user's
 
 
-def test_a_hub_url_with_a_path_is_refused_not_truncated(cwd: Path) -> None:
-    with pytest.raises(ConfigError, match="base URL"):
-        load_settings([], {**MINIMAL_ENV, "JUPYTER_SERVER_IP_OR_NAME": "", "JUPYTERHUB_URL": "https://h/jupyter/"}, cwd)
+@pytest.mark.parametrize("url,origin,base", [
+    ("https://example.edu/jupyter/", "https://example.edu", "/jupyter/"),
+    ("https://example.edu/jupyter", "https://example.edu", "/jupyter/"),
+    ("https://example.edu/jupyter/hub/home", "https://example.edu", "/jupyter/"),
+    ("https://example.edu/jupyter/user/alice/lab?reset", "https://example.edu", "/jupyter/"),
+    ("https://example.edu/a/b/hub/token", "https://example.edu", "/a/b/"),
+    ("https://example.edu:8443/hub/home", "https://example.edu:8443", "/"),
+    ("https://example.edu/user/alice/tree", "https://example.edu", "/"),
+    ("https://example.edu", "https://example.edu", "/"),
+])
+def test_a_hub_url_carries_the_hubs_base_path_as_pasted_from_the_browser(cwd: Path, url: str, origin: str,
+                                                                         base: str) -> None:
+    settings = load_settings([], {"JUPYTERHUB_URL": url, "JUPYTER_USERNAME": "alice"}, cwd)
+    assert (str(settings.hub.origin), settings.hub.base) == (origin, base)
+    assert settings.hub.server_prefix == f"{base}user/alice/"
+    assert settings.hub.page("token") == f"{origin}{base}hub/token"
+
+
+@pytest.mark.parametrize("value,base", [("/jupyter/", "/jupyter/"), ("jupyter", "/jupyter/"), ("/", "/"),
+                                        ("/a/b", "/a/b/")])
+def test_the_original_variables_take_the_base_path_from_jupyter_server_base_url(cwd: Path, value: str,
+                                                                                base: str) -> None:
+    settings = load(cwd, JUPYTER_SERVER_BASE_URL=value)
+    assert settings.hub.base == base and settings.hub.api() == f"{base}hub/api"
+
+
+def test_a_base_path_in_two_places_that_disagree_is_a_config_error(cwd: Path) -> None:
+    message = str(pytest.raises(ConfigError, load_settings, [], {
+        "JUPYTERHUB_URL": "https://example.edu/jupyter/", "JUPYTER_SERVER_BASE_URL": "/other/",
+        "JUPYTER_USERNAME": "alice"}, cwd).value)
+    assert_one_sentence_naming(message, "JUPYTER_SERVER_BASE_URL")
 
 
 def test_the_listen_port_error_says_0_is_allowed(cwd: Path) -> None:

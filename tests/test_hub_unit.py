@@ -11,11 +11,14 @@ import trustme
 from aiohttp import web
 from yarl import URL
 
-from jupyter_dev_proxy import hub
+from jupyter_dev_proxy import hubapi
+from jupyter_dev_proxy import watch as watch_module
+from jupyter_dev_proxy.certificates import certificate_issuer
 from jupyter_dev_proxy.cli import progress_bar
 from jupyter_dev_proxy.config import ConfigError, Settings, load_settings
-from jupyter_dev_proxy.errors import ProxyError
-from jupyter_dev_proxy.hub import HubError, Progress, certificate_issuer, check_hub, grants
+from jupyter_dev_proxy.errors import ServerNotRunning
+from jupyter_dev_proxy.hubapi import HubError, grants, start_scope_name
+from jupyter_dev_proxy.startup import Progress, check_hub
 from tests.conftest import make_settings
 
 
@@ -35,8 +38,8 @@ def test_a_scope_is_granted_by_its_unfiltered_user_or_server_form(scopes: list[s
 
 
 def test_the_start_scope_is_start_servers_from_jupyterhub_6_and_servers_before() -> None:
-    assert hub._start_scope_name("6.1.1") == "start:servers"
-    assert hub._start_scope_name("5.4.2") == "servers"
+    assert start_scope_name("6.1.1") == "start:servers"
+    assert start_scope_name("5.4.2") == "servers"
 
 
 def _der(cert: trustme.LeafCert) -> bytes:
@@ -68,8 +71,8 @@ def test_an_unreadable_certificate_has_no_issuer(garbage: bytes) -> None:
     ("émile", "été", "/user/%C3%A9mile/%C3%A9t%C3%A9/"),
 ])
 def test_a_named_server_prefix_is_escaped_like_the_hub_escapes_it(user: str, server: str, prefix: str) -> None:
-    settings = make_settings("https://hub", None, "hub", username=user, server_name=server)
-    assert settings.server_prefix == prefix
+    settings = make_settings("https://hub", None, "hub", user=user, server=server)
+    assert settings.hub.server_prefix == prefix
 
 
 def _load(tmp_path: Path, *argv: str, **environ: str) -> Settings:
@@ -77,7 +80,7 @@ def _load(tmp_path: Path, *argv: str, **environ: str) -> Settings:
 
 
 def test_with_a_hub_token_the_username_may_be_left_to_the_hub(tmp_path: Path) -> None:
-    assert _load(tmp_path, JUPYTERHUB_API_TOKEN="t").username == ""
+    assert _load(tmp_path, JUPYTERHUB_API_TOKEN="t").hub.user == ""
 
 
 def test_without_a_hub_token_the_username_is_still_required(tmp_path: Path) -> None:
@@ -87,7 +90,7 @@ def test_without_a_hub_token_the_username_is_still_required(tmp_path: Path) -> N
 
 def test_the_named_server_and_start_policy_are_read_from_flags_and_environment(tmp_path: Path) -> None:
     settings = _load(tmp_path, "--named-server", "dev", JUPYTERHUB_API_TOKEN="t", JUPYTER_PROXY_START_SERVER="Always")
-    assert (settings.server_name, settings.start_server) == ("dev", "always")
+    assert (settings.hub.server, settings.start_server) == ("dev", "always")
     assert _load(tmp_path, JUPYTERHUB_API_TOKEN="t").start_server == "at-startup"
 
 
@@ -138,7 +141,7 @@ async def test_a_hub_that_accepts_but_never_answers_is_a_timeout(monkeypatch: py
 
     server = await asyncio.start_server(silent, "127.0.0.1", 0)
     port = server.sockets[0].getsockname()[1]
-    monkeypatch.setattr(hub, "API_TIMEOUT_SECONDS", 0.5)
+    monkeypatch.setattr(hubapi, "API_TIMEOUT_SECONDS", 0.5)
     settings = make_settings(f"https://127.0.0.1:{port}", None, "jupyterhub")
     try:
         with pytest.raises(HubError, match=rf"The hub at https://127.0.0.1:{port} did not answer in time"):
@@ -152,7 +155,7 @@ async def test_a_hub_that_accepts_but_never_answers_is_a_timeout(monkeypatch: py
 
 def test_settings_built_by_tests_still_default_to_the_default_server() -> None:
     settings = make_settings("https://hub", None, "hub")
-    assert (settings.server_name, settings.server_label, settings.hub_url) == ("", "default server", URL("https://hub"))
+    assert (settings.hub.server, settings.hub.server_label, settings.hub.origin) == ("", "default server", URL("https://hub"))
 
 
 async def test_a_failed_restart_is_logged_and_not_retried_on_every_poll(
@@ -163,12 +166,12 @@ async def test_a_failed_restart_is_logged_and_not_retried_on_every_poll(
         attempts.append("start")
         raise HubError("The hub could not start your default server: no capacity.")
 
-    monkeypatch.setattr(hub, "start_server", failing_start)
+    monkeypatch.setattr(watch_module, "start_server", failing_start)
     settings = make_settings("https://hub", None, "hub", start_server="always")
-    watch = hub.ServerWatch(settings, "6.1.1")
+    watch = watch_module.ServerWatch(settings, "6.1.1")
 
     async def stopped_server(request: object) -> web.StreamResponse:
-        raise ProxyError(424, "server-not-running", "not running")
+        raise ServerNotRunning("not running")
 
     first = await watch.watch(None, stopped_server)  # type: ignore[arg-type]
     assert first.status == 424 and b"starting it again" in first.body  # type: ignore[attr-defined]

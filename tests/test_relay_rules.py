@@ -14,7 +14,7 @@ import pytest
 from aiohttp import web
 from yarl import URL
 
-from jupyter_dev_proxy import upstream
+from jupyter_dev_proxy import transport
 from jupyter_dev_proxy.app import ProxyRunner
 from jupyter_dev_proxy.config import Settings
 from jupyter_dev_proxy.ws_relay import accept_key
@@ -103,7 +103,7 @@ async def test_a_browser_keeps_access_through_a_cookie_but_other_sites_do_not(ec
 
 
 async def test_redirects_are_mapped_back_and_never_leave_the_server(echo_proxy: Proxy) -> None:
-    hub = f"https://jupyterhub:{echo_proxy.settings.hub_url.port}"
+    hub = f"https://jupyterhub:{echo_proxy.settings.hub.origin.port}"
     cases = {
         f"{hub}/user/alice/tree?x=1": (302, "/tree?x=1"),
         "/user/alice/lab": (302, "/lab"),
@@ -376,7 +376,7 @@ async def test_the_hubs_own_error_answers_pass_through_untouched(echo_proxy: Pro
 
 async def test_a_hub_that_never_completes_the_handshake_is_a_504(
         monkeypatch: pytest.MonkeyPatch, start_proxy: Callable[[Settings], Awaitable[Proxy]]) -> None:
-    monkeypatch.setattr(upstream, "CONNECT_TIMEOUT_SECONDS", 0.5)
+    monkeypatch.setattr(transport, "CONNECT_TIMEOUT_SECONDS", 0.5)
     async with fake_hub(_read_and_say_nothing) as port:
         proxy = await start_proxy(make_settings(f"https://127.0.0.1:{port}", None, "jupyterhub"))
         async with proxy.session() as client:
@@ -400,7 +400,7 @@ async def test_a_hub_on_an_ipv6_address_is_reached_over_http_and_websockets(
 
 async def test_a_hub_that_never_answers_the_websocket_handshake_is_a_504(
         monkeypatch: pytest.MonkeyPatch, start_proxy: Callable[[Settings], Awaitable[Proxy]]) -> None:
-    monkeypatch.setattr(upstream, "ANSWER_TIMEOUT_SECONDS", 0.5)
+    monkeypatch.setattr(transport, "ANSWER_TIMEOUT_SECONDS", 0.5)
     async with fake_hub(_read_and_say_nothing) as port:
         proxy = await start_proxy(make_settings(f"http://127.0.0.1:{port}", None, None))
         async with proxy.session() as client:

@@ -5,7 +5,7 @@ Pure tests of pure functions; the confinement rule is also checked with hypothes
 
 from __future__ import annotations
 
-import dataclasses
+from typing import Any
 from urllib.parse import parse_qsl, unquote
 
 import pytest
@@ -13,7 +13,6 @@ from hypothesis import HealthCheck, example, given
 from hypothesis import settings as hypothesis_settings
 from hypothesis import strategies as st
 from multidict import CIMultiDict, CIMultiDictProxy
-from yarl import URL
 
 from jupyter_dev_proxy.config import Settings
 from jupyter_dev_proxy.errors import ProxyError
@@ -25,6 +24,7 @@ from jupyter_dev_proxy.routing import (
     upstream_path_for,
     upstream_request_headers,
 )
+from tests.conftest import make_settings
 
 HUB_TOKEN = "hub-secret"
 
@@ -33,11 +33,9 @@ PROPERTY = hypothesis_settings(max_examples=500, derandomize=True, database=None
                                suppress_health_check=[HealthCheck.too_slow])
 
 
-def settings(**overrides: object) -> Settings:
-    base = Settings(listen_host="localhost", listen_port=8000, hub_url=URL("https://10.0.0.5:8000"),
-                    tls_name="jupyterhub", username="alice", ca_file=None, hub_token=HUB_TOKEN,
-                    local_token="local-secret", log_level="info")
-    return dataclasses.replace(base, **overrides)
+def settings(hub_url: str = "https://10.0.0.5:8000", tls_name: str = "jupyterhub", **overrides: Any) -> Settings:
+    return make_settings(hub_url, None, tls_name, hub_token=HUB_TOKEN, local_token="local-secret",
+                         listen_host="localhost", listen_port=8000, **overrides)
 
 
 ALICE = settings()
@@ -108,8 +106,8 @@ def test_a_path_already_under_the_users_prefix_is_sent_once(path: str) -> None:
 
 @pytest.mark.parametrize(("config", "path"), [
     (ALICE, "/user/alice"),
-    (settings(username="a b@c~d"), "/user/a%20b@c~d"),
-    (settings(server_name="dev"), "/user/alice/dev"),
+    (settings(user="a b@c~d"), "/user/a%20b@c~d"),
+    (settings(server="dev"), "/user/alice/dev"),
 ])
 def test_the_prefix_without_its_slash_is_sent_once(config: Settings, path: str) -> None:
     assert upstream_path_for(config, path) in (path, path + "/")
@@ -120,13 +118,13 @@ def test_the_prefix_without_its_slash_is_sent_once(config: Settings, path: str) 
     ("jösé", "/user/j%C3%B6s%C3%A9/api/kernels"),
 ])
 def test_the_escaped_prefix_is_sent_once(username: str, path: str) -> None:
-    assert upstream_path_for(settings(username=username), path) == path
+    assert upstream_path_for(settings(user=username), path) == path
 
 
 @pytest.mark.parametrize("username", ["a b@c~d", "jösé", "名前"])
 def test_local_paths_get_the_escaped_prefix(username: str) -> None:
-    config = settings(username=username)
-    assert upstream_path_for(config, "/api/kernels") == config.server_prefix + "api/kernels"
+    config = settings(user=username)
+    assert upstream_path_for(config, "/api/kernels") == config.hub.server_prefix + "api/kernels"
 
 
 @pytest.mark.parametrize(("path", "upstream"), [
@@ -235,7 +233,7 @@ def test_non_utf8_escapes_are_a_clean_refusal(path: str) -> None:
 
 # --- named servers -------------------------------------------------------------------------------------
 
-DEV = settings(server_name="dev")
+DEV = settings(server="dev")
 
 
 @pytest.mark.parametrize(("local", "upstream"), [
@@ -249,8 +247,8 @@ def test_a_named_server_is_the_prefix_for_everything(local: str, upstream: str) 
 
 
 def test_a_named_server_prefix_is_escaped_like_jupyterhub() -> None:
-    config = settings(server_name="my lab@x~")
-    assert config.server_prefix == "/user/alice/my%20lab@x~/"
+    config = settings(server="my lab@x~")
+    assert config.hub.server_prefix == "/user/alice/my%20lab@x~/"
     assert upstream_path_for(config, "/api") == "/user/alice/my%20lab@x~/api"
 
 
@@ -308,7 +306,7 @@ def raw_paths(draw: st.DrawFn, valid_utf8_escapes_only: bool = True) -> str:
 @example(raw_path="/user/alice", username="alice", server_name="")
 @example(raw_path="/user/alice/dev/%2e%2e/x", username="alice", server_name="dev")
 def test_no_generated_path_can_leave_the_users_server(raw_path: str, username: str, server_name: str) -> None:
-    config = settings(username=username, server_name=server_name)
+    config = settings(user=username, server=server_name)
     try:
         upstream = upstream_path_for(config, raw_path)
     except ProxyError as error:
@@ -317,7 +315,7 @@ def test_no_generated_path_can_leave_the_users_server(raw_path: str, username: s
     except UnicodeDecodeError:
         return  # refused, if not cleanly: see test_non_utf8_escapes_are_a_clean_refusal
     decoded = fully_decoded(upstream)
-    own = fully_decoded(config.server_prefix)
+    own = fully_decoded(config.hub.server_prefix)
     assert (decoded + "/").startswith(own), (raw_path, upstream)
     segments = decoded.split("/")[1:]
     assert "." not in segments and ".." not in segments, (raw_path, upstream)
@@ -327,7 +325,7 @@ def test_no_generated_path_can_leave_the_users_server(raw_path: str, username: s
 
 
 @PROPERTY
-@given(raw_path=raw_paths(), config=st.sampled_from([ALICE, settings(server_name="dev")]))
+@given(raw_path=raw_paths(), config=st.sampled_from([ALICE, settings(server="dev")]))
 @example(raw_path="/user/al%69ce/api", config=ALICE)
 @example(raw_path="/%75ser/alice", config=ALICE)
 def test_every_forwarded_path_starts_with_the_literal_prefix(raw_path: str, config: Settings) -> None:
@@ -336,7 +334,7 @@ def test_every_forwarded_path_starts_with_the_literal_prefix(raw_path: str, conf
         upstream = upstream_path_for(config, raw_path)
     except (ProxyError, UnicodeDecodeError):
         return
-    assert (upstream + "/").startswith(config.server_prefix), (raw_path, upstream)
+    assert (upstream + "/").startswith(config.hub.server_prefix), (raw_path, upstream)
 
 
 @PROPERTY
@@ -523,13 +521,13 @@ def test_relative_redirects_are_kept(location: str) -> None:
 
 
 def test_redirects_to_a_named_hub_map_by_its_name() -> None:
-    config = settings(hub_url=URL("https://hub.example.org"), tls_name="hub.example.org")
+    config = settings(hub_url="https://hub.example.org", tls_name="hub.example.org")
     assert local_location_for(config, "https://hub.example.org/user/alice/tree") == "/tree"
     assert local_location_for(config, "https://jupyterhub/user/alice/tree") is None
 
 
 def test_redirects_use_the_escaped_prefix() -> None:
-    config = settings(username="a b@c~d")
+    config = settings(user="a b@c~d")
     assert local_location_for(config, "/user/a%20b@c~d/tree?x=1") == "/tree?x=1"
     assert local_location_for(config, "/user/a%20b@c~d") == "/"
 
@@ -617,7 +615,7 @@ def test_cookies_for_other_paths_are_dropped(hub_cookie: str) -> None:
 
 
 def test_cookie_path_uses_the_escaped_prefix() -> None:
-    assert local_set_cookie_for(settings(username="a b"), "x=1; Path=/user/a%20b/lab") == "x=1; Path=/lab"
+    assert local_set_cookie_for(settings(user="a b"), "x=1; Path=/user/a%20b/lab") == "x=1; Path=/lab"
 
 
 def test_response_cookies_are_mapped_repeated_and_filtered() -> None:

@@ -1,0 +1,315 @@
+"""At startup: what is upstream, whose token this is, whether the server runs; start it, following its progress.
+
+    check_hub(settings, on_progress) → HubReport   hub or plain server, the token's owner, the server's state
+    start_server(hub, version, on_progress)         POST the start, then relay the hub's progress until ready
+"""
+
+from __future__ import annotations
+
+import asyncio
+import enum
+import json
+import logging
+import time
+from collections.abc import AsyncIterator, Callable
+from dataclasses import dataclass
+from typing import Any
+
+import aiohttp
+from yarl import URL
+
+from .config import START_NEVER, Settings
+from .hubapi import HubClient, HubError, grants, hub_client, start_scope_name
+
+log = logging.getLogger("jupyter_dev_proxy")
+
+# The progress stream sends a keepalive every 8 s; this much silence means the hub or the network is gone.
+PROGRESS_SILENCE_SECONDS = 60.0
+
+# A start may take minutes (an image pull): the POST has no limit of its own, the hub's start_timeout applies.
+_NO_LIMIT = aiohttp.ClientTimeout(total=None)
+_PROGRESS_TIMEOUT = aiohttp.ClientTimeout(total=None, sock_read=PROGRESS_SILENCE_SECONDS)
+
+# How long to wait for a server to answer when the token may not read the hub's progress (no read:servers).
+START_BY_PROBING_SECONDS = 600.0
+_PROBE_INTERVAL_SECONDS = 1.0
+
+# A POST that starts a server returns within ~10 s (the hub's slow_spawn_timeout) or at once for a quick
+# spawn; after this long without an answer, the spawn is pending and its progress can be followed.
+_POST_HEAD_START_SECONDS = 0.5
+
+# Statuses with which an access gateway in front of the hub refuses a request before JupyterHub sees it
+# (nginx answers a missing client certificate with 400, or 495/496).
+_GATEWAY_REFUSALS = (400, 401, 403, 495, 496)
+
+
+class ServerState(enum.Enum):
+    """The user's server as the banner shows it."""
+
+    RUNNING = "running"
+    STARTED = "started just now"
+    STOPPED = "NOT RUNNING"
+    UNKNOWN = "state unknown (checking and starting it needs JUPYTERHUB_API_TOKEN)"
+    ABSENT = "nothing answers there"  # a plain server: nothing at /user/<name>/
+
+
+@dataclass(frozen=True)
+class Progress:
+    """One event of the hub's spawn progress stream."""
+
+    percent: int | None
+    message: str
+    ready: bool = False
+    failed: bool = False
+
+
+ProgressCallback = Callable[[Progress], None]
+
+
+@dataclass(frozen=True)
+class HubReport:
+    """What the startup check found; ``settings`` is complete (the username is known)."""
+
+    settings: Settings
+    hub_version: str | None  # None: a plain Jupyter server without a hub API
+    state: ServerState
+    note: str = ""  # a sentence for the banner when the state needs one
+
+
+def _access_scope(settings: Settings) -> str:
+    hub = settings.hub
+    scope = f"access:servers!user={hub.user}"
+    if hub.server:
+        scope += f" (or access:servers!server={hub.user}/{hub.server})"
+    return scope
+
+
+async def check_hub(settings: Settings, on_progress: ProgressCallback) -> HubReport:
+    """Find out what is upstream and whose token this is; start the user's server if it should be started."""
+    async with hub_client(settings) as hub:
+        status, info, response = await hub.call("GET", settings.hub.api(), auth=False)
+        if status == 404:
+            return await _plain_server(hub)
+        if status != 200 or not isinstance(info, dict) or "version" not in info:
+            raise _not_the_hub(settings, status, response)
+        version = str(info["version"])
+        if settings.hub_token is None:
+            return HubReport(settings, version, ServerState.UNKNOWN)  # nothing to ask with: the banner says so
+        me, hub = await _owner(hub)
+        settings = hub.settings
+        model = await _server_model(hub, me)
+        scopes = me.get("scopes")
+        address = settings.hub
+        if grants(scopes, "access:servers", address.user, address.server) is False:
+            raise HubError(f"The token may not use your server: it lacks the scope {_access_scope(settings)}; "
+                           f"make a token with it at {address.page('token')}.")
+        if model is None:
+            state = await _probe(hub)
+        else:
+            state = (ServerState.RUNNING if model.get("ready") else
+                     ServerState.STARTED if model.get("pending") == "spawn" else ServerState.STOPPED)
+        if state is ServerState.RUNNING:
+            return HubReport(settings, version, ServerState.RUNNING)
+        if state is ServerState.STARTED:  # someone (the hub's page, another proxy) is starting it already
+            await _follow_progress(hub, on_progress)
+            return HubReport(settings, version, ServerState.STARTED)
+        if settings.start_server == START_NEVER:
+            return HubReport(settings, version, ServerState.STOPPED,
+                             f"Start it from {address.page('home')} (or run the proxy without "
+                             "--start-server never): until then the IDE is told it is not running.")
+        if grants(scopes, start_scope_name(version), address.user, address.server) is False:
+            raise _lacks_start_scope(settings, version)
+        await start_server(hub, version, on_progress)
+        return HubReport(settings, version, ServerState.STARTED)
+
+
+def _not_the_hub(settings: Settings, status: int, response: aiohttp.ClientResponse) -> HubError:
+    """``<base>hub/api`` did not answer with the hub's version: a gateway in the way, or no hub there."""
+    api = f"{settings.hub.origin}{settings.hub.api()}"
+    location = URL(response.headers.get("Location", ""))
+    if location.absolute and location.host != settings.hub.origin.host:
+        return HubError(f"An access gateway in front of the hub sent {api} to its login page ({location.host}): "
+                        "set JUPYTER_HUB_HEADERS (or JUPYTER_CLIENT_CERT) to the credentials for programs your "
+                        "hub's admins give out.")
+    if status in _GATEWAY_REFUSALS and "json" not in response.content_type:
+        wants = ("JUPYTER_HUB_HEADERS or JUPYTER_CLIENT_CERT" if not (settings.hub_headers or settings.client_cert)
+                 else "the credentials in JUPYTER_HUB_HEADERS / JUPYTER_CLIENT_CERT, which it did not accept")
+        return HubError(f"An access gateway in front of the hub refused {api} with {status}, before JupyterHub "
+                        f"saw it: it wants credentials for programs; check {wants}.")
+    return HubError(f"{api} answered {status} instead of the hub's version: check that the hub address points to "
+                    "JupyterHub itself (with its base path, like https://example.edu/jupyter/).")
+
+
+async def _plain_server(hub: HubClient) -> HubReport:
+    """No hub API: a plain Jupyter server under /user/<name>/ (the demo, or one behind another gateway)."""
+    settings = hub.settings
+    address = settings.hub
+    if not address.user:
+        raise HubError(f"{address} has no hub API ({address.api()} answers 404), so it cannot say whose "
+                       "token this is: set JUPYTER_USERNAME to the <name> in the server's /user/<name>/ path.")
+    state = await _probe(hub) if settings.hub_token else ServerState.UNKNOWN
+    if state is ServerState.ABSENT:
+        raise HubError(f"Nothing answers at {address.server_url}: check JUPYTER_USERNAME "
+                       "(the server's path is /user/<name>/).")
+    log.info("%s is a plain Jupyter server, not a JupyterHub (it has no %s): the proxy serves %s there "
+             "and will not check who owns the token or start the server.", address, address.api(),
+             address.server_prefix)
+    return HubReport(settings, None, state)
+
+
+async def _owner(hub: HubClient) -> tuple[dict[str, Any], HubClient]:
+    """Ask the hub who owns the token; the client gets that username (or keeps a matching one)."""
+    settings = hub.settings
+    address = settings.hub
+    status, me, _ = await hub.call("GET", address.api("user?include_stopped_servers=1"))
+    if status == 403 or status == 401:
+        raise HubError(f"The hub at {address} rejected the token in {settings.hub_token_setting} "
+                       f"(wrong, expired or revoked): make a new one at {address.page('token')}.")
+    if status != 200 or not isinstance(me, dict) or "name" not in me:
+        raise HubError(f"The hub at {address} answered {status} when asked whose token this is: "
+                       "check the hub's log, or try again.")
+    owner, kind = str(me["name"]), me.get("kind", "user")
+    if kind != "user":
+        if not address.user:
+            raise HubError(f"The token belongs to the {kind} '{owner}', not to a user: set JUPYTER_USERNAME "
+                           "to the user whose server the proxy should use.")
+        return me, hub
+    if address.user and address.user != owner:
+        raise HubError(f"JUPYTER_USERNAME is '{address.user}' but the token belongs to '{owner}': "
+                       f"use a token of '{address.user}', or set JUPYTER_USERNAME={owner} (or unset it).")
+    return me, hub.for_user(owner)
+
+
+async def _server_model(hub: HubClient, me: dict[str, Any]) -> dict[str, Any] | None:
+    """The hub's model of the user's server, {} when it was never started; None when the token may not read it."""
+    address = hub.settings.hub
+    if me.get("kind", "user") == "user" and me["name"] == address.user:
+        user = me
+    else:
+        status, user, _ = await hub.call("GET", address.user_api() + "?include_stopped_servers=1")
+        if status == 404:
+            raise HubError(f"The hub has no user '{address.user}' (or the token may not see them): "
+                           "check JUPYTER_USERNAME.")
+        if status != 200 or not isinstance(user, dict):
+            return None
+    if "servers" not in user:
+        return None  # the token lacks read:servers
+    model = user["servers"].get(address.server)
+    if model is None and address.server:
+        raise HubError(f"'{address.user}' has no server named '{address.server}': create it on "
+                       f"{address.page('home')}, or fix JUPYTERHUB_NAMED_SERVER.")
+    return model or {}
+
+
+async def _probe(hub: HubClient) -> ServerState:
+    """Ask the server itself (``api/status``): RUNNING, STOPPED (the hub's redirect), or ABSENT."""
+    settings = hub.settings
+    address = settings.hub
+    status, _, response = await hub.call("GET", f"{address.server_prefix}api/status")
+    if status == 200:
+        return ServerState.RUNNING
+    location = URL(response.headers.get("Location", ""))
+    if status in (301, 302, 303, 307) and (location.raw_path + "/").startswith(address.stopped_prefix):
+        return ServerState.STOPPED
+    if status in (401, 403):
+        raise HubError(f"The server at {address.server_url} refused the token in {settings.hub_token_setting}: "
+                       f"it needs the scope {_access_scope(settings)} on a hub, or the server's own token on a "
+                       "plain Jupyter server.")
+    if status == 404:
+        return ServerState.ABSENT
+    raise HubError(f"The server at {address.server_url} answered {status} to api/status: check the hub's log, "
+                   "or try again.")
+
+
+def _lacks_start_scope(settings: Settings, version: str) -> HubError:
+    address = settings.hub
+    return HubError(f"Your {address.server_label} is not running and the token may not start it: it lacks the "
+                    f"scope {start_scope_name(version)}!user={address.user}; start the server from "
+                    f"{address.page('home')}, or make a token with that scope at {address.page('token')}.")
+
+
+async def start_server(hub: HubClient, version: str, on_progress: ProgressCallback) -> None:
+    """Ask the hub to start the server and follow its progress until it is ready; HubError if it fails."""
+    settings = hub.settings
+    address = settings.hub
+    post = asyncio.ensure_future(hub.call("POST", address.server_api(), timeout=_NO_LIMIT))
+    try:
+        await asyncio.wait([post], timeout=_POST_HEAD_START_SECONDS)
+        if post.done():
+            status, body, _ = post.result()
+            if status == 403:
+                raise _lacks_start_scope(settings, version)
+            if status == 404:
+                raise HubError(f"The hub has no user '{address.user}': check JUPYTER_USERNAME.")
+            if status == 400 and "already running" not in _message(body):
+                raise HubError(f"The hub refused to start your {address.server_label}: {_message(body)}.")
+        await _follow_progress(hub, on_progress, post)
+        if not post.done():
+            await post
+    finally:
+        if not post.done():
+            post.cancel()
+
+
+def _message(body: Any) -> str:
+    return str(body.get("message") or "").rstrip(".") if isinstance(body, dict) else ""
+
+
+async def _follow_progress(hub: HubClient, on_progress: ProgressCallback,
+                           post: asyncio.Future[Any] | None = None) -> None:
+    """Relay the hub's progress events until ready (return) or failed (HubError with the hub's message)."""
+    address = hub.settings.hub
+    while True:
+        async with hub.request("GET", address.server_api() + "/progress", timeout=_PROGRESS_TIMEOUT) as response:
+            status = response.status
+            if status == 200:
+                async for event in _events(response):
+                    on_progress(event)
+                    if event.ready:
+                        return
+                    if event.failed:
+                        raise HubError(f"The hub could not start your {address.server_label}: "
+                                       f"{event.message.rstrip('.')}.")
+                raise HubError(f"The hub ended the progress stream before the server was ready: check "
+                               f"{address.page('home')}.")
+        if status == 403:  # the token lacks read:servers: watch the server itself instead
+            await _wait_by_probing(hub, on_progress)
+            return
+        # 400 "not starting" or 404: the POST has not made the spawn pending yet, or has finished already
+        if post is not None and not post.done():
+            await asyncio.wait([post], timeout=_POST_HEAD_START_SECONDS)
+            continue
+        if post is not None and post.result()[0] in (201, 400) and await _probe(hub) is ServerState.RUNNING:
+            on_progress(Progress(100, f"Server ready at {address.server_prefix}", ready=True))
+            return
+        raise HubError(f"The hub did not start your {address.server_label} (its progress answered {status}): "
+                       f"check {address.page('home')}.")
+
+
+async def _events(response: aiohttp.ClientResponse) -> AsyncIterator[Progress]:
+    """Parse ``data: {...}`` lines of a text/event-stream; keepalive blank lines are skipped."""
+    async for raw in response.content:
+        line = raw.decode("utf-8", "replace").strip()
+        if not line.startswith("data:"):
+            continue
+        try:
+            event = json.loads(line[5:])
+        except ValueError:
+            continue
+        percent = event.get("progress")
+        yield Progress(int(percent) if isinstance(percent, (int, float)) else None, str(event.get("message", "")),
+                       ready=bool(event.get("ready")), failed=bool(event.get("failed")))
+
+
+async def _wait_by_probing(hub: HubClient, on_progress: ProgressCallback) -> None:
+    address = hub.settings.hub
+    on_progress(Progress(None, f"Waiting for the server (the token lacks read:servers!user={address.user}, "
+                               "so the hub's progress cannot be shown)"))
+    deadline = time.monotonic() + START_BY_PROBING_SECONDS
+    while time.monotonic() < deadline:
+        if await _probe(hub) is ServerState.RUNNING:
+            on_progress(Progress(100, f"Server ready at {address.server_prefix}", ready=True))
+            return
+        await asyncio.sleep(_PROBE_INTERVAL_SECONDS)
+    raise HubError(f"Your {address.server_label} did not answer within {START_BY_PROBING_SECONDS:.0f} s of "
+                   f"being started: check {address.page('home')}.")

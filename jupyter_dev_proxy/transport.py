@@ -1,0 +1,345 @@
+"""Every connection to the hub is opened here, as a stack of hops, and each hop's failure is worded here.
+
+    TCP ─▶ [the company proxy: CONNECT host:port] ─▶ TLS (CA file, client certificate, SNI name) ─▶ a protocol
+
+    HubTransport(settings)
+      .open(protocol_factory)  one connection as configured, handed to a protocol (a websocket's, aiohttp's);
+                               ProxyError naming the hop that failed
+      .session()               the aiohttp session for HTTP requests and hub API calls, whose connections
+                               come from .open; it sends the access gateway's headers with every request
+      .gateway_headers         those headers, for what writes its own requests (websocket handshakes)
+      .failures()              around a request under way: aiohttp's errors become ProxyError
+
+The hub's name is resolved by the system resolver, or, through a company proxy, by that proxy alone.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import socket
+import ssl
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from typing import TypeVar, cast
+
+import aiohttp
+import certifi
+from aiohttp.client_proto import ResponseHandler
+
+from .certificates import certificate_issuer
+from .config import ConfigError, ForwardProxy, Settings
+from .errors import ProxyError, hub_bad_answer
+
+# configurable-http-proxy, in front of most hubs, drops idle keep-alive connections after 5 s. A pooled
+# connection must be retired well before that, or a request can be written into a socket the hub is
+# closing (a "server disconnected" that would surface to the IDE as a failed save).
+IDLE_CONNECTION_SECONDS = 3.0
+
+# Connecting (TCP, the company proxy's tunnel, TLS) must be quick.
+CONNECT_TIMEOUT_SECONDS = 15.0
+
+# Once a request is sent, the hub may stay silent this long before the proxy gives up with a 504: the head
+# of an HTTP answer, each stretch of its body, the answer to a websocket handshake. jupyter_server answers a
+# kernel start or a kernel channel only once the kernel replies (its kernel_info_timeout is 60 s), and a large
+# save only once the file is written; twice that covers a busy node. A body that keeps flowing and an open
+# websocket have no limit.
+ANSWER_TIMEOUT_SECONDS = 120.0
+
+# Larger reads than aiohttp's 64 KiB default halve the per-chunk overhead of large downloads, at a fixed
+# memory cost per open response.
+READ_BUFFER_BYTES = 256 * 1024
+
+# The longest answer to a CONNECT the proxy reads from a company proxy (a status line and headers).
+_MAX_CONNECT_ANSWER_BYTES = 64 * 1024
+
+# OpenSSL's verify code for "certificate is valid, but not for this name".
+_X509_V_ERR_HOSTNAME_MISMATCH = 62
+
+# TLS alerts with which a server (an access gateway, mostly) refuses a client without the certificate it wants.
+_CLIENT_CERTIFICATE_ALERTS = ("CERTIFICATE_REQUIRED", "HANDSHAKE_FAILURE", "BAD_CERTIFICATE", "UNKNOWN_CA",
+                              "CERTIFICATE_UNKNOWN", "ACCESS_DENIED")
+
+_P = TypeVar("_P", bound=asyncio.BaseProtocol)
+
+
+def tls_context_for(settings: Settings) -> ssl.SSLContext:
+    """Trust the public CAs (certifi) plus the cluster CA file; present the client certificate, if set."""
+    context = ssl.create_default_context(cafile=certifi.where())
+    if settings.ca_file is not None:
+        try:
+            context.load_verify_locations(cafile=str(settings.ca_file))
+        except (ssl.SSLError, ValueError) as exc:
+            raise ConfigError(f"The CA file {settings.ca_file} is not a PEM certificate ({exc}): set "
+                              "JUPYTER_CLUSTER_CA_CERT to the CA certificate your cluster admin gave you.") from None
+    if settings.client_cert is not None:
+        try:  # a key protected by a passphrase is refused, rather than prompted for on the terminal
+            context.load_cert_chain(str(settings.client_cert), settings.client_key and str(settings.client_key),
+                                    password=lambda: b"")
+        except (ssl.SSLError, ValueError, OSError) as exc:
+            raise ConfigError(f"The client certificate in {settings.client_cert} (key: "
+                              f"{settings.client_key or 'in the same file'}) cannot be used ({exc.args[-1]}): set "
+                              "JUPYTER_CLIENT_CERT to a PEM certificate and JUPYTER_CLIENT_KEY to its key without "
+                              "a passphrase.") from None
+    return context
+
+
+def is_name_mismatch(cause: BaseException) -> bool:
+    """The certificate is trusted but issued to another name (JUPYTER_SERVER_NAME is wrong, not the CA)."""
+    return getattr(cause, "verify_code", None) == _X509_V_ERR_HOSTNAME_MISMATCH
+
+
+def refuses_client(exc: BaseException) -> bool:
+    """A TLS alert that says the server wants a client certificate (or does not accept the one sent)."""
+    text = str(exc).upper()
+    return isinstance(exc, ssl.SSLError) and any(alert in text for alert in _CLIENT_CERTIFICATE_ALERTS)
+
+
+class _ConnectAnswer(asyncio.Protocol):
+    """The company proxy's answer to CONNECT: a status line and headers, then the tunnel."""
+
+    def __init__(self) -> None:
+        self.head: asyncio.Future[bytes] = asyncio.get_running_loop().create_future()
+        self._received = bytearray()
+
+    def data_received(self, data: bytes) -> None:
+        self._received += data
+        end = self._received.find(b"\r\n\r\n")
+        if not self.head.done() and (end >= 0 or len(self._received) > _MAX_CONNECT_ANSWER_BYTES):
+            self.head.set_result(bytes(self._received[:end + 4]))
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        if not self.head.done():
+            self.head.set_result(bytes(self._received))
+
+
+class _Peek(asyncio.Protocol):
+    """A connection opened only to look at the hub's certificate."""
+
+    transport: asyncio.Transport | None = None
+
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        self.transport = cast(asyncio.Transport, transport)
+
+
+class HubTransport:
+    """The hops to the hub, configured once; every connection to the hub is made by ``open``."""
+
+    def __init__(self, settings: Settings) -> None:
+        self._settings = settings
+        hub = settings.hub.origin
+        assert hub.raw_host is not None and hub.port is not None  # config accepts only http(s)://host URLs
+        self._host, self._port = hub.raw_host, hub.port
+        self._tls = tls_context_for(settings) if hub.scheme == "https" else None
+        self.gateway_headers = settings.hub_headers
+
+    # -- opening a connection ------------------------------------------------------------------------------------
+
+    async def open(self, protocol_factory: Callable[[], _P]) -> _P:
+        """A connection to the hub (tunnelled and TLS-wrapped as configured), handed to a new protocol."""
+        return await self._open(protocol_factory, self._tls)
+
+    async def _open(self, protocol_factory: Callable[[], _P], tls: ssl.SSLContext | None) -> _P:
+        loop = asyncio.get_running_loop()
+        proxy = self._settings.forward_proxy
+        tunnelled = False
+        try:
+            async with asyncio.timeout(CONNECT_TIMEOUT_SECONDS):
+                if proxy is None:
+                    _, protocol = await loop.create_connection(
+                        protocol_factory, self._host, self._port, ssl=tls,
+                        server_hostname=self._settings.tls_name if tls is not None else None)
+                    return protocol
+                raw = await self._tunnel(proxy)
+                tunnelled = True
+                protocol = protocol_factory()
+                if tls is None:
+                    raw.set_protocol(protocol)
+                    protocol.connection_made(raw)
+                    return protocol
+                wrapped = await loop.start_tls(raw, protocol, tls, server_hostname=self._settings.tls_name)
+                if wrapped is None:
+                    raise ConnectionResetError("the connection closed during the TLS handshake")
+                protocol.connection_made(wrapped)
+                return protocol
+        except ProxyError:
+            raise
+        except ssl.SSLCertVerificationError as exc:
+            raise await self._untrusted(exc) from None
+        except TimeoutError:
+            if proxy is not None and not tunnelled:
+                raise ProxyError(504, "forward-proxy-timeout", f"The company proxy at {proxy} (from "
+                                                               f"{proxy.setting}) did not open a connection to the "
+                                                               f"hub within {CONNECT_TIMEOUT_SECONDS:.0f} s: check "
+                                                               f"{proxy.setting}, or try again.") from None
+            raise self._hub_connect_failure(TimeoutError()) from None
+        except OSError as exc:
+            raise self._hub_connect_failure(exc) from None
+
+    async def _tunnel(self, proxy: ForwardProxy) -> asyncio.Transport:
+        """A TCP connection to the company proxy, turned into a tunnel to the hub with CONNECT."""
+        loop = asyncio.get_running_loop()
+        try:
+            raw, answer = await loop.create_connection(_ConnectAnswer, proxy.host, proxy.port)
+        except socket.gaierror:
+            raise ProxyError(502, "forward-proxy-unknown", f"The company proxy's name in {proxy.setting} "
+                                                           f"({proxy.host}) could not be resolved: check "
+                                                           f"{proxy.setting}, or your network.") from None
+        except OSError as exc:
+            raise ProxyError(502, "forward-proxy-unreachable", f"The company proxy at {proxy} (from "
+                                                               f"{proxy.setting}) could not be reached "
+                                                               f"({exc.strerror or exc}): check {proxy.setting}, "
+                                                               "or your network.") from None
+        try:
+            target = f"{self._host}:{self._port}"
+            lines = [f"CONNECT {target} HTTP/1.1", f"Host: {target}"]
+            if proxy.authorization is not None:
+                lines.append(f"Proxy-Authorization: {proxy.authorization}")
+            raw.write(("\r\n".join(lines) + "\r\n\r\n").encode())
+            self._check_tunnel(proxy, await answer.head)
+        except BaseException:
+            raw.abort()
+            raise
+        return cast(asyncio.Transport, raw)  # uvloop's transports are not asyncio.Transport subclasses
+
+    def _check_tunnel(self, proxy: ForwardProxy, head: bytes) -> None:
+        status_line = head.split(b"\r\n", 1)[0].decode("latin-1")
+        version, _, rest = status_line.partition(" ")
+        code, _, reason = rest.partition(" ")
+        hub = f"{self._host}:{self._port}"
+        if not version.startswith("HTTP/1.") or not code.isdigit():
+            raise ProxyError(502, "forward-proxy-refused", f"The company proxy at {proxy} (from {proxy.setting}) "
+                                                           "closed the connection or answered something that is "
+                                                           f"not HTTP when asked to reach the hub at {hub}: check "
+                                                           f"that {proxy.setting} names an HTTP proxy.")
+        status = int(code)
+        if status == 200:
+            return
+        said = f"{status} {reason.strip()}".strip()
+        if status == 407:
+            if proxy.authorization is None:
+                advice = (f"put them in {proxy.setting} as http://user:password@{proxy.host}:{proxy.port}"
+                          if proxy.setting != "--hub-proxy" else
+                          f"put http://user:password@{proxy.host}:{proxy.port} in JUPYTER_HUB_PROXY")
+                raise ProxyError(502, "forward-proxy-auth", f"The company proxy at {proxy} wants a user name and "
+                                                            f"password ({said}): {advice}.")
+            raise ProxyError(502, "forward-proxy-auth", f"The company proxy at {proxy} refused the user name and "
+                                                        f"password in {proxy.setting} ({said}): check them.")
+        if status in (500, 502, 503, 504):
+            raise ProxyError(502, "forward-proxy-refused", f"The company proxy at {proxy} could not reach the hub "
+                                                           f"at {hub} ({said}): check the hub address (the company "
+                                                           "proxy resolves its name), or try again.")
+        raise ProxyError(502, "forward-proxy-refused", f"The company proxy at {proxy} refused to connect to the "
+                                                       f"hub at {hub} ({said}): ask your IT department to let "
+                                                       "connections to the hub through.")
+
+    # -- failures of the last hops: the hub's TLS, and the hub itself ----------------------------------------------
+
+    def _hub_connect_failure(self, exc: OSError | TimeoutError) -> ProxyError:
+        hub = self._settings.hub
+        via = f" through the company proxy at {self._settings.forward_proxy}" if self._settings.forward_proxy else ""
+        if isinstance(exc, ssl.SSLError):
+            if refuses_client(exc):
+                return gateway_refused_certificate(self._settings, str(exc))
+            return ProxyError(502, "tls-failed", f"The TLS handshake with the hub at {hub} failed ({exc}): "
+                                                 "check that JUPYTER_SERVER_PORT is the hub's HTTPS port.")
+        if isinstance(exc, socket.gaierror):
+            return ProxyError(502, "hub-unknown", f"The hub's name {hub.origin.host} could not be resolved: check "
+                                                  "the hub address and your network or VPN (or set "
+                                                  "HTTPS_PROXY if only your company proxy can reach it).")
+        if isinstance(exc, TimeoutError):
+            return ProxyError(504, "hub-timeout", f"The hub at {hub} did not answer in time{via}: it may be "
+                                                  "overloaded, or your network or VPN may be down.")
+        return ProxyError(502, "hub-unreachable", f"The hub at {hub} could not be reached{via} "
+                                                  f"({exc.strerror or exc}): check the hub address and your "
+                                                  "network or VPN.")
+
+    async def _untrusted(self, exc: ssl.SSLCertVerificationError) -> ProxyError:
+        settings = self._settings
+        detail = exc.verify_message or str(exc)
+        if is_name_mismatch(exc):
+            advice = (f"its certificate is not issued to '{settings.tls_name}': set JUPYTER_SERVER_NAME "
+                      "to the name on the hub's certificate")
+        elif settings.ca_file is None:
+            advice = (f"its certificate was refused ({detail}); if your cluster has its own CA, set "
+                      "JUPYTER_CLUSTER_CA_CERT to its CA file")
+        else:
+            advice = f"it is not signed by the CA in {settings.ca_file} ({detail}): check JUPYTER_CLUSTER_CA_CERT"
+        issuer = None if is_name_mismatch(exc) else await self._peer_issuer()
+        issued = f"; the hub's certificate was issued by '{issuer}'" if issuer else ""
+        return ProxyError(502, "tls-verification-failed",
+                          f"The hub at {settings.hub} could not be trusted: {advice}{issued}.")
+
+    async def _peer_issuer(self) -> str | None:
+        """Who issued the certificate the hub presents, read without verifying it, only to name it."""
+        unverified = ssl.create_default_context()
+        unverified.check_hostname = False
+        unverified.verify_mode = ssl.CERT_NONE
+        try:
+            peek = await self._open(_Peek, unverified)
+        except ProxyError:
+            return None
+        assert peek.transport is not None
+        try:
+            der = peek.transport.get_extra_info("ssl_object").getpeercert(binary_form=True)
+        finally:
+            peek.transport.abort()
+        return certificate_issuer(der) if der else None
+
+    # -- HTTP: aiohttp's session over these connections -----------------------------------------------------------
+
+    def session(self) -> aiohttp.ClientSession:
+        """The client session for HTTP requests to the hub; the caller closes it."""
+        return aiohttp.ClientSession(
+            connector=_HubConnector(self, keepalive_timeout=IDLE_CONNECTION_SECONDS,
+                                    limit=0),  # never queue a request behind others for a connection
+            timeout=aiohttp.ClientTimeout(total=None, sock_read=ANSWER_TIMEOUT_SECONDS),
+            headers=self.gateway_headers,
+            cookie_jar=aiohttp.DummyCookieJar(),  # never keep one client's hub cookies for another request
+            auto_decompress=False,
+            read_bufsize=READ_BUFFER_BYTES,
+            skip_auto_headers=("User-Agent", "Accept", "Accept-Encoding"),
+        )
+
+    @contextmanager
+    def failures(self) -> Iterator[None]:
+        """Around a request under way: aiohttp's errors become ProxyError, each with its sentence."""
+        hub = self._settings.hub
+        try:
+            yield
+        except aiohttp.SocketTimeoutError:  # connected and asked, but the hub went silent
+            raise ProxyError(504, "hub-timeout", f"The hub at {hub} accepted the request but sent no answer in "
+                                                 "time: your server may be stuck or overloaded; try again, and "
+                                                 "check it on the hub if this keeps happening.") from None
+        except (aiohttp.ServerTimeoutError, TimeoutError):  # a connection or a whole call took too long
+            raise ProxyError(504, "hub-timeout", f"The hub at {hub} did not answer in time: it may be overloaded, "
+                                                 "or your network or VPN may be down.") from None
+        except aiohttp.ClientResponseError:  # raised while reading the answer's head
+            raise hub_bad_answer(self._settings, "something that is not a valid HTTP answer") from None
+        except (aiohttp.ClientConnectionError, aiohttp.ClientPayloadError, ssl.SSLError) as exc:
+            cause = exc.__cause__ or exc.__context__ or exc
+            if refuses_client(cause) or refuses_client(exc):
+                raise gateway_refused_certificate(self._settings, str(cause)) from None
+            raise ProxyError(502, "hub-disconnected", f"The connection to the hub at {hub} broke "
+                                                      f"({type(exc).__name__}): try again.") from None
+
+
+def gateway_refused_certificate(settings: Settings, detail: str) -> ProxyError:
+    """The hub's address wants a client certificate, or did not accept the one sent."""
+    which = (f"the certificate in {settings.client_cert} was not accepted" if settings.client_cert is not None
+             else "none was sent; set JUPYTER_CLIENT_CERT (and JUPYTER_CLIENT_KEY) to the certificate your "
+                  "hub's admins give out")
+    return ProxyError(502, "gateway-refused", f"An access gateway in front of the hub at {settings.hub} refused "
+                                              f"the connection, not the hub: it wants a client certificate, and "
+                                              f"{which} ({detail[:120]}).")
+
+
+class _HubConnector(aiohttp.BaseConnector):
+    """aiohttp's connection pool, with every new connection made by ``HubTransport.open``."""
+
+    def __init__(self, transport: HubTransport, **kwargs: float | int | None) -> None:
+        super().__init__(**kwargs)  # type: ignore[arg-type]
+        self._transport = transport
+
+    async def _create_connection(self, req: aiohttp.ClientRequest, traces: object,
+                                 timeout: aiohttp.ClientTimeout) -> ResponseHandler:
+        return await self._transport.open(self._factory)

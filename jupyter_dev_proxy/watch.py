@@ -1,0 +1,95 @@
+"""While serving: a server that stopped (culled overnight, stopped from the hub) is said once in the log,
+answered as Jupyter's "not running" (424), and, opt-in, started again on the next request."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+from collections.abc import Awaitable, Callable
+
+from aiohttp import web
+
+from .config import START_ALWAYS, Settings
+from .errors import ServerNotRunning, json_error
+from .hubapi import HubError, hub_client
+from .startup import Progress, start_server
+
+log = logging.getLogger("jupyter_dev_proxy")
+
+# After a failed restart while serving, the next attempt waits this long: the IDE polls every few seconds,
+# and a server that cannot start must not be asked to start that often.
+RESTART_BACKOFF_SECONDS = 30.0
+
+
+class ServerWatch:
+    """Notices that the user's server stopped (the hub's redirect, turned into ServerNotRunning by routing)."""
+
+    def __init__(self, settings: Settings, hub_version: str) -> None:
+        self._settings = settings
+        self._hub_version = hub_version
+        self._restart = settings.start_server == START_ALWAYS and settings.hub_token is not None
+        self._stopped = False
+        self._starting: asyncio.Task[None] | None = None
+        self._last_failure = -RESTART_BACKOFF_SECONDS
+
+    async def watch(self, request: web.BaseRequest,
+                    handler: Callable[[web.BaseRequest], Awaitable[web.StreamResponse]]) -> web.StreamResponse:
+        """Inside the error funnel: a stopped server is answered here, and logged only once."""
+        try:
+            response = await handler(request)
+        except ServerNotRunning as error:
+            return json_error(self._not_running(error))
+        if self._stopped and response.status not in (424, 502, 503, 504):
+            self._stopped = False
+            log.info("Your %s answers again.", self._settings.hub.server_label)
+        return response
+
+    def _not_running(self, error: ServerNotRunning) -> ServerNotRunning:
+        hub = self._settings.hub
+        first = not self._stopped
+        self._stopped = True
+        if not self._restart:
+            if first:
+                log.warning("Your %s on the hub has stopped (culled when idle, or stopped from the hub): the "
+                            "IDE is told it is not running. Start it from %s and the IDE can reconnect; "
+                            "JUPYTER_PROXY_START_SERVER=always makes the proxy start it on the next request.",
+                            hub.server_label, hub.page("home"))
+            return error
+        if self._starting is None and time.monotonic() - self._last_failure >= RESTART_BACKOFF_SECONDS:
+            if first:
+                log.warning("Your %s on the hub has stopped (culled when idle, or stopped from the hub): "
+                            "starting it again.", hub.server_label)
+            self._starting = asyncio.ensure_future(self._start_again())
+        if self._starting is not None:
+            return ServerNotRunning(f"Your server on the hub ({hub.server_prefix}) stopped; the proxy is starting "
+                                    "it again: retry in a few seconds.")
+        return ServerNotRunning(f"Your server on the hub ({hub.server_prefix}) stopped and the proxy could not "
+                                f"start it again (its log says why); start it from {hub.page('home')}.")
+
+    async def _start_again(self) -> None:
+        label = self._settings.hub.server_label
+
+        def show(event: Progress) -> None:
+            percent = f"{event.percent}% " if event.percent is not None else ""
+            log.info("Starting your %s: %s%s", label, percent, event.message)
+        try:
+            async with hub_client(self._settings) as hub:
+                await start_server(hub, self._hub_version, show)
+        except HubError as exc:
+            self._last_failure = time.monotonic()
+            log.error("Could not start your %s again: %s", label, exc)
+        except Exception:  # a background task: its failure must reach the log, not vanish
+            self._last_failure = time.monotonic()
+            log.exception("Could not start your %s again: unexpected error", label)
+        finally:
+            self._starting = None
+
+    async def close(self) -> None:
+        """Stop a restart in progress (the proxy is shutting down)."""
+        if self._starting is not None:
+            self._starting.cancel()
+            try:
+                await self._starting
+            except asyncio.CancelledError:
+                pass
