@@ -16,7 +16,7 @@ from aiohttp.abc import AbstractAccessLogger
 from aiohttp.web_protocol import RequestHandler
 from yarl import URL
 
-from .auth import cookie_to_remember, hub_token_for
+from .auth import check_host, cookie_to_remember, hub_token_for
 from .config import Settings
 from .errors import ProxyError, json_error
 from .http_relay import relay_http
@@ -152,6 +152,7 @@ class ProxyRunner(web.BaseRunner):
 
     async def _dispatch(self, request: web.BaseRequest) -> web.StreamResponse:
         settings = self._settings
+        check_host(request, settings)
         hub_token = hub_token_for(request, settings)
         url = upstream_url_for(settings, request)
         set_cookie = cookie_to_remember(request)

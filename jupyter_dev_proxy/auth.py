@@ -1,4 +1,4 @@
-"""Who may use the proxy: only a client that presents the proxy's token.
+"""Who may use the proxy: only a client that names the proxy as its host and presents the proxy's token.
 
 The token is accepted where Jupyter clients put it: ``?token=`` (node's ``ws`` and PyCharm on websocket
 handshakes), ``Authorization: token ...`` (``@jupyterlab/services``), or a cookie set when a browser first
@@ -9,6 +9,7 @@ from the proxy's own origin: otherwise any web page could drive the user's hub a
 from __future__ import annotations
 
 import hmac
+import ipaddress
 import re
 from http.cookies import SimpleCookie
 
@@ -36,6 +37,37 @@ def _same_origin(request: web.BaseRequest) -> bool:
         return URL(origin).raw_authority == request.host
     except (ValueError, TypeError, UnicodeError):  # not even a URL: certainly not the proxy's own page
         return False
+
+
+def _host_name(host: str) -> str:
+    """The name in a Host header, without its port: ``[::1]:8000`` → ``::1``, ``localhost:8000`` → ``localhost``."""
+    if host.startswith("["):
+        name, _, rest = host[1:].partition("]")
+        return name if rest == "" or (rest[:1] == ":" and rest[1:].isdigit()) else host
+    name, _, port = host.rpartition(":")
+    return name if name and port.isdigit() else host
+
+
+def _names_the_proxy(host: str, settings: Settings) -> bool:
+    name = _host_name(host).lower()
+    if name in settings.allowed_hosts:
+        return True
+    try:
+        return ipaddress.ip_address(name).is_loopback
+    except ValueError:
+        return False
+
+
+def check_host(request: web.BaseRequest, settings: Settings) -> None:
+    """Refuse a request whose Host is not a name the proxy is reached by: a web page whose name was made to
+    resolve to 127.0.0.1 (DNS rebinding) would otherwise use the proxy, and through it the hub token, as if it
+    were a local client. jupyter_server refuses such requests itself, but not those authenticated with a token,
+    as all the proxy's are."""
+    host = request.headers.get("Host", "")
+    if not _names_the_proxy(host, settings):
+        raise ProxyError(403, "host-not-allowed", f"The request named the host {ascii(host[:80])}, which is not "
+                                                  "this proxy's address (localhost): if you reach the proxy under "
+                                                  "another name, add it to JUPYTER_PROXY_ALLOWED_HOSTS.")
 
 
 def _token_wrong() -> ProxyError:

@@ -378,3 +378,51 @@ async def test_fuzzed_malformed_heads_are_refused_and_never_reach_the_hub(
     alive = await exchange(echo_proxy.url.port, request_head("GET", "/api/status", LOCAL_TOKEN, "Connection: close"))
     assert alive.status == 200
     echo_seen.clear()
+
+
+# -- the Host check (DNS rebinding) ------------------------------------------------------------------------------------
+
+_FOREIGN_HOSTS = ["evil.example.com", "evil.example.com:8000", "127.0.0.1.evil.example.com",
+                  "127.0.0.1.evil.example.com:8000", "localhost.evil.example.com", "[::1].evil.example.com", "",
+                  "10.0.0.5:8000", "0.0.0.0:8000", "evil.example.com:80:8000"]
+_OWN_HOSTS = ["localhost", "localhost:8000", "LOCALHOST:1234", "127.0.0.1", "127.0.0.1:8000", "127.1.2.3:9",
+              "[::1]:8000", "[::1]"]
+
+
+@pytest.mark.parametrize("host", _FOREIGN_HOSTS)
+async def test_a_request_naming_a_foreign_host_is_refused_before_anything_is_forwarded(
+        echo_proxy: Proxy, echo_seen: list[web.Request], host: str) -> None:
+    head = request_head("GET", "/api/contents", LOCAL_TOKEN, host=host)
+    if not host:
+        head = head.replace(b"Host: \r\n", b"")  # no Host at all (HTTP/1.0 allows it)
+        head = head.replace(b"HTTP/1.1", b"HTTP/1.0")
+    answer = await exchange(echo_proxy.url.port, head)
+    _assert_jupyter_error(answer, (400, 403))
+    assert answer.json()["reason"] in ("host-not-allowed", "bad-request")
+    for websocket_host in (host,) if host else ():
+        async with aiohttp.ClientSession() as client:
+            with pytest.raises(aiohttp.WSServerHandshakeError) as refused:
+                await client.ws_connect(echo_proxy.url / "ws", headers={"Host": websocket_host,
+                                                                         "Authorization": f"token {LOCAL_TOKEN}"})
+            assert refused.value.status == 403
+    assert echo_seen == []
+
+
+@pytest.mark.parametrize("host", _OWN_HOSTS)
+async def test_loopback_names_and_addresses_are_the_proxys_own(
+        echo_proxy: Proxy, echo_seen: list[web.Request], host: str) -> None:
+    answer = await exchange(echo_proxy.url.port, request_head("GET", "/api/contents", LOCAL_TOKEN, "Connection: close",
+                                                              host=host))
+    assert answer.status == 200
+    assert len(echo_seen) == 1
+
+
+async def test_jupyter_proxy_allowed_hosts_adds_names(
+        echo_upstream: Any, tls_ca: Any, start_proxy: StartProxy, echo_seen: list[web.Request]) -> None:
+    proxy = await start_proxy(make_settings(f"https://127.0.0.1:{echo_upstream.port}", tls_ca[1], "jupyterhub",
+                                            allowed_hosts=frozenset({"localhost", "devbox.internal"})))
+    allowed = await exchange(proxy.url.port, request_head("GET", "/api/status", LOCAL_TOKEN, "Connection: close",
+                                                          host="DevBox.internal:8000"))
+    refused = await exchange(proxy.url.port, request_head("GET", "/api/status", LOCAL_TOKEN, host="devbox.evil"))
+    assert (allowed.status, refused.status) == (200, 403)
+    assert "JUPYTER_PROXY_ALLOWED_HOSTS" in refused.json()["message"]
