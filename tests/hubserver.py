@@ -45,6 +45,7 @@ import sys
 c = get_config()  # noqa: F821
 c.JupyterHub.ip = "127.0.0.1"
 c.JupyterHub.port = {port}
+c.JupyterHub.base_url = {base_url!r}
 c.JupyterHub.hub_ip = "127.0.0.1"
 c.JupyterHub.hub_port = {hub_port}
 c.JupyterHub.ssl_cert = {cert!r}
@@ -106,21 +107,27 @@ def missing_hub_tools() -> str | None:
 class Hub:
     """A running hub; every call talks to its API with the admin service token unless told otherwise."""
 
-    url: str
+    url: str  # https://127.0.0.1:<port>, the origin; the hub itself is at url + base
     ca_file: Path
     tls_name: str
     admin_token: str
     version: str
     workdir: Path
     process: subprocess.Popen[bytes]
+    base: str = "/"
     _server_pids: set[int] = field(default_factory=set)
+
+    @property
+    def address(self) -> str:
+        """The hub as a user writes it in JUPYTERHUB_URL: its origin and base path."""
+        return self.url + self.base.rstrip("/")
 
     # -- the hub API ----------------------------------------------------------------------------------
     def api(self, method: str, path: str, token: str | None = None, body: Any = None,
             timeout: float = 30.0) -> tuple[int, Any]:
         """Call ``/hub/api<path>``; return (status, parsed JSON or text or None)."""
         data = json.dumps(body).encode() if body is not None else (b"" if method in ("POST", "PUT") else None)
-        request = urllib.request.Request(f"{self.url}/hub/api{path}", method=method, data=data,
+        request = urllib.request.Request(f"{self.address}/hub/api{path}", method=method, data=data,
                                          headers={"Authorization": f"token {token or self.admin_token}"})
         try:
             with urllib.request.urlopen(request, context=self.client_tls(), timeout=timeout) as response:
@@ -217,8 +224,8 @@ def _kill_pid_file(path: Path) -> None:
         pass
 
 
-def start_hub(tls_name: str = "jupyterhub") -> Hub:
-    """Start a hub on free ports; return once ``/hub/api`` answers over TLS."""
+def start_hub(tls_name: str = "jupyterhub", base: str = "/") -> Hub:
+    """Start a hub on free ports (under ``base``, like c.JupyterHub.base_url); return once its API answers."""
     chp = find_chp()
     assert chp is not None, missing_hub_tools()
     workdir = Path(tempfile.mkdtemp(prefix="jupyter-dev-proxy-hub-"))
@@ -237,7 +244,7 @@ def start_hub(tls_name: str = "jupyterhub") -> Hub:
         hub_pid=str(workdir / "hub.pid"), chp=chp, chp_pid=str(workdir / "chp.pid"),
         home_template=str(workdir / "home" / "{username}"),
         spawner_args=["--allow-root"] if os.geteuid() == 0 else [],
-        broken=BROKEN_SERVER, broken_message=BROKEN_MESSAGE, admin_token=admin_token,
+        broken=BROKEN_SERVER, broken_message=BROKEN_MESSAGE, admin_token=admin_token, base_url=base,
     )
     (workdir / "jupyterhub_config.py").write_text(config)
     env = clean_env(CONFIGPROXY_AUTH_TOKEN=secrets.token_hex(32))
@@ -246,7 +253,7 @@ def start_hub(tls_name: str = "jupyterhub") -> Hub:
                                    cwd=workdir, env=env, stdout=log, stderr=subprocess.STDOUT,
                                    stdin=subprocess.DEVNULL, start_new_session=True)
     hub = Hub(url=f"https://127.0.0.1:{port}", ca_file=ca_file, tls_name=tls_name, admin_token=admin_token,
-              version="", workdir=workdir, process=process)
+              version="", workdir=workdir, process=process, base=base)
     try:
         hub.version = _wait_for_api(hub)
     except BaseException:
@@ -261,7 +268,7 @@ def _wait_for_api(hub: Hub) -> str:
         if hub.process.poll() is not None:
             raise RuntimeError(f"JupyterHub exited at startup:\n{hub.log_tail()}")
         try:
-            with urllib.request.urlopen(f"{hub.url}/hub/api", context=hub.client_tls(), timeout=2) as response:
+            with urllib.request.urlopen(f"{hub.address}/hub/api", context=hub.client_tls(), timeout=2) as response:
                 return str(json.loads(response.read())["version"])
         except (urllib.error.URLError, OSError, ValueError):
             time.sleep(0.2)
