@@ -409,6 +409,13 @@ def _pem_file(values: Mapping[str, str | None], dest: str, setting: str) -> Path
     return path
 
 
+def _client_cert(values: Mapping[str, str | None]) -> Path | None:
+    if values["client_key"] and not values["client_cert"]:
+        raise ConfigError("JUPYTER_CLIENT_KEY is set without JUPYTER_CLIENT_CERT: set the certificate too (or "
+                          "only JUPYTER_CLIENT_CERT, if its file holds the key as well).")
+    return _pem_file(values, "client_cert", "JUPYTER_CLIENT_CERT")
+
+
 def _allowed_hosts(values: Mapping[str, str | None], listen_host: str) -> frozenset[str]:
     extra = (values["allowed_hosts"] or "").split(",")
     names = {"localhost", listen_host, *extra}
@@ -515,7 +522,7 @@ def load_settings(argv: Sequence[str], environ: Mapping[str, str], cwd: Path,
         start_server=_start_server(values, hub_token is not None),
         hub_token_setting="JUPYTERHUB_API_TOKEN_FILE" if values["hub_token_file"] else "JUPYTERHUB_API_TOKEN",
         event_loop=_event_loop(values),
-        client_cert=_pem_file(values, "client_cert", "JUPYTER_CLIENT_CERT"),
+        client_cert=_client_cert(values),
         client_key=_pem_file(values, "client_key", "JUPYTER_CLIENT_KEY"),
         forward_proxy=_hub_proxy(values, args, environ, dotenv, hub),
         hub_headers=_hub_headers(values),

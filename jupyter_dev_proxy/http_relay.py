@@ -94,7 +94,7 @@ async def relay_http(request: web.BaseRequest, settings: Settings, hub_transport
     ``set_cookie`` (the proxy's own) is added to a successful answer."""
     await _continue_if_expected(request)
     headers = upstream_request_headers(request.headers, hub_token, gateway_headers=hub_transport.gateway_headers)
-    with hub_transport.failures():
+    async with hub_transport.failures():
         upstream = await _send(session, request, url, headers)
     try:
         refusal = gateway_refusal(settings, request.raw_path, upstream.status, upstream.content_type)
@@ -106,7 +106,7 @@ async def relay_http(request: web.BaseRequest, settings: Settings, hub_transport
         length = upstream.content_length
         if length is not None and length <= _SMALL_BODY_BYTES and request.method != "HEAD":
             # Most API answers: read whole, so status, headers and body leave in one write.
-            with hub_transport.failures():
+            async with hub_transport.failures():
                 body = await upstream.read()
             return web.Response(status=upstream.status, reason=_reason(upstream), headers=headers, body=body)
         response = web.StreamResponse(status=upstream.status, reason=_reason(upstream), headers=headers)

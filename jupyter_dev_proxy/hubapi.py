@@ -83,7 +83,7 @@ class HubClient:
         headers = {"Authorization": f"token {settings.hub_token}"} if auth and settings.hub_token else {}
         raw_path, _, raw_query = path.partition("?")
         try:
-            with self._transport.failures():
+            async with self._transport.failures():
                 async with self._session.request(method, settings.hub.url(raw_path, raw_query), headers=headers,
                                                  allow_redirects=False,
                                                  timeout=timeout or aiohttp.ClientTimeout(total=API_TIMEOUT_SECONDS),

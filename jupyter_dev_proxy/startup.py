@@ -38,9 +38,10 @@ _PROBE_INTERVAL_SECONDS = 1.0
 # spawn; after this long without an answer, the spawn is pending and its progress can be followed.
 _POST_HEAD_START_SECONDS = 0.5
 
-# Statuses with which an access gateway in front of the hub refuses a request before JupyterHub sees it
-# (nginx answers a missing client certificate with 400, or 495/496).
-_GATEWAY_REFUSALS = (400, 401, 403, 495, 496)
+# Statuses with which an access gateway in front of the hub refuses a request before JupyterHub sees it: nginx
+# answers a missing or refused client certificate with 400 (or 495/496 where the admin chose them).
+_CERTIFICATE_REFUSALS = (400, 495, 496)
+_CREDENTIAL_REFUSALS = (401, 403)
 
 
 class ServerState(enum.Enum):
@@ -124,18 +125,26 @@ async def check_hub(settings: Settings, on_progress: ProgressCallback) -> HubRep
 
 
 def _not_the_hub(settings: Settings, status: int, response: aiohttp.ClientResponse) -> HubError:
-    """``<base>hub/api`` did not answer with the hub's version: a gateway in the way, or no hub there."""
+    """``<base>hub/api`` did not answer with the hub's version, which JupyterHub gives anyone who asks: an access
+    gateway stood in the way, or no hub is there."""
     api = f"{settings.hub.origin}{settings.hub.api()}"
     location = URL(response.headers.get("Location", ""))
     if location.absolute and location.host != settings.hub.origin.host:
         return HubError(f"An access gateway in front of the hub sent {api} to its login page ({location.host}): "
                         "set JUPYTER_HUB_HEADERS (or JUPYTER_CLIENT_CERT) to the credentials for programs your "
                         "hub's admins give out.")
-    if status in _GATEWAY_REFUSALS and "json" not in response.content_type:
-        wants = ("JUPYTER_HUB_HEADERS or JUPYTER_CLIENT_CERT" if not (settings.hub_headers or settings.client_cert)
-                 else "the credentials in JUPYTER_HUB_HEADERS / JUPYTER_CLIENT_CERT, which it did not accept")
-        return HubError(f"An access gateway in front of the hub refused {api} with {status}, before JupyterHub "
-                        f"saw it: it wants credentials for programs; check {wants}.")
+    if status in _CERTIFICATE_REFUSALS:
+        have = (f"it did not accept the one in {settings.client_cert}" if settings.client_cert is not None else
+                "set JUPYTER_CLIENT_CERT (and JUPYTER_CLIENT_KEY) to the one your hub's admins give out")
+        return HubError(f"An access gateway in front of the hub refused {api} with {status}, before JupyterHub saw "
+                        f"it: it wants a client certificate; {have}.")
+    if status in _CREDENTIAL_REFUSALS:
+        have = ("check the credentials in JUPYTER_HUB_HEADERS / JUPYTER_CLIENT_CERT, which it did not accept"
+                if settings.hub_headers or settings.client_cert is not None else
+                "set JUPYTER_HUB_HEADERS (or JUPYTER_CLIENT_CERT) to the credentials for programs your hub's "
+                "admins give out")
+        return HubError(f"An access gateway in front of the hub refused {api} with {status}, before JupyterHub saw "
+                        f"it: {have}.")
     return HubError(f"{api} answered {status} instead of the hub's version: check that the hub address points to "
                     "JupyterHub itself (with its base path, like https://example.edu/jupyter/).")
 

@@ -18,8 +18,8 @@ from __future__ import annotations
 import asyncio
 import socket
 import ssl
-from collections.abc import Callable, Iterator
-from contextlib import contextmanager
+from collections.abc import AsyncIterator, Callable
+from contextlib import asynccontextmanager
 from typing import TypeVar, cast
 
 import aiohttp
@@ -215,7 +215,7 @@ class HubTransport:
         if status == 200:
             return
         said = f"{status} {reason.strip()}".strip()
-        if status == 407:
+        if status in (401, 407):  # tinyproxy answers wrong credentials with 401
             if proxy.authorization is None:
                 advice = (f"put them in {proxy.setting} as http://user:password@{proxy.host}:{proxy.port}"
                           if proxy.setting != "--hub-proxy" else
@@ -300,8 +300,8 @@ class HubTransport:
             skip_auto_headers=("User-Agent", "Accept", "Accept-Encoding"),
         )
 
-    @contextmanager
-    def failures(self) -> Iterator[None]:
+    @asynccontextmanager
+    async def failures(self) -> AsyncIterator[None]:
         """Around a request under way: aiohttp's errors become ProxyError, each with its sentence."""
         hub = self._settings.hub
         try:
@@ -316,8 +316,8 @@ class HubTransport:
         except aiohttp.ClientResponseError:  # raised while reading the answer's head
             raise hub_bad_answer(self._settings, "something that is not a valid HTTP answer") from None
         except (aiohttp.ClientConnectionError, aiohttp.ClientPayloadError, ssl.SSLError) as exc:
-            cause = exc.__cause__ or exc.__context__ or exc
-            if refuses_client(cause) or refuses_client(exc):
+            cause = exc.__cause__ or exc
+            if refuses_client(cause):  # with TLS 1.3, a missing client certificate is refused after the handshake
                 raise gateway_refused_certificate(self._settings, str(cause)) from None
             raise ProxyError(502, "hub-disconnected", f"The connection to the hub at {hub} broke "
                                                       f"({type(exc).__name__}): try again.") from None

@@ -272,8 +272,9 @@ class HubConnection(asyncio.Protocol):
             self._relay.resume_ide()
 
     def connection_lost(self, exc: Exception | None) -> None:
-        if not self.answer.done():
-            self.answer.set_exception(ConnectionResetError("the hub closed the connection"))
+        if not self.answer.done():  # a TLS alert says why (a gateway wanting a client certificate); else a reset
+            self.answer.set_exception(exc if isinstance(exc, ssl.SSLError) else
+                                      ConnectionResetError("the hub closed the connection"))
             self.answer.exception()  # noted as seen: the handshake may not be waiting for it any more
         if self._relay is not None:
             self._relay.hub_lost()
@@ -364,7 +365,7 @@ async def _hub_handshake(settings: Settings, hub: HubConnection, url: URL, offer
         raise ProxyError(504, "hub-timeout", f"The hub at {settings.hub} did not answer the websocket "
                                              "handshake in time: try again.") from None
     except (ConnectionError, ssl.SSLError) as exc:
-        if _transport.refuses_client(exc):
+        if _transport.refuses_client(exc):  # with TLS 1.3, a missing client certificate is refused after the handshake
             raise _transport.gateway_refused_certificate(settings, str(exc)) from None
         raise ProxyError(502, "hub-disconnected", f"The hub at {settings.hub} broke off the websocket "
                                                   f"handshake ({type(exc).__name__}): try again.") from None

@@ -29,9 +29,13 @@ STOP_SECONDS = 15.0  # SIGTERM closes connections within a few seconds; after th
 MESSAGE_PREFIX = "jupyter-dev-proxy: "
 
 
+# The forward-proxy variables the proxy reads as curl does: a test names its own, or none.
+_PROXY_VARIABLES = frozenset({"http_proxy", "https_proxy", "all_proxy", "no_proxy"})
+
+
 def clean_env(**values: str) -> dict[str, str]:
-    """The test's environment without any setting of the proxy or the hub, plus ``values``."""
-    env = {k: v for k, v in os.environ.items() if not k.startswith("JUPYTER")}
+    """The test's environment without any setting of the proxy, the hub or a forward proxy, plus ``values``."""
+    env = {k: v for k, v in os.environ.items() if not k.startswith("JUPYTER") and k.lower() not in _PROXY_VARIABLES}
     env.update(values)
     return env
 

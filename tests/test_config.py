@@ -603,6 +603,11 @@ HELP_TABLE = [
     ("--ca-cert", "JUPYTER_CLUSTER_CA_CERT", None),
     ("--hub-token-file", "JUPYTERHUB_API_TOKEN_FILE", None),
     ("--log-level", "JUPYTER_PROXY_LOG_LEVEL", "info"),
+    ("--server-base-url", "JUPYTER_SERVER_BASE_URL", "/"),
+    ("--client-cert", "JUPYTER_CLIENT_CERT", None),
+    ("--client-key", "JUPYTER_CLIENT_KEY", None),
+    ("--hub-proxy", "JUPYTER_HUB_PROXY", None),
+    ("--allowed-hosts", "JUPYTER_PROXY_ALLOWED_HOSTS", None),
 ]
 
 
@@ -800,3 +805,92 @@ def test_the_event_loop_is_uvloop_when_installed_unless_turned_off(cwd: Path) ->
     assert load_settings(["--event-loop", "asyncio"], MINIMAL_ENV, cwd).event_loop == "asyncio"
     with pytest.raises(ConfigError, match="JUPYTER_PROXY_EVENT_LOOP"):
         load_settings([], {**MINIMAL_ENV, "JUPYTER_PROXY_EVENT_LOOP": "trio"}, cwd)
+
+
+# --- how the hub is reached: a company proxy, gateway headers, a client certificate, other host names ----------
+
+@pytest.mark.parametrize("environ,expected", [
+    ({"HTTPS_PROXY": "http://proxy.corp:3128"}, ("proxy.corp", 3128, "HTTPS_PROXY")),
+    ({"https_proxy": "http://low:1", "HTTPS_PROXY": "http://up:2"}, ("low", 1, "https_proxy")),
+    ({"ALL_PROXY": "http://all:3"}, ("all", 3, "ALL_PROXY")),
+    ({"HTTPS_PROXY": "proxy.corp"}, ("proxy.corp", 1080, "HTTPS_PROXY")),  # curl's default scheme and port
+    ({"HTTP_PROXY": "http://ignored:1"}, None),  # an https hub never uses the http_proxy variables
+    ({"HTTPS_PROXY": "http://p:1", "NO_PROXY": "hub.example.org"}, None),
+    ({"HTTPS_PROXY": "http://p:1", "no_proxy": ".example.org"}, None),
+    ({"HTTPS_PROXY": "http://p:1", "NO_PROXY": "*"}, None),
+    ({"HTTPS_PROXY": "http://p:1", "NO_PROXY": "other.org, example.org:443"}, ("p", 1, "HTTPS_PROXY")),
+    ({"HTTPS_PROXY": "http://p:1", "JUPYTER_HUB_PROXY": "none"}, None),
+    ({"HTTPS_PROXY": "http://p:1", "JUPYTER_HUB_PROXY": "http://own:9"}, ("own", 9, "JUPYTER_HUB_PROXY")),
+    ({"JUPYTER_HUB_PROXY": "http://own:9", "NO_PROXY": "*"}, ("own", 9, "JUPYTER_HUB_PROXY")),
+])
+def test_the_company_proxy_is_found_as_curl_finds_it(cwd: Path, environ: dict[str, str],
+                                                     expected: tuple[str, int, str] | None) -> None:
+    settings = load_settings([], {"JUPYTERHUB_URL": "https://hub.example.org", "JUPYTER_USERNAME": "alice",
+                                  **environ}, cwd)
+    proxy = settings.forward_proxy
+    assert (proxy and (proxy.host, proxy.port, proxy.setting)) == expected
+
+
+@pytest.mark.parametrize("no_proxy,bypassed", [("10.0.0.0/8", True), ("10.0.0.5", True), ("10.0.0.6", False),
+                                               ("192.168.0.0/16", False), ("", False)])
+def test_no_proxy_matches_addresses_and_ranges(cwd: Path, no_proxy: str, bypassed: bool) -> None:
+    settings = load(cwd, HTTPS_PROXY="http://p:1", NO_PROXY=no_proxy)
+    assert (settings.forward_proxy is None) is bypassed
+
+
+def test_proxy_credentials_are_read_and_masked(cwd: Path) -> None:
+    settings = load(cwd, HTTPS_PROXY="http://ide%40corp:p%3Ass@proxy.corp:3128")
+    proxy = settings.forward_proxy
+    assert proxy is not None and (proxy.username, proxy.password) == ("ide@corp", "p:ss")
+    assert str(proxy) == "http://ide@corp:***@proxy.corp:3128" and "p:ss" not in str(proxy)
+    assert proxy.authorization == "Basic aWRlQGNvcnA6cDpzcw=="
+    assert "p:ss" in settings.secrets and proxy.authorization in settings.secrets
+
+
+@pytest.mark.parametrize("value", ["socks5://proxy:1080", "https://proxy:443", "http://proxy:3128/path", "http://"])
+def test_a_proxy_the_proxy_cannot_use_is_a_config_error(cwd: Path, value: str) -> None:
+    assert_one_sentence_naming(load_error(cwd, JUPYTER_HUB_PROXY=value), "JUPYTER_HUB_PROXY")
+
+
+def test_a_proxy_password_on_the_command_line_is_refused(cwd: Path) -> None:
+    message = load_error(cwd, "--hub-proxy", "http://u:secret@proxy:3128")
+    assert_one_sentence_naming(message, "JUPYTER_HUB_PROXY")
+    assert "secret" not in message
+    assert load(cwd, "--hub-proxy", "http://proxy:3128").forward_proxy is not None  # without one it is fine
+
+
+def test_gateway_headers_are_read_as_json_and_kept_secret(cwd: Path) -> None:
+    settings = load(cwd, JUPYTER_HUB_HEADERS='{"CF-Access-Client-Id": "id.access", "CF-Access-Client-Secret": "s3"}')
+    assert settings.hub_headers == (("CF-Access-Client-Id", "id.access"), ("CF-Access-Client-Secret", "s3"))
+    assert "s3" in settings.secrets and "id.access" in settings.secrets
+
+
+@pytest.mark.parametrize("value", ["not json", "[1, 2]", '{"X-A": 1}', '{"Bad Name": "x"}', '{"X-A": "a\\nb"}',
+                                   '{"Authorization": "token x"}', '{"Host": "x"}', '{"Sec-WebSocket-Key": "x"}'])
+def test_gateway_headers_that_cannot_be_sent_are_a_config_error(cwd: Path, value: str) -> None:
+    assert_one_sentence_naming(load_error(cwd, JUPYTER_HUB_HEADERS=value), "JUPYTER_HUB_HEADERS")
+
+
+def test_gateway_headers_have_no_flag(cwd: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    with pytest.raises(SystemExit):
+        load(cwd, "--hub-headers", "{}")
+    assert "unrecognized arguments" in capsys.readouterr().err
+
+
+def test_client_certificate_files_must_exist(cwd: Path, tmp_path: Path) -> None:
+    assert_one_sentence_naming(load_error(cwd, JUPYTER_CLIENT_CERT=str(tmp_path / "missing.pem")),
+                               "JUPYTER_CLIENT_CERT")
+    (tmp_path / "cert.pem").write_text("PEM")
+    assert_one_sentence_naming(load_error(cwd, JUPYTER_CLIENT_CERT=str(tmp_path / "cert.pem"),
+                                          JUPYTER_CLIENT_KEY=str(tmp_path / "missing.key")), "JUPYTER_CLIENT_KEY")
+    assert load(cwd, "--client-cert", str(tmp_path / "cert.pem")).client_cert == tmp_path / "cert.pem"
+
+
+def test_allowed_hosts_add_names_to_localhost_and_the_listen_address(cwd: Path) -> None:
+    settings = load(cwd, JUPYTER_PROXY_ALLOWED_HOSTS="DevBox.internal, [fd00::1]", JUPYTER_PROXY_IP_OR_NAME="10.1.2.3")
+    assert settings.allowed_hosts == {"localhost", "10.1.2.3", "devbox.internal", "fd00::1"}
+
+
+def test_a_client_key_without_its_certificate_is_a_config_error(cwd: Path, tmp_path: Path) -> None:
+    (tmp_path / "key.pem").write_text("PEM")
+    assert_one_sentence_naming(load_error(cwd, JUPYTER_CLIENT_KEY=str(tmp_path / "key.pem")), "JUPYTER_CLIENT_CERT")

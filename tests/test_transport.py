@@ -1,0 +1,139 @@
+"""The transport's hops: TLS with a client certificate, a real TLS server that demands one (OpenSSL's), the files
+a user gives for it, and a gateway's refusal of an API request while serving."""
+
+from __future__ import annotations
+
+import socket
+import ssl
+import subprocess
+import time
+from collections.abc import Awaitable, Callable, Iterator
+from pathlib import Path
+from typing import Any
+
+import aiohttp
+import pytest
+import trustme
+from aiohttp import web
+from cryptography.hazmat.primitives import serialization
+
+from jupyter_dev_proxy import transport
+from jupyter_dev_proxy.config import ConfigError, Settings
+from jupyter_dev_proxy.demo import free_port, terminate
+from jupyter_dev_proxy.transport import HubTransport, tls_context_for
+from tests.conftest import Proxy, make_settings
+from tests.netservers import ClientCert, write_client_cert
+
+StartProxy = Callable[[Settings], Awaitable[Proxy]]
+
+
+@pytest.fixture
+def client_ca() -> trustme.CA:
+    return trustme.CA(organization_name="Client CA")
+
+
+@pytest.fixture
+def client_cert(client_ca: trustme.CA, tmp_path: Path) -> ClientCert:
+    return write_client_cert(client_ca, tmp_path)
+
+
+@pytest.fixture
+def demanding_hub(tls_ca: tuple[trustme.CA, Path], client_ca: trustme.CA, tmp_path: Path) -> Iterator[int]:
+    """OpenSSL's own server wanting a client certificate from ``client_ca`` at the TLS level, as an mTLS edge
+    does (HAProxy's or Envoy's 'verify required'); its port. A client without one is refused with a TLS alert:
+    after the handshake with TLS 1.3 ("certificate required"), in it with TLS 1.2."""
+    leaf = tls_ca[0].issue_cert("jupyterhub", "127.0.0.1")
+    leaf.private_key_and_cert_chain_pem.write_to_path(str(tmp_path / "server.pem"))
+    client_ca.cert_pem.write_to_path(str(tmp_path / "client-ca.pem"))
+    port = free_port()
+    server = subprocess.Popen(["openssl", "s_server", "-accept", f"127.0.0.1:{port}", "-cert",
+                               str(tmp_path / "server.pem"), "-CAfile", str(tmp_path / "client-ca.pem"), "-Verify", "1",
+                               "-verify_return_error", "-www", "-quiet"], stdin=subprocess.DEVNULL,
+                              stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True)
+    try:
+        deadline = time.monotonic() + 10
+        while True:
+            try:
+                socket.create_connection(("127.0.0.1", port), timeout=1).close()
+                break
+            except OSError:
+                assert time.monotonic() < deadline and server.poll() is None, "openssl s_server did not start"
+                time.sleep(0.05)
+        yield port
+    finally:
+        terminate(server, timeout=5)
+
+
+async def test_a_client_certificate_is_presented_and_accepted(
+        demanding_hub: int, tls_ca: tuple[trustme.CA, Path], client_cert: ClientCert, start_proxy: StartProxy) -> None:
+    for cert, key in ((client_cert.cert_file, client_cert.key_file), (client_cert.combined_file, None)):
+        proxy = await start_proxy(make_settings(f"https://127.0.0.1:{demanding_hub}", tls_ca[1], "jupyterhub",
+                                                client_cert=cert, client_key=key))
+        async with proxy.session() as ide:
+            async with ide.get("/api/status") as response:
+                assert response.status == 200  # s_server's -www page: the certificate was accepted
+                assert "Client certificate" in await response.text()
+
+
+@pytest.mark.parametrize("tls_version", [None, ssl.TLSVersion.TLSv1_2], ids=["tls-1.3", "tls-1.2"])
+async def test_a_server_demanding_a_client_certificate_is_named_as_a_gateway_with_the_setting(
+        demanding_hub: int, tls_ca: tuple[trustme.CA, Path], start_proxy: StartProxy,
+        monkeypatch: pytest.MonkeyPatch, tls_version: ssl.TLSVersion | None) -> None:
+    if tls_version is not None:
+        plain_context = transport.tls_context_for
+
+        def capped(settings: Settings) -> ssl.SSLContext:
+            context = plain_context(settings)
+            context.maximum_version = tls_version
+            return context
+        monkeypatch.setattr(transport, "tls_context_for", capped)
+    proxy = await start_proxy(make_settings(f"https://127.0.0.1:{demanding_hub}", tls_ca[1], "jupyterhub"))
+    async with proxy.session() as ide:
+        async with ide.get("/api/status") as response:
+            body = await response.json()
+        with pytest.raises(aiohttp.WSServerHandshakeError) as refused:  # a websocket is refused the same way
+            await ide.ws_connect("/api/kernels/1/channels")
+    assert response.status == 502 and body["reason"] == "gateway-refused", body
+    assert "JUPYTER_CLIENT_CERT" in body["message"] and "not the hub" in body["message"]
+    assert refused.value.status == 502
+
+
+@pytest.mark.parametrize("status,content_type,refused", [
+    (403, "text/html", True), (401, "text/plain", True), (403, "application/json", False), (404, "text/html", False),
+    (495, "application/json", True),
+])
+async def test_a_refusal_that_is_not_the_servers_json_is_named_as_the_gateways(
+        aiohttp_server: Callable[..., Awaitable[Any]], start_proxy: StartProxy, status: int, content_type: str,
+        refused: bool) -> None:
+    async def refuse(request: web.Request) -> web.Response:
+        return web.Response(status=status, text="<html>Access denied by the edge</html>", content_type=content_type)
+
+    app = web.Application()
+    app.router.add_get("/user/alice/api/contents", refuse)
+    hub = await aiohttp_server(app)
+    proxy = await start_proxy(make_settings(f"http://127.0.0.1:{hub.port}"))
+    async with proxy.session() as ide:
+        async with ide.get("/api/contents") as response:
+            assert response.status == (502 if refused else status)
+            if refused:
+                assert (await response.json())["reason"] == "gateway-refused"
+
+
+def test_a_client_key_with_a_passphrase_is_refused_without_prompting(
+        client_ca: trustme.CA, tmp_path: Path) -> None:
+    issued = client_ca.issue_cert("ide-user@example.org")
+    key = serialization.load_pem_private_key(issued.private_key_pem.bytes(), password=None)
+    locked = key.private_bytes(serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8,
+                               serialization.BestAvailableEncryption(b"passphrase"))
+    (tmp_path / "cert.pem").write_bytes(issued.cert_chain_pems[0].bytes())
+    (tmp_path / "key.pem").write_bytes(locked)
+    settings = make_settings("https://hub", None, "hub", client_cert=tmp_path / "cert.pem",
+                             client_key=tmp_path / "key.pem")
+    with pytest.raises(ConfigError, match="JUPYTER_CLIENT_KEY to its key without a passphrase"):
+        tls_context_for(settings)
+
+
+def test_a_file_that_is_not_a_certificate_is_a_config_error(tmp_path: Path) -> None:
+    (tmp_path / "cert.pem").write_text("not a certificate")
+    with pytest.raises(ConfigError, match="JUPYTER_CLIENT_CERT"):
+        HubTransport(make_settings("https://hub", None, "hub", client_cert=tmp_path / "cert.pem"))
