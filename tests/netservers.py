@@ -28,6 +28,7 @@ from pathlib import Path
 from urllib.parse import quote, urlsplit
 
 import trustme
+from aiohttp.test_utils import BaseTestServer
 
 from jupyter_dev_proxy.demo import free_port, terminate
 
@@ -440,6 +441,18 @@ async def _pipe(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> N
         await writer.drain()
     if writer.can_write_eof():
         writer.write_eof()
+
+
+async def wait_until_idle(server: BaseTestServer, timeout: float = 5.0) -> None:
+    """Wait until no connection to an aiohttp test server is open.
+
+    A proxy closes its side of a tunnel a few ms after the client closes its own; a test server stopped before that
+    cuts a TLS connection mid-shutdown, and Python warns of an unclosed transport in whichever test runs next.
+    """
+    assert server.runner is not None
+    deadline = time.monotonic() + timeout
+    while server.runner.server is not None and server.runner.server.connections and time.monotonic() < deadline:
+        await asyncio.sleep(0.01)
 
 
 # -- shared ---------------------------------------------------------------------------------------------------------

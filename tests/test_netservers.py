@@ -23,6 +23,7 @@ from tests.netservers import (
     missing_programs,
     start_nginx_gateway,
     start_tinyproxy,
+    wait_until_idle,
     write_client_cert,
 )
 from tests.upstreams import echo_app
@@ -36,6 +37,13 @@ needs_nginx = pytest.mark.skipif(_missing_nginx is not None, reason=str(_missing
 
 HUB_NAME = "hub.internal.test"
 GATEWAY_HEADER = ("X-Gateway-Token", "let-me-in")
+
+
+@pytest.fixture
+async def upstream(echo_upstream: Any) -> AsyncIterator[Any]:
+    """The echo upstream (conftest), which no tunnel still holds when the test ends."""
+    yield echo_upstream
+    await wait_until_idle(echo_upstream)
 
 
 def client_tls(ca_file: Path, cert: ClientCert | None = None) -> ssl.SSLContext:
@@ -59,8 +67,8 @@ def tinyproxy() -> Iterator[ForwardProxy]:
 
 @needs_tinyproxy
 async def test_tinyproxy_tunnels_with_credentials_and_logs_the_target(
-        tinyproxy: ForwardProxy, echo_upstream: Any, tls_ca: tuple[trustme.CA, Path]) -> None:
-    target = f"127.0.0.1:{echo_upstream.port}"
+        tinyproxy: ForwardProxy, upstream: Any, tls_ca: tuple[trustme.CA, Path]) -> None:
+    target = f"127.0.0.1:{upstream.port}"
     async with aiohttp.ClientSession() as session:
         async with session.get(f"https://{target}/user/alice/echo", proxy=tinyproxy.url,
                                ssl=client_tls(tls_ca[1])) as response:
@@ -75,10 +83,10 @@ async def test_tinyproxy_tunnels_with_credentials_and_logs_the_target(
     ("alice:wrong@", 401, "WWW-Authenticate"),  # tinyproxy's own choice, not 407
 ])
 async def test_tinyproxy_refuses_missing_or_wrong_credentials(
-        tinyproxy: ForwardProxy, echo_upstream: Any, credentials: str, status: int, challenge: str) -> None:
+        tinyproxy: ForwardProxy, upstream: Any, credentials: str, status: int, challenge: str) -> None:
     async with aiohttp.ClientSession() as session:
         with pytest.raises(aiohttp.ClientHttpProxyError) as refused:
-            await session.get(f"https://127.0.0.1:{echo_upstream.port}/",
+            await session.get(f"https://127.0.0.1:{upstream.port}/",
                               proxy=f"http://{credentials}127.0.0.1:{tinyproxy.port}")
     assert refused.value.status == status
     assert refused.value.headers is not None
@@ -98,11 +106,13 @@ async def test_tinyproxy_answers_500_for_a_closed_port(tinyproxy: ForwardProxy) 
 
 @pytest.fixture
 async def named_upstream(aiohttp_server: Callable[..., Awaitable[Any]],
-                         tls_ca: tuple[trustme.CA, Path]) -> Any:
+                         tls_ca: tuple[trustme.CA, Path]) -> AsyncIterator[Any]:
     """The echo upstream with a certificate for a name no DNS server knows."""
     context = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
     tls_ca[0].issue_cert(HUB_NAME).configure_cert(context)
-    return await aiohttp_server(echo_app(), ssl=context)
+    server = await aiohttp_server(echo_app(), ssl=context)
+    yield server
+    await wait_until_idle(server)
 
 
 @pytest.fixture
@@ -176,10 +186,10 @@ def gateway_tls(tmp_path: Path) -> tuple[trustme.CA, Path, ClientCert]:
 
 
 @pytest.fixture
-def gateway(echo_upstream: Any, tls_ca: tuple[trustme.CA, Path],
+def gateway(upstream: Any, tls_ca: tuple[trustme.CA, Path],
             gateway_tls: tuple[trustme.CA, Path, ClientCert], tmp_path: Path) -> Iterator[Gateway]:
     server_ca = gateway_tls[0]
-    started = start_nginx_gateway(f"https://127.0.0.1:{echo_upstream.port}", tls_ca[1], server_ca,
+    started = start_nginx_gateway(f"https://127.0.0.1:{upstream.port}", tls_ca[1], server_ca,
                                   tmp_path / "client-ca.pem", GATEWAY_HEADER)
     try:
         yield started
