@@ -139,6 +139,15 @@ class Hub:
         except ValueError:
             return status, raw.decode(errors="replace")
 
+    def status_of(self, path: str, token: str) -> int:
+        """The status the hub itself gives ``path`` (from its origin) for ``token``, asked directly."""
+        request = urllib.request.Request(self.url + path, headers={"Authorization": f"token {token}"})
+        try:
+            with urllib.request.urlopen(request, context=self.client_tls(), timeout=30) as response:
+                return int(response.status)
+        except urllib.error.HTTPError as error:
+            return error.code
+
     def client_tls(self) -> ssl.SSLContext:
         context = ssl.create_default_context(cafile=str(self.ca_file))
         context.check_hostname = False  # reached by IP; the proxy under test checks the name itself

@@ -19,7 +19,8 @@ def ide_session(url: str, token: str, **kwargs: Any) -> aiohttp.ClientSession:
 
 
 async def new_notebook(client: aiohttp.ClientSession) -> str:
-    """Create an untitled notebook, rename it, save a cell into it and read it back; its path."""
+    """Create an untitled notebook, rename it, save a cell into it and read it back; its path. The server answers
+    the creation with its own absolute URL: the IDE must see it without the server's prefix."""
     async with client.post("/api/contents", json={"type": "notebook"}) as response:
         assert response.status == 201, await response.text()
         created = await response.json()
@@ -27,6 +28,8 @@ async def new_notebook(client: aiohttp.ClientSession) -> str:
     name = f"nb-{uuid.uuid4().hex[:8]}.ipynb"
     async with client.patch(f"/api/contents/{created['path']}", json={"path": name}) as response:
         assert response.status == 200
+    async with client.get(f"/api/contents/{created['path']}") as response:
+        assert response.status == 404  # renamed: the server's own answer, passed through as it is
     async with client.get(f"/api/contents/{name}") as response:
         notebook = (await response.json())["content"]
     notebook["cells"].append({"cell_type": "code", "id": "c0", "metadata": {}, "source": "1 + 1", "outputs": [],

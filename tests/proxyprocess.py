@@ -125,6 +125,11 @@ class ProxyProcess:
         """GET ``path`` through the proxy as an IDE does (Authorization: token); (status, JSON or text)."""
         return _raw_request(self.url, "GET", path, self.token)
 
+    def reached(self, targets: list[str]) -> dict[str, tuple[int, Any]]:
+        """Which of ``targets`` the proxy answered without refusing (status below 400), with their answers."""
+        answers = {target: self.get(target) for target in targets}
+        return {target: answer for target, answer in answers.items() if answer[0] < 400}
+
     def post_json(self, path: str, body: str = "{}") -> tuple[int, Any]:
         return _raw_request(self.url, "POST", path, self.token, body.encode())
 

@@ -8,32 +8,17 @@ from __future__ import annotations
 
 import asyncio
 import json
-import uuid
 from collections.abc import Awaitable, Callable, Iterator
 
-import aiohttp
 import pytest
 
 from jupyter_dev_proxy.config import Settings
 from jupyter_dev_proxy.demo import DemoServer, start_demo_server
 from tests.conftest import Proxy, make_settings
+from tests.ide import new_notebook, start_session
 from tests.kernel_client import KERNEL_PROTOCOL, KernelChannel, reply_content, result_text
 
 pytestmark = pytest.mark.timeout(180)
-
-
-async def _new_notebook_name(client: aiohttp.ClientSession) -> str:
-    async with client.post("/api/contents", json={"type": "notebook"}) as response:
-        assert response.status == 201, await response.text()
-        # The server answers with its own absolute URL; the IDE must see it without /user/alice.
-        created = await response.json()
-        assert response.headers["Location"] == f"/api/contents/{created['path']}"
-    name = f"nb-{uuid.uuid4().hex[:8]}.ipynb"
-    async with client.patch(f"/api/contents/{created['path']}", json={"path": name}) as response:
-        assert response.status == 200
-    async with client.get(f"/api/contents/{created['path']}") as response:
-        assert response.status == 404  # the server's own answer, passed through as it is
-    return name
 
 
 async def test_notebook_contents_create_rename_save_and_read(jupyter_proxy: Proxy) -> None:
@@ -41,13 +26,7 @@ async def test_notebook_contents_create_rename_save_and_read(jupyter_proxy: Prox
         async with client.get("/api/contents") as response:
             assert response.status == 200
             assert (await response.json())["type"] == "directory"
-        name = await _new_notebook_name(client)
-        async with client.get(f"/api/contents/{name}") as response:
-            notebook = (await response.json())["content"]
-        notebook["cells"].append({"cell_type": "code", "id": "c0", "metadata": {}, "source": "1 + 1",
-                                  "outputs": [], "execution_count": None})
-        async with client.put(f"/api/contents/{name}", json={"type": "notebook", "content": notebook}) as response:
-            assert response.status == 200
+        name = await new_notebook(client)  # created, renamed, saved with a cell, read back
         async with client.get(f"/api/contents/{name}") as response:
             saved = await response.json()
         assert saved["content"]["cells"][0]["source"] == "1 + 1"
@@ -76,18 +55,10 @@ async def test_api_root_and_tree_pages_are_served(jupyter_proxy: Proxy) -> None:
             assert not response.headers.get("Location", "/").startswith(("/user", "http"))
 
 
-async def _start_session(client: aiohttp.ClientSession, name: str) -> dict[str, str]:
-    async with client.post("/api/sessions", json={"kernel": {"name": "python3"}, "name": name, "path": name,
-                                                   "type": "notebook"}) as response:
-        assert response.status == 201, await response.text()
-        model = await response.json()
-    return {"session": model["id"], "kernel": model["kernel"]["id"]}
-
-
 @pytest.mark.parametrize("protocols", [(KERNEL_PROTOCOL,), ()], ids=["v1-binary", "legacy-json"])
 async def test_execute_over_the_kernel_websocket(jupyter_proxy: Proxy, protocols: tuple[str, ...]) -> None:
     async with jupyter_proxy.session() as client:
-        ids = await _start_session(client, await _new_notebook_name(client))
+        ids = await start_session(client, await new_notebook(client))
         async with client.ws_connect(f"/api/kernels/{ids['kernel']}/channels?session_id={ids['session']}",
                                      protocols=protocols) as ws:
             assert ws.protocol == (protocols[0] if protocols else None)
@@ -99,7 +70,7 @@ async def test_execute_over_the_kernel_websocket(jupyter_proxy: Proxy, protocols
 
 async def test_interrupt_restart_and_delete_a_kernel(jupyter_proxy: Proxy) -> None:
     async with jupyter_proxy.session() as client:
-        ids = await _start_session(client, await _new_notebook_name(client))
+        ids = await start_session(client, await new_notebook(client))
         kernel = f"/api/kernels/{ids['kernel']}"
         async with client.ws_connect(f"{kernel}/channels?session_id={ids['session']}",
                                      protocols=(KERNEL_PROTOCOL,)) as ws:
@@ -146,7 +117,7 @@ async def test_terminal_websocket_outside_api_is_routed(jupyter_proxy: Proxy) ->
 
 async def test_large_kernel_output_crosses_the_4_mib_default_cap(jupyter_proxy: Proxy) -> None:
     async with jupyter_proxy.session() as client:
-        ids = await _start_session(client, await _new_notebook_name(client))
+        ids = await start_session(client, await new_notebook(client))
         async with client.ws_connect(f"/api/kernels/{ids['kernel']}/channels?session_id={ids['session']}",
                                      protocols=(KERNEL_PROTOCOL,), max_msg_size=0) as ws:
             channel = KernelChannel(ws, ids["session"])
@@ -173,7 +144,7 @@ async def test_an_idle_kernel_websocket_outlives_the_servers_ping_timeout(
     proxy = await start_proxy(make_settings(impatient_upstream.url, impatient_upstream.ca_file,
                                             impatient_upstream.tls_name, hub_token=impatient_upstream.token))
     async with proxy.session() as client:
-        ids = await _start_session(client, await _new_notebook_name(client))
+        ids = await start_session(client, await new_notebook(client))
         async with client.ws_connect(f"/api/kernels/{ids['kernel']}/channels?session_id={ids['session']}",
                                      protocols=(KERNEL_PROTOCOL,), autoping=True) as ws:
             channel = KernelChannel(ws, ids["session"])

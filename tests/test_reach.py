@@ -7,8 +7,6 @@ from __future__ import annotations
 
 import json
 import os
-import urllib.error
-import urllib.request
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -55,16 +53,6 @@ def reach_env(hub: Hub, token: str, **more: str) -> dict[str, str]:
     return clean_env(**{"JUPYTERHUB_URL": f"{hub.address}/hub/home", "JUPYTER_CLUSTER_CA_CERT": str(hub.ca_file),
                         "JUPYTERHUB_API_TOKEN": token, "JUPYTER_PROXY_PORT": "0",
                         "JUPYTER_PROXY_IP_OR_NAME": "127.0.0.1", **more})
-
-
-def hub_status(hub: Hub, path: str, token: str) -> int:
-    """The status the hub itself gives ``path`` for ``token``, asked directly (not through the proxy)."""
-    request = urllib.request.Request(hub.url + path, headers={"Authorization": f"token {token}"})
-    try:
-        with urllib.request.urlopen(request, context=hub.client_tls(), timeout=30) as response:
-            return int(response.status)
-    except urllib.error.HTTPError as error:
-        return error.code
 
 
 # -- a hub under a path -------------------------------------------------------------------------------------------
@@ -133,16 +121,11 @@ def test_under_a_base_path_confinement_is_as_strict(hub: Hub, proxies: list[Prox
     hub.ensure_running("bob")
     token = hub.make_token("alice")
     # alice's token alone opens bob's server and the hub's API (her role allows it): only the proxy keeps her out.
-    assert hub_status(hub, "/jupyter/user/bob/api/status", token) == 200
-    assert hub_status(hub, "/jupyter/hub/api/user", token) == 200
+    assert hub.status_of("/jupyter/user/bob/api/status", token) == 200
+    assert hub.status_of("/jupyter/hub/api/user", token) == 200
     proxy = run_proxy(proxies, reach_env(hub, token))
     proxy.wait_for_banner()
-    reached = {}
-    for target in UNDER_THE_BASE_BUT_NOT_ALICES:
-        status, body = proxy.get(target)
-        if status < 400:
-            reached[target] = (status, body)
-    assert reached == {}
+    assert proxy.reached(UNDER_THE_BASE_BUT_NOT_ALICES) == {}
     assert proxy.get("/jupyter/user/alice/api/status")[0] == 200  # her own server's absolute URLs work
     assert proxy.get("/api/status")[0] == 200
 
