@@ -122,6 +122,7 @@ class ProxyRunner(web.BaseRunner):
         self._relays.stop_all()
 
     async def _cleanup_server(self) -> None:
+        await self._transport.close()
         if self._session is not None:
             await self._session.close()
         if self._watch is not None:
@@ -129,6 +130,7 @@ class ProxyRunner(web.BaseRunner):
 
     async def _handle(self, request: web.BaseRequest) -> web.StreamResponse:
         """The funnel: every refusal and hub failure becomes Jupyter-shaped JSON and one log line."""
+        self._transport.note_activity()
         try:
             check_request_head(request.method, request.version, request.headers)
             if self._watch is not None:  # on a hub: a stopped server is noticed and answered there

@@ -4,7 +4,8 @@
 
     HubTransport(settings)
       .open(protocol_factory)  one connection as configured, handed to a protocol (a websocket's, aiohttp's);
-                               ProxyError naming the hop that failed
+                               ProxyError naming the hop that failed; a ready one when there is one
+      .note_activity()         the IDE is at work: keep connections ready for after its next pause
       .session()               the aiohttp session for HTTP requests and hub API calls, whose connections
                                come from .open; it sends the access gateway's headers with every request
       .gateway_headers         those headers, for what writes its own requests (websocket handshakes)
@@ -16,6 +17,10 @@ The hub's name is resolved by the system resolver, or, through a company proxy, 
 from __future__ import annotations
 
 import asyncio
+import collections
+import contextlib
+import logging
+import math
 import socket
 import ssl
 from collections.abc import AsyncIterator, Callable
@@ -45,6 +50,19 @@ CONNECT_TIMEOUT_SECONDS = 15.0
 # websocket have no limit.
 ANSWER_TIMEOUT_SECONDS = 120.0
 
+# Connections kept ready for the next request or websocket after a pause: opened (TCP, tunnel, TLS) but never
+# used, so what comes next costs one round trip instead of three. None is ever one the hub has used (the hub's
+# proxy closes used ones after 5 s idle): that is the stale-connection guarantee. As many as the busiest second
+# of the last few minutes needed, at most this many.
+MAX_SPARE_CONNECTIONS = 4
+_DEMAND_WINDOW_SECONDS = 300.0
+# A spare older than this is replaced by a new one: an nginx ingress closes a connection that has sent no
+# request within 60 s (client_header_timeout), and other middleboxes forget idle ones after a minute or more.
+SPARE_MAX_AGE_SECONDS = 45.0
+# How often the spares are looked after, and how long to wait after failing to open one (the hub is down).
+_WARM_TICK_SECONDS = 1.0
+_WARM_BACKOFF_SECONDS = 10.0
+
 # Larger reads than aiohttp's 64 KiB default halve the per-chunk overhead of large downloads, at a fixed
 # memory cost per open response.
 READ_BUFFER_BYTES = 256 * 1024
@@ -60,6 +78,8 @@ _CLIENT_CERTIFICATE_ALERTS = ("CERTIFICATE_REQUIRED", "HANDSHAKE_FAILURE", "BAD_
                               "CERTIFICATE_UNKNOWN", "ACCESS_DENIED")
 
 _P = TypeVar("_P", bound=asyncio.BaseProtocol)
+
+log = logging.getLogger("jupyter_dev_proxy")
 
 
 def tls_context_for(settings: Settings) -> ssl.SSLContext:
@@ -121,6 +141,41 @@ class _Peek(asyncio.Protocol):
         self.transport = cast(asyncio.Transport, transport)
 
 
+class _Spare(asyncio.Protocol):
+    """A ready connection that has carried nothing yet, waiting to be handed to a protocol. The hub sends nothing
+    before a request, so anything it does (bytes, closing) means the connection must not be used."""
+
+    def __init__(self) -> None:
+        self.transport: asyncio.Transport | None = None
+        self.born = asyncio.get_running_loop().time()
+        self.usable = True
+
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        self.transport = cast(asyncio.Transport, transport)
+
+    def data_received(self, data: bytes) -> None:
+        self.discard()
+
+    def eof_received(self) -> bool:
+        self.usable = False
+        return False
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        self.usable = False
+
+    def discard(self) -> None:
+        self.usable = False
+        if self.transport is not None:
+            self.transport.abort()
+
+    def hand_to(self, protocol: _P) -> _P:
+        assert self.transport is not None
+        self.usable = False
+        self.transport.set_protocol(protocol)
+        protocol.connection_made(self.transport)
+        return protocol
+
+
 class HubTransport:
     """The hops to the hub, configured once; every connection to the hub is made by ``open``."""
 
@@ -131,12 +186,81 @@ class HubTransport:
         self._host, self._port = hub.raw_host, hub.port
         self._tls = tls_context_for(settings) if hub.scheme == "https" else None
         self.gateway_headers = settings.hub_headers
+        self._spares: collections.deque[_Spare] = collections.deque()
+        self._opened_at: collections.deque[float] = collections.deque()  # when open() was asked: the demand
+        self._last_activity = -math.inf
+        self._warming: asyncio.Task[None] | None = None
 
     # -- opening a connection ------------------------------------------------------------------------------------
 
     async def open(self, protocol_factory: Callable[[], _P]) -> _P:
-        """A connection to the hub (tunnelled and TLS-wrapped as configured), handed to a new protocol."""
+        """A connection to the hub (tunnelled and TLS-wrapped as configured), handed to a new protocol: a spare
+        one when one is ready, else a new one."""
+        self._opened_at.append(asyncio.get_running_loop().time())
+        while self._spares:
+            spare = self._spares.popleft()
+            if spare.usable:
+                return spare.hand_to(protocol_factory())
         return await self._open(protocol_factory, self._tls)
+
+    # -- keeping connections ready ---------------------------------------------------------------------------------
+
+    def note_activity(self) -> None:
+        """The IDE did something: keep connections ready (again) for the next few minutes of quiet."""
+        loop = asyncio.get_running_loop()
+        self._last_activity = loop.time()
+        if self._warming is None and self._settings.keep_warm_minutes > 0:
+            self._warming = loop.create_task(self._keep_warm())
+
+    def _wanted_spares(self, now: float) -> int:
+        """The most connections the busiest second of the last few minutes asked for (1 to the maximum)."""
+        opened = self._opened_at
+        while opened and opened[0] < now - _DEMAND_WINDOW_SECONDS:
+            opened.popleft()
+        busiest, start = 1, 0
+        for end, moment in enumerate(opened):
+            while opened[start] < moment - 1.0:
+                start += 1
+            busiest = max(busiest, end - start + 1)
+        return min(busiest, MAX_SPARE_CONNECTIONS)
+
+    async def _keep_warm(self) -> None:
+        """Until the IDE has been quiet for the configured minutes: replace spares that aged or that the hub
+        closed, and open new ones up to the demand. Nothing is ever sent on them: the user's server never sees
+        them, so its idle culling works as if the proxy were not there."""
+        loop = asyncio.get_running_loop()
+        quiet_limit = self._settings.keep_warm_minutes * 60
+        try:
+            while (now := loop.time()) - self._last_activity < quiet_limit:
+                for spare in list(self._spares):
+                    if not spare.usable or now - spare.born > SPARE_MAX_AGE_SECONDS:
+                        self._spares.remove(spare)
+                        spare.discard()
+                pause = _WARM_TICK_SECONDS
+                if len(self._spares) < self._wanted_spares(now):
+                    try:
+                        self._spares.append(await self._open(_Spare, self._tls))
+                        pause = 0
+                    except ProxyError as error:
+                        log.debug("Could not open a spare connection to the hub (%s); trying again later.",
+                                  error.reason)
+                        pause = _WARM_BACKOFF_SECONDS
+                await asyncio.sleep(pause)
+        finally:
+            self._warming = None
+            self._drop_spares()
+
+    def _drop_spares(self) -> None:
+        while self._spares:
+            self._spares.popleft().discard()
+
+    async def close(self) -> None:
+        """Stop keeping connections ready and close the ready ones."""
+        if self._warming is not None:
+            self._warming.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._warming
+        self._drop_spares()
 
     async def _open(self, protocol_factory: Callable[[], _P], tls: ssl.SSLContext | None) -> _P:
         loop = asyncio.get_running_loop()

@@ -608,6 +608,7 @@ HELP_TABLE = [
     ("--client-key", "JUPYTER_CLIENT_KEY", None),
     ("--hub-proxy", "JUPYTER_HUB_PROXY", None),
     ("--allowed-hosts", "JUPYTER_PROXY_ALLOWED_HOSTS", None),
+    ("--keep-warm-minutes", "JUPYTER_PROXY_KEEP_WARM_MINUTES", "30"),
 ]
 
 
@@ -894,3 +895,13 @@ def test_allowed_hosts_add_names_to_localhost_and_the_listen_address(cwd: Path) 
 def test_a_client_key_without_its_certificate_is_a_config_error(cwd: Path, tmp_path: Path) -> None:
     (tmp_path / "key.pem").write_text("PEM")
     assert_one_sentence_naming(load_error(cwd, JUPYTER_CLIENT_KEY=str(tmp_path / "key.pem")), "JUPYTER_CLIENT_CERT")
+
+
+@pytest.mark.parametrize("value,minutes", [("30", 30.0), ("0", 0.0), ("2.5", 2.5)])
+def test_keep_warm_minutes_are_read(cwd: Path, value: str, minutes: float) -> None:
+    assert load(cwd, JUPYTER_PROXY_KEEP_WARM_MINUTES=value).keep_warm_minutes == minutes
+
+
+@pytest.mark.parametrize("value", ["-1", "soon", "nan"])
+def test_bad_keep_warm_minutes_are_a_config_error(cwd: Path, value: str) -> None:
+    assert_one_sentence_naming(load_error(cwd, JUPYTER_PROXY_KEEP_WARM_MINUTES=value), "JUPYTER_PROXY_KEEP_WARM_MINUTES")

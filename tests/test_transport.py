@@ -3,11 +3,12 @@ a user gives for it, and a gateway's refusal of an API request while serving."""
 
 from __future__ import annotations
 
+import asyncio
 import socket
 import ssl
 import subprocess
 import time
-from collections.abc import Awaitable, Callable, Iterator
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -23,6 +24,7 @@ from jupyter_dev_proxy.demo import free_port, terminate
 from jupyter_dev_proxy.transport import HubTransport, tls_context_for
 from tests.conftest import Proxy, make_settings
 from tests.netservers import ClientCert, write_client_cert
+from tests.upstreams import CountingUpstream
 
 StartProxy = Callable[[Settings], Awaitable[Proxy]]
 
@@ -41,7 +43,8 @@ def client_cert(client_ca: trustme.CA, tmp_path: Path) -> ClientCert:
 def demanding_hub(tls_ca: tuple[trustme.CA, Path], client_ca: trustme.CA, tmp_path: Path) -> Iterator[int]:
     """OpenSSL's own server wanting a client certificate from ``client_ca`` at the TLS level, as an mTLS edge
     does (HAProxy's or Envoy's 'verify required'); its port. A client without one is refused with a TLS alert:
-    after the handshake with TLS 1.3 ("certificate required"), in it with TLS 1.2."""
+    after the handshake with TLS 1.3 ("certificate required"), in it with TLS 1.2. It serves one connection at a
+    time, so proxies in front of it keep no spare connections (keep_warm_minutes=0)."""
     leaf = tls_ca[0].issue_cert("jupyterhub", "127.0.0.1")
     leaf.private_key_and_cert_chain_pem.write_to_path(str(tmp_path / "server.pem"))
     client_ca.cert_pem.write_to_path(str(tmp_path / "client-ca.pem"))
@@ -68,7 +71,7 @@ async def test_a_client_certificate_is_presented_and_accepted(
         demanding_hub: int, tls_ca: tuple[trustme.CA, Path], client_cert: ClientCert, start_proxy: StartProxy) -> None:
     for cert, key in ((client_cert.cert_file, client_cert.key_file), (client_cert.combined_file, None)):
         proxy = await start_proxy(make_settings(f"https://127.0.0.1:{demanding_hub}", tls_ca[1], "jupyterhub",
-                                                client_cert=cert, client_key=key))
+                                                client_cert=cert, client_key=key, keep_warm_minutes=0))
         async with proxy.session() as ide:
             async with ide.get("/api/status") as response:
                 assert response.status == 200  # s_server's -www page: the certificate was accepted
@@ -87,7 +90,8 @@ async def test_a_server_demanding_a_client_certificate_is_named_as_a_gateway_wit
             context.maximum_version = tls_version
             return context
         monkeypatch.setattr(transport, "tls_context_for", capped)
-    proxy = await start_proxy(make_settings(f"https://127.0.0.1:{demanding_hub}", tls_ca[1], "jupyterhub"))
+    proxy = await start_proxy(make_settings(f"https://127.0.0.1:{demanding_hub}", tls_ca[1], "jupyterhub",
+                                            keep_warm_minutes=0))
     async with proxy.session() as ide:
         async with ide.get("/api/status") as response:
             body = await response.json()
@@ -137,3 +141,90 @@ def test_a_file_that_is_not_a_certificate_is_a_config_error(tmp_path: Path) -> N
     (tmp_path / "cert.pem").write_text("not a certificate")
     with pytest.raises(ConfigError, match="JUPYTER_CLIENT_CERT"):
         HubTransport(make_settings("https://hub", None, "hub", client_cert=tmp_path / "cert.pem"))
+
+
+# -- connections kept ready ---------------------------------------------------------------------------------------------
+
+async def _until(condition: Callable[[], bool], what: str, timeout: float = 5.0) -> None:
+    async with asyncio.timeout(timeout):
+        while not condition():
+            await asyncio.sleep(0.02)
+
+
+@pytest.fixture
+async def counting_hub() -> AsyncIterator[CountingUpstream]:
+    hub = CountingUpstream()
+    await hub.start()
+    try:
+        yield hub
+    finally:
+        await hub.close()
+
+
+async def _start_counted(start_proxy: StartProxy, hub: CountingUpstream, **overrides: Any) -> Proxy:
+    assert hub._server is not None
+    port = hub._server.sockets[0].getsockname()[1]
+    return await start_proxy(make_settings(f"http://127.0.0.1:{port}", **overrides))
+
+
+async def test_after_a_pause_a_request_goes_out_on_a_connection_opened_before_it(
+        counting_hub: CountingUpstream, start_proxy: StartProxy, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(transport, "IDLE_CONNECTION_SECONDS", 0.2)  # the pool forgets used connections fast
+    proxy = await _start_counted(start_proxy, counting_hub)
+    async with proxy.session() as ide:
+        async with ide.get("/api/contents") as response:
+            assert response.status == 200
+        await _until(lambda: len(counting_hub.accepted_at) >= 2, "a spare connection")
+        await asyncio.sleep(0.5)  # a pause: the used connection is no longer pooled
+        sent = asyncio.get_running_loop().time()
+        async with ide.get("/api/contents") as response:
+            assert response.status == 200
+    number, _, _ = counting_hub.requests[-1]
+    assert number != counting_hub.requests[0][0]  # not the used connection
+    assert counting_hub.accepted_at[number] < sent - 0.2  # a connection that was ready before the request
+
+
+async def test_connections_kept_ready_send_nothing_and_stop_after_the_quiet_time(
+        counting_hub: CountingUpstream, start_proxy: StartProxy) -> None:
+    proxy = await _start_counted(start_proxy, counting_hub, keep_warm_minutes=1.5 / 60)
+    async with proxy.session() as ide:
+        async with ide.get("/api/contents") as response:
+            assert response.status == 200
+    await _until(lambda: len(counting_hub.accepted_at) >= 2, "a spare connection")
+    await _until(lambda: len(counting_hub.closed) >= len(counting_hub.accepted_at), "the spares closed", 10)
+    assert [line for _, _, line in counting_hub.requests] == ["GET /user/alice/api/contents HTTP/1.1"]
+
+
+async def test_a_spare_the_hub_closed_is_never_used(start_proxy: StartProxy, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(transport, "IDLE_CONNECTION_SECONDS", 0.1)
+    hub = CountingUpstream(idle_close=0.3)  # a hub's proxy closing idle connections, used or not
+    await hub.start()
+    try:
+        proxy = await _start_counted(start_proxy, hub)
+        async with proxy.session() as ide:
+            for _ in range(4):
+                async with ide.get("/api/contents") as response:
+                    assert response.status == 200
+                await asyncio.sleep(0.6)  # every spare opened before is closed by now
+    finally:
+        await hub.close()
+    assert len(hub.requests) == 4
+
+
+async def test_a_websocket_handshake_goes_out_on_a_ready_connection(
+        echo_proxy: Proxy, monkeypatch: pytest.MonkeyPatch) -> None:
+    fresh: list[str] = []  # what each new connection was opened for: "_Spare", or the protocol of a request
+    open_fresh = HubTransport._open
+
+    async def recording_open(self: HubTransport, factory: Any, tls: Any) -> Any:
+        fresh.append(getattr(factory, "__name__", type(factory).__name__))
+        return await open_fresh(self, factory, tls)
+    monkeypatch.setattr(HubTransport, "_open", recording_open)
+    async with echo_proxy.session() as ide:
+        async with ide.get("/api/status") as response:
+            assert response.status == 200
+        await _until(lambda: "_Spare" in fresh, "a spare connection")
+        async with ide.ws_connect("/ws") as ws:
+            await ws.send_str("on a ready connection")
+            assert await ws.receive_str() == "on a ready connection"
+    assert "HubConnection" not in fresh  # the websocket's connection was one opened beforehand

@@ -161,3 +161,43 @@ class StaleConnectionUpstream:
             pass
         finally:
             writer.close()
+
+
+class CountingUpstream:
+    """A raw HTTP/1.1 server that answers every request with 200 on a kept-alive connection and records, per
+    connection, when it was accepted and which requests came on it: what a test needs to see whether a request
+    went out on a connection opened beforehand, and whether anything at all was sent on the others. With
+    ``idle_close`` it closes a connection after that many seconds without a request, as a hub's proxy does."""
+
+    def __init__(self, idle_close: float | None = None) -> None:
+        self.idle_close = idle_close
+        self.accepted_at: list[float] = []
+        self.requests: list[tuple[int, float, str]] = []  # (connection number, when, request line)
+        self.closed: list[int] = []  # connections that ended (closed by either side)
+        self._server: asyncio.Server | None = None
+
+    async def start(self) -> int:
+        self._server = await asyncio.start_server(self._serve, "127.0.0.1", 0)
+        return int(self._server.sockets[0].getsockname()[1])
+
+    async def close(self) -> None:
+        if self._server is not None:
+            self._server.close()
+            await self._server.wait_closed()
+
+    async def _serve(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        loop = asyncio.get_running_loop()
+        number = len(self.accepted_at)
+        self.accepted_at.append(loop.time())
+        try:
+            while True:
+                async with asyncio.timeout(self.idle_close):
+                    head = await reader.readuntil(b"\r\n\r\n")
+                self.requests.append((number, loop.time(), head.split(b"\r\n", 1)[0].decode("latin-1")))
+                writer.write(b"HTTP/1.1 200 OK\r\nContent-Type: application/json\r\nContent-Length: 2\r\n\r\n{}")
+                await writer.drain()
+        except (asyncio.IncompleteReadError, ConnectionError, TimeoutError):
+            pass
+        finally:
+            self.closed.append(number)
+            writer.close()
