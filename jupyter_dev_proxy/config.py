@@ -103,6 +103,10 @@ OPTIONS: tuple[_Option, ...] = (
             "For how long after the IDE's last request the proxy keeps connections to the hub ready, so that the "
             "first request after a pause costs one network round trip instead of three (0: never). Nothing is "
             "sent on them, so your server's idle culling is not affected.", "MINUTES"),
+    _Option("reconnect_seconds", "JUPYTER_PROXY_RECONNECT_SECONDS", "--reconnect-seconds", "60",
+            "When the connection of a kernel's websocket to the hub breaks (a VPN reconnect, a hub restart), for "
+            "how long the proxy reconnects it while the IDE stays connected and loses no output (0: never).",
+            "SECONDS"),
     _Option("event_loop", "JUPYTER_PROXY_EVENT_LOOP", "--event-loop", "auto",
             "auto: the faster uvloop when it is installed; asyncio: Python's own event loop.", "LOOP"),
 )
@@ -155,6 +159,7 @@ class Settings:
     hub_token_setting: str = "JUPYTERHUB_API_TOKEN"  # where the hub token came from, named in advice
     event_loop: str = "auto"
     keep_warm_minutes: float = 30.0
+    reconnect_seconds: float = 60.0
     # How the hub is reached: a client certificate, a forward proxy, headers for an access gateway.
     client_cert: Path | None = None
     client_key: Path | None = None
@@ -256,14 +261,14 @@ def _port(value: str, env: str, allow_zero: bool = False) -> int:
     return port
 
 
-def _minutes(value: str, env: str) -> float:
+def _quantity(value: str, env: str, unit: str) -> float:
     try:
-        minutes = float(value)
+        number = float(value)
     except ValueError:
-        minutes = -1.0
-    if not 0 <= minutes < 1e6:
-        raise ConfigError(f"{env}={value!r} is not a number of minutes: use a number like 30 (0 turns it off).")
-    return minutes
+        number = -1.0
+    if not 0 <= number < 1e6:
+        raise ConfigError(f"{env}={value!r} is not a number of {unit}: use a number like 30 (0 turns it off).")
+    return number
 
 
 def _is_ip_address(host: str) -> bool:
@@ -537,7 +542,8 @@ def load_settings(argv: Sequence[str], environ: Mapping[str, str], cwd: Path,
         start_server=_start_server(values, hub_token is not None),
         hub_token_setting="JUPYTERHUB_API_TOKEN_FILE" if values["hub_token_file"] else "JUPYTERHUB_API_TOKEN",
         event_loop=_event_loop(values),
-        keep_warm_minutes=_minutes(values["keep_warm_minutes"] or "", "JUPYTER_PROXY_KEEP_WARM_MINUTES"),
+        keep_warm_minutes=_quantity(values["keep_warm_minutes"] or "", "JUPYTER_PROXY_KEEP_WARM_MINUTES", "minutes"),
+        reconnect_seconds=_quantity(values["reconnect_seconds"] or "", "JUPYTER_PROXY_RECONNECT_SECONDS", "seconds"),
         client_cert=_client_cert(values),
         client_key=_pem_file(values, "client_key", "JUPYTER_CLIENT_KEY"),
         forward_proxy=_hub_proxy(values, args, environ, dotenv, hub),

@@ -15,9 +15,14 @@ from __future__ import annotations
 
 import asyncio
 import base64
+import functools
 import hashlib
+import itertools
+import logging
 import os
+import re
 import ssl
+from collections.abc import Awaitable, Callable
 from contextlib import suppress
 from typing import cast
 
@@ -32,6 +37,8 @@ from .errors import ProxyError
 from .routing import client_response_headers, gateway_refusal, upstream_request_headers
 from .transport import HubTransport
 
+log = logging.getLogger("jupyter_dev_proxy")
+
 _ACCEPT_GUID = b"258EAFA5-E914-47DA-95CA-C5AB0DC85B11"  # RFC 6455 §1.3
 _CLOSE, _PING, _PONG = 0x8, 0x9, 0xA
 GOING_AWAY = 1001  # the proxy stops, or the IDE left without a close frame
@@ -43,36 +50,55 @@ _CLOSE_TIMEOUT_SECONDS = 5.0
 # The longest answer to a websocket handshake the proxy reads (a status line and headers).
 _MAX_ANSWER_BYTES = 64 * 1024
 
+# A kernel channel whose hub side breaks is reconnected with these pauses between attempts (then the last,
+# again), for up to transport.RECONNECT_SECONDS. What the IDE sends meanwhile is held up to HELD_LIMIT_BYTES.
+_RECONNECT_BACKOFF = (0.25, 0.5, 1.0, 2.0, 4.0)
+HELD_LIMIT_BYTES = 16 * 1024 * 1024
+# Answers to a reconnection that mean it will never work: the kernel is gone (404), the token is refused.
+_FINAL_REFUSALS = frozenset({401, 403, 404, 410})
+# The channel of a kernel: the websocket jupyter_server replays to when its session comes back.
+_KERNEL_CHANNEL = re.compile(r"/api/kernels/([^/?]+)/channels$")
+SERVICE_RESTART = 1012  # the hub side could not be reconnected in time: the IDE's client reconnects itself
+
 
 class FrameTracker:
     """Follows the frame boundaries of one direction without looking at data payloads.
 
     A frame of the proxy's own may only go between two frames, and never after that side's close frame.
-    Control frames (≤ 125 bytes) are taken whole, so a ping's payload is at hand for the proxy's pong.
+    Control frames (≤ 125 bytes) are taken whole, so a ping's payload is at hand for the proxy's pong: the
+    hub's (unmasked) pings by default, the IDE's (masked, unmasked here) with ``masked_pings``.
     """
 
-    __slots__ = ("_skip", "_partial", "closed")
+    __slots__ = ("_skip", "_partial", "_masked_pings", "closed", "last_boundary")
 
-    def __init__(self) -> None:
+    def __init__(self, masked_pings: bool = False) -> None:
         self._skip = 0  # bytes of the current frame still to come
         self._partial = b""  # the start of a frame cut by a read: its header, or a control frame
+        self._masked_pings = masked_pings
         self.closed = False  # a close frame has passed: this direction said goodbye itself
+        self.last_boundary = -1  # where in the last data fed the last frame ending in it ended; -1: none did
 
     @property
     def at_boundary(self) -> bool:
         return self._skip == 0 and not self._partial
 
     def feed(self, data: bytes) -> list[bytes]:
-        """Note ``data`` as relayed; return the payloads of the unmasked (hub's) pings in it."""
+        """Note ``data`` as relayed; return the payloads of the pings in it (see the class)."""
         pings: list[bytes] = []
+        self.last_boundary = -1
         if self._skip >= len(data):
             self._skip -= len(data)
+            if self._skip == 0:
+                self.last_boundary = len(data)
             return pings
+        carried = len(self._partial)  # bytes before ``data`` in the buffer parsed below
         if self._partial:
             data, pos = self._partial + data, 0
         else:
             pos = self._skip
         end = len(data)
+        if carried < pos <= end:  # the frame skipped through ended in this data
+            self.last_boundary = pos - carried
         while end - pos >= 2:
             first, second = data[pos], data[pos + 1]
             length, header = second & 0x7F, (6 if second & 0x80 else 2)  # 4 bytes of mask key when masked
@@ -89,9 +115,13 @@ class FrameTracker:
                     break
                 if first & 0x0F == _CLOSE:
                     self.closed = True
-                elif first & 0x0F == _PING and header == 2:
-                    pings.append(data[pos + 2:pos + 2 + length])
+                elif first & 0x0F == _PING and (header == 2) != self._masked_pings:
+                    payload = data[pos + header:pos + header + length]
+                    key = data[pos + 2:pos + 6]
+                    pings.append(bytes(b ^ key[i % 4] for i, b in enumerate(payload)) if header == 6 else payload)
             pos += header + length
+            if carried < pos <= end:
+                self.last_boundary = pos - carried
         self._skip = max(pos - end, 0)
         self._partial = data[pos:] if pos < end else b""
         return pings
@@ -109,36 +139,75 @@ def _close_payload(code: int, reason: bytes) -> bytes:
     return code.to_bytes(2, "big") + reason[:123]
 
 
+Reconnect = Callable[[], Awaitable["HubConnection"]]
+
+
 class Relay:
     """Both ends of one spliced websocket: aiohttp feeds it the IDE's bytes, ``HubConnection`` the hub's.
 
     Each side's bytes are written to the other as they come. When a side cannot take more, the other is
     paused; nothing is buffered here, so memory stays flat whatever the message size.
+
+    With ``reconnect`` (a kernel channel), a hub side that breaks without a close frame is opened again while
+    the IDE's side stays open: what the IDE sends meanwhile is held (its frame cut by the break is sent again
+    whole), the proxy answers the IDE's pings, and jupyter_server replays to the same session what the kernel
+    said meanwhile. The IDE sees nothing but a pause.
     """
 
-    def __init__(self, request: web.BaseRequest, ide: AbstractStreamWriter, hub: HubConnection) -> None:
+    def __init__(self, request: web.BaseRequest, ide: AbstractStreamWriter, hub: HubConnection,
+                 reconnect: Reconnect | None = None, reconnect_seconds: float = 0.0, label: str = "websocket") -> None:
         assert request.transport is not None and hub.transport is not None
         self._ide_protocol = request.protocol
         self._ide_transport = request.transport
         self._ide = ide
+        self._hub = hub
         self._hub_transport = hub.transport
         self.to_ide = FrameTracker()
-        self.to_hub = FrameTracker()
+        self.to_hub = FrameTracker(masked_pings=True)
         self._ide_done = False  # the IDE is gone or was told goodbye: the hub's bytes are dropped
         self._hang_up: asyncio.TimerHandle | None = None
         self._resuming: asyncio.Future[None] | None = None  # while pending, the hub is paused for the IDE
+        self._reconnect = reconnect if reconnect_seconds > 0 else None
+        self._reconnect_seconds = reconnect_seconds
+        self._label = label
+        self._unsent: list[bytes] | None = []  # the IDE's bytes since its last frame boundary (None: too many)
+        self._unsent_bytes = 0
+        self._held: list[bytes] = []  # while reconnecting: the cut frame's start, then all the IDE sends
+        self._held_bytes = 0
+        self._reconnecting: asyncio.Task[None] | None = None
+        self._stopping = False
+        self.finished: asyncio.Future[None] = asyncio.get_running_loop().create_future()
 
     # The IDE's side: aiohttp hands the upgraded connection's bytes to its "parser", which is this.
 
     def feed_data(self, data: bytes) -> tuple[bool, bytes]:
-        if not self._hub_transport.is_closing():
-            self.to_hub.feed(data)
+        pings = self.to_hub.feed(data)
+        if self._reconnect is not None:
+            self._note_unsent(data)
+        if self._reconnecting is not None:
+            self._hold(data, pings)
+        elif not self._hub_transport.is_closing():
             self._hub_transport.write(data)  # too much queued: HubConnection.pause_writing pauses the IDE
         return False, b""
+
+    def _note_unsent(self, data: bytes) -> None:
+        """Keep the IDE's bytes since its last frame boundary: if the hub side breaks now, they go again."""
+        boundary = self.to_hub.last_boundary
+        if boundary >= 0:
+            self._unsent = [data[boundary:]] if boundary < len(data) else []
+            self._unsent_bytes = len(data) - boundary
+        elif self._unsent is not None:
+            self._unsent.append(data)
+            self._unsent_bytes += len(data)
+            if self._unsent_bytes > HELD_LIMIT_BYTES:
+                self._unsent = None  # a frame too large to send again: this websocket cannot be reconnected now
 
     def feed_eof(self) -> None:
         """The IDE hung up: close the hub's side (1001), unless the IDE closed it already."""
         self._ide_done = True
+        if self._reconnecting is not None:
+            self._reconnecting.cancel()
+            self._finish()
         self.goodbye_to_hub(GOING_AWAY)
 
     def pause_ide(self) -> None:
@@ -160,21 +229,96 @@ class Relay:
         self._ide_transport.write(data)
         if self._ide_protocol.writing_paused and not self.hub_paused:
             self._hub_transport.pause_reading()
-            self._resuming = asyncio.ensure_future(self._resume_hub_when_drained())
+            self._resuming = asyncio.ensure_future(self._resume_hub_when_drained(self._hub_transport))
 
-    async def _resume_hub_when_drained(self) -> None:
+    async def _resume_hub_when_drained(self, hub_transport: asyncio.Transport) -> None:
         with suppress(ConnectionError):  # the IDE is gone: its bytes are dropped, the hub's close still read
             await self._ide.drain()
-        if not self._hub_transport.is_closing():
-            self._hub_transport.resume_reading()
+        if not hub_transport.is_closing():
+            hub_transport.resume_reading()
 
     @property
     def hub_paused(self) -> bool:
         return self._resuming is not None and not self._resuming.done()
 
-    def hub_lost(self) -> None:
-        """The hub hung up: close the IDE's side (1011), unless the hub sent its own close frame."""
+    def hub_lost(self, hub: HubConnection) -> None:
+        """The hub hung up. Without its close frame: reconnect if this websocket can be, else close the IDE's
+        side (1011)."""
+        if hub is not self._hub:
+            return  # a connection already replaced
+        if self._can_reconnect():
+            self._reconnecting = asyncio.get_running_loop().create_task(self._reconnect_hub())
+            return
         self.goodbye_to_ide(INTERNAL_ERROR, b"the hub closed the connection")
+        self._finish()
+
+    def _can_reconnect(self) -> bool:
+        return (self._reconnect is not None and not self._stopping and not self._ide_done
+                and self._hang_up is None and not self.to_ide.closed and not self.to_hub.closed
+                and self.to_ide.at_boundary and self._unsent is not None and not self._ide_transport.is_closing())
+
+    # Reconnecting the hub's side.
+
+    def _hold(self, data: bytes, pings: list[bytes]) -> None:
+        self._held.append(data)
+        self._held_bytes += len(data)
+        if pings and self.to_ide.at_boundary:  # the hub is away: the proxy answers the IDE's pings itself
+            self._ide_transport.write(b"".join(control_frame(_PONG, payload, masked=False) for payload in pings))
+        if self._held_bytes > HELD_LIMIT_BYTES:
+            log.warning("%s: the IDE sent more than %d MiB while the hub was away; closing it.", self._label,
+                        HELD_LIMIT_BYTES // 2 ** 20)
+            assert self._reconnecting is not None
+            self._reconnecting.cancel()
+            self.goodbye_to_ide(INTERNAL_ERROR, b"too much to hold while the hub was away")
+            self._finish()
+
+    async def _reconnect_hub(self) -> None:
+        """Open the same websocket on the hub again, with back-off, until it answers or the time is up."""
+        assert self._reconnect is not None and self._unsent is not None
+        loop = asyncio.get_running_loop()
+        started = loop.time()
+        self._held, self._held_bytes = list(self._unsent), self._unsent_bytes
+        if self._resuming is not None:
+            self._resuming.cancel()
+        self.resume_ide()  # it may have been paused for the old connection: its bytes are held now
+        log.warning("%s: the connection to the hub broke; reconnecting (the IDE stays connected, what it sends "
+                    "is held).", self._label)
+        for attempt in itertools.count():
+            remaining = started + self._reconnect_seconds - loop.time()
+            try:
+                async with asyncio.timeout(max(remaining, 0.01)):
+                    hub = await self._reconnect()
+            except ProxyError as error:
+                if error.status in _FINAL_REFUSALS:
+                    log.warning("%s: the hub refused to reconnect it (%d %s); the IDE's websocket is closed.",
+                                self._label, error.status, error.reason)
+                    self.goodbye_to_ide(INTERNAL_ERROR, b"the hub refused the websocket again")
+                    break
+            except TimeoutError:
+                pass
+            else:
+                self._switch_to(hub, loop.time() - started)
+                return
+            remaining = started + self._reconnect_seconds - loop.time()
+            if remaining <= 0:
+                log.warning("%s: the hub could not be reached again within %.0f s; the IDE's websocket is closed "
+                            "(its client reconnects by itself).", self._label, self._reconnect_seconds)
+                self.goodbye_to_ide(SERVICE_RESTART, b"the hub could not be reached again")
+                break
+            await asyncio.sleep(min(_RECONNECT_BACKOFF[min(attempt, len(_RECONNECT_BACKOFF) - 1)], remaining))
+        self._reconnecting = None
+        self._finish()
+
+    def _switch_to(self, hub: HubConnection, after: float) -> None:
+        assert hub.transport is not None
+        held, count = b"".join(self._held), len(self._held)
+        self._hub, self._hub_transport = hub, hub.transport
+        self._held, self._held_bytes, self._reconnecting = [], 0, None
+        hub.attach(self)
+        if held:
+            self._hub_transport.write(held)
+        log.info("%s: reconnected to the hub after %.1f s; %d bytes the IDE sent meanwhile were delivered.",
+                 self._label, after, len(held) if count else 0)
 
     # Frames of the proxy's own.
 
@@ -205,14 +349,24 @@ class Relay:
 
     def stop(self) -> None:
         """The proxy is shutting down: close both sides with 1001 (going away)."""
+        self._stopping = True
         self.goodbye_to_ide(GOING_AWAY, b"jupyter-dev-proxy stopped")
+        if self._reconnecting is not None:
+            self._reconnecting.cancel()
+            self._finish()
         self.goodbye_to_hub(GOING_AWAY)
+
+    def _finish(self) -> None:
+        if not self.finished.done():
+            self.finished.set_result(None)
 
     def close(self) -> None:
         """The relay is over: drop the hub's connection, unless the hub is still being given its moment to
         answer the proxy's close frame (the IDE hung up): the hang-up timer then drops it."""
         if self._resuming is not None:
             self._resuming.cancel()
+        if self._reconnecting is not None:
+            self._reconnecting.cancel()
         if self._hang_up is not None and not self._hub_transport.is_closing():
             return
         if self._hang_up is not None:
@@ -259,7 +413,7 @@ class HubConnection(asyncio.Protocol):
             relay.from_hub(bytes(self._early))
             self._early.clear()
         if self.lost.done():
-            relay.hub_lost()
+            relay.hub_lost(self)
         elif self.transport is not None and not relay.hub_paused:
             self.transport.resume_reading()
 
@@ -277,7 +431,7 @@ class HubConnection(asyncio.Protocol):
                                       ConnectionResetError("the hub closed the connection"))
             self.answer.exception()  # noted as seen: the handshake may not be waiting for it any more
         if self._relay is not None:
-            self._relay.hub_lost()
+            self._relay.hub_lost(self)
         self.lost.set_result(None)
 
 
@@ -314,12 +468,11 @@ async def relay_websocket(request: web.BaseRequest, settings: Settings, hub_tran
     ``set_cookie`` (the proxy's own) is added to the IDE's handshake answer."""
     accept = _ide_accept_key(request)
     offered = _offered_protocols(request)
-    hub = await hub_transport.open(HubConnection)
+    headers = upstream_request_headers(request.headers, hub_token, websocket=True,
+                                       gateway_headers=hub_transport.gateway_headers)
+    hub, protocol = await _open_hub_websocket(settings, hub_transport, url, offered, headers)
     assert hub.transport is not None
     try:
-        headers = upstream_request_headers(request.headers, hub_token, websocket=True,
-                                           gateway_headers=hub_transport.gateway_headers)
-        protocol = await _hub_handshake(settings, hub, url, offered, headers)
         response = web.StreamResponse(status=101, headers={
             "Upgrade": "websocket", "Connection": "Upgrade", "Sec-WebSocket-Accept": accept,
             **({"Sec-WebSocket-Protocol": protocol} if protocol else {}),
@@ -332,7 +485,10 @@ async def relay_websocket(request: web.BaseRequest, settings: Settings, hub_tran
         except ConnectionError:
             raise ProxyError(499, "ide-disconnected", "The IDE closed the connection during the websocket "
                                                       "handshake.") from None
-        relay = Relay(request, ide, hub)
+        kernel = _KERNEL_CHANNEL.search(url.raw_path)
+        reconnect = functools.partial(_reopen_hub_websocket, settings, hub_transport, url, offered, headers, protocol)
+        relay = Relay(request, ide, hub, reconnect if kernel else None, settings.reconnect_seconds,
+                      f"The websocket of kernel {kernel.group(1)}" if kernel else "A websocket")
     except BaseException:
         hub.transport.abort()
         raise
@@ -340,11 +496,34 @@ async def relay_websocket(request: web.BaseRequest, settings: Settings, hub_tran
     request.protocol.set_parser(relay)  # type: ignore[arg-type]  # the IDE's bytes now go to the relay
     relays.add(relay)
     try:
-        await hub.lost
+        await relay.finished
     finally:
         relays.discard(relay)
         relay.close()
     return response  # aiohttp then closes the IDE's connection
+
+
+async def _open_hub_websocket(settings: Settings, hub_transport: HubTransport, url: URL, offered: list[str],
+                              headers: CIMultiDict[str]) -> tuple[HubConnection, str | None]:
+    """A connection to the hub with the websocket handshake done; the subprotocol the hub chose."""
+    hub = await hub_transport.open(HubConnection)
+    assert hub.transport is not None
+    try:
+        return hub, await _hub_handshake(settings, hub, url, offered, headers)
+    except BaseException:
+        hub.transport.abort()
+        raise
+
+
+async def _reopen_hub_websocket(settings: Settings, hub_transport: HubTransport, url: URL, offered: list[str],
+                                headers: CIMultiDict[str], protocol: str | None) -> HubConnection:
+    """The same websocket again (same URL, so the same session), which must speak the same subprotocol."""
+    hub, again = await _open_hub_websocket(settings, hub_transport, url, offered, headers)
+    if again != protocol:
+        assert hub.transport is not None
+        hub.transport.abort()
+        raise ProxyError(410, "hub-changed-protocol", "The hub chose another subprotocol on reconnecting.")
+    return hub
 
 
 async def _hub_handshake(settings: Settings, hub: HubConnection, url: URL, offered: list[str],

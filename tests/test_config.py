@@ -609,6 +609,7 @@ HELP_TABLE = [
     ("--hub-proxy", "JUPYTER_HUB_PROXY", None),
     ("--allowed-hosts", "JUPYTER_PROXY_ALLOWED_HOSTS", None),
     ("--keep-warm-minutes", "JUPYTER_PROXY_KEEP_WARM_MINUTES", "30"),
+    ("--reconnect-seconds", "JUPYTER_PROXY_RECONNECT_SECONDS", "60"),
 ]
 
 

@@ -67,3 +67,34 @@ def test_masked_control_frames_carry_their_payload_masked() -> None:
     assert frame[0] == 0x88 and frame[1] == 0x80 | 5
     key, masked_payload = frame[2:6], frame[6:]
     assert bytes(b ^ key[i % 4] for i, b in enumerate(masked_payload)) == b"\x03\xe9bye"
+
+
+@settings(max_examples=300, deadline=None)
+@given(frames=_frames, masked=st.booleans(), cuts=st.lists(st.integers(0, 400_000), max_size=30))
+def test_the_last_boundary_in_each_read_is_where_a_frame_ended(
+        frames: list[tuple[int, int]], masked: bool, cuts: list[int]) -> None:
+    wire, ends = b"", set()
+    for opcode, size in frames:
+        wire += _frame(opcode, os.urandom(size), masked)
+        ends.add(len(wire))
+    tracker, position = FrameTracker(), 0
+    for cut in sorted({c for c in cuts if 0 < c < len(wire)} | {len(wire)}):
+        tracker.feed(wire[position:cut])
+        inside = [end - position for end in ends if position < end <= cut]
+        assert tracker.last_boundary == (max(inside) if inside else -1), (position, cut)
+        position = cut
+
+
+def test_the_ides_masked_pings_are_found_unmasked_when_asked_for() -> None:
+    ping = control_frame(0x9, b"still there?", masked=True)
+    assert FrameTracker().feed(ping) == []  # by default only the hub's pings are answered
+    tracker = FrameTracker(masked_pings=True)
+    assert tracker.feed(ping[:7]) == [] and tracker.feed(ping[7:]) == [b"still there?"]
+    assert tracker.feed(control_frame(0x9, b"hub", masked=False)) == []
+
+
+def test_a_boundary_followed_by_one_byte_of_the_next_frame_is_found() -> None:
+    first, second = _frame(0x2, b"x" * 10, masked=True), _frame(0x2, b"y", masked=True)
+    tracker = FrameTracker()
+    tracker.feed(first + second[:1])
+    assert tracker.last_boundary == len(first) and not tracker.at_boundary
