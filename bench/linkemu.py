@@ -263,7 +263,8 @@ class _Conn:
             return
         assert pipe.dst.transport is not None
         if not pipe.dst.transport.is_closing():
-            pipe.dst.transport.write_eof()
+            with contextlib.suppress(OSError):  # the peer reset it meanwhile: its own loss is on the way
+                pipe.dst.transport.write_eof()
         self.eofs += 1
         if self.eofs == 2:  # both sides said goodbye and both heard it
             self.finish(graceful=True)
