@@ -18,10 +18,17 @@ from yarl import URL
 
 from .auth import check_host, cookie_to_remember, hub_token_for
 from .config import Settings
-from .errors import ProxyError, json_error
+from .errors import HubLoginRequired, ProxyError, json_error
 from .http_relay import relay_http
+from .hubapi import HubClient
 from .logs import keep_secrets_out_of_logs
-from .routing import check_request_head, loggable, query_without_token, upstream_path_for
+from .routing import (
+    check_request_head,
+    loggable,
+    query_without_token,
+    upstream_path_for,
+)
+from .tokens import HubCredential, credential_for
 from .transport import HubTransport
 from .watch import ServerWatch
 from .ws_relay import OpenRelays, relay_websocket
@@ -103,17 +110,21 @@ class ProxyRunner(web.BaseRunner):
     shutdown that closes every websocket with 1001 (going away) before it waits for requests to end."""
 
     def __init__(self, settings: Settings, server_watch: ServerWatch | None = None,
-                 shutdown_timeout: float = 60.0) -> None:
+                 shutdown_timeout: float = 60.0, credential: HubCredential | None = None) -> None:
         super().__init__(handle_signals=False, shutdown_timeout=shutdown_timeout)
         self._settings = settings
         self._watch = server_watch
+        self.credential = credential or credential_for(settings)
         self._transport = HubTransport(settings)
         self._session: aiohttp.ClientSession | None = None
         self._relays = OpenRelays()
+        self._watching_token: asyncio.Task[None] | None = None
 
     async def _make_server(self) -> web.Server:
         keep_secrets_out_of_logs(self._settings.secrets)
         self._session = self._transport.session()
+        if self.credential is not None and self.credential.source.path is not None:
+            self._watching_token = asyncio.get_running_loop().create_task(self.credential.watch())
         # handler_cancellation: when the IDE hangs up, its request to the hub is cancelled and the connection
         # released, instead of waiting for an answer nobody will read.
         return _IdeServer(self._handle, handler_cancellation=True)
@@ -122,6 +133,8 @@ class ProxyRunner(web.BaseRunner):
         self._relays.stop_all()
 
     async def _cleanup_server(self) -> None:
+        if self._watching_token is not None:
+            self._watching_token.cancel()
         await self._transport.close()
         if self._session is not None:
             await self._session.close()
@@ -142,8 +155,11 @@ class ProxyRunner(web.BaseRunner):
             raise  # the IDE hung up (the hub's failures arrive as ProxyError): aiohttp drops it quietly
         except Exception:  # noqa: BLE001 - the funnel: every failure ends here, once
             log.exception("%s: unexpected error in the proxy", loggable(request.method, request.raw_path))
-            error = ProxyError(500, "proxy-bug", "The proxy hit an unexpected error; its log has the details.")
-        if error.reason != "proxy-bug":
+            error = ProxyError(500, "proxy-bug", "The proxy hit an unexpected error; its log has the details.",
+                               logged=True)
+        if isinstance(error, HubLoginRequired):  # the hub's login page: has it stopped accepting the token?
+            error = await self.token_refusal() or error
+        if not error.logged:
             log.warning("%s → %d %s: %s", loggable(request.method, request.raw_path), error.status, error.reason,
                         error.message)
         if request.writer.output_size > 0:  # the answer has begun: no error can follow it, only a hang-up
@@ -152,14 +168,23 @@ class ProxyRunner(web.BaseRunner):
             raise ConnectionResetError("the answer had begun")
         return json_error(error)
 
+    async def token_refusal(self) -> ProxyError | None:
+        """The IDE's answer when the hub no longer accepts the proxy's token (expired, revoked); None when it
+        does, or when the token is the IDE's own."""
+        if self.credential is None or self._session is None:
+            return None
+        hub = HubClient(self._settings, self._transport, self._session)
+        return self.credential.refused() if await self.credential.refused_by_hub(hub) else None
+
     async def _dispatch(self, request: web.BaseRequest) -> web.StreamResponse:
         settings = self._settings
         check_host(request, settings)
-        hub_token = hub_token_for(request, settings)
+        hub_token = hub_token_for(request, settings, self.credential.token if self.credential else None)
         url = upstream_url_for(settings, request)
         set_cookie = cookie_to_remember(request)
         if _is_websocket_upgrade(request):
             return await relay_websocket(request, settings, self._transport, hub_token, url, self._relays,
                                          set_cookie)
         assert self._session is not None
-        return await relay_http(request, settings, self._transport, self._session, hub_token, url, set_cookie)
+        return await relay_http(request, settings, self._transport, self._session, hub_token, url, set_cookie,
+                                self.token_refusal)

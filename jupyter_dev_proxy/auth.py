@@ -86,8 +86,9 @@ def _as_bytes(text: str) -> bytes:
     return text.encode("utf-8", "surrogatepass")
 
 
-def hub_token_for(request: web.BaseRequest, settings: Settings) -> str:
-    """The hub credential to use for this request, or ProxyError(403) if the client is not allowed.
+def hub_token_for(request: web.BaseRequest, settings: Settings, hub_token: str | None) -> str:
+    """The hub credential to use for this request — ``hub_token``, the one in use now, or without one the IDE's
+    own — or ProxyError(403) if the client is not allowed.
 
     Total: whatever bytes the client sent, in whichever position, the answer is a credential or a 403.
     """
@@ -100,13 +101,13 @@ def hub_token_for(request: web.BaseRequest, settings: Settings) -> str:
     if not presented:
         raise ProxyError(403, "token-required", "This proxy needs its token: use the URL with ?token= that "
                                                 "the proxy printed when it started.")
-    if settings.hub_token is None:
+    if hub_token is None:
         if not _FORWARDABLE_TOKEN.fullmatch(presented):
             raise _token_wrong()
         return presented
     if not hmac.compare_digest(_as_bytes(presented), _as_bytes(settings.local_token)):
         raise _token_wrong()
-    return settings.hub_token
+    return hub_token
 
 
 def cookie_to_remember(request: web.BaseRequest) -> str | None:

@@ -14,6 +14,8 @@ import shutil
 import signal
 import sys
 from collections.abc import Coroutine, Sequence
+from dataclasses import replace
+from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any, TextIO
 
@@ -23,10 +25,12 @@ from . import __version__
 from .app import ProxyRunner
 from .config import ConfigError, Settings, load_settings, wants_demo
 from .demo import DemoServer, DemoUnavailable, start_demo_server
-from .hubapi import HubError
-from .startup import HubReport, Progress, check_hub
-from .watch import ServerWatch
+from .firstrun import ask_for_token
+from .hubapi import HubError, hub_client
 from .logs import configure_logging, keep_secrets_out_of_logs
+from .startup import HubReport, Progress, TokenInfo, check_hub, token_info
+from .tokens import ExpiryWarnings, TokenStore, describe_expiry
+from .watch import ServerWatch
 
 # Signals that mean "stop now, cleanly": Ctrl-C in a terminal, and what service managers send.
 HANDLED_SIGNALS = (signal.SIGINT, signal.SIGTERM)
@@ -70,12 +74,20 @@ def _banner(settings: Settings, port: int, report: HubReport | None = None, demo
     lines = [f"jupyter-dev-proxy {__version__}: {local} → {settings.hub.server_url}{checked}{reached}"]
     if report is not None:
         lines.append(_server_line(report, demo))
+    if report is not None and report.token is not None and demo is None:
+        lines.append(_token_line(settings, report.token))
     lines.append(f"Authorization URL with token for IDE: {local}?token={token}")
     if settings.forwards_ide_token:
         lines.append("No JUPYTERHUB_API_TOKEN is set: replace <YOUR_API_TOKEN> with your hub API token "
                      f"(make one at {settings.hub.page('token')}).")
     lines.append("Paste the URL into PyCharm or VS Code as an existing Jupyter server. Press Ctrl-C to stop.")
     return "\n".join(lines)
+
+
+def _token_line(settings: Settings, token: TokenInfo) -> str:
+    """Whose the hub token is, where it is kept, and when it expires where the hub tells."""
+    expiry = f", {describe_expiry(token.expires_at, datetime.now(timezone.utc))}" if token.expiry_known else ""
+    return f"Token: {token.owner}'s, from {settings.token_source}{expiry}."
 
 
 def progress_bar(event: Progress, width: int) -> str:
@@ -165,10 +177,43 @@ async def serve(settings: Settings, stop: asyncio.Event, demo: DemoServer | None
         log.warning(warning)
     # 3. Tell the user where to point the IDE, then serve until told to stop.
     print(_banner(settings, port, report, demo), flush=True)
+    expiry = ExpiryWarnings(settings.hub.page("token"))
+    if report.token is not None and report.token.expiry_known:
+        expiry.schedule(report.token.expires_at)
+    if runner.credential is not None and report.hub_version is not None:
+        credential = runner.credential
+        credential.on_change = lambda: asyncio.ensure_future(_follow_new_token(settings, credential.token, expiry))
+    reload_on_hangup(runner)
     await stop.wait()
+    expiry.cancel()
     log.info("Stopping: closing connections.")
     await runner.cleanup()
     return EXIT_OK
+
+
+async def _follow_new_token(settings: Settings, token: str, expiry: ExpiryWarnings) -> None:
+    """A new token is in use: say when it expires, and warn ahead of that instead of the old one's expiry."""
+    expiry.cancel()
+    try:
+        async with hub_client(replace(settings, hub_token=token)) as hub:
+            status, me, _ = await hub.call("GET", settings.hub.api("user"))
+            if status != 200 or not isinstance(me, dict) or "name" not in me:
+                return
+            info = await token_info(hub, me)
+    except HubError:
+        return
+    if info.expiry_known:
+        log.info("The new hub token is %s's and %s.", info.owner, describe_expiry(info.expires_at,
+                                                                                   datetime.now(timezone.utc)))
+        expiry.schedule(info.expires_at)
+
+
+def reload_on_hangup(runner: ProxyRunner) -> None:
+    """SIGHUP (where the system has it) makes the proxy read its hub token again from its file or the keyring."""
+    credential = runner.credential
+    if credential is None or not credential.source.rereadable or not hasattr(signal, "SIGHUP"):
+        return
+    asyncio.get_running_loop().add_signal_handler(signal.SIGHUP, credential.reload, "SIGHUP")
 
 
 async def _main(settings: Settings, demo: DemoServer | None) -> int:
@@ -177,6 +222,22 @@ async def _main(settings: Settings, demo: DemoServer | None) -> int:
     for sig in HANDLED_SIGNALS:
         loop.add_signal_handler(sig, stop.set)
     return await serve(settings, stop, demo)
+
+
+def _interactive() -> bool:
+    """A person at a terminal, who can be asked for a token."""
+    return sys.stdin.isatty() and sys.stderr.isatty()
+
+
+def _forget_token(argv: list[str]) -> int:
+    """``jupyter-dev-proxy forget-token [settings]``: remove the token kept for this hub."""
+    store = TokenStore()
+    settings = load_settings(argv, os.environ, Path.cwd(), token_can_be_asked=True)
+    if store.forget(settings.hub, settings.hub.user):
+        print(f"Removed the token kept for {settings.hub} from {store.source}.")
+    else:
+        print(f"No token was kept for {settings.hub} in {store.source}.")
+    return EXIT_OK
 
 
 def _run(main: Coroutine[Any, Any, int], event_loop: str) -> int:
@@ -196,11 +257,21 @@ def main(argv: Sequence[str] | None = None) -> int:
     argv = list(sys.argv[1:] if argv is None else argv)
     demo: DemoServer | None = None
     try:
+        if argv[:1] == ["forget-token"]:
+            return _forget_token(argv[1:])
         if wants_demo(argv, os.environ, Path.cwd()):
             print("jupyter-dev-proxy: demo mode, starting a throwaway local Jupyter server... (to use your hub "
                   "instead, set JUPYTER_SERVER_IP_OR_NAME or JUPYTERHUB_URL, see --help)", file=sys.stderr, flush=True)
             demo = start_demo_server(getpass.getuser())
-        settings = load_settings(argv, os.environ, Path.cwd(), demo.upstream() if demo else None)
+        store = TokenStore()
+        interactive = demo is None and _interactive()
+        settings = load_settings(argv, os.environ, Path.cwd(), demo.upstream() if demo else None,
+                                 stored=store.lookup, token_can_be_asked=interactive)
+        if settings.hub_token is None and interactive:
+            settings = ask_for_token(settings, store, sys.stderr) or settings
+            if settings.hub_token is None and not settings.hub.user:
+                raise ConfigError("No token was given: run the proxy again in a terminal to paste one, or set "
+                                  "JUPYTERHUB_API_TOKEN (or JUPYTERHUB_API_TOKEN_FILE).")
         keep_secrets_out_of_logs(settings.secrets)
         configure_logging(settings.log_level)
         return _run(_main(settings, demo), settings.event_loop)

@@ -9,11 +9,12 @@ from __future__ import annotations
 
 import argparse
 import base64
+import enum
 import ipaddress
 import json
 import re
 import secrets
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -66,6 +67,9 @@ OPTIONS: tuple[_Option, ...] = (
     _Option("server_name", "JUPYTERHUB_NAMED_SERVER", "--named-server", None,
             "Use your named server /user/<username>/<name>/ instead of your default server. (Not the "
             "certificate name: that is JUPYTER_SERVER_NAME.)", "NAME"),
+    _Option("server_options", "JUPYTERHUB_SERVER_OPTIONS", "--server-options", None,
+            'Spawn options the proxy starts your server with, as JSON: a profile of the hub\'s list, e.g. '
+            '{"profile": "gpu"} (the names are on the hub\'s spawn page).', "JSON"),
     _Option("start_server", "JUPYTER_PROXY_START_SERVER", "--start-server", "at-startup",
             "When the proxy starts your server on the hub: 'at-startup' (if it is not running when the proxy "
             "starts), 'always' (also again on the next request after it stopped, e.g. culled overnight) or "
@@ -118,6 +122,40 @@ _START_CHOICES = (START_AT_STARTUP, START_ALWAYS, START_NEVER)
 _IP_TLS_NAME = "jupyterhub"
 
 
+class TokenKind(enum.Enum):
+    """Where a hub token came from; the words are how messages name it."""
+
+    VARIABLE = "JUPYTERHUB_API_TOKEN"
+    FILE = "JUPYTERHUB_API_TOKEN_FILE"
+    KEYRING = "the system keyring"
+    STORED_FILE = "the proxy's token file"
+    NONE = "nowhere"
+
+
+@dataclass(frozen=True)
+class TokenSource:
+    """Where the hub token came from, and where a new one would come from."""
+
+    kind: TokenKind = TokenKind.VARIABLE
+    path: Path | None = None  # the file, for FILE and STORED_FILE
+
+    def __str__(self) -> str:
+        return f"{self.kind.value} ({self.path})" if self.path is not None else self.kind.value
+
+    @property
+    def rereadable(self) -> bool:
+        """Whether a running proxy can pick up a new token from here (a variable is fixed at start)."""
+        return self.kind in (TokenKind.FILE, TokenKind.KEYRING, TokenKind.STORED_FILE)
+
+
+def read_token_file(path: Path) -> str:
+    """The token in a file, stripped; OSError or ValueError (empty, not text) if there is none to read."""
+    token = path.read_bytes().decode("utf-8").strip()
+    if not token:
+        raise ValueError("empty")
+    return token
+
+
 @dataclass(frozen=True)
 class ForwardProxy:
     """A company's forward proxy between the laptop and the hub, spoken to with ``CONNECT host:port``."""
@@ -156,7 +194,8 @@ class Settings:
     local_token: str
     log_level: str
     start_server: str = START_AT_STARTUP
-    hub_token_setting: str = "JUPYTERHUB_API_TOKEN"  # where the hub token came from, named in advice
+    token_source: TokenSource = TokenSource()  # where the hub token came from, and where a new one will
+    server_options: str | None = None  # spawn options as canonical JSON (Settings stay hashable)
     event_loop: str = "auto"
     keep_warm_minutes: float = 30.0
     reconnect_seconds: float = 60.0
@@ -167,6 +206,11 @@ class Settings:
     hub_headers: tuple[tuple[str, str], ...] = ()
     # Names the IDE may reach the proxy by, besides loopback addresses (the Host check).
     allowed_hosts: frozenset[str] = frozenset({"localhost"})
+
+    @property
+    def hub_token_setting(self) -> str:
+        """Where the hub token came from, as advice names it: the setting, or the keyring."""
+        return self.token_source.kind.value
 
     @property
     def forwards_ide_token(self) -> bool:
@@ -474,18 +518,44 @@ def wants_demo(argv: Sequence[str], environ: Mapping[str, str], cwd: Path) -> bo
     return not (values["hub_url"] or values["server_host"])
 
 
-def _hub_token(values: Mapping[str, str | None]) -> str | None:
+StoredTokenLookup = Callable[[HubAddress, str], "tuple[str, str, TokenSource] | None"]
+
+
+def _hub_token(values: Mapping[str, str | None], hub: HubAddress,
+               stored: StoredTokenLookup | None) -> tuple[str | None, str, TokenSource]:
+    """The hub token, the user it was kept for (when it came from the store), and where it came from."""
     if values["hub_token_file"]:
         path = Path(values["hub_token_file"]).expanduser()
         try:
-            token = path.read_text().strip()
-        except (OSError, UnicodeDecodeError) as exc:
-            raise ConfigError(f"Cannot read the hub token file {path} ({getattr(exc, 'strerror', None) or 'not text'}): "
+            token = read_token_file(path)
+        except ValueError as exc:
+            problem = "is empty: put your hub API token in it" if str(exc) == "empty" else "is not text: check it"
+            raise ConfigError(f"The hub token file {path} {problem}, or fix JUPYTERHUB_API_TOKEN_FILE.") from None
+        except OSError as exc:
+            raise ConfigError(f"Cannot read the hub token file {path} ({exc.strerror or exc}): "
                               "fix JUPYTERHUB_API_TOKEN_FILE.") from None
-        if not token:
-            raise ConfigError(f"The hub token file {path} is empty: put your hub API token in it, or fix JUPYTERHUB_API_TOKEN_FILE.")
-        return token
-    return values["hub_token"]
+        return token, "", TokenSource(TokenKind.FILE, path)
+    if values["hub_token"]:
+        return values["hub_token"], "", TokenSource(TokenKind.VARIABLE)
+    found = stored(hub, values["username"] or "") if stored is not None else None
+    if found is not None:
+        user, token, source = found
+        return token, user, source
+    return None, "", TokenSource(TokenKind.NONE)
+
+
+def _server_options(values: Mapping[str, str | None]) -> str | None:
+    raw = values["server_options"]
+    if raw is None:
+        return None
+    try:
+        options = json.loads(raw)
+    except ValueError:
+        options = None
+    if not isinstance(options, dict):
+        raise ConfigError(f"JUPYTERHUB_SERVER_OPTIONS={raw!r} is not a JSON object: write it like "
+                          '{"profile": "gpu"}, with the names your hub\'s spawn page shows.')
+    return json.dumps(options, sort_keys=True)
 
 
 def _event_loop(values: Mapping[str, str | None]) -> str:
@@ -497,10 +567,13 @@ def _event_loop(values: Mapping[str, str | None]) -> str:
 
 
 def load_settings(argv: Sequence[str], environ: Mapping[str, str], cwd: Path,
-                  upstream: Upstream | None = None) -> Settings:
+                  upstream: Upstream | None = None, stored: StoredTokenLookup | None = None,
+                  token_can_be_asked: bool = False) -> Settings:
     """Parse flags and read the environment and .env file into one validated Settings.
 
-    With ``upstream`` (the demo server), the hub settings are taken from it and the user's are ignored.
+    With ``upstream`` (the demo server), the hub settings are taken from it and the user's are ignored. A token
+    kept by an earlier start comes from ``stored`` when no setting names one; with ``token_can_be_asked`` (a
+    terminal), a missing token is not an error: the first run asks for it.
     """
     args = _parser().parse_args(list(argv))
     dotenv = _read_env_file(args.env_file, cwd)
@@ -512,8 +585,8 @@ def load_settings(argv: Sequence[str], environ: Mapping[str, str], cwd: Path,
                       client_cert=None, client_key=None)
 
     hub = _hub_address(values)
-    hub_token = _hub_token(values)
-    if not values["username"] and hub_token is None:
+    hub_token, kept_for, token_source = _hub_token(values, hub, stored if upstream is None else None)
+    if not values["username"] and hub_token is None and not token_can_be_asked:
         raise ConfigError("No username is set: set JUPYTER_USERNAME to your JupyterHub username "
                           "(or set JUPYTERHUB_API_TOKEN, and the proxy asks the hub whose token it is).")
     ca_file = Path(values["ca_file"]).expanduser() if values["ca_file"] else None
@@ -533,14 +606,16 @@ def load_settings(argv: Sequence[str], environ: Mapping[str, str], cwd: Path,
     return Settings(
         listen_host=listen_host,
         listen_port=_port(values["listen_port"] or "", "JUPYTER_PROXY_PORT", allow_zero=True),
-        hub=HubAddress(origin=hub.origin, base=hub.base, user=values["username"] or "", server=_server_name(values)),
+        hub=HubAddress(origin=hub.origin, base=hub.base, user=values["username"] or kept_for,
+                       server=_server_name(values)),
         tls_name=tls_name,
         ca_file=ca_file,
         hub_token=hub_token,
         local_token=values["local_token"] or secrets.token_urlsafe(32),
         log_level=log_level,
         start_server=_start_server(values, hub_token is not None),
-        hub_token_setting="JUPYTERHUB_API_TOKEN_FILE" if values["hub_token_file"] else "JUPYTERHUB_API_TOKEN",
+        token_source=token_source,
+        server_options=_server_options(values),
         event_loop=_event_loop(values),
         keep_warm_minutes=_quantity(values["keep_warm_minutes"] or "", "JUPYTER_PROXY_KEEP_WARM_MINUTES", "minutes"),
         reconnect_seconds=_quantity(values["reconnect_seconds"] or "", "JUPYTER_PROXY_RECONNECT_SECONDS", "seconds"),

@@ -13,6 +13,8 @@
                  transport         (each hop to the hub: the company proxy,   502 / 504
                                     TLS, the hub; a request broken off)
                  ws_relay          (the hub refused the handshake)            its status, or 502
+      HubLoginRequired             the hub sent the URL to its login page     403, or 401 when the hub
+                                                                              refuses the proxy's token
       ServerNotRunning             the hub sent the URL to its placeholder:   424
                                    the server is stopped (answered by watch.ServerWatch: logged once,
                                    restarted if asked)
@@ -32,16 +34,18 @@ from .config import Settings
 
 class ProxyError(Exception):
     """A request the proxy will not or cannot complete; ``closes``: the connection must not carry another
-    request (what follows on it cannot be trusted to start where the refused one ended)."""
+    request (what follows on it cannot be trusted to start where the refused one ended); ``logged``: the log
+    has said it already, where it happened (once, not at every request)."""
 
     def __init__(self, status: int, reason: str, message: str, closes: bool = False,
-                 headers: Mapping[str, str] | None = None) -> None:
+                 headers: Mapping[str, str] | None = None, logged: bool = False) -> None:
         super().__init__(message)
         self.status = status
         self.reason = reason
         self.message = message
         self.closes = closes
         self.headers = headers
+        self.logged = logged
 
 
 class ServerNotRunning(ProxyError):
@@ -50,6 +54,14 @@ class ServerNotRunning(ProxyError):
 
     def __init__(self, message: str) -> None:
         super().__init__(424, "server-not-running", message)
+
+
+class HubLoginRequired(ProxyError):
+    """The hub sent a request to its login page instead of accepting the token: the token is wrong, expired or
+    revoked, or lacks a scope (the funnel asks the hub which, when the token is the proxy's own)."""
+
+    def __init__(self, message: str) -> None:
+        super().__init__(403, "hub-login-required", message)
 
 
 def json_error(error: ProxyError) -> web.Response:

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import logging
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Awaitable, Callable
 
 import aiohttp
 from aiohttp import HttpVersion11, web
@@ -12,7 +12,12 @@ from yarl import URL
 
 from .config import Settings
 from .errors import ProxyError
-from .routing import client_response_headers, gateway_refusal, loggable, upstream_request_headers
+from .routing import (
+    client_response_headers,
+    gateway_refusal,
+    loggable,
+    upstream_request_headers,
+)
 from .transport import HubTransport
 
 log = logging.getLogger("jupyter_dev_proxy")
@@ -88,16 +93,19 @@ async def _continue_if_expected(request: web.BaseRequest) -> None:
 
 
 async def relay_http(request: web.BaseRequest, settings: Settings, hub_transport: HubTransport,
-                     session: aiohttp.ClientSession, hub_token: str, url: URL,
-                     set_cookie: str | None) -> web.StreamResponse:
+                     session: aiohttp.ClientSession, hub_token: str, url: URL, set_cookie: str | None,
+                     token_refusal: Callable[[], Awaitable[ProxyError | None]]) -> web.StreamResponse:
     """Forward ``request`` to ``url`` with the hub token and stream the hub's response back as it comes;
-    ``set_cookie`` (the proxy's own) is added to a successful answer."""
+    ``set_cookie`` (the proxy's own) is added to a successful answer. A 401 or 403 asks ``token_refusal``
+    whether the hub has stopped accepting the token, to say so instead."""
     await _continue_if_expected(request)
     headers = upstream_request_headers(request.headers, hub_token, gateway_headers=hub_transport.gateway_headers)
     async with hub_transport.failures():
         upstream = await _send(session, request, url, headers)
     try:
         refusal = gateway_refusal(settings, request.raw_path, upstream.status, upstream.content_type)
+        if refusal is None and upstream.status in (401, 403):
+            refusal = await token_refusal()
         if refusal is not None:
             raise refusal
         headers = client_response_headers(settings, upstream.headers)

@@ -65,9 +65,11 @@ class HubClient:
         return HubClient(settings, self._transport, self._session)
 
     async def call(self, method: str, path: str, timeout: aiohttp.ClientTimeout | None = None,
-                   auth: bool = True) -> tuple[int, Any, aiohttp.ClientResponse]:
-        """Send one request to ``path`` (a raw path from HubAddress); return (status, JSON or None, response)."""
-        async with self.request(method, path, timeout, auth) as response:
+                   auth: bool = True, body: Any = None,
+                   token: str | None = None) -> tuple[int, Any, aiohttp.ClientResponse]:
+        """Send one request to ``path`` (a raw path from HubAddress), ``body`` as JSON if given, with ``token`` or
+        the settings' hub token; return (status, JSON or None, response)."""
+        async with self.request(method, path, timeout, auth, body, token) as response:
             body = await response.read()
         try:
             parsed = json.loads(body) if body else None
@@ -77,15 +79,17 @@ class HubClient:
 
     @asynccontextmanager
     async def request(self, method: str, path: str, timeout: aiohttp.ClientTimeout | None = None,
-                      auth: bool = True) -> AsyncIterator[aiohttp.ClientResponse]:
+                      auth: bool = True, body: Any = None,
+                      token: str | None = None) -> AsyncIterator[aiohttp.ClientResponse]:
         """The response to one request (``timeout`` None: an API call's); network failures become HubError."""
         settings = self.settings
-        headers = {"Authorization": f"token {settings.hub_token}"} if auth and settings.hub_token else {}
+        token = token or settings.hub_token
+        headers = {"Authorization": f"token {token}"} if auth and token else {}
         raw_path, _, raw_query = path.partition("?")
         try:
             async with self._transport.failures():
                 async with self._session.request(method, settings.hub.url(raw_path, raw_query), headers=headers,
-                                                 allow_redirects=False,
+                                                 json=body, allow_redirects=False,
                                                  timeout=timeout or aiohttp.ClientTimeout(total=API_TIMEOUT_SECONDS),
                                                  ) as response:
                     yield response

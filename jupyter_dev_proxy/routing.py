@@ -16,7 +16,7 @@ from yarl import URL
 
 from .address import HubAddress
 from .config import Settings
-from .errors import ProxyError, ServerNotRunning, hub_bad_answer
+from .errors import HubLoginRequired, ProxyError, ServerNotRunning, hub_bad_answer
 
 # A path is decoded this many times when looking for traversal: enough to unwrap double and triple
 # encodings (%252e%252e) that a chain of servers might each decode once.
@@ -258,10 +258,9 @@ def _redirect_out_of_server(settings: Settings, location: str) -> ProxyError:
     if (target.raw_path + "/").startswith(hub.stopped_prefix):
         return ServerNotRunning(f"Your server on the hub ({hub.server_prefix}) is not running: start it from "
                                 f"{hub.page('home')}, then retry.")
-    return ProxyError(403, "hub-login-required",
-                      "The hub asked for a login instead of accepting the token: the token is missing, "
-                      f"wrong or expired, or lacks the scope access:servers!user={hub.user}. "
-                      f"Make a new one at {hub.page('token')}.")
+    return HubLoginRequired("The hub asked for a login instead of accepting the token: the token is missing, "
+                            f"wrong or expired, or lacks the scope access:servers!user={hub.user}. "
+                            f"Make a new one at {hub.page('token')}.")
 
 
 def client_response_headers(settings: Settings, headers: MultiMapping[str]) -> CIMultiDict[str]:

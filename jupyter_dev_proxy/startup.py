@@ -13,11 +13,13 @@ import logging
 import time
 from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass
+from datetime import datetime, timezone
 from typing import Any
 
 import aiohttp
 from yarl import URL
 
+from .address import hub_escaped
 from .config import START_NEVER, Settings
 from .hubapi import HubClient, HubError, grants, hub_client, start_scope_name
 
@@ -68,6 +70,16 @@ ProgressCallback = Callable[[Progress], None]
 
 
 @dataclass(frozen=True)
+class TokenInfo:
+    """What the hub says of the token: whose it is, what it may do, and when it expires, where it may tell."""
+
+    owner: str
+    scopes: tuple[str, ...] | None = None  # None: the hub did not say
+    expires_at: datetime | None = None
+    expiry_known: bool = False  # False: the token may not read its own model (read:tokens)
+
+
+@dataclass(frozen=True)
 class HubReport:
     """What the startup check found; ``settings`` is complete (the username is known)."""
 
@@ -75,6 +87,7 @@ class HubReport:
     hub_version: str | None  # None: a plain Jupyter server without a hub API
     state: ServerState
     note: str = ""  # a sentence for the banner when the state needs one
+    token: TokenInfo | None = None
 
 
 def _access_scope(settings: Settings) -> str:
@@ -98,6 +111,7 @@ async def check_hub(settings: Settings, on_progress: ProgressCallback) -> HubRep
             return HubReport(settings, version, ServerState.UNKNOWN)  # nothing to ask with: the banner says so
         me, hub = await _owner(hub)
         settings = hub.settings
+        token = await token_info(hub, me)
         model = await _server_model(hub, me)
         scopes = me.get("scopes")
         address = settings.hub
@@ -110,18 +124,18 @@ async def check_hub(settings: Settings, on_progress: ProgressCallback) -> HubRep
             state = (ServerState.RUNNING if model.get("ready") else
                      ServerState.STARTED if model.get("pending") == "spawn" else ServerState.STOPPED)
         if state is ServerState.RUNNING:
-            return HubReport(settings, version, ServerState.RUNNING)
+            return HubReport(settings, version, ServerState.RUNNING, token=token)
         if state is ServerState.STARTED:  # someone (the hub's page, another proxy) is starting it already
             await _follow_progress(hub, on_progress)
-            return HubReport(settings, version, ServerState.STARTED)
+            return HubReport(settings, version, ServerState.STARTED, token=token)
         if settings.start_server == START_NEVER:
             return HubReport(settings, version, ServerState.STOPPED,
                              f"Start it from {address.page('home')} (or run the proxy without "
-                             "--start-server never): until then the IDE is told it is not running.")
+                             "--start-server never): until then the IDE is told it is not running.", token=token)
         if grants(scopes, start_scope_name(version), address.user, address.server) is False:
             raise _lacks_start_scope(settings, version)
         await start_server(hub, version, on_progress)
-        return HubReport(settings, version, ServerState.STARTED)
+        return HubReport(settings, version, ServerState.STARTED, token=token)
 
 
 def _not_the_hub(settings: Settings, status: int, response: aiohttp.ClientResponse) -> HubError:
@@ -189,6 +203,27 @@ async def _owner(hub: HubClient) -> tuple[dict[str, Any], HubClient]:
     return me, hub.for_user(owner)
 
 
+async def token_info(hub: HubClient, me: dict[str, Any], token: str | None = None) -> TokenInfo:
+    """Whose the token is, its scopes, and its expiry where it may read its own model (``read:tokens``)."""
+    scopes = me.get("scopes")
+    info = TokenInfo(owner=str(me["name"]), scopes=tuple(scopes) if isinstance(scopes, list) else None)
+    token_id = me.get("token_id")
+    if not token_id or me.get("kind", "user") != "user":
+        return info
+    status, model, _ = await hub.call("GET", hub.settings.hub.api(f"users/{hub_escaped(info.owner)}/tokens/"
+                                                                  f"{token_id}"), token=token)
+    if status != 200 or not isinstance(model, dict):
+        return info
+    expires = model.get("expires_at")
+    try:
+        expires_at = datetime.fromisoformat(str(expires).replace("Z", "+00:00")) if expires else None
+    except ValueError:
+        return info
+    if expires_at is not None and expires_at.tzinfo is None:
+        expires_at = expires_at.replace(tzinfo=timezone.utc)  # the hub writes UTC
+    return TokenInfo(owner=info.owner, scopes=info.scopes, expires_at=expires_at, expiry_known=True)
+
+
 async def _server_model(hub: HubClient, me: dict[str, Any]) -> dict[str, Any] | None:
     """The hub's model of the user's server, {} when it was never started; None when the token may not read it."""
     address = hub.settings.hub
@@ -241,7 +276,8 @@ async def start_server(hub: HubClient, version: str, on_progress: ProgressCallba
     """Ask the hub to start the server and follow its progress until it is ready; HubError if it fails."""
     settings = hub.settings
     address = settings.hub
-    post = asyncio.ensure_future(hub.call("POST", address.server_api(), timeout=_NO_LIMIT))
+    post = asyncio.ensure_future(hub.call("POST", address.server_api(), timeout=_NO_LIMIT,
+                                          body=_spawn_body(settings, version)))
     try:
         await asyncio.wait([post], timeout=_POST_HEAD_START_SECONDS)
         if post.done():
@@ -258,6 +294,16 @@ async def start_server(hub: HubClient, version: str, on_progress: ProgressCallba
     finally:
         if not post.done():
             post.cancel()
+
+
+def _spawn_body(settings: Settings, version: str) -> dict[str, Any] | None:
+    """The spawn options as the hub's version expects them: nested under ``user_options`` from JupyterHub 6 on
+    (5.x takes the body itself as the options)."""
+    if settings.server_options is None:
+        return None
+    options = json.loads(settings.server_options)
+    major = version.split(".", 1)[0]
+    return {"user_options": options} if major.isdigit() and int(major) >= 6 else options
 
 
 def _message(body: Any) -> str:

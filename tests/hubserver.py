@@ -61,7 +61,23 @@ c.JupyterHub.cleanup_servers = True
 c.JupyterHub.allow_named_servers = True
 c.JupyterHub.authenticator_class = "dummy"
 c.Authenticator.allowed_users = {{"alice", "bob"}}
-c.JupyterHub.spawner_class = "simple"
+import json as _json
+from jupyterhub.spawner import SimpleLocalProcessSpawner
+
+
+class RecordingSpawner(SimpleLocalProcessSpawner):
+    """Records the spawn options it is started with; knows the profiles 'default' and 'gpu' only."""
+
+    async def start(self):
+        options = dict(self.user_options or {{}})
+        with open({options_log!r}, "a") as log:
+            log.write(_json.dumps({{"server": self.name, "user_options": options}}) + "\\n")
+        if options.get("profile", "default") not in ("default", "gpu"):
+            raise ValueError(f"unknown profile {{options['profile']!r}}: choose 'default' or 'gpu'")
+        return await super().start()
+
+
+c.JupyterHub.spawner_class = RecordingSpawner
 c.SimpleLocalProcessSpawner.home_dir_template = {home_template!r}
 # The single-user server runs as the hub's own OS user; as root jupyter_server refuses without --allow-root.
 c.Spawner.cmd = [sys.executable, "-m", "jupyterhub.singleuser"]
@@ -153,14 +169,30 @@ class Hub:
         context.check_hostname = False  # reached by IP; the proxy under test checks the name itself
         return context
 
-    def make_token(self, user: str, scopes: list[str] | None = None) -> str:
+    def make_token(self, user: str, scopes: list[str] | None = None, expires_in: int | None = None) -> str:
         """A new API token owned by ``user``; ``scopes=None`` gives it all of the user's own permissions."""
+        return str(self.make_token_model(user, scopes, expires_in)["token"])
+
+    def make_token_model(self, user: str, scopes: list[str] | None = None,
+                         expires_in: int | None = None) -> dict[str, Any]:
+        """The hub's model of a new token of ``user`` (``token``, ``id``, ``expires_at``...)."""
         body: dict[str, Any] = {"note": "jupyter-dev-proxy tests"}
         if scopes is not None:
             body["scopes"] = scopes
+        if expires_in is not None:
+            body["expires_in"] = expires_in
         status, model = self.api("POST", f"/users/{user}/tokens", body=body)
         assert status == 201, f"token for {user} not made: {status} {model}"
-        return str(model["token"])
+        return dict(model)
+
+    def token_model(self, user: str, token_id: str) -> dict[str, Any] | None:
+        status, model = self.api("GET", f"/users/{user}/tokens/{token_id}")
+        return dict(model) if status == 200 else None
+
+    def spawn_options(self) -> list[dict[str, Any]]:
+        """The spawn options each start of a server was given, in order (RecordingSpawner's log)."""
+        log = self.workdir / "spawn-options.jsonl"
+        return [json.loads(line) for line in log.read_text().splitlines()] if log.exists() else []
 
     def server_model(self, user: str, server: str = "") -> dict[str, Any] | None:
         status, model = self.api("GET", f"/users/{user}?include_stopped_servers=1")
@@ -254,6 +286,7 @@ def start_hub(tls_name: str = "jupyterhub", base: str = "/") -> Hub:
         home_template=str(workdir / "home" / "{username}"),
         spawner_args=["--allow-root"] if os.geteuid() == 0 else [],
         broken=BROKEN_SERVER, broken_message=BROKEN_MESSAGE, admin_token=admin_token, base_url=base,
+        options_log=str(workdir / "spawn-options.jsonl"),
     )
     (workdir / "jupyterhub_config.py").write_text(config)
     env = clean_env(CONFIGPROXY_AUTH_TOKEN=secrets.token_hex(32))

@@ -906,3 +906,25 @@ def test_keep_warm_minutes_are_read(cwd: Path, value: str, minutes: float) -> No
 @pytest.mark.parametrize("value", ["-1", "soon", "nan"])
 def test_bad_keep_warm_minutes_are_a_config_error(cwd: Path, value: str) -> None:
     assert_one_sentence_naming(load_error(cwd, JUPYTER_PROXY_KEEP_WARM_MINUTES=value), "JUPYTER_PROXY_KEEP_WARM_MINUTES")
+
+
+def test_spawn_options_are_a_json_object_kept_canonical(cwd: Path) -> None:
+    settings = load(cwd, JUPYTERHUB_SERVER_OPTIONS='{"profile": "gpu", "cpu": 2}')
+    assert settings.server_options == '{"cpu": 2, "profile": "gpu"}'
+    hash(settings)  # still usable as a cache key
+    assert_one_sentence_naming(load_error(cwd, JUPYTERHUB_SERVER_OPTIONS="gpu"), "JUPYTERHUB_SERVER_OPTIONS")
+    assert_one_sentence_naming(load_error(cwd, JUPYTERHUB_SERVER_OPTIONS="[1]"), "JUPYTERHUB_SERVER_OPTIONS")
+
+
+def test_a_kept_token_is_found_when_no_setting_names_one(cwd: Path) -> None:
+    from jupyter_dev_proxy.config import TokenKind, TokenSource
+    asked: list[tuple[str, str]] = []
+
+    def stored(hub: object, user: str) -> tuple[str, str, TokenSource]:
+        asked.append((str(hub), user))
+        return "carol", "kept-token", TokenSource(TokenKind.KEYRING)
+    settings = load_settings([], {"JUPYTERHUB_URL": "https://hub.example.org/jupyter/"}, cwd, stored=stored)
+    assert (settings.hub_token, settings.hub.user, settings.hub_token_setting) == ("kept-token", "carol",
+                                                                                   "the system keyring")
+    assert asked == [("https://hub.example.org/jupyter", "")]
+    assert load(cwd, JUPYTERHUB_API_TOKEN="env-token").hub_token == "env-token"  # a setting wins, unasked

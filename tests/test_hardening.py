@@ -126,7 +126,7 @@ def test_the_token_check_answers_any_input_with_a_credential_or_a_403(
     proxy_settings = make_settings("https://hub.example.org", None, "hub.example.org",
                                    **({"hub_token": None} if forwarding else {}))
     try:
-        credential = hub_token_for(request, proxy_settings)
+        credential = hub_token_for(request, proxy_settings, proxy_settings.hub_token)
     except ProxyError as refusal:
         assert refusal.status == 403
     else:

@@ -1,0 +1,307 @@
+"""The hub token: where it is kept, how a running proxy notices a new one, and how the hub's refusal of it is told.
+
+    TokenStore                   the operating system's keyring (macOS Keychain, Windows Credential Locker, Secret
+                                 Service) when one is usable, else a file only the user may read, under the user's
+                                 configuration directory; keyed by hub and user
+    HubCredential                the token in use while serving: reread when its file changes or on SIGHUP, and
+                                 checked with the hub when the hub's answers say it may have expired
+    ExpiryWarnings               the log's warnings a day and an hour before the token expires
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import logging
+import os
+import sys
+import time
+from collections.abc import Callable
+from datetime import datetime, timezone
+from pathlib import Path
+from typing import Protocol, cast
+
+from .address import HubAddress
+from .config import Settings, TokenKind, TokenSource, read_token_file
+from .errors import ProxyError
+from .hubapi import HubClient, HubError
+from .logs import keep_secrets_out_of_logs
+
+log = logging.getLogger("jupyter_dev_proxy")
+
+# The keyring service under which tokens are kept; the account is "<user> on <hub>".
+KEYRING_SERVICE = "jupyter-dev-proxy"
+
+# How often a token file is looked at for a new token while serving.
+FILE_CHECK_SECONDS = 2.0
+
+# After asking the hub whether it still accepts the token, the answer holds this long (the IDE polls).
+_REJECTION_CHECK_SECONDS = 10.0
+
+
+def _config_dir() -> Path:
+    """The user's configuration directory, as each system has it."""
+    if sys.platform == "win32":
+        return Path(os.environ.get("APPDATA") or Path.home() / "AppData" / "Roaming")
+    if sys.platform == "darwin":
+        return Path.home() / "Library" / "Application Support"
+    return Path(os.environ.get("XDG_CONFIG_HOME") or Path.home() / ".config")
+
+
+def _account(hub: HubAddress, user: str) -> str:
+    return f"{user} on {hub}"
+
+
+class TokenStore:
+    """Tokens kept for later starts: in the keyring when one is usable, else in a file only the user may read."""
+
+    def __init__(self, file: Path | None = None) -> None:
+        self.file = file or _config_dir() / "jupyter-dev-proxy" / "tokens.json"
+        self._keyring = _usable_keyring()
+
+    @property
+    def source(self) -> TokenSource:
+        return (TokenSource(TokenKind.KEYRING) if self._keyring is not None
+                else TokenSource(TokenKind.STORED_FILE, self.file))
+
+    def find(self, hub: HubAddress, user: str) -> tuple[str, str] | None:
+        """The (user, token) kept for this hub: for ``user``, or for whoever it was kept for when ``user`` is ''."""
+        if self._keyring is not None:
+            if user:
+                token = self._keyring.get_password(KEYRING_SERVICE, _account(hub, user))
+                return (user, token) if token else None
+            kept = self._keyring.get_password(KEYRING_SERVICE, f"user on {hub}")
+            token = self._keyring.get_password(KEYRING_SERVICE, _account(hub, kept)) if kept else None
+            return (kept, token) if kept and token else None
+        users = self._read_file().get(str(hub), {})
+        if user:
+            return (user, users[user]) if user in users else None
+        return next(iter(users.items()), None)
+
+    def lookup(self, hub: HubAddress, user: str) -> tuple[str, str, TokenSource] | None:
+        """What ``config.load_settings`` asks when no setting names a token: (user, token, where it was kept)."""
+        found = self.find(hub, user)
+        return (*found, self.source) if found is not None else None
+
+    def save(self, hub: HubAddress, user: str, token: str) -> TokenSource:
+        """Keep ``token`` for ``user`` on ``hub``; where it went."""
+        if self._keyring is not None:
+            self._keyring.set_password(KEYRING_SERVICE, _account(hub, user), token)
+            self._keyring.set_password(KEYRING_SERVICE, f"user on {hub}", user)
+            return self.source
+        tokens = self._read_file()
+        tokens.setdefault(str(hub), {})[user] = token
+        self._write_file(tokens)
+        return self.source
+
+    def forget(self, hub: HubAddress, user: str) -> bool:
+        """Remove the token kept for ``user`` (or for whoever) on ``hub``; whether there was one."""
+        found = self.find(hub, user)
+        if found is None:
+            return False
+        if self._keyring is not None:
+            self._keyring.delete_password(KEYRING_SERVICE, _account(hub, found[0]))
+            return True
+        tokens = self._read_file()
+        tokens.get(str(hub), {}).pop(found[0], None)
+        if not tokens.get(str(hub)):
+            tokens.pop(str(hub), None)
+        self._write_file(tokens)
+        return True
+
+    def _read_file(self) -> dict[str, dict[str, str]]:
+        try:
+            data = json.loads(self.file.read_text(encoding="utf-8"))
+        except (OSError, ValueError):
+            return {}
+        return data if isinstance(data, dict) else {}
+
+    def _write_file(self, tokens: dict[str, dict[str, str]]) -> None:
+        """Write the file readable by the user only (0600 where the system has such modes), replacing it whole."""
+        self.file.parent.mkdir(parents=True, exist_ok=True)
+        partial = self.file.with_suffix(".tmp")
+        descriptor = os.open(partial, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+        with os.fdopen(descriptor, "w", encoding="utf-8") as out:
+            json.dump(tokens, out, indent=1)
+        os.replace(partial, self.file)
+
+
+class _Keyring(Protocol):
+    """What the proxy uses of a ``keyring`` backend."""
+
+    def get_password(self, service: str, username: str) -> str | None: ...
+    def set_password(self, service: str, username: str, password: str) -> None: ...
+    def delete_password(self, service: str, username: str) -> None: ...
+
+
+def _usable_keyring() -> _Keyring | None:
+    """The system keyring, when the optional ``keyring`` package is installed and finds a real backend."""
+    try:
+        import keyring
+        from keyring.backends import fail
+    except ImportError:
+        return None
+    backend = keyring.get_keyring()
+    chained = getattr(backend, "backends", None)
+    if isinstance(backend, fail.Keyring) or chained == []:
+        return None
+    return cast(_Keyring, backend)
+
+
+class HubCredential:
+    """The hub token in use while serving, and what the hub thinks of it.
+
+    A token from a file or the keyring is reread when the file changes (looked at every 2 s) or on SIGHUP, and
+    from then on every request and websocket handshake carries the new one; the IDE's URL does not change.
+    """
+
+    def __init__(self, token: str, source: TokenSource, hub: HubAddress,
+                 reread: Callable[[], str | None]) -> None:
+        self.token = token
+        self.source = source
+        self._hub = hub
+        self._reread = reread
+        self._file_stamp = self._stamp()
+        self._refused: tuple[str, float] | None = None  # (token, when the hub refused it)
+        self._checked: tuple[str, float, bool] | None = None  # (token, when, refused?)
+        self.on_change: Callable[[], object] | None = None  # told when a new token is in use
+
+    def _stamp(self) -> tuple[float, int] | None:
+        if self.source.path is None:
+            return None
+        try:
+            status = self.source.path.stat()
+        except OSError:
+            return None
+        return status.st_mtime, status.st_size
+
+    def reload(self, why: str) -> bool:
+        """Read the token again from where it came from; True when a new one is now in use."""
+        try:
+            token = self._reread()
+        except (OSError, ValueError) as exc:
+            log.warning("Could not read a new hub token from %s (%s); the current one stays in use.", self.source,
+                        exc)
+            return False
+        if not token or token == self.token:
+            return False
+        keep_secrets_out_of_logs((token,))
+        self.token = token
+        self._checked = None
+        was_refused, self._refused = self._refused is not None, None
+        log.info("A new hub token from %s is in use (%s)%s.", self.source, why,
+                 ": the IDE can carry on" if was_refused else "")
+        if self.on_change is not None:
+            self.on_change()
+        return True
+
+    async def watch(self) -> None:
+        """Look at the token's file every few seconds; pick up a new token when it changes."""
+        while True:
+            await asyncio.sleep(FILE_CHECK_SECONDS)
+            stamp = self._stamp()
+            if stamp is not None and stamp != self._file_stamp:
+                self._file_stamp = stamp
+                self.reload("its file changed")
+
+    def refused(self) -> ProxyError:
+        """The IDE's answer once the hub has refused the token, and the log's sentence, said once per token."""
+        if self._refused is None or self._refused[0] != self.token:
+            self._refused = (self.token, time.monotonic())
+            log.warning("The hub no longer accepts the proxy's token (it expired or was revoked). %s",
+                        self._what_to_do())
+        return ProxyError(401, "hub-token-rejected", "The hub no longer accepts the proxy's token: it expired or "
+                                                     f"was revoked. {self._what_to_do()}", logged=True)
+
+    def _what_to_do(self) -> str:
+        page = self._hub.page("token")
+        if self.source.kind in (TokenKind.KEYRING, TokenKind.STORED_FILE):
+            return (f"Make a new one at {page} and start jupyter-dev-proxy once in a terminal to store it (or "
+                    "put it in JUPYTERHUB_API_TOKEN_FILE): this proxy then picks it up by itself.")
+        if self.source.kind is TokenKind.FILE:
+            return (f"Make a new one at {page} and write it to {self.source.path}: the proxy picks it up by itself "
+                    "within seconds.")
+        return (f"Make a new one at {page} and restart the proxy with it in JUPYTERHUB_API_TOKEN (or keep it in a "
+                "file named by JUPYTERHUB_API_TOKEN_FILE, which a running proxy rereads).")
+
+    async def refused_by_hub(self, hub: HubClient) -> bool:
+        """Whether the hub refuses the current token, asked when its answers suggest so (a login redirect, a
+        401/403): a new token in the file or keyring is picked up first; the hub's verdict holds 10 s."""
+        checked = self._checked
+        if checked is not None and checked[0] == self.token and time.monotonic() - checked[1] < _REJECTION_CHECK_SECONDS:
+            return checked[2]
+        if self.source.rereadable and self.reload("the hub refused the previous one"):
+            return False
+        token = self.token
+        try:
+            status, _, _ = await hub.call("GET", self._hub.api("user"), token=token)
+        except HubError:
+            return False  # the hub cannot be asked: its own answer stands
+        self._checked = (token, time.monotonic(), status in (401, 403))
+        return self._checked[2]
+
+
+def credential_for(settings: Settings, store: TokenStore | None = None) -> HubCredential | None:
+    """The credential a running proxy uses: None when the IDE's own token is forwarded instead."""
+    if settings.hub_token is None:
+        return None
+    source, hub = settings.token_source, settings.hub
+
+    def reread() -> str | None:
+        if source.kind is TokenKind.FILE and source.path is not None:
+            return read_token_file(source.path)
+        if source.kind in (TokenKind.KEYRING, TokenKind.STORED_FILE):
+            found = (store or TokenStore()).find(hub, hub.user)
+            return found[1] if found else None
+        return None  # a variable does not change under a running process
+    return HubCredential(settings.hub_token, source, hub, reread)
+
+
+# How long before the token expires the log warns, and in what words.
+_EXPIRY_WARNINGS = ((24 * 3600.0, "a day"), (3600.0, "an hour"))
+
+
+def describe_expiry(expires_at: datetime | None, now: datetime) -> str:
+    """'expires in 6 days, on 2026-12-06' / 'expires in 3 hours, on ...' / 'expired on ...' / 'does not expire'."""
+    if expires_at is None:
+        return "does not expire"
+    left = (expires_at - now).total_seconds()
+    when = expires_at.astimezone().strftime("%Y-%m-%d %H:%M")
+    if left <= 0:
+        return f"expired on {when}"
+    for unit, seconds in (("day", 86400), ("hour", 3600), ("minute", 60)):
+        if left >= seconds:
+            count = int(left // seconds)
+            return f"expires in {count} {unit}{'s' if count > 1 else ''}, on {when}"
+    return f"expires in less than a minute, on {when}"
+
+
+class ExpiryWarnings:
+    """Warns in the log a day and an hour before the token expires, and at once when that is already close."""
+
+    def __init__(self, token_page: str, clock: Callable[[], datetime] = lambda: datetime.now(timezone.utc)) -> None:
+        self._page = token_page
+        self._clock = clock
+        self._timers: list[asyncio.TimerHandle] = []
+
+    def schedule(self, expires_at: datetime | None) -> None:
+        """Warn ahead of ``expires_at`` (None: the token does not expire, or its expiry is not known)."""
+        self.cancel()
+        if expires_at is None:
+            return
+        loop = asyncio.get_running_loop()
+        left = (expires_at - self._clock()).total_seconds()
+        if left <= _EXPIRY_WARNINGS[0][0]:
+            self._warn(expires_at)
+        for ahead, _ in _EXPIRY_WARNINGS:
+            if left > ahead and (left - ahead) < 1e8:  # asyncio's timers take no further future
+                self._timers.append(loop.call_later(left - ahead, self._warn, expires_at))
+
+    def _warn(self, expires_at: datetime) -> None:
+        log.warning("The hub token %s: make a new one at %s before then.", describe_expiry(expires_at, self._clock()),
+                    self._page)
+
+    def cancel(self) -> None:
+        for timer in self._timers:
+            timer.cancel()
+        self._timers.clear()

@@ -1,0 +1,246 @@
+"""Tokens without friction, against a real JupyterHub: a first run that gets the token (in a real pseudo-terminal,
+with a test keyring and a recorded browser), a token replaced under a running proxy, a revoked one, expiry said
+ahead, and the server started with the right spawn options."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import stat
+import sys
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+import pexpect
+import pytest
+
+from tests.hubserver import Hub, missing_hub_tools, start_hub
+from tests.ide import ide_session
+from tests.proxyprocess import PROXY, ProxyProcess, clean_env, failed_start, run_proxy
+
+pytestmark = [pytest.mark.hub, pytest.mark.timeout(240)]
+
+_missing = missing_hub_tools()
+if _missing:
+    if os.environ.get("CI") == "true":
+        raise RuntimeError(f"CI must run the hub tests, but {_missing}")
+    pytest.skip(f"no real hub here: {_missing}", allow_module_level=True)
+
+TEST_KEYRING = "tests.keyring_backend.FileKeyring"
+
+
+@pytest.fixture(scope="module")
+def hub() -> Iterator[Hub]:
+    hub = start_hub()
+    try:
+        yield hub
+    finally:
+        hub.stop()
+
+
+def token_env(hub: Hub, **more: str) -> dict[str, str]:
+    """A user's settings for the hub, without a token unless ``more`` gives one."""
+    return clean_env(**{"JUPYTERHUB_URL": hub.address, "JUPYTER_CLUSTER_CA_CERT": str(hub.ca_file),
+                        "JUPYTER_PROXY_PORT": "0", "JUPYTER_PROXY_IP_OR_NAME": "127.0.0.1", **more})
+
+
+# -- the first run ----------------------------------------------------------------------------------------------------
+
+@pytest.fixture
+def first_run_env(hub: Hub, tmp_path: Path) -> dict[str, str]:
+    """No token anywhere; a test keyring in a file; a browser that records what it was asked to open."""
+    opened = tmp_path / "opened.txt"
+    browser = tmp_path / "browser.sh"
+    browser.write_text(f"#!/bin/sh\necho \"$1\" >> {opened}\n")
+    browser.chmod(0o755)
+    return token_env(hub, PYTHON_KEYRING_BACKEND=TEST_KEYRING, TEST_KEYRING_FILE=str(tmp_path / "keyring.json"),
+                     BROWSER=f"{browser} %s", XDG_CONFIG_HOME=str(tmp_path / "config"),
+                     PYTHONPATH=str(PROXY.parent))
+
+
+def _first_run(env: dict[str, str], *args: str) -> pexpect.spawn:
+    return pexpect.spawn(sys.executable, [str(PROXY), *args], env=env, cwd=str(Path(env["TEST_KEYRING_FILE"]).parent),
+                         encoding="utf-8", timeout=60)
+
+
+def test_a_first_run_opens_the_token_page_asks_hidden_checks_and_keeps_the_token(
+        hub: Hub, first_run_env: dict[str, str], tmp_path: Path, proxies: list[ProxyProcess]) -> None:
+    hub.ensure_running("alice")
+    token = hub.make_token("alice")
+    terminal = _first_run(first_run_env)
+    try:
+        terminal.expect("none is set or kept yet")
+        terminal.expect("access:servers!server=<you>/")
+        terminal.expect("Paste the token here")
+        terminal.sendline("not-a-token")
+        terminal.expect("The hub does not accept this token")
+        terminal.expect("Paste the token here")
+        terminal.sendline(token)
+        terminal.expect("The token is alice's")
+        terminal.expect("Kept in the system keyring")
+        terminal.expect("Authorization URL with token for IDE")
+        terminal.expect(r"\n")
+        output = terminal.before + terminal.after
+        transcript = str(terminal.logfile_read or "")
+    finally:
+        terminal.kill(signal.SIGTERM)
+        terminal.close()
+    assert (tmp_path / "opened.txt").read_text().strip() == f"{hub.address}/hub/token"
+    assert token not in output and token not in transcript  # the prompt did not echo it
+    kept = json.loads((tmp_path / "keyring.json").read_text())
+    assert kept == {f"jupyter-dev-proxy|alice on {hub.address}": token,
+                    f"jupyter-dev-proxy|user on {hub.address}": "alice"}
+
+    # The next start, not on a terminal, finds it there; forget-token removes it.
+    proxy = run_proxy(proxies, first_run_env)
+    proxy.wait_for_banner()
+    assert "Token: alice's, from the system keyring" in proxy.output
+    assert proxy.get("/api/status")[0] == 200
+    proxy.stop()
+    forget = pexpect.run(f"{sys.executable} {PROXY} forget-token", env=first_run_env, encoding="utf-8")
+    assert f"Removed the token kept for {hub.address} from the system keyring." in forget
+    assert f"jupyter-dev-proxy|alice on {hub.address}" not in json.loads((tmp_path / "keyring.json").read_text())
+
+
+def test_without_a_usable_keyring_the_token_is_kept_in_a_file_only_the_user_may_read(
+        hub: Hub, first_run_env: dict[str, str], tmp_path: Path) -> None:
+    env = {**first_run_env, "PYTHON_KEYRING_BACKEND": "keyring.backends.fail.Keyring"}
+    token = hub.make_token("alice")
+    terminal = _first_run(env)
+    try:
+        terminal.expect("Paste the token here")
+        terminal.sendline(token)
+        terminal.expect("Kept in the proxy's token file")
+        terminal.expect("Authorization URL with token for IDE")
+    finally:
+        terminal.kill(signal.SIGTERM)
+        terminal.close()
+    kept = tmp_path / "config" / "jupyter-dev-proxy" / "tokens.json"
+    assert stat.S_IMODE(kept.stat().st_mode) == 0o600
+    assert json.loads(kept.read_text()) == {hub.address: {"alice": token}}
+
+
+def test_not_on_a_terminal_a_missing_token_is_one_sentence(hub: Hub, first_run_env: dict[str, str]) -> None:
+    message = failed_start(first_run_env)
+    assert "JUPYTER_USERNAME" in message and "JUPYTERHUB_API_TOKEN" in message
+
+
+# -- a token that changes --------------------------------------------------------------------------------------------
+
+async def test_a_token_replaced_in_its_file_is_used_from_then_on_without_a_failed_request(
+        hub: Hub, tmp_path: Path, proxies: list[ProxyProcess]) -> None:
+    hub.ensure_running("alice")
+    old, new = hub.make_token_model("alice"), hub.make_token_model("alice")
+    token_file = tmp_path / "hub-token"
+    token_file.write_text(old["token"])
+    proxy = run_proxy(proxies, token_env(hub, JUPYTERHUB_API_TOKEN_FILE=str(token_file)))
+    url, local = proxy.wait_for_banner()
+    statuses = []
+    async with ide_session(url, local) as ide:
+        for round_ in range(40):
+            if round_ == 5:
+                token_file.write_text(new["token"] + "\n")
+            async with ide.get("/api/contents") as response:
+                statuses.append(response.status)
+            if "A new hub token from JUPYTERHUB_API_TOKEN_FILE" in proxy.output and round_ > 10:
+                break
+            await _sleep(0.25)
+    assert set(statuses) == {200}
+    proxy.wait_for(r"A new hub token from JUPYTERHUB_API_TOKEN_FILE \(.*\) is in use \(its file changed\)")
+    async with ide_session(url, local) as ide:
+        async with ide.get("/api/kernels") as response:
+            assert response.status == 200
+    model = hub.token_model("alice", new["id"])
+    assert model is not None and model["last_activity"] is not None  # the hub saw the new token used
+    assert new["token"] not in proxy.output and old["token"] not in proxy.output
+
+
+async def _sleep(seconds: float) -> None:
+    import asyncio
+    await asyncio.sleep(seconds)
+
+
+async def test_a_revoked_token_is_said_in_jupyters_json_and_a_new_one_recovers_by_itself(
+        hub: Hub, tmp_path: Path, proxies: list[ProxyProcess]) -> None:
+    hub.ensure_running("alice")
+    old, new = hub.make_token_model("alice"), hub.make_token_model("alice")
+    token_file = tmp_path / "hub-token"
+    token_file.write_text(old["token"])
+    proxy = run_proxy(proxies, token_env(hub, JUPYTERHUB_API_TOKEN_FILE=str(token_file)))
+    url, local = proxy.wait_for_banner()
+    assert hub.api("DELETE", f"/users/alice/tokens/{old['id']}")[0] == 204  # revoked; the server never saw it
+    async with ide_session(url, local) as ide:
+        for _ in range(2):
+            async with ide.get("/api/contents", allow_redirects=False) as response:
+                body = await response.json()
+                assert response.status == 401, body
+        assert body["reason"] == "hub-token-rejected" and "expired or was revoked" in body["message"]
+        assert f"{hub.address}/hub/token" in body["message"] and str(token_file) in body["message"]
+        assert len([line for line in proxy.lines if "no longer accepts the proxy's token" in line]) == 1
+        token_file.write_text(new["token"])  # the user puts a new token in place
+        proxy.wait_for("A new hub token from JUPYTERHUB_API_TOKEN_FILE")
+        async with ide.get("/api/contents") as response:
+            assert response.status == 200
+
+
+def test_sighup_rereads_the_token_from_the_keyring(
+        hub: Hub, first_run_env: dict[str, str], tmp_path: Path, proxies: list[ProxyProcess]) -> None:
+    hub.ensure_running("alice")
+    keyring_file = tmp_path / "keyring.json"
+    first, second = hub.make_token("alice"), hub.make_token("alice")
+    keyring_file.write_text(json.dumps({f"jupyter-dev-proxy|alice on {hub.address}": first,
+                                        f"jupyter-dev-proxy|user on {hub.address}": "alice"}))
+    proxy = run_proxy(proxies, first_run_env)
+    proxy.wait_for_banner()
+    keyring_file.write_text(json.dumps({f"jupyter-dev-proxy|alice on {hub.address}": second,
+                                        f"jupyter-dev-proxy|user on {hub.address}": "alice"}))
+    proxy.process.send_signal(signal.SIGHUP)
+    proxy.wait_for(r"A new hub token from the system keyring is in use \(SIGHUP\)", timeout=10)
+    assert proxy.get("/api/status")[0] == 200
+
+
+# -- expiry said ahead ------------------------------------------------------------------------------------------------
+
+def test_the_tokens_expiry_is_in_the_banner_and_warned_of_a_day_and_an_hour_ahead(
+        hub: Hub, proxies: list[ProxyProcess]) -> None:
+    hub.ensure_running("alice")
+    token = hub.make_token("alice", expires_in=3600 + 8)  # an hour and 8 s: the hour's warning comes in 8 s
+    proxy = run_proxy(proxies, token_env(hub, JUPYTERHUB_API_TOKEN=token))
+    proxy.wait_for_banner()
+    assert "Token: alice's, from JUPYTERHUB_API_TOKEN, expires in 1 hour, on " in proxy.output
+    started = time.monotonic()
+    warnings = proxy.wait_for(r"WARNING The hub token expires in 1 hour, on .*: make a new one at .*/hub/token")
+    assert warnings  # less than a day left: said at once
+    proxy.wait_for(r"WARNING The hub token expires in (59 minutes|1 hour).*(\n.*)*WARNING The hub token expires in "
+                   r"(59 minutes|1 hour)", timeout=30)
+    assert time.monotonic() - started > 5  # the second warning came when an hour was left, not at once
+
+
+def test_a_token_that_may_not_read_its_expiry_says_nothing_of_it(hub: Hub, proxies: list[ProxyProcess]) -> None:
+    hub.ensure_running("alice")
+    token = hub.make_token("alice", scopes=["access:servers!user=alice", "read:servers!user=alice"])
+    proxy = run_proxy(proxies, token_env(hub, JUPYTERHUB_API_TOKEN=token))
+    proxy.wait_for_banner()
+    assert "Token: alice's, from JUPYTERHUB_API_TOKEN." in proxy.output
+    assert "expire" not in proxy.output
+
+
+# -- the right server -------------------------------------------------------------------------------------------------
+
+def test_spawn_options_reach_the_spawner_in_the_shape_the_hub_expects(hub: Hub, proxies: list[ProxyProcess]) -> None:
+    hub.ensure_stopped("alice")
+    before = len(hub.spawn_options())
+    proxy = run_proxy(proxies, token_env(hub, JUPYTERHUB_API_TOKEN=hub.make_token("alice"),
+                                         JUPYTERHUB_SERVER_OPTIONS='{"profile": "gpu"}'))
+    proxy.wait_for_banner()
+    assert hub.spawn_options()[before:] == [{"server": "", "user_options": {"profile": "gpu"}}]
+
+
+def test_unknown_spawn_options_are_the_hubs_sentence(hub: Hub) -> None:
+    hub.ensure_stopped("alice")
+    message = failed_start(token_env(hub, JUPYTERHUB_API_TOKEN=hub.make_token("alice"),
+                                     JUPYTERHUB_SERVER_OPTIONS='{"profile": "huge"}'), after_log=True)
+    assert "The hub could not start your default server" in message
+    assert "unknown profile 'huge'" in message
