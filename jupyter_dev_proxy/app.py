@@ -16,7 +16,16 @@ from aiohttp.abc import AbstractAccessLogger
 from aiohttp.web_protocol import RequestHandler
 from yarl import URL
 
-from .auth import check_host, cookie_to_remember, hub_token_for
+from .auth import (
+    check_host,
+    check_proxy_token,
+    check_websocket_origin,
+    cookie_to_remember,
+    cors_headers,
+    hub_token_for,
+    is_preflight,
+    preflight_answer,
+)
 from .config import Settings
 from .errors import HubLoginRequired, ProxyError, json_error
 from .http_relay import relay_http
@@ -28,6 +37,8 @@ from .routing import (
     query_without_token,
     upstream_path_for,
 )
+from .status import PREFIX as STATUS_PREFIX
+from .status import STATUS_API, StatusBoard, render_page
 from .tokens import HubCredential, credential_for
 from .transport import HubTransport
 from .watch import ServerWatch
@@ -110,10 +121,12 @@ class ProxyRunner(web.BaseRunner):
     shutdown that closes every websocket with 1001 (going away) before it waits for requests to end."""
 
     def __init__(self, settings: Settings, server_watch: ServerWatch | None = None,
-                 shutdown_timeout: float = 60.0, credential: HubCredential | None = None) -> None:
+                 shutdown_timeout: float = 60.0, credential: HubCredential | None = None,
+                 status: StatusBoard | None = None) -> None:
         super().__init__(handle_signals=False, shutdown_timeout=shutdown_timeout)
         self._settings = settings
         self._watch = server_watch
+        self.status = status or StatusBoard(settings)
         self.credential = credential or credential_for(settings)
         self._transport = HubTransport(settings)
         self._session: aiohttp.ClientSession | None = None
@@ -144,6 +157,7 @@ class ProxyRunner(web.BaseRunner):
     async def _handle(self, request: web.BaseRequest) -> web.StreamResponse:
         """The funnel: every refusal and hub failure becomes Jupyter-shaped JSON and one log line."""
         self._transport.note_activity()
+        self.status.requests += 1
         try:
             check_request_head(request.method, request.version, request.headers)
             if self._watch is not None:  # on a hub: a stopped server is noticed and answered there
@@ -159,6 +173,7 @@ class ProxyRunner(web.BaseRunner):
                                logged=True)
         if isinstance(error, HubLoginRequired):  # the hub's login page: has it stopped accepting the token?
             error = await self.token_refusal() or error
+        self.status.note_error(error.status, error.reason, error.message)
         if not error.logged:
             log.warning("%s → %d %s: %s", loggable(request.method, request.raw_path), error.status, error.reason,
                         error.message)
@@ -166,7 +181,34 @@ class ProxyRunner(web.BaseRunner):
             if request.transport is not None:
                 request.transport.abort()
             raise ConnectionResetError("the answer had begun")
-        return json_error(error)
+        response = json_error(error)
+        response.headers.extend(cors_headers(request, self._settings))  # an allowed page may read why
+        return response
+
+    async def _status_page(self, request: web.BaseRequest) -> web.StreamResponse:
+        """The status page and its JSON, behind the proxy's own token (the cookie is set as for the IDE's pages)."""
+        check_proxy_token(request, self._settings)
+        path = request.path
+        if path not in (STATUS_PREFIX, STATUS_API):
+            if path == STATUS_PREFIX.rstrip("/"):
+                return web.Response(status=302, headers={"Location": STATUS_PREFIX + (
+                    f"?{request.query_string}" if request.query_string else "")})
+            raise ProxyError(404, "not-found", f"The proxy's own pages are {STATUS_PREFIX} and {STATUS_API}.")
+        hub = HubClient(self._settings, self._transport, self._session) if self._session is not None else None
+        snapshot = await self.status.snapshot(hub, self.credential.token if self.credential else None,
+                                              self._relays.kernel_websockets())
+        if path == STATUS_API:
+            response = web.json_response(snapshot, headers={"Cache-Control": "no-store"})
+        else:
+            response = web.Response(text=render_page(snapshot, self._settings.local_token), content_type="text/html",
+                                    headers={"Cache-Control": "no-store", "X-Frame-Options": "DENY",
+                                             "Content-Security-Policy": "default-src 'none'; style-src 'unsafe-inline';"
+                                                                        " script-src 'unsafe-inline'; connect-src "
+                                                                        "'self'"})
+        set_cookie = cookie_to_remember(request)
+        if set_cookie is not None:
+            response.headers.add("Set-Cookie", set_cookie)
+        return response
 
     async def token_refusal(self) -> ProxyError | None:
         """The IDE's answer when the hub no longer accepts the proxy's token (expired, revoked); None when it
@@ -179,12 +221,17 @@ class ProxyRunner(web.BaseRunner):
     async def _dispatch(self, request: web.BaseRequest) -> web.StreamResponse:
         settings = self._settings
         check_host(request, settings)
+        if is_preflight(request):  # answered here: a browser's question, without credentials
+            return preflight_answer(request, settings)
+        if request.path.startswith(STATUS_PREFIX.rstrip("/")):  # the proxy's own page: never forwarded
+            return await self._status_page(request)
         hub_token = hub_token_for(request, settings, self.credential.token if self.credential else None)
         url = upstream_url_for(settings, request)
         set_cookie = cookie_to_remember(request)
         if _is_websocket_upgrade(request):
+            check_websocket_origin(request, settings)
             return await relay_websocket(request, settings, self._transport, hub_token, url, self._relays,
                                          set_cookie)
         assert self._session is not None
         return await relay_http(request, settings, self._transport, self._session, hub_token, url, set_cookie,
-                                self.token_refusal)
+                                cors_headers(request, settings), self.token_refusal)

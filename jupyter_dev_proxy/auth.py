@@ -86,12 +86,9 @@ def _as_bytes(text: str) -> bytes:
     return text.encode("utf-8", "surrogatepass")
 
 
-def hub_token_for(request: web.BaseRequest, settings: Settings, hub_token: str | None) -> str:
-    """The hub credential to use for this request — ``hub_token``, the one in use now, or without one the IDE's
-    own — or ProxyError(403) if the client is not allowed.
-
-    Total: whatever bytes the client sent, in whichever position, the answer is a credential or a 403.
-    """
+def _presented(request: web.BaseRequest) -> str:
+    """The token the client presents, where Jupyter clients put one; ProxyError(403) when there is none or it
+    comes only in the cookie from another web site."""
     presented = request.query.get("token") or _header_token(request)
     if presented is None:
         presented = request.cookies.get(COOKIE_NAME)
@@ -101,12 +98,28 @@ def hub_token_for(request: web.BaseRequest, settings: Settings, hub_token: str |
     if not presented:
         raise ProxyError(403, "token-required", "This proxy needs its token: use the URL with ?token= that "
                                                 "the proxy printed when it started.")
+    return presented
+
+
+def check_proxy_token(request: web.BaseRequest, settings: Settings) -> None:
+    """The proxy's own token, and no other, is presented (its status page wants it even when the IDE's token
+    is what the hub gets)."""
+    if not hmac.compare_digest(_as_bytes(_presented(request)), _as_bytes(settings.local_token)):
+        raise _token_wrong()
+
+
+def hub_token_for(request: web.BaseRequest, settings: Settings, hub_token: str | None) -> str:
+    """The hub credential to use for this request — ``hub_token``, the one in use now, or without one the IDE's
+    own — or ProxyError(403) if the client is not allowed.
+
+    Total: whatever bytes the client sent, in whichever position, the answer is a credential or a 403.
+    """
     if hub_token is None:
+        presented = _presented(request)
         if not _FORWARDABLE_TOKEN.fullmatch(presented):
             raise _token_wrong()
         return presented
-    if not hmac.compare_digest(_as_bytes(presented), _as_bytes(settings.local_token)):
-        raise _token_wrong()
+    check_proxy_token(request, settings)
     return hub_token
 
 
@@ -120,3 +133,50 @@ def cookie_to_remember(request: web.BaseRequest) -> str | None:
     cookie[COOKIE_NAME] = token
     cookie[COOKIE_NAME].update({"path": "/", "httponly": "yes", "samesite": "Strict"})
     return cookie[COOKIE_NAME].OutputString()
+
+
+def _origin_of(request: web.BaseRequest) -> str | None:
+    origin = request.headers.get("Origin")
+    return origin.rstrip("/").lower() if origin else None
+
+
+def is_preflight(request: web.BaseRequest) -> bool:
+    """A browser asking whether a cross-origin request may be sent (it carries no credentials)."""
+    return (request.method == "OPTIONS" and "Origin" in request.headers
+            and "Access-Control-Request-Method" in request.headers)
+
+
+def preflight_answer(request: web.BaseRequest, settings: Settings) -> web.Response:
+    """The proxy's own answer to a preflight: the allowed methods and headers for an allowed origin, else 403."""
+    origin = _origin_of(request) or ""
+    cors = settings.cors
+    if cors is None or not cors.allows(origin):
+        raise ProxyError(403, "cross-origin", f"Web pages from {ascii(origin[:80])} may not use this proxy: add the "
+                                              "origin to JUPYTER_PROXY_ALLOW_ORIGIN if it is yours.")
+    return web.Response(status=204, headers={**dict(cors_headers(request, settings)),
+                                             "Access-Control-Allow-Methods": cors.methods,
+                                             "Access-Control-Allow-Headers": cors.headers,
+                                             "Access-Control-Max-Age": "600"})
+
+
+def cors_headers(request: web.BaseRequest, settings: Settings) -> list[tuple[str, str]]:
+    """What an answer to an allowed other origin carries so that its page may read it; nothing otherwise."""
+    origin = _origin_of(request)
+    cors = settings.cors
+    if cors is None or origin is None or not cors.allows(origin):
+        return []
+    headers = [("Access-Control-Allow-Origin", request.headers["Origin"] if cors.credentials or "*" not in
+                cors.origins else "*"), ("Vary", "Origin")]
+    if cors.credentials:
+        headers.append(("Access-Control-Allow-Credentials", "true"))
+    return headers
+
+
+def check_websocket_origin(request: web.BaseRequest, settings: Settings) -> None:
+    """A websocket from a web page is accepted from the proxy's own origin or an allowed one only: browsers send
+    a websocket's handshake to any origin, and the page's script would then drive the kernel."""
+    origin = _origin_of(request)
+    if origin is None or _same_origin(request) or (settings.cors is not None and settings.cors.allows(origin)):
+        return
+    raise ProxyError(403, "cross-origin", f"A websocket from the web page at {ascii(origin[:80])} was refused: add "
+                                          "its origin to JUPYTER_PROXY_ALLOW_ORIGIN if it is yours.")

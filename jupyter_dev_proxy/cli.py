@@ -25,10 +25,11 @@ from . import __version__
 from .app import ProxyRunner
 from .config import ConfigError, Settings, load_settings, wants_demo
 from .demo import DemoServer, DemoUnavailable, start_demo_server
-from .firstrun import ask_for_token
 from .hubapi import HubError, hub_client
 from .logs import configure_logging, keep_secrets_out_of_logs
 from .startup import HubReport, Progress, TokenInfo, check_hub, token_info
+from .status import PREFIX as STATUS_PREFIX
+from .status import StatusBoard
 from .tokens import ExpiryWarnings, TokenStore, describe_expiry
 from .watch import ServerWatch
 
@@ -77,6 +78,7 @@ def _banner(settings: Settings, port: int, report: HubReport | None = None, demo
     if report is not None and report.token is not None and demo is None:
         lines.append(_token_line(settings, report.token))
     lines.append(f"Authorization URL with token for IDE: {local}?token={token}")
+    lines.append(f"Status page: {local}{STATUS_PREFIX[1:]}?token={settings.local_token}")
     if settings.forwards_ide_token:
         lines.append("No JUPYTERHUB_API_TOKEN is set: replace <YOUR_API_TOKEN> with your hub API token "
                      f"(make one at {settings.hub.page('token')}).")
@@ -156,9 +158,10 @@ async def serve(settings: Settings, stop: asyncio.Event, demo: DemoServer | None
         return report
     settings = report.settings
     # 2. Listen.
-    watch = ServerWatch(settings, report.hub_version) if report.hub_version is not None else None
+    status = StatusBoard(settings, report.hub_version, report.token)
+    watch = ServerWatch(settings, report.hub_version, status) if report.hub_version is not None else None
     try:
-        runner = ProxyRunner(settings, watch, shutdown_timeout=SHUTDOWN_GRACE_SECONDS)
+        runner = ProxyRunner(settings, watch, shutdown_timeout=SHUTDOWN_GRACE_SECONDS, status=status)
         await runner.setup()
     except ConfigError as exc:
         print(f"jupyter-dev-proxy: {exc}", file=sys.stderr)
@@ -173,6 +176,7 @@ async def serve(settings: Settings, stop: asyncio.Event, demo: DemoServer | None
         await runner.cleanup()
         return EXIT_USAGE
     port = runner.addresses[0][1]
+    status.ide_port = port
     for warning in _warnings(settings):
         log.warning(warning)
     # 3. Tell the user where to point the IDE, then serve until told to stop.
@@ -182,7 +186,8 @@ async def serve(settings: Settings, stop: asyncio.Event, demo: DemoServer | None
         expiry.schedule(report.token.expires_at)
     if runner.credential is not None and report.hub_version is not None:
         credential = runner.credential
-        credential.on_change = lambda: asyncio.ensure_future(_follow_new_token(settings, credential.token, expiry))
+        credential.on_change = lambda: asyncio.ensure_future(_follow_new_token(settings, credential.token, expiry,
+                                                                               status))
     reload_on_hangup(runner)
     await stop.wait()
     expiry.cancel()
@@ -191,17 +196,18 @@ async def serve(settings: Settings, stop: asyncio.Event, demo: DemoServer | None
     return EXIT_OK
 
 
-async def _follow_new_token(settings: Settings, token: str, expiry: ExpiryWarnings) -> None:
+async def _follow_new_token(settings: Settings, token: str, expiry: ExpiryWarnings, board: StatusBoard) -> None:
     """A new token is in use: say when it expires, and warn ahead of that instead of the old one's expiry."""
     expiry.cancel()
     try:
         async with hub_client(replace(settings, hub_token=token)) as hub:
-            status, me, _ = await hub.call("GET", settings.hub.api("user"))
-            if status != 200 or not isinstance(me, dict) or "name" not in me:
+            answer, me, _ = await hub.call("GET", settings.hub.api("user"))
+            if answer != 200 or not isinstance(me, dict) or "name" not in me:
                 return
             info = await token_info(hub, me)
     except HubError:
         return
+    board.token = info
     if info.expiry_known:
         log.info("The new hub token is %s's and %s.", info.owner, describe_expiry(info.expires_at,
                                                                                    datetime.now(timezone.utc)))
@@ -209,24 +215,51 @@ async def _follow_new_token(settings: Settings, token: str, expiry: ExpiryWarnin
 
 
 def reload_on_hangup(runner: ProxyRunner) -> None:
-    """SIGHUP (where the system has it) makes the proxy read its hub token again from its file or the keyring."""
+    """SIGHUP (where the system has it: not on Windows) makes the proxy read its hub token again from its file or
+    the keyring."""
     credential = runner.credential
     if credential is None or not credential.source.rereadable or not hasattr(signal, "SIGHUP"):
         return
-    asyncio.get_running_loop().add_signal_handler(signal.SIGHUP, credential.reload, "SIGHUP")
+    loop = asyncio.get_running_loop()
+    try:
+        loop.add_signal_handler(signal.SIGHUP, credential.reload, "SIGHUP")
+    except (NotImplementedError, RuntimeError):
+        signal.signal(signal.SIGHUP, lambda number, frame: loop.call_soon_threadsafe(credential.reload, "SIGHUP"))
+
+
+def stop_on_signals(stop: asyncio.Event) -> None:
+    """Set ``stop`` on Ctrl-C or a service manager's SIGTERM. Where the event loop cannot take signal handlers
+    (Windows' loops), Python's own handler does it, from whichever thread the signal lands on."""
+    loop = asyncio.get_running_loop()
+    for sig in HANDLED_SIGNALS:
+        try:
+            loop.add_signal_handler(sig, stop.set)
+        except (NotImplementedError, RuntimeError):
+            signal.signal(sig, lambda number, frame: loop.call_soon_threadsafe(stop.set))
 
 
 async def _main(settings: Settings, demo: DemoServer | None) -> int:
     stop = asyncio.Event()
-    loop = asyncio.get_running_loop()
-    for sig in HANDLED_SIGNALS:
-        loop.add_signal_handler(sig, stop.set)
+    stop_on_signals(stop)
     return await serve(settings, stop, demo)
 
 
 def _interactive() -> bool:
     """A person at a terminal, who can be asked for a token."""
     return sys.stdin.isatty() and sys.stderr.isatty()
+
+
+def _doctor(argv: list[str]) -> int:
+    """``jupyter-dev-proxy doctor [settings]``: check each link to the user's server, one line each."""
+    try:
+        settings = load_settings(argv, os.environ, Path.cwd(), stored=TokenStore().lookup, token_can_be_asked=True)
+    except ConfigError as exc:
+        print(f"✗ settings: {exc}")
+        return 1
+    keep_secrets_out_of_logs(settings.secrets)
+    configure_logging("error")  # the doctor's lines are its output
+    from .doctor import run_doctor  # imported when asked for: every start would pay for it otherwise
+    return _run(run_doctor(settings, argv, Path.cwd(), sys.stdout), settings.event_loop)
 
 
 def _forget_token(argv: list[str]) -> int:
@@ -259,6 +292,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     try:
         if argv[:1] == ["forget-token"]:
             return _forget_token(argv[1:])
+        if argv[:1] == ["doctor"]:
+            return _doctor(argv[1:])
         if wants_demo(argv, os.environ, Path.cwd()):
             print("jupyter-dev-proxy: demo mode, starting a throwaway local Jupyter server... (to use your hub "
                   "instead, set JUPYTER_SERVER_IP_OR_NAME or JUPYTERHUB_URL, see --help)", file=sys.stderr, flush=True)
@@ -268,6 +303,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         settings = load_settings(argv, os.environ, Path.cwd(), demo.upstream() if demo else None,
                                  stored=store.lookup, token_can_be_asked=interactive)
         if settings.hub_token is None and interactive:
+            from .firstrun import ask_for_token  # a first run only: it brings the browser and the prompt
             settings = ask_for_token(settings, store, sys.stderr) or settings
             if settings.hub_token is None and not settings.hub.user:
                 raise ConfigError("No token was given: run the proxy again in a terminal to paste one, or set "

@@ -37,6 +37,7 @@ class _Option:
     default: str | None
     help: str
     metavar: str | None = None
+    switch: bool = False  # a flag without a value (its variable takes 1/0, true/false, yes/no, on/off)
 
 
 # The original tool's variable names are kept so existing shell profiles keep working.
@@ -111,6 +112,21 @@ OPTIONS: tuple[_Option, ...] = (
             "When the connection of a kernel's websocket to the hub breaks (a VPN reconnect, a hub restart), for "
             "how long the proxy reconnects it while the IDE stays connected and loses no output (0: never).",
             "SECONDS"),
+    _Option("allow_origin", "JUPYTER_PROXY_ALLOW_ORIGIN", "--allow-origin", None,
+            "Web pages on other origins that may use the proxy from a browser (CORS), comma-separated, e.g. "
+            "https://dash.example.org, or * for any; they still need the proxy's token. Off by default.",
+            "ORIGINS"),
+    _Option("allow_headers", "JUPYTER_PROXY_ALLOW_HEADERS", "--allow-headers",
+            "Authorization, Content-Type, X-XSRFToken",
+            "With --allow-origin: the request headers such pages may send.", "HEADERS"),
+    _Option("allow_methods", "JUPYTER_PROXY_ALLOW_METHODS", "--allow-methods", "GET, POST, PUT, PATCH, DELETE",
+            "With --allow-origin: the methods such pages may use.", "METHODS"),
+    _Option("allow_credentials", "JUPYTER_PROXY_ALLOW_CREDENTIALS", "--allow-credentials", "0",
+            "With --allow-origin: let such pages send credentials (Access-Control-Allow-Credentials).",
+            switch=True),
+    _Option("trace", "JUPYTER_PROXY_TRACE", "--trace", "0",
+            "Log one line per kernel message on every kernel websocket: direction, channel, type, a short id, "
+            "size (never the content), to see what the IDE and the kernel say to each other.", switch=True),
     _Option("event_loop", "JUPYTER_PROXY_EVENT_LOOP", "--event-loop", "auto",
             "auto: the faster uvloop when it is installed; asyncio: Python's own event loop.", "LOOP"),
 )
@@ -182,6 +198,19 @@ class ForwardProxy:
 
 
 @dataclass(frozen=True)
+class CorsPolicy:
+    """Which other web origins may use the proxy from a browser, and what they may send."""
+
+    origins: frozenset[str]  # "https://dash.example.org"; "*" for any
+    headers: str
+    methods: str
+    credentials: bool
+
+    def allows(self, origin: str) -> bool:
+        return "*" in self.origins or origin.rstrip("/").lower() in self.origins
+
+
+@dataclass(frozen=True)
 class Settings:
     """Everything the proxy needs to know, decided once at startup."""
 
@@ -199,6 +228,7 @@ class Settings:
     event_loop: str = "auto"
     keep_warm_minutes: float = 30.0
     reconnect_seconds: float = 60.0
+    trace: bool = False
     # How the hub is reached: a client certificate, a forward proxy, headers for an access gateway.
     client_cert: Path | None = None
     client_key: Path | None = None
@@ -206,6 +236,8 @@ class Settings:
     hub_headers: tuple[tuple[str, str], ...] = ()
     # Names the IDE may reach the proxy by, besides loopback addresses (the Host check).
     allowed_hosts: frozenset[str] = frozenset({"localhost"})
+    # Browser pages on other origins (CORS): none unless set; "*" in it means any.
+    cors: CorsPolicy | None = None
 
     @property
     def hub_token_setting(self) -> str:
@@ -250,6 +282,10 @@ def _parser() -> argparse.ArgumentParser:
         if option.flag is None:
             continue
         default = f"default: {option.default}" if option.default else "no default"
+        if option.switch:
+            parser.add_argument(option.flag, dest=option.dest, action="store_const", const="1", default=None,
+                                help=f"{option.help} [env {option.env}=1; {default}]")
+            continue
         parser.add_argument(option.flag, dest=option.dest, metavar=option.metavar, default=None,
                             help=f"{option.help} [env {option.env}; {default}]")
     parser.add_argument("--env-file", metavar="FILE", default=None,
@@ -257,7 +293,7 @@ def _parser() -> argparse.ArgumentParser:
     parser.add_argument("--demo", action="store_true",
                         help="Try the proxy without a hub: start a throwaway local Jupyter server at "
                              "/user/<your login>/ over TLS and proxy to it (the hub settings are ignored; "
-                             "its files are deleted when the proxy stops). Needs requirements-demo.txt.")
+                             "its files are deleted when the proxy stops). Needs pip install \".[demo]\".")
     parser.add_argument("--version", action="version", version=f"%(prog)s {__version__}")
     return parser
 
@@ -274,10 +310,14 @@ def _read_env_file(path_flag: str | None, cwd: Path) -> dict[str, str]:
     return {k: v for k, v in dotenv_values(path).items() if v is not None}
 
 
-def _merged(args: argparse.Namespace, environ: Mapping[str, str], dotenv: Mapping[str, str]) -> dict[str, str | None]:
-    """flags > environment > .env > defaults; an empty value counts as unset."""
-    merged: dict[str, str | None] = {}
-    rank: dict[str, int] = {}
+# Where a setting's value came from, by the precedence of _merged.
+_ORIGINS = ("flag", "environment", ".env", "default")
+
+
+def _ranked(args: argparse.Namespace, environ: Mapping[str, str],
+            dotenv: Mapping[str, str]) -> dict[str, tuple[int, str | None]]:
+    """Each setting's value and where it came from (an index into _ORIGINS; past its end: unset)."""
+    ranked: dict[str, tuple[int, str | None]] = {}
     for option in OPTIONS:
         candidates = (
             getattr(args, option.dest, None),
@@ -286,11 +326,30 @@ def _merged(args: argparse.Namespace, environ: Mapping[str, str], dotenv: Mappin
             option.default,
         )
         found = [(i, c.strip()) for i, c in enumerate(candidates) if c is not None and c.strip()]
-        rank[option.dest], merged[option.dest] = found[0] if found else (len(candidates), None)
+        ranked[option.dest] = found[0] if found else (len(candidates), None)
+    return ranked
+
+
+def _merged(args: argparse.Namespace, environ: Mapping[str, str], dotenv: Mapping[str, str]) -> dict[str, str | None]:
+    """flags > environment > .env > defaults; an empty value counts as unset."""
+    ranked = _ranked(args, environ, dotenv)
+    merged = {dest: value for dest, (_, value) in ranked.items()}
     # A token and a token file are one setting: the one from the higher-precedence source wins.
-    if rank["hub_token"] < rank["hub_token_file"]:
+    if ranked["hub_token"][0] < ranked["hub_token_file"][0]:
         merged["hub_token_file"] = None
     return merged
+
+
+def setting_origins(argv: Sequence[str], environ: Mapping[str, str], cwd: Path) -> list[tuple[str, str, str]]:
+    """(setting's variable, where it came from, the value or '(secret)') for every setting that has a value."""
+    args = _parser().parse_args(list(argv))
+    ranked = _ranked(args, environ, _read_env_file(args.env_file, cwd))
+    def shown(dest: str, value: str) -> str:
+        if dest in ("hub_token", "local_token", "hub_headers") or (dest == "hub_proxy" and "@" in value):
+            return "(secret)"
+        return value
+    return [(option.env or option.dest, _ORIGINS[rank], shown(option.dest, value))
+            for option in OPTIONS for rank, value in [ranked[option.dest]] if value is not None]
 
 
 def _port(value: str, env: str, allow_zero: bool = False) -> int:
@@ -303,6 +362,16 @@ def _port(value: str, env: str, allow_zero: bool = False) -> int:
         hint = " (0 picks a free one)" if allow_zero else ""
         raise ConfigError(f"{env}={value!r} is not a port number: use a number from {lowest} to 65535{hint}.")
     return port
+
+
+_SWITCH_WORDS = {"1": True, "true": True, "yes": True, "on": True, "0": False, "false": False, "no": False,
+                 "off": False}
+
+
+def _switch(value: str, env: str) -> bool:
+    if value.lower() not in _SWITCH_WORDS:
+        raise ConfigError(f"{env}={value!r} is neither on nor off: use 1 (on) or 0 (off).")
+    return _SWITCH_WORDS[value.lower()]
 
 
 def _quantity(value: str, env: str, unit: str) -> float:
@@ -480,6 +549,23 @@ def _client_cert(values: Mapping[str, str | None]) -> Path | None:
     return _pem_file(values, "client_cert", "JUPYTER_CLIENT_CERT")
 
 
+def _cors(values: Mapping[str, str | None]) -> CorsPolicy | None:
+    if not values["allow_origin"]:
+        return None
+    origins = frozenset(o.strip().rstrip("/").lower() for o in (values["allow_origin"] or "").split(",") if o.strip())
+    for origin in origins - {"*"}:
+        try:
+            url = URL(origin)
+            valid = url.scheme in ("http", "https") and bool(url.host) and url.path in ("", "/")
+        except ValueError:
+            valid = False
+        if not valid:
+            raise ConfigError(f"JUPYTER_PROXY_ALLOW_ORIGIN has {origin!r}, which is not an origin: write it like "
+                              "https://dash.example.org (scheme, host and port only), or *.")
+    return CorsPolicy(origins, values["allow_headers"] or "", values["allow_methods"] or "",
+                      _switch(values["allow_credentials"] or "0", "JUPYTER_PROXY_ALLOW_CREDENTIALS"))
+
+
 def _allowed_hosts(values: Mapping[str, str | None], listen_host: str) -> frozenset[str]:
     extra = (values["allowed_hosts"] or "").split(",")
     names = {"localhost", listen_host, *extra}
@@ -619,9 +705,11 @@ def load_settings(argv: Sequence[str], environ: Mapping[str, str], cwd: Path,
         event_loop=_event_loop(values),
         keep_warm_minutes=_quantity(values["keep_warm_minutes"] or "", "JUPYTER_PROXY_KEEP_WARM_MINUTES", "minutes"),
         reconnect_seconds=_quantity(values["reconnect_seconds"] or "", "JUPYTER_PROXY_RECONNECT_SECONDS", "seconds"),
+        trace=_switch(values["trace"] or "", "JUPYTER_PROXY_TRACE"),
         client_cert=_client_cert(values),
         client_key=_pem_file(values, "client_key", "JUPYTER_CLIENT_KEY"),
         forward_proxy=_hub_proxy(values, args, environ, dotenv, hub),
         hub_headers=_hub_headers(values),
         allowed_hosts=_allowed_hosts(values, listen_host),
+        cors=_cors(values),
     )

@@ -93,7 +93,8 @@ def _check_installed() -> None:
     missing = [m for m in _DEMO_MODULES if importlib.util.find_spec(m) is None]
     if missing:
         raise DemoUnavailable(f"The demo needs {', '.join(missing)}, which {'is' if len(missing) == 1 else 'are'} "
-                              f"not installed: run  {sys.executable} -m pip install -r requirements-demo.txt")
+                              f"not installed: run  {sys.executable} -m pip install \".[demo]\"  in the "
+                              "jupyter-dev-proxy folder (or give the hub's address to use your hub instead).")
 
 
 def _throwaway_tls(workdir: Path, tls_name: str) -> tuple[Path, Path, Path]:

@@ -94,10 +94,11 @@ async def _continue_if_expected(request: web.BaseRequest) -> None:
 
 async def relay_http(request: web.BaseRequest, settings: Settings, hub_transport: HubTransport,
                      session: aiohttp.ClientSession, hub_token: str, url: URL, set_cookie: str | None,
+                     cors: list[tuple[str, str]],
                      token_refusal: Callable[[], Awaitable[ProxyError | None]]) -> web.StreamResponse:
     """Forward ``request`` to ``url`` with the hub token and stream the hub's response back as it comes;
-    ``set_cookie`` (the proxy's own) is added to a successful answer. A 401 or 403 asks ``token_refusal``
-    whether the hub has stopped accepting the token, to say so instead."""
+    ``set_cookie`` (the proxy's own) is added to a successful answer, ``cors`` to every answer. A 401 or 403
+    asks ``token_refusal`` whether the hub has stopped accepting the token, to say so instead."""
     await _continue_if_expected(request)
     headers = upstream_request_headers(request.headers, hub_token, gateway_headers=hub_transport.gateway_headers)
     async with hub_transport.failures():
@@ -111,6 +112,11 @@ async def relay_http(request: web.BaseRequest, settings: Settings, hub_transport
         headers = client_response_headers(settings, upstream.headers)
         if set_cookie is not None and upstream.status < 400:
             headers.add("Set-Cookie", set_cookie)
+        for name, value in cors:  # the proxy's own CORS answer (routing dropped the hub's)
+            if name == "Vary":
+                headers.add(name, value)
+            else:
+                headers[name] = value
         length = upstream.content_length
         if length is not None and length <= _SMALL_BODY_BYTES and request.method != "HEAD":
             # Most API answers: read whole, so status, headers and body leave in one write.

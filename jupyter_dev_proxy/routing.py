@@ -274,6 +274,8 @@ def client_response_headers(settings: Settings, headers: MultiMapping[str]) -> C
         if not _HEADER_NAME.fullmatch(name) or _UNWRITABLE_VALUE.search(value):
             raise hub_bad_answer(settings, f"a header the IDE cannot be sent, {ascii(name[:60])}")
         lower = name.lower()
+        if lower.startswith("access-control-"):
+            continue  # which web pages may read the answer is the proxy's decision (its CORS settings)
         if lower == "location":
             local = local_location_for(settings, value)
             if local is None:

@@ -57,7 +57,18 @@ class TokenStore:
 
     def __init__(self, file: Path | None = None) -> None:
         self.file = file or _config_dir() / "jupyter-dev-proxy" / "tokens.json"
-        self._keyring = _usable_keyring()
+        self._looked_for_keyring = False  # importing keyring is slow: only when a token is looked for or kept
+        self._backend: _Keyring | None = None
+
+    @property
+    def _keyring(self) -> _Keyring | None:
+        if not self._looked_for_keyring:
+            self._backend, self._looked_for_keyring = _usable_keyring(), True
+        return self._backend
+
+    @_keyring.setter
+    def _keyring(self, backend: _Keyring | None) -> None:
+        self._backend, self._looked_for_keyring = backend, True
 
     @property
     def source(self) -> TokenSource:

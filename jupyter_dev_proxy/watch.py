@@ -14,6 +14,7 @@ from .config import START_ALWAYS, Settings
 from .errors import ServerNotRunning, json_error
 from .hubapi import HubError, hub_client
 from .startup import Progress, start_server
+from .status import StatusBoard
 
 log = logging.getLogger("jupyter_dev_proxy")
 
@@ -25,9 +26,10 @@ RESTART_BACKOFF_SECONDS = 30.0
 class ServerWatch:
     """Notices that the user's server stopped (the hub's redirect, turned into ServerNotRunning by routing)."""
 
-    def __init__(self, settings: Settings, hub_version: str) -> None:
+    def __init__(self, settings: Settings, hub_version: str, status: StatusBoard | None = None) -> None:
         self._settings = settings
         self._hub_version = hub_version
+        self._status = status
         self._restart = settings.start_server == START_ALWAYS and settings.hub_token is not None
         self._stopped = False
         self._starting: asyncio.Task[None] | None = None
@@ -73,6 +75,8 @@ class ServerWatch:
         def show(event: Progress) -> None:
             percent = f"{event.percent}% " if event.percent is not None else ""
             log.info("Starting your %s: %s%s", label, percent, event.message)
+            if self._status is not None:
+                self._status.progress = f"{percent}{event.message}"
         try:
             async with hub_client(self._settings) as hub:
                 await start_server(hub, self._hub_version, show)

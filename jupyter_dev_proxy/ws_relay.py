@@ -22,8 +22,10 @@ import logging
 import os
 import re
 import ssl
+import time
 from collections.abc import Awaitable, Callable
 from contextlib import suppress
+from datetime import datetime, timezone
 from typing import cast
 
 from aiohttp import web
@@ -35,6 +37,7 @@ from . import transport as _transport  # its limits are read at call time: tests
 from .config import Settings
 from .errors import ProxyError
 from .routing import client_response_headers, gateway_refusal, upstream_request_headers
+from .trace import MessageTrace
 from .transport import HubTransport
 
 log = logging.getLogger("jupyter_dev_proxy")
@@ -155,7 +158,8 @@ class Relay:
     """
 
     def __init__(self, request: web.BaseRequest, ide: AbstractStreamWriter, hub: HubConnection,
-                 reconnect: Reconnect | None = None, reconnect_seconds: float = 0.0, label: str = "websocket") -> None:
+                 reconnect: Reconnect | None = None, reconnect_seconds: float = 0.0, label: str = "websocket",
+                 trace: tuple[MessageTrace, MessageTrace] | None = None) -> None:
         assert request.transport is not None and hub.transport is not None
         self._ide_protocol = request.protocol
         self._ide_transport = request.transport
@@ -177,10 +181,19 @@ class Relay:
         self._reconnecting: asyncio.Task[None] | None = None
         self._stopping = False
         self.finished: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+        # What the status page shows of it.
+        self.kernel: str | None = None
+        self.opened_at = time.time()
+        self._trace_to_hub: MessageTrace | None = trace[0] if trace else None  # only with --trace: decoding
+        self._trace_to_ide: MessageTrace | None = trace[1] if trace else None
+        self.bytes_to_hub = self.bytes_to_ide = self.reconnects = 0
 
     # The IDE's side: aiohttp hands the upgraded connection's bytes to its "parser", which is this.
 
     def feed_data(self, data: bytes) -> tuple[bool, bytes]:
+        self.bytes_to_hub += len(data)
+        if self._trace_to_hub is not None:
+            self._trace_to_hub.feed(data)
         pings = self.to_hub.feed(data)
         if self._reconnect is not None:
             self._note_unsent(data)
@@ -223,6 +236,9 @@ class Relay:
     def from_hub(self, data: bytes) -> None:
         if self._ide_done or self._ide_transport.is_closing():
             return
+        self.bytes_to_ide += len(data)
+        if self._trace_to_ide is not None:
+            self._trace_to_ide.feed(data)
         pings = self.to_ide.feed(data)
         if pings:
             self._pong_to_hub(pings)
@@ -314,6 +330,7 @@ class Relay:
         held, count = b"".join(self._held), len(self._held)
         self._hub, self._hub_transport = hub, hub.transport
         self._held, self._held_bytes, self._reconnecting = [], 0, None
+        self.reconnects += 1
         hub.attach(self)
         if held:
             self._hub_transport.write(held)
@@ -487,8 +504,11 @@ async def relay_websocket(request: web.BaseRequest, settings: Settings, hub_tran
                                                       "handshake.") from None
         kernel = _KERNEL_CHANNEL.search(url.raw_path)
         reconnect = functools.partial(_reopen_hub_websocket, settings, hub_transport, url, offered, headers, protocol)
+        trace = ((MessageTrace("IDE → hub", kernel.group(1)), MessageTrace("hub → IDE", kernel.group(1)))
+                 if kernel and settings.trace else None)
         relay = Relay(request, ide, hub, reconnect if kernel else None, settings.reconnect_seconds,
-                      f"The websocket of kernel {kernel.group(1)}" if kernel else "A websocket")
+                      f"The websocket of kernel {kernel.group(1)}" if kernel else "A websocket", trace)
+        relay.kernel = kernel.group(1) if kernel else None
     except BaseException:
         hub.transport.abort()
         raise
@@ -606,3 +626,10 @@ class OpenRelays:
         self._stopping = True
         for relay in list(self._relays):
             relay.stop()
+
+    def kernel_websockets(self) -> list[dict[str, object]]:
+        """The open kernel websockets, for the status page: kernel, since when, bytes each way, reconnects."""
+        return [{"kernel": relay.kernel, "since": datetime.fromtimestamp(relay.opened_at, timezone.utc).isoformat(
+                    timespec="seconds"), "bytes_to_ide": relay.bytes_to_ide, "bytes_to_hub": relay.bytes_to_hub,
+                 "reconnects": relay.reconnects}
+                for relay in sorted(self._relays, key=lambda r: r.opened_at) if relay.kernel is not None]

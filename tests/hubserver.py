@@ -20,10 +20,12 @@ import tempfile
 import time
 import urllib.error
 import urllib.request
+from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+import pytest
 import trustme
 
 from jupyter_dev_proxy.demo import free_port, terminate
@@ -105,6 +107,29 @@ def find_chp() -> str | None:
         if candidate and os.access(candidate, os.X_OK):
             return candidate
     return None
+
+
+def require_real_servers(*programs: str) -> None:
+    """At the top of a module of tests against a real hub (and ``programs``, Debian's daemons): skip the module
+    when they are missing here, fail it in CI (where .ci/run installs them), so no test is silently skipped."""
+    from tests.netservers import missing_programs
+    missing = missing_hub_tools() or missing_programs(*programs)
+    if missing:
+        if os.environ.get("CI") == "true":
+            raise RuntimeError(f"CI must run the tests against real servers, but {missing}")
+        pytest.skip(f"no real hub here: {missing}", allow_module_level=True)
+
+
+def module_hub(base: str = "/") -> Any:
+    """A module-scoped fixture: one real hub (under ``base``) for every test of the module, stopped after them."""
+    @pytest.fixture(scope="module")
+    def hub() -> Iterator[Hub]:
+        started = start_hub(base=base)
+        try:
+            yield started
+        finally:
+            started.stop()
+    return hub
 
 
 def missing_hub_tools() -> str | None:

@@ -165,3 +165,39 @@ async def test_a_48_mib_kernel_output_crosses_the_websocket_with_flat_memory(
             assert response.status == 204
     assert text is not None and len(text) == 48 * 1024 * 1024 + 2  # repr adds the quotes
     assert rss_after - rss_before < 20 * 1024, (rss_before, rss_after)
+
+
+def test_without_event_loop_signal_handlers_as_on_windows_sigterm_and_ctrl_c_still_stop_it(
+        proxy_env: dict[str, str], proxies: list[ProxyProcess], tmp_path: Path) -> None:
+    """Windows' event loops have no add_signal_handler: simulated here by a sitecustomize that takes it away
+    (the asyncio loop: uvloop's is compiled), so the proxy must fall back to signal.signal."""
+    (tmp_path / "sitecustomize.py").write_text(
+        "import asyncio\n"
+        "def _missing(self, *args, **kwargs):\n"
+        "    raise NotImplementedError('no signal handlers on this event loop (as on Windows)')\n"
+        "asyncio.AbstractEventLoop.add_signal_handler = _missing\n"
+        "asyncio.SelectorEventLoop.add_signal_handler = _missing\n")
+    env = {**proxy_env, "PYTHONPATH": str(tmp_path), "JUPYTER_PROXY_EVENT_LOOP": "asyncio"}
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        proxy = run_proxy(proxies, env)
+        proxy.wait_for_banner()
+        assert proxy.get("/api/status")[0] == 200
+        started = time.monotonic()
+        proxy.process.send_signal(sig)
+        assert proxy.exit_status(timeout=15) == 0, proxy.output
+        assert time.monotonic() - started < 10 and "Traceback" not in proxy.output
+
+
+def test_the_demo_extra_brings_what_the_demo_needs_and_its_hint_names_it() -> None:
+    import tomllib
+    from jupyter_dev_proxy import demo
+    root = Path(__file__).resolve().parent.parent
+    extras = tomllib.loads((root / "pyproject.toml").read_text())["project"]["optional-dependencies"]
+    listed = [line.strip() for line in (root / "requirements-demo.txt").read_text().splitlines()
+              if line.strip() and not line.startswith("#")]
+    assert sorted(extras["demo"]) == sorted(listed)
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setattr(demo, "_DEMO_MODULES", ("no_such_module_for_the_demo",))
+        with pytest.raises(demo.DemoUnavailable) as missing:
+            demo._check_installed()
+    assert 'pip install ".[demo]"' in str(missing.value)

@@ -6,9 +6,7 @@ One hub for the module; each test puts alice's and bob's servers in the state it
 
 from __future__ import annotations
 
-import os
 import signal
-from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -20,27 +18,15 @@ from tests.hubserver import (
     BROKEN_MESSAGE,
     BROKEN_SERVER,
     Hub,
-    missing_hub_tools,
-    start_hub,
+    module_hub,
+    require_real_servers,
 )
 from tests.proxyprocess import ProxyProcess, clean_env, failed_start, run_proxy
 
 pytestmark = [pytest.mark.hub, pytest.mark.timeout(240)]
 
-_missing = missing_hub_tools()
-if _missing:
-    if os.environ.get("CI") == "true":
-        raise RuntimeError(f"CI must run the hub tests, but {_missing}")
-    pytest.skip(f"no real hub here: {_missing}", allow_module_level=True)
-
-
-@pytest.fixture(scope="module")
-def hub() -> Iterator[Hub]:
-    hub = start_hub()
-    try:
-        yield hub
-    finally:
-        hub.stop()
+require_real_servers()
+hub = module_hub()
 
 
 def hub_env(hub: Hub, token: str, **more: str) -> dict[str, str]:

@@ -152,3 +152,38 @@ async def test_an_idle_kernel_websocket_outlives_the_servers_ping_timeout(
             await asyncio.sleep(6)  # idle for three of the server's ping timeouts
             assert not ws.closed
             assert result_text(await channel.execute("2 + 2")) == "4"
+
+
+@pytest.mark.parametrize("protocols", [(KERNEL_PROTOCOL,), ()], ids=["v1-binary", "legacy-json"])
+async def test_the_trace_logs_one_line_per_kernel_message_and_never_its_content(
+        jupyter_upstream: DemoServer, start_proxy: Callable[[Settings], Awaitable[Proxy]],
+        caplog: pytest.LogCaptureFixture, protocols: tuple[str, ...]) -> None:
+    proxy = await start_proxy(make_settings(jupyter_upstream.url, jupyter_upstream.ca_file, jupyter_upstream.tls_name,
+                                            hub_token=jupyter_upstream.token, trace=True))
+    async with proxy.session() as client:
+        ids = await start_session(client, await new_notebook(client))
+        async with client.ws_connect(f"/api/kernels/{ids['kernel']}/channels?session_id={ids['session']}",
+                                     protocols=protocols) as ws:
+            channel = KernelChannel(ws, ids["session"])
+            msg_id = await channel.start_execute("print('secret-output-' + 'x' * 3)")
+            await channel.replies_to(msg_id)
+        async with client.delete(f"/api/sessions/{ids['session']}") as response:
+            assert response.status == 204
+    traced = [r.getMessage() for r in caplog.records if r.getMessage().startswith("trace ")]
+    kernel = ids["kernel"][:8]
+    assert any(line.startswith(f"trace IDE → hub kernel {kernel} shell") and "execute_request" in line
+               and msg_id[:8] in line for line in traced), traced
+    for kind in ("status", "execute_input", "stream", "execute_reply"):
+        assert any(line.startswith(f"trace hub → IDE kernel {kernel}") and f" {kind} " in line
+                   for line in traced), (kind, traced)
+    assert all(line.endswith(" bytes") for line in traced)
+    assert not [r for r in caplog.records if "secret-output" in r.getMessage() or "print(" in r.getMessage()]
+
+
+async def test_without_the_trace_nothing_is_decoded(jupyter_proxy: Proxy, caplog: pytest.LogCaptureFixture) -> None:
+    async with jupyter_proxy.session() as client:
+        ids = await start_session(client, await new_notebook(client))
+        async with client.ws_connect(f"/api/kernels/{ids['kernel']}/channels?session_id={ids['session']}",
+                                     protocols=(KERNEL_PROTOCOL,)) as ws:
+            assert result_text(await KernelChannel(ws, ids["session"]).execute("1 + 1")) == "2"
+    assert not [r for r in caplog.records if r.getMessage().startswith("trace ")]

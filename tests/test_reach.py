@@ -6,7 +6,6 @@ and behind an access gateway (Debian's nginx wanting a client certificate and a 
 from __future__ import annotations
 
 import json
-import os
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -15,13 +14,12 @@ import pytest
 import trustme
 
 from jupyter_dev_proxy.demo import free_port
-from tests.hubserver import Hub, missing_hub_tools, start_hub
+from tests.hubserver import Hub, module_hub, require_real_servers
 from tests.ide import ide_session, whole_lifecycle
 from tests.netservers import (
     ClientCert,
     Gateway,
     ResolvingConnectProxy,
-    missing_programs,
     start_nginx_gateway,
     start_tinyproxy,
     write_client_cert,
@@ -30,22 +28,9 @@ from tests.proxyprocess import ProxyProcess, clean_env, failed_start, run_proxy
 
 pytestmark = [pytest.mark.hub, pytest.mark.timeout(300)]
 
-_missing = missing_hub_tools() or missing_programs("tinyproxy", "nginx")
-if _missing:
-    if os.environ.get("CI") == "true":
-        raise RuntimeError(f"CI must run the hub tests, but {_missing}")
-    pytest.skip(f"no real hub here: {_missing}", allow_module_level=True)
-
+require_real_servers("tinyproxy", "nginx")
 BASE = "/jupyter/"
-
-
-@pytest.fixture(scope="module")
-def hub() -> Iterator[Hub]:
-    hub = start_hub(base=BASE)
-    try:
-        yield hub
-    finally:
-        hub.stop()
+hub = module_hub(BASE)
 
 
 def reach_env(hub: Hub, token: str, **more: str) -> dict[str, str]:

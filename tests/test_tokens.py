@@ -5,39 +5,24 @@ ahead, and the server started with the right spawn options."""
 from __future__ import annotations
 
 import json
-import os
 import signal
 import stat
 import sys
 import time
-from collections.abc import Iterator
 from pathlib import Path
 
 import pexpect
 import pytest
 
-from tests.hubserver import Hub, missing_hub_tools, start_hub
+from tests.hubserver import Hub, module_hub, require_real_servers
 from tests.ide import ide_session
 from tests.proxyprocess import PROXY, ProxyProcess, clean_env, failed_start, run_proxy
 
 pytestmark = [pytest.mark.hub, pytest.mark.timeout(240)]
 
-_missing = missing_hub_tools()
-if _missing:
-    if os.environ.get("CI") == "true":
-        raise RuntimeError(f"CI must run the hub tests, but {_missing}")
-    pytest.skip(f"no real hub here: {_missing}", allow_module_level=True)
-
+require_real_servers()
 TEST_KEYRING = "tests.keyring_backend.FileKeyring"
-
-
-@pytest.fixture(scope="module")
-def hub() -> Iterator[Hub]:
-    hub = start_hub()
-    try:
-        yield hub
-    finally:
-        hub.stop()
+hub = module_hub()
 
 
 def token_env(hub: Hub, **more: str) -> dict[str, str]:

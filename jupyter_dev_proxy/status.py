@@ -1,0 +1,177 @@
+"""What the proxy sees, shown to its user: a status page at /jupyter-dev-proxy/ and the same data as JSON at
+/jupyter-dev-proxy/api/status, behind the proxy's own token like everything else, never forwarded to the hub.
+
+    StatusBoard      counts requests and errors (the last 20 as the log's sentences), knows the hub's version and
+                     the token's owner, scopes and expiry; ``snapshot()`` adds what is live: the server's state and
+                     last activity (asked of the hub, at most every few seconds), the open kernel websockets
+    render_page()    one self-contained HTML page (no external assets), refreshed every 5 s
+"""
+
+from __future__ import annotations
+
+import collections
+import html
+import time
+from datetime import datetime, timezone
+from typing import Any
+
+from . import __version__
+from .config import Settings
+from .hubapi import HubClient, HubError
+from .startup import TokenInfo
+from .tokens import describe_expiry
+
+PREFIX = "/jupyter-dev-proxy/"
+STATUS_API = PREFIX + "api/status"
+
+# The hub is asked for the server's state at most this often, however often the page refreshes.
+_SERVER_STATE_SECONDS = 5.0
+_RECENT_ERRORS = 20
+
+
+class StatusBoard:
+    """The proxy's own account of itself, fed by the funnel and the relays."""
+
+    def __init__(self, settings: Settings, hub_version: str | None = None, token: TokenInfo | None = None) -> None:
+        self.settings = settings
+        self.hub_version = hub_version
+        self.token = token
+        self.started = time.time()
+        self.ide_port = settings.listen_port
+        self.requests = 0
+        self.errors = 0
+        self.recent_errors: collections.deque[dict[str, Any]] = collections.deque(maxlen=_RECENT_ERRORS)
+        self.progress: str | None = None  # the hub's last progress message while the proxy starts the server
+        self._server: tuple[float, dict[str, Any]] | None = None
+
+    def note_error(self, status: int, reason: str, message: str) -> None:
+        self.errors += 1
+        self.recent_errors.appendleft({"at": _iso(time.time()), "status": status, "reason": reason,
+                                       "message": message})
+
+    async def _server_state(self, hub: HubClient | None, token: str | None) -> dict[str, Any]:
+        """The server's state and last activity from the hub's model of the user (cached a few seconds)."""
+        now = time.monotonic()
+        if self._server is not None and now - self._server[0] < _SERVER_STATE_SECONDS:
+            return self._server[1]
+        state: dict[str, Any] = {"state": "unknown", "last_activity": None}
+        if hub is not None and self.hub_version is not None and token is not None:
+            address = self.settings.hub
+            try:
+                status, user, _ = await hub.call("GET", address.user_api() + "?include_stopped_servers=1", token=token)
+            except HubError:
+                status, user = 0, None
+            if status == 200 and isinstance(user, dict) and isinstance(user.get("servers"), dict):
+                model = user["servers"].get(address.server) or {}
+                state = {"state": ("running" if model.get("ready") else "starting" if model.get("pending") == "spawn"
+                                   else "stopped"),
+                         "last_activity": model.get("last_activity") or user.get("last_activity")}
+        if state["state"] == "starting" and self.progress:
+            state["progress"] = self.progress
+        self._server = (now, state)
+        return state
+
+    async def snapshot(self, hub: HubClient | None, hub_token: str | None,
+                       websockets: list[dict[str, Any]]) -> dict[str, Any]:
+        """Everything the page shows, as JSON: never a token or a password (``hub_token``, the one in use, only
+        asks the hub for the server's state)."""
+        settings = self.settings
+        address = settings.hub
+        token = self.token
+        now = datetime.now(timezone.utc)
+        host = settings.listen_host if settings.listen_host not in ("0.0.0.0", "::") else "localhost"
+        return {
+            "proxy": {"version": __version__, "uptime_seconds": round(time.time() - self.started),
+                      "started_at": _iso(self.started), "ide_url": f"http://{host}:{self.ide_port}/"},
+            "hub": {"url": str(address), "version": self.hub_version, "reached": settings.reached_through,
+                    "forward_proxy": str(settings.forward_proxy) if settings.forward_proxy else None,
+                    "gateway_credentials": bool(settings.hub_headers or settings.client_cert)},
+            "user": address.user, "server": {"name": address.server, "label": address.server_label,
+                                             "prefix": address.server_prefix,
+                                             **await self._server_state(hub, hub_token)},
+            "token": None if token is None else {
+                "owner": token.owner, "scopes": list(token.scopes) if token.scopes is not None else None,
+                "from": str(settings.token_source),
+                "expires_at": token.expires_at.isoformat() if token.expires_at else None,
+                "expiry": describe_expiry(token.expires_at, now) if token.expiry_known else "not known"},
+            "websockets": websockets,
+            "requests": self.requests, "errors": self.errors, "recent_errors": list(self.recent_errors),
+        }
+
+
+def _iso(moment: float) -> str:
+    return datetime.fromtimestamp(moment, timezone.utc).isoformat(timespec="seconds")
+
+
+def _duration(seconds: float) -> str:
+    minutes, seconds = divmod(int(seconds), 60)
+    hours, minutes = divmod(minutes, 60)
+    return f"{hours} h {minutes} min" if hours else f"{minutes} min {seconds} s"
+
+
+_PAGE = """<!doctype html>
+<html lang="en"><head><meta charset="utf-8"><meta http-equiv="refresh" content="5">
+<title>jupyter-dev-proxy: {title}</title>
+<style>
+body {{ font: 15px/1.45 system-ui, sans-serif; margin: 2em auto; max-width: 60em; padding: 0 1em; color: #222; }}
+h1 {{ font-size: 1.35em; }} h2 {{ font-size: 1.05em; margin-top: 1.6em; border-bottom: 1px solid #ddd; }}
+table {{ border-collapse: collapse; width: 100%; }} td, th {{ text-align: left; padding: .25em .6em .25em 0;
+vertical-align: top; }} th {{ color: #555; font-weight: 600; width: 12em; }}
+.ok {{ color: #12722b; font-weight: 600; }} .bad {{ color: #b3261e; font-weight: 600; }}
+.warn {{ color: #9a5b00; font-weight: 600; }} code {{ background: #f3f3f3; padding: 0 .3em; }}
+button {{ font: inherit; margin-left: .5em; }} .muted {{ color: #777; }}
+</style></head><body>
+<h1>jupyter-dev-proxy {version} <span class="muted">up {uptime}</span></h1>
+<table>
+<tr><th>For the IDE</th><td><code id="url">{ide_url}?token=<span id="token" hidden>{local_token}</span><span
+ id="hidden">•••••</span></code><button onclick="document.getElementById('token').hidden=false;
+document.getElementById('hidden').hidden=true">Show token</button><button onclick="navigator.clipboard.writeText(
+document.getElementById('url').textContent.replace('•••••',''))">Copy</button></td></tr>
+<tr><th>Hub</th><td>{hub_url} · JupyterHub {hub_version} · reached {reached}</td></tr>
+<tr><th>User</th><td id="user">{user}</td></tr>
+<tr><th>Server</th><td>{server_label} <code>{server_prefix}</code>: <span id="server-state" class="{state_class}">{state}</span>
+{progress} <span class="muted">{last_activity}</span></td></tr>
+<tr><th>Token</th><td>{token}</td></tr>
+<tr><th>Requests</th><td>{requests} · <span class="{errors_class}">{errors}</span></td></tr>
+</table>
+<h2>Kernel websockets open ({websocket_count})</h2>
+{websockets}
+<h2>Last errors</h2>
+{recent_errors}
+<p class="muted">Refreshes every 5 s. The same data as JSON: <a href="api/status">api/status</a>.
+If something is wrong, run <code>jupyter-dev-proxy doctor</code>.</p>
+</body></html>
+"""
+
+_STATE_CLASSES = {"running": "ok", "starting": "warn", "stopped": "bad"}
+
+
+def render_page(snapshot: dict[str, Any], local_token: str) -> str:
+    """The status page, every value escaped; the token stays hidden until the user asks for it."""
+    e = html.escape
+    server, token = snapshot["server"], snapshot["token"]
+    websockets = snapshot["websockets"]
+    rows = "".join(f"<tr><td><code>{e(ws['kernel'])}</code></td><td>{e(ws['since'])}</td><td>{ws['bytes_to_ide']:,}"
+                   f"</td><td>{ws['bytes_to_hub']:,}</td><td>{ws['reconnects']}</td></tr>" for ws in websockets)
+    errors = "".join(f"<tr><td class=\"muted\">{e(err['at'])}</td><td>{err['status']} {e(err['reason'])}</td>"
+                     f"<td>{e(err['message'])}</td></tr>" for err in snapshot["recent_errors"])
+    token_text = ("not known (the IDE's own token is sent)" if token is None else
+                  f"{e(token['owner'])}'s, from {e(token['from'])}; {e(token['expiry'])}; scopes: "
+                  f"{e(', '.join(token['scopes'])) if token['scopes'] is not None else 'not listed'}")
+    return _PAGE.format(
+        title=e(f"{snapshot['user']} on {snapshot['hub']['url']}"), version=e(snapshot["proxy"]["version"]),
+        uptime=_duration(snapshot["proxy"]["uptime_seconds"]), ide_url=e(snapshot["proxy"]["ide_url"]),
+        local_token=e(local_token), hub_url=e(snapshot["hub"]["url"]),
+        hub_version=e(snapshot["hub"]["version"] or "(a plain Jupyter server, no hub)"),
+        reached=e(snapshot["hub"]["reached"]), user=e(snapshot["user"]), server_label=e(server["label"]),
+        server_prefix=e(server["prefix"]), state=e(server["state"]),
+        state_class=_STATE_CLASSES.get(server["state"], "muted"),
+        progress=e(f"({server['progress']})") if server.get("progress") else "",
+        last_activity=e(f"last activity {server['last_activity']}") if server.get("last_activity") else "",
+        token=token_text, requests=snapshot["requests"],
+        errors=f"{snapshot['errors']} error{'' if snapshot['errors'] == 1 else 's'}",
+        errors_class="bad" if snapshot["errors"] else "muted", websocket_count=len(websockets),
+        websockets=(f"<table><tr><th>kernel</th><th>since</th><th>bytes to the IDE</th><th>bytes to the hub</th>"
+                    f"<th>reconnects</th></tr>{rows}</table>" if websockets else "<p class=\"muted\">none</p>"),
+        recent_errors=f"<table>{errors}</table>" if errors else "<p class=\"muted\">none</p>",
+    )
