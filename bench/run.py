@@ -25,7 +25,6 @@ import platform
 import re
 import resource
 import secrets
-import select
 import shutil
 import signal
 import socket
@@ -42,6 +41,8 @@ from typing import Any
 BENCH = Path(__file__).resolve().parent
 REPO = BENCH.parent
 sys.path.insert(0, str(REPO))
+
+from bench.processes import CLEANUPS, LineReader, cleanup, exit_on_signal, spawn, stop  # noqa: E402
 
 MiB = 1024 * 1024
 USER = "alice"
@@ -62,54 +63,11 @@ FLAT_BYTES = 1024 * MiB
 
 # ------------------------------------------------------------------------------------------------ processes
 
-_STARTED: list[subprocess.Popen[Any]] = []
-_CLEANUPS: list[Any] = []
 _PIN = False
 
 
 def pinned(cmd: list[str], core: int) -> list[str]:
     return ["taskset", "-c", str(core), *cmd] if _PIN else cmd
-
-
-def spawn(cmd: list[str], **kw: Any) -> subprocess.Popen[Any]:
-    """Start a process in its own process group (so nginx's worker goes with its master) and remember it."""
-    proc = subprocess.Popen(cmd, start_new_session=True, **kw)
-    _STARTED.append(proc)
-    return proc
-
-
-def stop(proc: subprocess.Popen[Any], grace: float = 5.0) -> None:
-    """SIGTERM the process group we started, then SIGKILL it if it is still there."""
-    if proc.poll() is None:
-        with contextlib.suppress(ProcessLookupError):
-            os.killpg(proc.pid, signal.SIGTERM)
-        try:
-            proc.wait(timeout=grace)
-        except subprocess.TimeoutExpired:
-            pass
-    with contextlib.suppress(ProcessLookupError):
-        os.killpg(proc.pid, signal.SIGKILL)  # leftovers (nginx workers, kernels) of this group only
-    with contextlib.suppress(subprocess.TimeoutExpired):
-        proc.wait(timeout=grace)
-    for stream in (proc.stdin, proc.stdout):
-        if stream:
-            with contextlib.suppress(OSError):
-                stream.close()
-    if proc in _STARTED:
-        _STARTED.remove(proc)
-
-
-def _cleanup() -> None:
-    for proc in reversed(list(_STARTED)):
-        stop(proc, grace=2.0)
-    for fn in reversed(_CLEANUPS):
-        with contextlib.suppress(Exception):
-            fn()
-    _CLEANUPS.clear()
-
-
-def _on_signal(signum: int, _frame: Any) -> None:
-    raise SystemExit(128 + signum)
 
 
 def free_port() -> int:
@@ -129,31 +87,6 @@ def wait_for(check: Any, timeout: float, what: str, proc: subprocess.Popen[Any] 
         time.sleep(0.005)
     raise RuntimeError(f"{what}: not ready within {timeout:.0f} s")
 
-
-class LineReader:
-    """Lines from a child's stdout with a timeout (select + os.read: no hidden buffer select can't see)."""
-
-    def __init__(self, stream: Any) -> None:
-        self.fd = stream.fileno()
-        self.buf = b""
-
-    def readline(self, timeout: float) -> str | None:
-        """The next line, '' at end of file, None on timeout."""
-        deadline = time.monotonic() + timeout
-        while b"\n" not in self.buf:
-            ready, _, _ = select.select([self.fd], [], [], max(0.0, deadline - time.monotonic()))
-            if not ready:
-                return None
-            data = os.read(self.fd, 1 << 16)
-            if not data:
-                line, self.buf = self.buf, b""
-                return line.decode()
-            self.buf += data
-        line, _, self.buf = self.buf.partition(b"\n")
-        return line.decode() + "\n"
-
-
-# ------------------------------------------------------------------------------------------------- memory
 
 def tree_pids(pid: int) -> list[int]:
     pids, todo = [], [pid]
@@ -265,7 +198,7 @@ def start_synthetic(workdir: Path) -> tuple[Upstream, Upstream]:
 def start_jupyter() -> Upstream:
     from jupyter_dev_proxy.demo import start_demo_server
     server = start_demo_server(USER, tls_name=TLS_NAME)
-    _CLEANUPS.append(server.stop)
+    CLEANUPS.append(server.stop)
     return Upstream("jupyter", server.url, server.token, str(server.ca_file), server.process.pid)
 
 
@@ -843,12 +776,12 @@ def main() -> int:
     resource.setrlimit(resource.RLIMIT_NOFILE, (hard, hard))  # 2,000 websockets: ×2 sockets in the proxy
     if hard < 8192:
         print(f"warning: the open-files limit is {hard}; 2,000 websockets need ~4,100", file=sys.stderr)
-    atexit.register(_cleanup)
-    signal.signal(signal.SIGTERM, _on_signal)
-    signal.signal(signal.SIGINT, _on_signal)
+    atexit.register(cleanup)
+    signal.signal(signal.SIGTERM, exit_on_signal)
+    signal.signal(signal.SIGINT, exit_on_signal)
 
     workdir = Path(tempfile.mkdtemp(prefix="jdp-bench-"))
-    _CLEANUPS.insert(0, lambda: shutil.rmtree(workdir, ignore_errors=True))
+    CLEANUPS.insert(0, lambda: shutil.rmtree(workdir, ignore_errors=True))
     started = time.monotonic()
 
     def log(msg: str) -> None:

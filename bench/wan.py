@@ -38,7 +38,6 @@ import os
 import platform
 import re
 import secrets
-import select
 import shutil
 import signal
 import ssl
@@ -59,6 +58,8 @@ BENCH = Path(__file__).resolve().parent
 REPO = BENCH.parent
 sys.path.insert(0, str(REPO))
 
+from bench.processes import CLEANUPS, LineReader, cleanup, exit_on_signal, spawn, stop  # noqa: E402
+
 KiB, MiB = 1024, 1024 * 1024
 USER = "alice"
 PREFIX = f"/user/{USER}/"
@@ -71,75 +72,6 @@ CHP_KEEPALIVE_S = 5.0                     # configurable-http-proxy's default ke
 
 
 # ------------------------------------------------------------------------------------------------ processes
-
-_STARTED: list[subprocess.Popen[Any]] = []
-_CLEANUPS: list[Callable[[], object]] = []
-
-
-def spawn(cmd: list[str], **kw: Any) -> subprocess.Popen[Any]:
-    """Start a process in its own process group (so nothing it starts outlives it) and remember it."""
-    proc = subprocess.Popen(cmd, start_new_session=True, **kw)
-    _STARTED.append(proc)
-    return proc
-
-
-def stop(proc: subprocess.Popen[Any], grace: float = 5.0) -> None:
-    """SIGTERM the process group we started, SIGKILL it if it is still there after ``grace`` seconds."""
-    if proc.poll() is None:
-        with contextlib.suppress(ProcessLookupError, PermissionError):
-            os.killpg(proc.pid, signal.SIGTERM)
-        with contextlib.suppress(subprocess.TimeoutExpired):
-            proc.wait(timeout=grace)
-    with contextlib.suppress(ProcessLookupError, PermissionError):
-        os.killpg(proc.pid, signal.SIGKILL)  # what is left of this group only
-    with contextlib.suppress(subprocess.TimeoutExpired):
-        proc.wait(timeout=grace)
-    for stream in (proc.stdin, proc.stdout, proc.stderr):
-        if stream:
-            with contextlib.suppress(OSError):
-                stream.close()
-    if proc in _STARTED:
-        _STARTED.remove(proc)
-
-
-def cleanup() -> None:
-    """Stop everything we started, newest first, then run the other clean-ups (the demo server, temp dirs)."""
-    with contextlib.suppress(ValueError):  # not in the main thread
-        signal.signal(signal.SIGINT, signal.SIG_IGN)  # a second Ctrl-C must not cut the clean-up short
-    for proc in reversed(list(_STARTED)):
-        stop(proc, grace=3.0)
-    while _CLEANUPS:
-        fn = _CLEANUPS.pop()
-        with contextlib.suppress(Exception):
-            fn()
-
-
-def _on_sigterm(signum: int, _frame: Any) -> None:
-    raise SystemExit(128 + signum)
-
-
-class LineReader:
-    """Lines from a child's stdout with a timeout (select + os.read: no hidden buffer select cannot see)."""
-
-    def __init__(self, stream: Any) -> None:
-        self.fd = stream.fileno()
-        self.buf = b""
-
-    def readline(self, timeout: float) -> str | None:
-        """The next line, '' at end of file, None on timeout."""
-        deadline = time.monotonic() + timeout
-        while b"\n" not in self.buf:
-            ready, _, _ = select.select([self.fd], [], [], max(0.0, deadline - time.monotonic()))
-            if not ready:
-                return None
-            data = os.read(self.fd, 1 << 16)
-            if not data:
-                line, self.buf = self.buf, b""
-                return line.decode()
-            self.buf += data
-        line, _, self.buf = self.buf.partition(b"\n")
-        return line.decode() + "\n"
-
 
 def log(msg: str) -> None:
     print(f"[{time.monotonic() - _T0:6.1f}s] {msg}", file=sys.stderr, flush=True)
@@ -947,7 +879,7 @@ def main() -> int:
                         "bench/wan.py", *sys.argv[1:]])
     date = dt.datetime.now(dt.timezone.utc)
 
-    signal.signal(signal.SIGTERM, _on_sigterm)
+    signal.signal(signal.SIGTERM, exit_on_signal)
     workdir = Path(tempfile.mkdtemp(prefix="jdp-wan-"))
     started = time.monotonic()
     link_errors: list[str] = []
@@ -956,7 +888,7 @@ def main() -> int:
         from jupyter_dev_proxy.demo import start_demo_server
         log("starting jupyter_server + ipykernel (TLS, /user/alice/)")
         server = start_demo_server(USER, tls_name=TLS_NAME)
-        _CLEANUPS.append(server.stop)
+        CLEANUPS.append(server.stop)
         (server.root_dir / OPEN_NOTEBOOK).write_text(open_notebook_json())
         chp_port = start_chp(chp, server.url, server.ca_file, server.workdir / "server.pem",
                              server.workdir / "server.key", workdir, server.token)
