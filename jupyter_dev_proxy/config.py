@@ -48,7 +48,8 @@ OPTIONS: tuple[_Option, ...] = (
     _Option("listen_port", "JUPYTER_PROXY_PORT", "--listen-port", "8000",
             "Port the proxy listens on (0 picks a free one).", "PORT"),
     _Option("hub_url", "JUPYTERHUB_URL", "--hub-url", None,
-            "The hub's address as one URL, e.g. https://hub.example.org. Use this or the two options below.",
+            "The hub's address as one URL, e.g. https://hub.example.org, or https://example.edu/jupyter/ for a "
+            "hub under a path (a URL from the browser works too). Use this or --server.",
             "URL"),
     _Option("server_host", "JUPYTER_SERVER_IP_OR_NAME", "--server", None,
             "IP address or name of the hub to connect to.", "HOST"),
@@ -94,8 +95,9 @@ OPTIONS: tuple[_Option, ...] = (
     _Option("hub_token_file", "JUPYTERHUB_API_TOKEN_FILE", "--hub-token-file", None,
             "File holding your hub API token (instead of JUPYTERHUB_API_TOKEN).", "FILE"),
     _Option("hub_token", "JUPYTERHUB_API_TOKEN", None, None,
-            "Your hub API token (make one at <hub>/hub/token). Without it, the token the IDE presents is "
-            "sent to the hub, as the original proxy.py did."),
+            "Your hub API token (make one at <hub>/hub/token). Without one anywhere, a start in a terminal asks "
+            "for it and keeps it; otherwise the token the IDE presents is sent to the hub, as the original "
+            "proxy.py did."),
     _Option("local_token", "JUPYTER_PROXY_TOKEN", None, None,
             "The token the IDE must present to this proxy. Default: a new random one at every start."),
     _Option("allowed_hosts", "JUPYTER_PROXY_ALLOWED_HOSTS", "--allowed-hosts", None,
@@ -275,7 +277,10 @@ def _parser() -> argparse.ArgumentParser:
         description="Serve your JupyterHub server on localhost so that PyCharm, VS Code or any Jupyter client "
                     "can use it as a plain Jupyter server.",
         epilog=f"Secrets are read from the environment or a .env file, never from flags:\n{env_only}\n\n"
-               "Settings come from flags first, then the environment, then the .env file.",
+               "Settings come from flags first, then the environment, then the .env file.\n\n"
+               "Commands (with the same settings):\n"
+               "  jupyter-dev-proxy doctor        check each link to your server, one line each, no secret shown\n"
+               "  jupyter-dev-proxy forget-token  remove the hub token a first run kept for this hub",
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
     for option in OPTIONS:
