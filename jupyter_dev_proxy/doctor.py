@@ -22,6 +22,7 @@ from .config import Settings, setting_origins
 from .errors import ProxyError
 from .hubapi import HubClient, HubError, grants, hub_client, start_scope_name
 from .startup import token_info
+from .timeouts import timeout
 from .tokens import describe_expiry
 from .transport import HubTransport
 
@@ -87,10 +88,10 @@ async def _name_and_tcp(report: _Report, settings: Settings) -> bool:
                                                               "proxy)" if proxy else ""))
     started = time.monotonic()
     try:
-        async with asyncio.timeout(_TIMEOUT_SECONDS):
+        async with timeout(_TIMEOUT_SECONDS):
             _, writer = await asyncio.open_connection(host, port)
         writer.close()
-    except (OSError, TimeoutError) as exc:
+    except (OSError, asyncio.TimeoutError) as exc:
         reason = getattr(exc, "strerror", None) or "timed out"
         report.bad("TCP", f"{what} at port {port} could not be reached ({reason}): check the port, a firewall, "
                           "your VPN")
@@ -209,9 +210,9 @@ async def _kernelspecs_and_websocket(report: _Report, hub: HubClient, transport:
                *(f"{name}: {value}" for name, value in transport.gateway_headers)]
     opened.transport.write(("\r\n".join(headers) + "\r\n\r\n").encode())
     try:
-        async with asyncio.timeout(_TIMEOUT_SECONDS):
+        async with timeout(_TIMEOUT_SECONDS):
             head = (await opened.first_bytes).split(b"\r\n", 1)[0].decode("latin-1") or "the connection closed"
-    except TimeoutError:
+    except asyncio.TimeoutError:
         head = "no answer"
     finally:
         opened.transport.abort()

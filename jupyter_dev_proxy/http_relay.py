@@ -143,7 +143,7 @@ async def _copy_body(request: web.BaseRequest, upstream: aiohttp.ClientResponse,
     while True:
         try:
             chunk = await upstream.content.readany()
-        except (aiohttp.ClientError, TimeoutError) as exc:
+        except (aiohttp.ClientError, asyncio.TimeoutError) as exc:
             log.warning("%s: the hub broke off its answer after %d bytes (%s); the IDE sees a broken "
                         "download and can retry", loggable(request.method, request.raw_path), copied,
                         type(exc).__name__)

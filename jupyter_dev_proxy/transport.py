@@ -34,6 +34,7 @@ from aiohttp.client_proto import ResponseHandler
 from .certificates import certificate_issuer
 from .config import ConfigError, ForwardProxy, Settings
 from .errors import ProxyError, hub_bad_answer
+from .timeouts import timeout
 
 # configurable-http-proxy, in front of most hubs, drops idle keep-alive connections after 5 s. A pooled
 # connection must be retired well before that, or a request can be written into a socket the hub is
@@ -267,7 +268,7 @@ class HubTransport:
         proxy = self._settings.forward_proxy
         tunnelled = False
         try:
-            async with asyncio.timeout(CONNECT_TIMEOUT_SECONDS):
+            async with timeout(CONNECT_TIMEOUT_SECONDS):
                 if proxy is None:
                     _, protocol = await loop.create_connection(
                         protocol_factory, self._host, self._port, ssl=tls,
@@ -289,7 +290,7 @@ class HubTransport:
             raise
         except ssl.SSLCertVerificationError as exc:
             raise await self._untrusted(exc) from None
-        except TimeoutError:
+        except asyncio.TimeoutError:
             if proxy is not None and not tunnelled:
                 raise ProxyError(504, "forward-proxy-timeout", f"The company proxy at {proxy} (from "
                                                                f"{proxy.setting}) did not open a connection to the "
@@ -434,7 +435,7 @@ class HubTransport:
             raise ProxyError(504, "hub-timeout", f"The hub at {hub} accepted the request but sent no answer in "
                                                  "time: your server may be stuck or overloaded; try again, and "
                                                  "check it on the hub if this keeps happening.") from None
-        except (aiohttp.ServerTimeoutError, TimeoutError):  # a connection or a whole call took too long
+        except (aiohttp.ServerTimeoutError, asyncio.TimeoutError):  # a connection or a whole call took too long
             raise ProxyError(504, "hub-timeout", f"The hub at {hub} did not answer in time: it may be overloaded, "
                                                  "or your network or VPN may be down.") from None
         except aiohttp.ClientResponseError:  # raised while reading the answer's head

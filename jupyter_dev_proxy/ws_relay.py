@@ -37,6 +37,7 @@ from . import transport as _transport  # its limits are read at call time: tests
 from .config import Settings
 from .errors import ProxyError
 from .routing import client_response_headers, gateway_refusal, upstream_request_headers
+from .timeouts import timeout
 from .trace import MessageTrace
 from .transport import HubTransport
 
@@ -302,7 +303,7 @@ class Relay:
         for attempt in itertools.count():
             remaining = started + self._reconnect_seconds - loop.time()
             try:
-                async with asyncio.timeout(max(remaining, 0.01)):
+                async with timeout(max(remaining, 0.01)):
                     hub = await self._reconnect()
             except ProxyError as error:
                 if error.status in _FINAL_REFUSALS:
@@ -310,7 +311,7 @@ class Relay:
                                 self._label, error.status, error.reason)
                     self.goodbye_to_ide(INTERNAL_ERROR, b"the hub refused the websocket again")
                     break
-            except TimeoutError:
+            except asyncio.TimeoutError:
                 pass
             else:
                 self._switch_to(hub, loop.time() - started)
@@ -558,9 +559,9 @@ async def _hub_handshake(settings: Settings, hub: HubConnection, url: URL, offer
     assert hub.transport is not None
     hub.transport.write(("\r\n".join(lines) + "\r\n\r\n").encode("utf-8", "surrogateescape"))
     try:
-        async with asyncio.timeout(_transport.ANSWER_TIMEOUT_SECONDS):
+        async with timeout(_transport.ANSWER_TIMEOUT_SECONDS):
             head = await hub.answer
-    except TimeoutError:
+    except asyncio.TimeoutError:
         raise ProxyError(504, "hub-timeout", f"The hub at {settings.hub} did not answer the websocket "
                                              "handshake in time: try again.") from None
     except (ConnectionError, ssl.SSLError) as exc:
