@@ -53,9 +53,12 @@ ANSWER_TIMEOUT_SECONDS = 120.0
 
 # Connections kept ready for the next request or websocket after a pause: opened (TCP, tunnel, TLS) but never
 # used, so what comes next costs one round trip instead of three. None is ever one the hub has used (the hub's
-# proxy closes used ones after 5 s idle): that is the stale-connection guarantee. As many as the busiest second
-# of the last few minutes needed, at most this many.
-MAX_SPARE_CONNECTIONS = 4
+# proxy closes used ones after 5 s idle): that is the stale-connection guarantee. An IDE opening a notebook after
+# a pause sends 3-6 requests at once (contents, sessions, kernelspecs, kernels, checkpoints, me), so after any
+# activity as many are kept as that burst needs, or as the busiest second of the last few minutes needed if more,
+# at most this many.
+IDE_BURST_CONNECTIONS = 6
+MAX_SPARE_CONNECTIONS = 6
 _DEMAND_WINDOW_SECONDS = 300.0
 # A spare older than this is replaced by a new one: an nginx ingress closes a connection that has sent no
 # request within 60 s (client_header_timeout), and other middleboxes forget idle ones after a minute or more.
@@ -63,6 +66,10 @@ SPARE_MAX_AGE_SECONDS = 45.0
 # How often the spares are looked after, and how long to wait after failing to open one (the hub is down).
 _WARM_TICK_SECONDS = 1.0
 _WARM_BACKOFF_SECONDS = 10.0
+# A spare the other end closed within this long of its opening did not work: something accepts connections and
+# drops them at once (an ssh tunnel whose far end is down, an ingress at its connection limit). It counts as a
+# failure to open, so the warmer backs off instead of opening thousands of connections a second.
+_SPARE_MIN_LIFE_SECONDS = 2.0
 
 # Larger reads than aiohttp's 64 KiB default halve the per-chunk overhead of large downloads, at a fixed
 # memory cost per open response.
@@ -164,6 +171,13 @@ class _Spare(asyncio.Protocol):
     def connection_lost(self, exc: Exception | None) -> None:
         self.usable = False
 
+    @property
+    def ready(self) -> bool:
+        """Usable, and its transport is not closing: a reset may already be queued for this protocol (a TLS
+        transport schedules connection_lost with the protocol it has then), and a connection handed out in that
+        moment would never hear that it is gone."""
+        return self.usable and self.transport is not None and not self.transport.is_closing()
+
     def discard(self) -> None:
         self.usable = False
         if self.transport is not None:
@@ -200,8 +214,9 @@ class HubTransport:
         self._opened_at.append(asyncio.get_running_loop().time())
         while self._spares:
             spare = self._spares.popleft()
-            if spare.usable:
+            if spare.ready:
                 return spare.hand_to(protocol_factory())
+            spare.discard()
         return await self._open(protocol_factory, self._tls)
 
     # -- keeping connections ready ---------------------------------------------------------------------------------
@@ -214,11 +229,12 @@ class HubTransport:
             self._warming = loop.create_task(self._keep_warm())
 
     def _wanted_spares(self, now: float) -> int:
-        """The most connections the busiest second of the last few minutes asked for (1 to the maximum)."""
+        """As many as the IDE's burst needs, or as the busiest second of the last few minutes asked for if more (at
+        most the maximum)."""
         opened = self._opened_at
         while opened and opened[0] < now - _DEMAND_WINDOW_SECONDS:
             opened.popleft()
-        busiest, start = 1, 0
+        busiest, start = IDE_BURST_CONNECTIONS, 0
         for end, moment in enumerate(opened):
             while opened[start] < moment - 1.0:
                 start += 1
@@ -231,14 +247,21 @@ class HubTransport:
         them, so its idle culling works as if the proxy were not there."""
         loop = asyncio.get_running_loop()
         quiet_limit = self._settings.keep_warm_minutes * 60
+        failures = 0  # spares in a row that died young: the pause before the next one grows with them
+        next_open = -math.inf
         try:
             while (now := loop.time()) - self._last_activity < quiet_limit:
                 for spare in list(self._spares):
-                    if not spare.usable or now - spare.born > SPARE_MAX_AGE_SECONDS:
+                    if not spare.ready or now - spare.born > SPARE_MAX_AGE_SECONDS:
                         self._spares.remove(spare)
                         spare.discard()
+                        if now - spare.born < _SPARE_MIN_LIFE_SECONDS:
+                            failures += 1
+                            next_open = now + min(_WARM_TICK_SECONDS * 2 ** (failures - 1), _WARM_BACKOFF_SECONDS)
+                    elif now - spare.born >= _SPARE_MIN_LIFE_SECONDS:
+                        failures = 0  # one lived through its first seconds: the hub keeps connections again
                 pause = _WARM_TICK_SECONDS
-                if len(self._spares) < self._wanted_spares(now):
+                if len(self._spares) < self._wanted_spares(now) and now >= next_open:
                     try:
                         self._spares.append(await self._open(_Spare, self._tls))
                         pause = 0

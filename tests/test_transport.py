@@ -228,3 +228,33 @@ async def test_a_websocket_handshake_goes_out_on_a_ready_connection(
             await ws.send_str("on a ready connection")
             assert await ws.receive_str() == "on a ready connection"
     assert "HubConnection" not in fresh  # the websocket's connection was one opened beforehand
+
+
+@pytest.mark.parametrize("scheme", ["http", "https"])
+async def test_a_hub_that_accepts_and_drops_every_connection_is_not_hammered_by_the_spares(
+        start_proxy: StartProxy, tls_ca: tuple[trustme.CA, Path], scheme: str) -> None:
+    """An ssh tunnel whose far end is down, an ingress at its connection limit: each connection is accepted and
+    closed at once. Spares that die young count as failures, and the warmer backs off (review #3: 9,064 TCP or
+    1,137 TLS connections in 3 s)."""
+    accepted = 0
+
+    async def hub(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        nonlocal accepted
+        accepted += 1
+        writer.close()
+    context = None
+    if scheme == "https":
+        context = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
+        tls_ca[0].issue_cert("jupyterhub", "127.0.0.1").configure_cert(context)
+    server = await asyncio.start_server(hub, "127.0.0.1", 0, ssl=context)
+    try:
+        port = server.sockets[0].getsockname()[1]
+        proxy = await start_proxy(make_settings(f"{scheme}://127.0.0.1:{port}", tls_ca[1], "jupyterhub"))
+        async with proxy.session() as ide:
+            async with ide.get("/api/status") as response:
+                assert response.status == 502
+        before = accepted
+        await asyncio.sleep(3)
+        assert accepted - before < 20
+    finally:
+        server.close()
