@@ -1,0 +1,339 @@
+"""Kernel messages read off one direction of a kernel websocket: raw frames in, ``KernelMessage`` out. No I/O.
+
+Both wire formats jupyter_server speaks are read: ``v1.kernel.websocket.jupyter.org`` (binary frames: a
+little-endian uint64 count n, n uint64 offsets, then the parts channel, header, parent_header, metadata, content,
+buffers...) and the legacy JSON text frames (``{"header", "parent_header", "metadata", "content", "channel"}`` in
+any key order; jupyter_server writes ``header`` first and ``channel`` last).
+
+Only what names a message is read, and only from where the message itself puts it: a value inside ``content``
+is user data and never taken for a field. Every string returned is restricted to ``[A-Za-z0-9_.:-]``, so it can
+go into a log line or a lookup as it is. Of a large message only its first bytes (and a JSON message's last) are
+kept and unmasked, so reading costs little whatever the message size.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+from dataclasses import dataclass
+from enum import IntEnum
+from typing import Any, NamedTuple
+
+
+class Opcode(IntEnum):
+    """The data frames' opcodes (RFC 6455 5.2); any opcode with ``_CONTROL_BIT`` is a control frame."""
+
+    CONTINUATION = 0x0
+    TEXT = 0x1
+    BINARY = 0x2
+
+
+_CONTROL_BIT = 0x08
+
+
+# How much of a message is kept for reading it. A v1 message's channel and headers sit in its first bytes, and a
+# header is a few hundred bytes: 64 KiB leaves room for a large parent_header and metadata. A legacy JSON message is
+# parsed whole up to 1 MiB (any key order); beyond that its headers are read from the first 64 KiB (jupyter_server
+# writes them first) and its channel from the last 4 KiB (jupyter_server writes it last).
+_PREFIX_BYTES = 64 * 1024
+_JSON_WHOLE_BYTES = 1024 * 1024
+_JSON_TAIL_BYTES = 4 * 1024
+# A status message's content is ``{"execution_state": "idle"}``; anything much larger is not worth parsing.
+_STATUS_CONTENT_BYTES = 4 * 1024
+# Parts of a v1 message read here: channel, header, parent_header, metadata, content (and where content ends).
+_V1_OFFSETS_READ = 6
+_MAX_FRAME_HEADER = 14  # 2 + 8 (64-bit length) + 4 (mask key)
+
+# msg_ids are uuids (JupyterLab) or ``<session uuid>_<pid>_<n>`` (jupyter_client); msg_types and channels are words.
+_SAFE_VALUE = re.compile(r"[A-Za-z0-9_.:\-]{1,100}")
+_UNKNOWN = "?"
+_CHANNELS = frozenset({"shell", "iopub", "control", "stdin"})
+# The channel of a JSON message that ends with it (jupyter_server's order): the key is followed by the outermost
+# object's closing brace and nothing else, so it cannot be a key inside content (that would close two objects).
+_TRAILING_CHANNEL = re.compile(rb'"channel"\s*:\s*"([^"\\]{0,100})"\s*\}\s*$')
+
+
+@dataclass(frozen=True, slots=False)
+class KernelMessage:
+    """One kernel message as it passed. Unknown fields are ``"?"`` (never a real id: do not match on it)."""
+
+    channel: str  # "shell", "iopub", "control", "stdin", or "?" when not known
+    msg_type: str  # header.msg_type, "?" when unknown
+    msg_id: str  # header.msg_id, "?" when unknown
+    parent_msg_id: str  # parent_header.msg_id, "" when none
+    parent_msg_type: str  # parent_header.msg_type, "" when none
+    size: int  # payload bytes of the whole message
+    raw: bytes | None  # its frames as they travelled, when at most ``keep_raw`` bytes and not split by a control frame
+    exec_state: str  # for iopub "status" messages: content.execution_state ("busy"/"idle"/...), else ""
+
+
+class FrameHeader(NamedTuple):
+    length: int  # bytes of the header itself, mask key included
+    payload: int  # payload bytes that follow it
+    opcode: int
+    fin: bool
+    masked: bool
+
+
+def read_frame_header(buffer: bytes | bytearray, position: int = 0) -> FrameHeader | None:
+    """The header of the frame starting at ``buffer[position]``; None while it is not all there yet."""
+    available = len(buffer) - position
+    if available < 2:
+        return None
+    first, second = buffer[position], buffer[position + 1]
+    payload, length = second & 0x7F, 2
+    if payload == 126:
+        payload, length = int.from_bytes(buffer[position + 2:position + 4], "big"), 4
+    elif payload == 127:
+        payload, length = int.from_bytes(buffer[position + 2:position + 10], "big"), 10
+    masked = bool(second & 0x80)
+    if masked:
+        length += 4
+    if available < length:
+        return None
+    return FrameHeader(length, payload, first & 0x0F, bool(first & 0x80), masked)
+
+
+def _unmask(data: bytes, key: bytes, phase: int) -> bytes:
+    """``data`` XOR the mask ``key``, ``data[0]`` being payload byte ``phase`` of its frame; in C, not per byte."""
+    if not data:
+        return b""
+    turned = key[phase % 4:] + key[:phase % 4]
+    size = len(data)
+    mask = (turned * (size // 4 + 1))[:size]
+    return (int.from_bytes(data, "little") ^ int.from_bytes(mask, "little")).to_bytes(size, "little")
+
+
+def _clean(value: object, missing: str) -> str:
+    """``value`` if it is a short string of safe characters; ``missing`` when absent or empty, else "?"."""
+    if value is None or value == "":
+        return missing
+    if isinstance(value, str) and _SAFE_VALUE.fullmatch(value):
+        return value
+    return _UNKNOWN
+
+
+def _channel(value: object) -> str:
+    return value if isinstance(value, str) and value in _CHANNELS else _UNKNOWN
+
+
+def _as_dict(value: object) -> dict[str, Any]:
+    return value if isinstance(value, dict) else {}
+
+
+def _loads(data: bytes | str) -> object:
+    """JSON, or None when it is not (or is not whole)."""
+    try:
+        return json.loads(data)
+    except (ValueError, RecursionError):  # UnicodeDecodeError is a ValueError
+        return None
+
+
+def _message(channel: object, header: object, parent: object, content: object, size: int,
+             raw: bytes | None) -> KernelMessage:
+    header, parent = _as_dict(header), _as_dict(parent)
+    clean_channel, msg_type = _channel(channel), _clean(header.get("msg_type"), _UNKNOWN)
+    exec_state = ""
+    if clean_channel == "iopub" and msg_type == "status":
+        exec_state = _clean(_as_dict(content).get("execution_state"), _UNKNOWN)
+    return KernelMessage(channel=clean_channel, msg_type=msg_type, msg_id=_clean(header.get("msg_id"), _UNKNOWN),
+                         parent_msg_id=_clean(parent.get("msg_id"), ""),
+                         parent_msg_type=_clean(parent.get("msg_type"), ""), size=size, raw=raw, exec_state=exec_state)
+
+
+def _unknown(size: int, raw: bytes | None) -> KernelMessage:
+    return _message(None, None, None, None, size, raw)
+
+
+def _read_v1(head: bytes, size: int, raw: bytes | None) -> KernelMessage:
+    """A v1 binary message from its first bytes: [n][n offsets][channel][header][parent][metadata][content]..."""
+    if len(head) < 8:
+        return _unknown(size, raw)
+    count = int.from_bytes(head[:8], "little")
+    read = min(count, _V1_OFFSETS_READ)
+    if count < 3 or len(head) < 8 * (read + 1):
+        return _unknown(size, raw)
+    offsets = [int.from_bytes(head[8 * (i + 1):8 * (i + 2)], "little") for i in range(read)]
+    if count == read:
+        offsets.append(size)  # the last part runs to the message's end
+    if offsets != sorted(offsets) or offsets[-1] > size:
+        return _unknown(size, raw)
+
+    def part(index: int, limit: int = _PREFIX_BYTES) -> bytes | None:
+        if index + 1 >= len(offsets) or offsets[index + 1] > len(head) or offsets[index + 1] - offsets[index] > limit:
+            return None
+        return head[offsets[index]:offsets[index + 1]]
+
+    channel_part, header_part, parent_part = part(0), part(1), part(2)
+    if channel_part is None or header_part is None:
+        return _unknown(size, raw)
+    try:
+        channel = channel_part.decode("ascii")
+    except UnicodeDecodeError:
+        return _unknown(size, raw)
+    header = _loads(header_part)
+    parent = _loads(parent_part) if parent_part is not None else None
+    content = None
+    if channel == "iopub" and _as_dict(header).get("msg_type") == "status":
+        content_part = part(4, _STATUS_CONTENT_BYTES)
+        content = _loads(content_part) if content_part is not None else None
+    return _message(channel, header, parent, content, size, raw)
+
+
+def _top_level_values(text: str, names: frozenset[str]) -> dict[str, Any]:
+    """The values of the outermost object's keys in ``names``, as far as ``text`` (maybe cut short) holds them.
+
+    Each top-level value is decoded whole to step over it, so a key inside ``content`` is never mistaken for one of
+    the message's own."""
+    decoder, found = json.JSONDecoder(), {}
+    position = len(text) - len(text.lstrip())
+    if not text.startswith("{", position):
+        return found
+    position += 1
+    while True:
+        try:
+            key, position = decoder.raw_decode(text, _skip_space(text, position))
+            position = _skip_space(text, position)
+            if not isinstance(key, str) or not text.startswith(":", position):
+                return found
+            value, position = decoder.raw_decode(text, _skip_space(text, position + 1))
+        except (ValueError, RecursionError):
+            return found  # the text ends inside this value, or is not JSON
+        if key in names:
+            found[key] = value
+        position = _skip_space(text, position)
+        if not text.startswith(",", position):
+            return found
+        position += 1
+
+
+def _skip_space(text: str, position: int) -> int:
+    while position < len(text) and text[position] in " \t\r\n":
+        position += 1
+    return position
+
+
+_JSON_FIELDS = frozenset({"header", "parent_header", "channel"})
+
+
+def _read_json(head: bytes, tail: bytes, size: int, raw: bytes | None) -> KernelMessage:
+    """A legacy JSON message: parsed whole when it was kept whole, else read from its first and last bytes."""
+    if size <= len(head):
+        message = _as_dict(_loads(head))
+        return _message(message.get("channel"), message.get("header"), message.get("parent_header"),
+                        message.get("content"), size, raw)
+    # Too large to keep: a cut may split a UTF-8 sequence, and only whole top-level values count anyway.
+    found = _top_level_values(head.decode("utf-8", errors="replace"), _JSON_FIELDS)
+    channel = found.get("channel")
+    if channel is None:
+        trailing = _TRAILING_CHANNEL.search(tail)
+        channel = trailing.group(1).decode("ascii", errors="replace") if trailing else None
+    return _message(channel, found.get("header"), found.get("parent_header"), None, size, raw)
+
+
+class MessageReader:
+    """One direction of one websocket: frames in, complete kernel messages out.
+
+    Frames may be masked (the IDE's) or not (the hub's), fragmented, with control frames between the fragments
+    (not part of the message), and ``feed`` may be given any cut of the stream. A data message that is not a
+    kernel message comes out with msg_type "?", so it can still be counted.
+    """
+
+    def __init__(self, keep_raw: int = 0) -> None:
+        self._keep_raw = keep_raw
+        # The frame being read
+        self._partial = b""  # the start of a frame header cut by a feed
+        self._left: int | None = None  # payload bytes of the frame still to come; None: between frames
+        self._frame_size = 0
+        self._frame_offset = 0  # payload bytes of the frame read so far (the mask's phase)
+        self._key = b""  # the frame's mask key; empty when unmasked
+        self._fin = self._control = False
+        # The message being put together
+        self._opcode: int | None = None  # of its first frame; None: between messages
+        self._size = 0
+        self._head = bytearray()  # its first bytes, unmasked: all of it up to ``_head_limit``
+        self._head_limit = _PREFIX_BYTES
+        self._tail = bytearray()  # a JSON message's last bytes, unmasked
+        self._raw: bytearray | None = None  # its frames as they came, while they stay within ``keep_raw``
+
+    def feed(self, data: bytes) -> list[KernelMessage]:
+        """Note ``data`` as relayed; return the messages it completes."""
+        messages: list[KernelMessage] = []
+        position, end = 0, len(data)
+        while position < end:
+            if self._left is None:
+                buffer = self._partial + data[position:position + _MAX_FRAME_HEADER]
+                header = read_frame_header(buffer)
+                if header is None:  # then ``buffer`` holds all the rest of ``data``
+                    self._partial = buffer
+                    break
+                position += header.length - len(self._partial)
+                self._partial = b""
+                self._start_frame(header, buffer[:header.length])
+            else:
+                take = min(self._left, end - position)
+                if not self._control:
+                    self._take(data, position, take)
+                position += take
+                self._left -= take
+            if self._left == 0:
+                self._end_frame(messages)
+        return messages
+
+    def _start_frame(self, header: FrameHeader, header_bytes: bytes) -> None:
+        self._left, self._frame_size, self._frame_offset = header.payload, header.payload, 0
+        self._key = header_bytes[-4:] if header.masked else b""
+        self._fin, self._control = header.fin, bool(header.opcode & _CONTROL_BIT)
+        if self._control:
+            self._raw = None  # a control frame between fragments: the message's bytes are no longer contiguous
+            return
+        if header.opcode != Opcode.CONTINUATION or self._opcode is None:  # a new message (or a stray continuation)
+            self._opcode, self._size = header.opcode, 0
+            self._head.clear()
+            self._tail.clear()
+            self._raw = bytearray() if self._keep_raw else None
+            whole = header.opcode == Opcode.TEXT and (not header.fin or header.payload <= _JSON_WHOLE_BYTES)
+            self._head_limit = _JSON_WHOLE_BYTES if whole else _PREFIX_BYTES
+        if self._raw is not None:
+            if len(self._raw) + header.length + header.payload > self._keep_raw:
+                self._raw = None
+            else:
+                self._raw += header_bytes
+
+    def _take(self, data: bytes, position: int, count: int) -> None:
+        """Keep what is needed of ``count`` payload bytes at ``data[position]``; unmask only those."""
+        offset = self._frame_offset
+        self._frame_offset += count
+        self._size += count
+        if self._raw is not None:
+            self._raw += data[position:position + count]
+        if self._size > self._head_limit > _PREFIX_BYTES:  # a fragmented JSON message grew too large to keep
+            del self._head[_PREFIX_BYTES:]
+            self._head_limit = _PREFIX_BYTES
+        wanted = min(count, self._head_limit - len(self._head))
+        if wanted > 0:
+            self._head += self._unmasked(data, position, wanted, offset)
+        if self._opcode == Opcode.TEXT:
+            start = max(offset, self._frame_size - _JSON_TAIL_BYTES)  # only a frame's last bytes can be the tail
+            if start < offset + count:
+                self._tail += self._unmasked(data, position + start - offset, offset + count - start, start)
+                del self._tail[:-_JSON_TAIL_BYTES]
+
+    def _unmasked(self, data: bytes, position: int, count: int, offset: int) -> bytes:
+        chunk = data[position:position + count]
+        return _unmask(chunk, self._key, offset) if self._key else bytes(chunk)
+
+    def _end_frame(self, messages: list[KernelMessage]) -> None:
+        self._left = None
+        if self._control or not self._fin:
+            return
+        head, raw = bytes(self._head), (bytes(self._raw) if self._raw is not None else None)
+        if self._opcode == Opcode.TEXT:
+            messages.append(_read_json(head, bytes(self._tail), self._size, raw))
+        elif self._opcode == Opcode.BINARY:
+            messages.append(_read_v1(head, self._size, raw))
+        else:
+            messages.append(_unknown(self._size, raw))
+        self._opcode, self._raw = None, None
+        self._head.clear()
+        self._tail.clear()
