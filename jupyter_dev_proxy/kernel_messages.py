@@ -16,19 +16,9 @@ from __future__ import annotations
 import json
 import re
 from dataclasses import dataclass
-from enum import IntEnum
-from typing import Any, NamedTuple
+from typing import Any
 
-
-class Opcode(IntEnum):
-    """The data frames' opcodes (RFC 6455 5.2); any opcode with ``_CONTROL_BIT`` is a control frame."""
-
-    CONTINUATION = 0x0
-    TEXT = 0x1
-    BINARY = 0x2
-
-
-_CONTROL_BIT = 0x08
+from .frames import CONTROL_BIT, MAX_FRAME_HEADER, FrameHeader, Opcode, read_frame_header, unmask
 
 
 # How much of a message is kept for reading it. A v1 message's channel and headers sit in its first bytes, and a
@@ -42,7 +32,6 @@ _JSON_TAIL_BYTES = 4 * 1024
 _STATUS_CONTENT_BYTES = 4 * 1024
 # Parts of a v1 message read here: channel, header, parent_header, metadata, content (and where content ends).
 _V1_OFFSETS_READ = 6
-_MAX_FRAME_HEADER = 14  # 2 + 8 (64-bit length) + 4 (mask key)
 
 # msg_ids are uuids (JupyterLab) or ``<session uuid>_<pid>_<n>`` (jupyter_client); msg_types and channels are words.
 _SAFE_VALUE = re.compile(r"[A-Za-z0-9_.:\-]{1,100}")
@@ -65,43 +54,6 @@ class KernelMessage:
     size: int  # payload bytes of the whole message
     raw: bytes | None  # its frames as they travelled, when at most ``keep_raw`` bytes and not split by a control frame
     exec_state: str  # for iopub "status" messages: content.execution_state ("busy"/"idle"/...), else ""
-
-
-class FrameHeader(NamedTuple):
-    length: int  # bytes of the header itself, mask key included
-    payload: int  # payload bytes that follow it
-    opcode: int
-    fin: bool
-    masked: bool
-
-
-def read_frame_header(buffer: bytes | bytearray, position: int = 0) -> FrameHeader | None:
-    """The header of the frame starting at ``buffer[position]``; None while it is not all there yet."""
-    available = len(buffer) - position
-    if available < 2:
-        return None
-    first, second = buffer[position], buffer[position + 1]
-    payload, length = second & 0x7F, 2
-    if payload == 126:
-        payload, length = int.from_bytes(buffer[position + 2:position + 4], "big"), 4
-    elif payload == 127:
-        payload, length = int.from_bytes(buffer[position + 2:position + 10], "big"), 10
-    masked = bool(second & 0x80)
-    if masked:
-        length += 4
-    if available < length:
-        return None
-    return FrameHeader(length, payload, first & 0x0F, bool(first & 0x80), masked)
-
-
-def _unmask(data: bytes, key: bytes, phase: int) -> bytes:
-    """``data`` XOR the mask ``key``, ``data[0]`` being payload byte ``phase`` of its frame; in C, not per byte."""
-    if not data:
-        return b""
-    turned = key[phase % 4:] + key[:phase % 4]
-    size = len(data)
-    mask = (turned * (size // 4 + 1))[:size]
-    return (int.from_bytes(data, "little") ^ int.from_bytes(mask, "little")).to_bytes(size, "little")
 
 
 def _clean(value: object, missing: str) -> str:
@@ -262,14 +214,14 @@ class MessageReader:
         position, end = 0, len(data)
         while position < end:
             if self._left is None:
-                buffer = self._partial + data[position:position + _MAX_FRAME_HEADER]
+                buffer = self._partial + data[position:position + MAX_FRAME_HEADER]
                 header = read_frame_header(buffer)
                 if header is None:  # then ``buffer`` holds all the rest of ``data``
                     self._partial = buffer
                     break
-                position += header.length - len(self._partial)
+                position += header[0] - len(self._partial)
                 self._partial = b""
-                self._start_frame(header, buffer[:header.length])
+                self._start_frame(header, buffer[:header[0]])
             else:
                 take = min(self._left, end - position)
                 if not self._control:
@@ -281,21 +233,22 @@ class MessageReader:
         return messages
 
     def _start_frame(self, header: FrameHeader, header_bytes: bytes) -> None:
-        self._left, self._frame_size, self._frame_offset = header.payload, header.payload, 0
-        self._key = header_bytes[-4:] if header.masked else b""
-        self._fin, self._control = header.fin, bool(header.opcode & _CONTROL_BIT)
+        length, payload, opcode, fin, masked = header
+        self._left, self._frame_size, self._frame_offset = payload, payload, 0
+        self._key = header_bytes[-4:] if masked else b""
+        self._fin, self._control = fin, bool(opcode & CONTROL_BIT)
         if self._control:
             self._raw = None  # a control frame between fragments: the message's bytes are no longer contiguous
             return
-        if header.opcode != Opcode.CONTINUATION or self._opcode is None:  # a new message (or a stray continuation)
-            self._opcode, self._size = header.opcode, 0
+        if opcode != Opcode.CONTINUATION or self._opcode is None:  # a new message (or a stray continuation)
+            self._opcode, self._size = opcode, 0
             self._head.clear()
             self._tail.clear()
             self._raw = bytearray() if self._keep_raw else None
-            whole = header.opcode == Opcode.TEXT and (not header.fin or header.payload <= _JSON_WHOLE_BYTES)
+            whole = opcode == Opcode.TEXT and (not fin or payload <= _JSON_WHOLE_BYTES)
             self._head_limit = _JSON_WHOLE_BYTES if whole else _PREFIX_BYTES
         if self._raw is not None:
-            if len(self._raw) + header.length + header.payload > self._keep_raw:
+            if len(self._raw) + length + payload > self._keep_raw:
                 self._raw = None
             else:
                 self._raw += header_bytes
@@ -321,7 +274,7 @@ class MessageReader:
 
     def _unmasked(self, data: bytes, position: int, count: int, offset: int) -> bytes:
         chunk = data[position:position + count]
-        return _unmask(chunk, self._key, offset) if self._key else bytes(chunk)
+        return unmask(chunk, self._key, offset) if self._key else bytes(chunk)
 
     def _end_frame(self, messages: list[KernelMessage]) -> None:
         self._left = None

@@ -1,5 +1,5 @@
 """Kernel messages read off raw websocket frames: both wire formats, however frames and reads cut them, never a
-field taken from user content, and a large message costs only what is kept of it."""
+field taken from user content, and a large message costs only what is kept of it. Also frames.py, their reader."""
 
 from __future__ import annotations
 
@@ -19,7 +19,8 @@ from hypothesis import strategies as st
 from jupyter_client.session import Session
 from jupyter_server.services.kernels.connection.base import serialize_msg_to_ws_v1
 
-from jupyter_dev_proxy.kernel_messages import FrameHeader, KernelMessage, MessageReader, read_frame_header
+from jupyter_dev_proxy.frames import read_frame_header, unmask
+from jupyter_dev_proxy.kernel_messages import KernelMessage, MessageReader
 from tests.kernel_client import encode_v1, request
 
 _TEXT, _BINARY, _CONTINUATION, _PING = 0x1, 0x2, 0x0, 0x9
@@ -247,9 +248,16 @@ def test_a_20_mb_masked_message_keeps_only_its_first_and_last_bytes() -> None:
 def test_frame_headers_of_every_length_form_are_read_once_whole(size: int, length_bytes: int, masked: bool) -> None:
     frame = _frame(_BINARY, b"\0" * size, masked, fin=False)
     header_size = 2 + length_bytes + (4 if masked else 0)
-    assert read_frame_header(frame) == FrameHeader(header_size, size, _BINARY, False, masked)
+    assert read_frame_header(frame) == (header_size, size, _BINARY, False, masked)
     assert read_frame_header(b"??" + frame[:header_size], 2) == read_frame_header(frame)
     assert read_frame_header(frame[:header_size - 1]) is None
+
+
+@pytest.mark.parametrize("phase", [0, 1, 2, 3, 6])
+def test_unmasking_from_any_payload_offset_matches_a_byte_by_byte_xor(phase: int) -> None:
+    payload, key = os.urandom(1001), os.urandom(4)
+    assert unmask(_mask(payload, key)[phase:], key, phase) == payload[phase:]
+    assert unmask(b"", key, phase) == b""
 
 
 def test_raw_is_kept_only_for_small_messages_not_split_by_a_control_frame() -> None:
