@@ -230,8 +230,9 @@ class ProxyRunner(web.BaseRunner):
         set_cookie = cookie_to_remember(request)
         if _is_websocket_upgrade(request):
             check_websocket_origin(request, settings)
-            return await relay_websocket(request, settings, self._transport, hub_token, url, self._relays,
-                                         set_cookie)
+            credential = self.credential
+            token = (lambda: credential.token) if credential is not None else (lambda: hub_token)
+            return await relay_websocket(request, settings, self._transport, token, url, self._relays, set_cookie)
         assert self._session is not None
         return await relay_http(request, settings, self._transport, self._session, hub_token, url, set_cookie,
                                 cors_headers(request, settings), self.token_refusal)

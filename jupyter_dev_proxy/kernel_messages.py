@@ -18,7 +18,7 @@ import re
 from dataclasses import dataclass
 from typing import Any
 
-from .frames import CONTROL_BIT, MAX_FRAME_HEADER, FrameHeader, Opcode, read_frame_header, unmask
+from .ws_frames import CONTROL_BIT, MAX_FRAME_HEADER, FrameHeader, Opcode, read_frame_header, unmask
 
 
 # How much of a message is kept for reading it. A v1 message's channel and headers sit in its first bytes, and a

@@ -26,9 +26,10 @@ class MessageTrace:
     def feed(self, data: bytes) -> None:
         """Note ``data`` as relayed; log each kernel message it completes."""
         for message in self._reader.feed(data):
-            self._log(message)
+            self.log(message)
 
-    def _log(self, message: KernelMessage) -> None:
+    def log(self, message: KernelMessage) -> None:
+        """One line for a message read elsewhere (the relay reads each message once, for its ledger too)."""
         if message.channel == message.msg_type == "?":
             log.info("trace %s kernel %s: a %d-byte frame that is not a kernel message", self._direction,
                      self._kernel, message.size)

@@ -1,165 +1,130 @@
-"""One websocket (a kernel channel, a terminal): handshake with the hub first, then relay bytes both ways.
+"""One websocket (a kernel channel, a terminal): both handshakes (ws_handshake), then bytes relayed both ways; a
+kernel channel whose hub side breaks is reconnected while the IDE stays connected, and loses no request silently.
 
-The order matters: the IDE is accepted only after the hub has answered, with exactly the subprotocol the
-hub chose — node's ``ws`` (VS Code) aborts a handshake that answers a subprotocol it did not expect.
+After the two handshakes the proxy relays bytes, not messages. The IDE's frames are masked, as a client's must
+be, and the hub's are not, as a server's must not be, so each is valid on the other side unchanged: nothing is
+re-framed, whatever the message size, and the closing handshake travels end to end (no extension is negotiated
+on either side). The proxy follows frame boundaries (``FrameTracker``) to write frames of its own only between
+frames: a close when a side vanishes or the proxy stops, a pong for an IDE that is not reading. A hub frame of
+at most 64 KiB reaches the IDE only whole, so a break never leaves the IDE inside a small frame. On a kernel
+channel the proxy also reads each message's header (``kernel_messages``) for the request ledger
+(``kernel_ledger``) and, with ``--trace``, the log.
 
-After the two handshakes the proxy relays bytes, not messages. The IDE's frames are masked, as a client's
-must be, and the hub's are not, as a server's must not be, so each is valid on the other side unchanged:
-nothing is decoded, unmasked or re-framed, whatever the message size, and the closing handshake travels end
-to end. That holds because no extension (compression) is negotiated on either side. The proxy only follows
-frame boundaries (``FrameTracker``): to close a side itself when the other vanishes or the proxy stops, and
-to answer the hub's pings (an IDE that is not reading at the moment cannot, and the hub would hang up).
+The relay's states, and everything that moves between them (nothing else decides what may happen next):
+
+    state         event                                  next          what the proxy does
+    OPEN          the hub hangs up without a close       RECONNECTING  a kernel channel: hold what the IDE sends,
+                  frame                                                answer its pings, open the same websocket
+                                                                       again (same session: the server replays)
+                                                         CLOSED        anything else, or mid-frame: 1011 to the IDE
+    RECONNECTING  the hub answers 101 again              OPEN          first the safe requests in flight again, then
+                                                                       what was held, then a probe if requests are
+                                                                       in doubt
+    RECONNECTING  the hub says the kernel or the server  CLOSED        1011 to the IDE, at once
+                  is gone (404, 424, its not-running
+                  redirect), or refuses the token
+    RECONNECTING  the time is up                         CLOSED        1012 to the IDE (its client reconnects)
+    RECONNECTING  the IDE's close frame                  CLOSED        answered at once
+    OPEN          a message was lost with a connection   CLOSED        1012 to the IDE, which fails the request
+                  (see kernel_ledger)                                  instead of waiting forever
+    OPEN          a close frame passes, either way       CLOSING       relayed; each side hangs up in its own time
+    any           the IDE hangs up                       CLOSED        1001 to the hub, 5 s for its answer
+    any           the proxy stops                        CLOSED        1001 to both sides
+
+Reconnecting is one episode per outage: it starts with one warning and ends with one summary once the new
+connection has lived a few seconds. A connection that dies sooner continues the episode — its back-off and its
+budget — so a hub that accepts and then drops is not hammered. Each attempt is bounded by a few seconds: a
+connection that does not answer is abandoned for a fresh one.
 """
 
 from __future__ import annotations
 
 import asyncio
-import base64
-import functools
-import hashlib
-import itertools
+import enum
 import logging
-import os
 import re
-import ssl
 import time
 from collections.abc import Awaitable, Callable
 from contextlib import suppress
+from dataclasses import dataclass
 from datetime import datetime, timezone
-from typing import cast
 
 from aiohttp import web
 from aiohttp.abc import AbstractStreamWriter
-from multidict import CIMultiDict
 from yarl import URL
 
-from . import transport as _transport  # its limits are read at call time: tests shorten them
 from .config import Settings
-from .errors import ProxyError
-from .routing import client_response_headers, gateway_refusal, upstream_request_headers
+from .errors import HubLoginRequired, ProxyError, ServerNotRunning
+from .kernel_ledger import KernelLedger
+from .kernel_messages import KernelMessage, MessageReader
 from .timeouts import timeout
 from .trace import MessageTrace
 from .transport import HubTransport
+from .ws_frames import (
+    GOING_AWAY,
+    INTERNAL_ERROR,
+    SERVICE_RESTART,
+    FrameTracker,
+    Opcode,
+    close_payload,
+    control_frame,
+    data_frame,
+)
+from .ws_handshake import HubConnection, check_ide_handshake, offered_protocols, open_hub_websocket
 
 log = logging.getLogger("jupyter_dev_proxy")
-
-_ACCEPT_GUID = b"258EAFA5-E914-47DA-95CA-C5AB0DC85B11"  # RFC 6455 §1.3
-_CLOSE, _PING, _PONG = 0x8, 0x9, 0xA
-GOING_AWAY = 1001  # the proxy stops, or the IDE left without a close frame
-INTERNAL_ERROR = 1011  # the hub's side dropped without a close frame
 
 # How long the hub has to answer the proxy's close frame and hang up before the proxy hangs up itself.
 _CLOSE_TIMEOUT_SECONDS = 5.0
 
-# The longest answer to a websocket handshake the proxy reads (a status line and headers).
-_MAX_ANSWER_BYTES = 64 * 1024
-
-# A kernel channel whose hub side breaks is reconnected with these pauses between attempts (then the last,
-# again), for up to transport.RECONNECT_SECONDS. What the IDE sends meanwhile is held up to HELD_LIMIT_BYTES.
+# Pauses before the 2nd, 3rd... attempt of an episode (then the last, again), within Settings.reconnect_seconds.
 _RECONNECT_BACKOFF = (0.25, 0.5, 1.0, 2.0, 4.0)
+# How long one attempt (connect, TLS, handshake) may take before it is abandoned for a fresh connection: over a
+# 40 ms link it takes ~0.2 s; a connection that gives no answer in seconds is dead (a spare that outlived a VPN
+# change, a hub proxy mid-restart). Later attempts of an episode get longer, for a hub that is only slow.
+_ATTEMPT_SECONDS = (4.0, 8.0, 15.0)
+# A new connection that lives this long ends the episode; one that dies sooner continues it.
+_STABLE_SECONDS = 5.0
+# What the IDE may send while the hub is away (held), and the frame cut by a break that is sent again whole.
 HELD_LIMIT_BYTES = 16 * 1024 * 1024
-# Answers to a reconnection that mean it will never work: the kernel is gone (404), the token is refused.
-_FINAL_REFUSALS = frozenset({401, 403, 404, 410})
+# Hub frames up to this size reach the IDE only whole (see the module); larger ones stream as they come.
+_WHOLE_FRAME_BYTES = 64 * 1024
+# Safe requests are kept for sending again up to this size (a kernel_info_request is ~300 bytes).
+_RESENDABLE_BYTES = 64 * 1024
 # The channel of a kernel: the websocket jupyter_server replays to when its session comes back.
 _KERNEL_CHANNEL = re.compile(r"/api/kernels/([^/?]+)/channels$")
-SERVICE_RESTART = 1012  # the hub side could not be reconnected in time: the IDE's client reconnects itself
+_SESSION_ID = re.compile(r"(?:^|&)session_id=([^&]*)")
 
 
-class FrameTracker:
-    """Follows the frame boundaries of one direction without looking at data payloads.
-
-    A frame of the proxy's own may only go between two frames, and never after that side's close frame.
-    Control frames (≤ 125 bytes) are taken whole, so a ping's payload is at hand for the proxy's pong: the
-    hub's (unmasked) pings by default, the IDE's (masked, unmasked here) with ``masked_pings``.
-    """
-
-    __slots__ = ("_skip", "_partial", "_masked_pings", "closed", "last_boundary")
-
-    def __init__(self, masked_pings: bool = False) -> None:
-        self._skip = 0  # bytes of the current frame still to come
-        self._partial = b""  # the start of a frame cut by a read: its header, or a control frame
-        self._masked_pings = masked_pings
-        self.closed = False  # a close frame has passed: this direction said goodbye itself
-        self.last_boundary = -1  # where in the last data fed the last frame ending in it ended; -1: none did
-
-    @property
-    def at_boundary(self) -> bool:
-        return self._skip == 0 and not self._partial
-
-    def feed(self, data: bytes) -> list[bytes]:
-        """Note ``data`` as relayed; return the payloads of the pings in it (see the class)."""
-        pings: list[bytes] = []
-        self.last_boundary = -1
-        if self._skip >= len(data):
-            self._skip -= len(data)
-            if self._skip == 0:
-                self.last_boundary = len(data)
-            return pings
-        carried = len(self._partial)  # bytes before ``data`` in the buffer parsed below
-        if self._partial:
-            data, pos = self._partial + data, 0
-        else:
-            pos = self._skip
-        end = len(data)
-        if carried < pos <= end:  # the frame skipped through ended in this data
-            self.last_boundary = pos - carried
-        while end - pos >= 2:
-            first, second = data[pos], data[pos + 1]
-            length, header = second & 0x7F, (6 if second & 0x80 else 2)  # 4 bytes of mask key when masked
-            if length == 126:
-                if end - pos < 4:
-                    break
-                length, header = int.from_bytes(data[pos + 2:pos + 4], "big"), header + 2
-            elif length == 127:
-                if end - pos < 10:
-                    break
-                length, header = int.from_bytes(data[pos + 2:pos + 10], "big"), header + 8
-            if first & 0x08 and length <= 125:  # a (legal) control frame
-                if pos + header + length > end:
-                    break
-                if first & 0x0F == _CLOSE:
-                    self.closed = True
-                elif first & 0x0F == _PING and (header == 2) != self._masked_pings:
-                    payload = data[pos + header:pos + header + length]
-                    key = data[pos + 2:pos + 6]
-                    pings.append(bytes(b ^ key[i % 4] for i, b in enumerate(payload)) if header == 6 else payload)
-            pos += header + length
-            if carried < pos <= end:
-                self.last_boundary = pos - carried
-        self._skip = max(pos - end, 0)
-        self._partial = data[pos:] if pos < end else b""
-        return pings
+class RelayState(enum.Enum):
+    OPEN = "open"
+    RECONNECTING = "reconnecting"
+    CLOSING = "closing"
+    CLOSED = "closed"
 
 
-def control_frame(opcode: int, payload: bytes, masked: bool) -> bytes:
-    """A close or pong frame; ``masked`` toward the hub (the proxy is its client), unmasked toward the IDE."""
-    if not masked:
-        return bytes((0x80 | opcode, len(payload))) + payload
-    key = os.urandom(4)
-    return bytes((0x80 | opcode, 0x80 | len(payload))) + key + bytes(b ^ key[i % 4] for i, b in enumerate(payload))
+@dataclass
+class _Episode:
+    """One outage of the hub's side: from the first drop until a new connection has lived _STABLE_SECONDS."""
+
+    started: float
+    attempts: int = 0
+    drops: int = 1
+    held_bytes: int = 0  # what the IDE sent meanwhile, delivered
+    took: float = 0.0  # from the first drop to the last new connection
 
 
-def _close_payload(code: int, reason: bytes) -> bytes:
-    return code.to_bytes(2, "big") + reason[:123]
-
-
-Reconnect = Callable[[], Awaitable["HubConnection"]]
+# Opens the same websocket on the hub again: the new connection, given how long the attempt may take.
+Reconnect = Callable[[], Awaitable[HubConnection]]
 
 
 class Relay:
-    """Both ends of one spliced websocket: aiohttp feeds it the IDE's bytes, ``HubConnection`` the hub's.
-
-    Each side's bytes are written to the other as they come. When a side cannot take more, the other is
-    paused; nothing is buffered here, so memory stays flat whatever the message size.
-
-    With ``reconnect`` (a kernel channel), a hub side that breaks without a close frame is opened again while
-    the IDE's side stays open: what the IDE sends meanwhile is held (its frame cut by the break is sent again
-    whole), the proxy answers the IDE's pings, and jupyter_server replays to the same session what the kernel
-    said meanwhile. The IDE sees nothing but a pause.
-    """
+    """Both ends of one spliced websocket: aiohttp feeds it the IDE's bytes, ``HubConnection`` the hub's. Each
+    side's bytes are written to the other as they come; when a side cannot take more, the other is paused."""
 
     def __init__(self, request: web.BaseRequest, ide: AbstractStreamWriter, hub: HubConnection,
                  reconnect: Reconnect | None = None, reconnect_seconds: float = 0.0, label: str = "websocket",
+                 ledger: KernelLedger | None = None, session: str = "",
                  trace: tuple[MessageTrace, MessageTrace] | None = None) -> None:
         assert request.transport is not None and hub.transport is not None
         self._ide_protocol = request.protocol
@@ -167,10 +132,14 @@ class Relay:
         self._ide = ide
         self._hub = hub
         self._hub_transport = hub.transport
-        self.to_ide = FrameTracker()
-        self.to_hub = FrameTracker(masked_pings=True)
-        self._ide_done = False  # the IDE is gone or was told goodbye: the hub's bytes are dropped
+        self.state = RelayState.OPEN
+        self.to_ide = FrameTracker()  # per hub connection
+        self.to_hub = FrameTracker(masked_pings=True)  # the IDE's one stream, across hub connections
+        self._hub_tail = b""  # the start of a small hub frame, written to the IDE once whole
+        self._ide_mid_frame = False  # the IDE has the start of a frame whose end it has not
         self._hang_up: asyncio.TimerHandle | None = None
+        self._ide_told = False  # the proxy sent the IDE a close frame of its own
+        self._ide_answer: asyncio.TimerHandle | None = None  # until the IDE answers it
         self._resuming: asyncio.Future[None] | None = None  # while pending, the hub is paused for the IDE
         self._reconnect = reconnect if reconnect_seconds > 0 else None
         self._reconnect_seconds = reconnect_seconds
@@ -179,30 +148,50 @@ class Relay:
         self._unsent_bytes = 0
         self._held: list[bytes] = []  # while reconnecting: the cut frame's start, then all the IDE sends
         self._held_bytes = 0
+        self._resend: list[bytes] = []  # safe requests in flight at the break, sent first on the new connection
+        self._probe: bytes | None = None  # the ledger's probe, waiting for a boundary of the IDE's frames
         self._reconnecting: asyncio.Task[None] | None = None
-        self._stopping = False
+        self._episode: _Episode | None = None
+        self._episode_end: asyncio.TimerHandle | None = None
+        self._ledger = ledger
+        self._session = session
+        self._from_ide = MessageReader(keep_raw=_RESENDABLE_BYTES) if ledger is not None or trace else None
+        self._from_hub = MessageReader() if ledger is not None or trace else None
+        self._trace = trace  # with --trace: the log of each direction's messages
         self.finished: asyncio.Future[None] = asyncio.get_running_loop().create_future()
         # What the status page shows of it.
         self.kernel: str | None = None
         self.opened_at = time.time()
-        self._trace_to_hub: MessageTrace | None = trace[0] if trace else None  # only with --trace: decoding
-        self._trace_to_ide: MessageTrace | None = trace[1] if trace else None
         self.bytes_to_hub = self.bytes_to_ide = self.reconnects = 0
 
-    # The IDE's side: aiohttp hands the upgraded connection's bytes to its "parser", which is this.
+    # -- the IDE's side: aiohttp hands the upgraded connection's bytes to its "parser", which is this ----------
 
     def feed_data(self, data: bytes) -> tuple[bool, bytes]:
         self.bytes_to_hub += len(data)
-        if self._trace_to_hub is not None:
-            self._trace_to_hub.feed(data)
         pings = self.to_hub.feed(data)
+        if self._from_ide is not None:
+            for message in self._from_ide.feed(data):
+                self._note_from_ide(message)
         if self._reconnect is not None:
             self._note_unsent(data)
-        if self._reconnecting is not None:
+        if self.state is RelayState.RECONNECTING:
             self._hold(data, pings)
-        elif not self._hub_transport.is_closing():
+        elif self.state is not RelayState.CLOSED and not self._hub_transport.is_closing():
             self._hub_transport.write(data)  # too much queued: HubConnection.pause_writing pauses the IDE
+            if self._probe is not None and self.to_hub.at_boundary:
+                self._hub_transport.write(self._probe)
+                self._probe = None
+        if self.to_hub.closed and self.state is RelayState.OPEN:
+            self.state = RelayState.CLOSING
+        elif self.to_hub.closed and self.state is RelayState.CLOSED:
+            self._finish()  # the IDE answered the proxy's close frame
         return False, b""
+
+    def _note_from_ide(self, message: KernelMessage) -> None:
+        if self._trace is not None:
+            self._trace[0].log(message)
+        if self._ledger is not None:
+            self._ledger.sent(message, self._ledger.connection)
 
     def _note_unsent(self, data: bytes) -> None:
         """Keep the IDE's bytes since its last frame boundary: if the hub side breaks now, they go again."""
@@ -218,11 +207,12 @@ class Relay:
 
     def feed_eof(self) -> None:
         """The IDE hung up: close the hub's side (1001), unless the IDE closed it already."""
-        self._ide_done = True
-        if self._reconnecting is not None:
-            self._reconnecting.cancel()
-            self._finish()
-        self.goodbye_to_hub(GOING_AWAY)
+        reconnecting = self.state is RelayState.RECONNECTING
+        self._set_closed()
+        if reconnecting or self._ide_told:
+            self._finish_now()
+        if not reconnecting:
+            self.goodbye_to_hub(GOING_AWAY)
 
     def pause_ide(self) -> None:
         if not self._ide_transport.is_closing():
@@ -232,21 +222,55 @@ class Relay:
         if not self._ide_transport.is_closing():
             self._ide_transport.resume_reading()
 
-    # The hub's side.
+    # -- the hub's side ------------------------------------------------------------------------------------------
 
     def from_hub(self, data: bytes) -> None:
-        if self._ide_done or self._ide_transport.is_closing():
+        if self.state is RelayState.CLOSED or self._ide_transport.is_closing():
             return
         self.bytes_to_ide += len(data)
-        if self._trace_to_ide is not None:
-            self._trace_to_ide.feed(data)
         pings = self.to_ide.feed(data)
         if pings:
             self._pong_to_hub(pings)
-        self._ide_transport.write(data)
+        lost: list[str] = []
+        if self._from_hub is not None:
+            for message in self._from_hub.feed(data):
+                lost += self._note_from_hub(message)
+        self._write_whole_frames(data)
+        if self.to_ide.closed and self.state is RelayState.OPEN:
+            self.state = RelayState.CLOSING
+        if lost:
+            self._tell_ide_of_loss(lost)
+            return
         if self._ide_protocol.writing_paused and not self.hub_paused:
             self._hub_transport.pause_reading()
             self._resuming = asyncio.ensure_future(self._resume_hub_when_drained(self._hub_transport))
+
+    def _note_from_hub(self, message: KernelMessage) -> list[str]:
+        if self._trace is not None:
+            self._trace[1].log(message)
+        if self._ledger is None:
+            return []
+        return self._ledger.received(message) or []
+
+    def _write_whole_frames(self, data: bytes) -> None:
+        """Write the hub's bytes to the IDE, except the start of a small frame, kept until it is whole."""
+        out = self._hub_tail + data if self._hub_tail else data
+        tracker = self.to_ide
+        if tracker.at_boundary:
+            self._hub_tail, self._ide_mid_frame = b"", False
+            self._ide_transport.write(out)
+            return
+        if tracker.last_boundary < 0 and self._ide_mid_frame:
+            self._ide_transport.write(out)  # the rest of a large frame the IDE has begun
+            return
+        cut = len(self._hub_tail) + tracker.last_boundary if tracker.last_boundary >= 0 else 0
+        if len(out) - cut + tracker.frame_left <= _WHOLE_FRAME_BYTES:
+            if cut:
+                self._ide_transport.write(out[:cut])
+            self._hub_tail, self._ide_mid_frame = out[cut:], False
+        else:
+            self._ide_transport.write(out)
+            self._hub_tail, self._ide_mid_frame = b"", True
 
     async def _resume_hub_when_drained(self, hub_transport: asyncio.Transport) -> None:
         with suppress(ConnectionError):  # the IDE is gone: its bytes are dropped, the hub's close still read
@@ -259,98 +283,164 @@ class Relay:
         return self._resuming is not None and not self._resuming.done()
 
     def hub_lost(self, hub: HubConnection) -> None:
-        """The hub hung up. Without its close frame: reconnect if this websocket can be, else close the IDE's
-        side (1011)."""
-        if hub is not self._hub:
-            return  # a connection already replaced
-        if self._can_reconnect():
-            self._reconnecting = asyncio.get_running_loop().create_task(self._reconnect_hub())
+        """The hub hung up. Without its close frame, a kernel channel that can be is reconnected; else the IDE's
+        side is closed (1011)."""
+        if hub is not self._hub or self.state in (RelayState.CLOSED, RelayState.RECONNECTING):
+            return  # a connection already replaced, or a relay already over
+        if (self.state is RelayState.OPEN and self._reconnect is not None and self._unsent is not None
+                and not self._ide_mid_frame and self._hang_up is None):
+            self._start_reconnecting()
             return
         self.goodbye_to_ide(INTERNAL_ERROR, b"the hub closed the connection")
+        self._set_closed()
         self._finish()
 
-    def _can_reconnect(self) -> bool:
-        return (self._reconnect is not None and not self._stopping and not self._ide_done
-                and self._hang_up is None and not self.to_ide.closed and not self.to_hub.closed
-                and self.to_ide.at_boundary and self._unsent is not None and not self._ide_transport.is_closing())
+    # -- reconnecting the hub's side -----------------------------------------------------------------------------
 
-    # Reconnecting the hub's side.
+    def _start_reconnecting(self) -> None:
+        loop = asyncio.get_running_loop()
+        self.state = RelayState.RECONNECTING
+        # At once, not in the task: what the IDE sends from now on is held behind the frame cut by the break.
+        self._held, self._held_bytes = list(self._unsent or ()), self._unsent_bytes
+        self._hub_tail, self._probe = b"", None
+        self.to_ide = FrameTracker()
+        self._from_hub = MessageReader() if self._from_hub is not None else None
+        if self._resuming is not None:
+            self._resuming.cancel()
+        self.resume_ide()  # it may have been paused for the old connection: its bytes are held now
+        if self._episode_end is not None:
+            self._episode_end.cancel()
+        if self._ledger is not None:
+            outcome = self._ledger.broke(self._ledger.connection)
+            if outcome.lost:
+                self._tell_ide_of_loss(outcome.lost)
+                return
+            self._resend = outcome.resend
+        if self._episode is None:
+            self._episode = _Episode(started=loop.time())
+            log.warning("%s: the connection to the hub broke; reconnecting (the IDE stays connected, what it sends "
+                        "is held).", self._label)
+        else:
+            self._episode.drops += 1  # the last connection died young: the same outage goes on
+        self._reconnecting = loop.create_task(self._reconnect_hub(self._episode))
 
     def _hold(self, data: bytes, pings: list[bytes]) -> None:
         self._held.append(data)
         self._held_bytes += len(data)
-        if pings and self.to_ide.at_boundary:  # the hub is away: the proxy answers the IDE's pings itself
-            self._ide_transport.write(b"".join(control_frame(_PONG, payload, masked=False) for payload in pings))
+        if self.to_hub.closed:  # the IDE said goodbye while the hub was away: answered at once
+            self.goodbye_to_ide(1000, b"")
+            self._end_reconnecting()
+            return
+        if pings and not self._ide_mid_frame:  # the hub is away: the proxy answers the IDE's pings itself
+            self._ide_transport.write(b"".join(control_frame(Opcode.PONG, payload, masked=False) for payload in pings))
         if self._held_bytes > HELD_LIMIT_BYTES:
             log.warning("%s: the IDE sent more than %d MiB while the hub was away; closing it.", self._label,
                         HELD_LIMIT_BYTES // 2 ** 20)
-            assert self._reconnecting is not None
-            self._reconnecting.cancel()
             self.goodbye_to_ide(INTERNAL_ERROR, b"too much to hold while the hub was away")
-            self._finish()
+            self._end_reconnecting()
 
-    async def _reconnect_hub(self) -> None:
-        """Open the same websocket on the hub again, with back-off, until it answers or the time is up."""
-        assert self._reconnect is not None and self._unsent is not None
+    async def _reconnect_hub(self, episode: _Episode) -> None:
+        """Open the same websocket on the hub again, with back-off, until it answers, the hub says it never will,
+        or the time is up."""
+        assert self._reconnect is not None
         loop = asyncio.get_running_loop()
-        started = loop.time()
-        self._held, self._held_bytes = list(self._unsent), self._unsent_bytes
-        if self._resuming is not None:
-            self._resuming.cancel()
-        self.resume_ide()  # it may have been paused for the old connection: its bytes are held now
-        log.warning("%s: the connection to the hub broke; reconnecting (the IDE stays connected, what it sends "
-                    "is held).", self._label)
-        for attempt in itertools.count():
-            remaining = started + self._reconnect_seconds - loop.time()
-            try:
-                async with timeout(max(remaining, 0.01)):
-                    hub = await self._reconnect()
-            except ProxyError as error:
-                if error.status in _FINAL_REFUSALS:
-                    log.warning("%s: the hub refused to reconnect it (%d %s); the IDE's websocket is closed.",
-                                self._label, error.status, error.reason)
-                    self.goodbye_to_ide(INTERNAL_ERROR, b"the hub refused the websocket again")
-                    break
-            except asyncio.TimeoutError:
-                pass
-            else:
-                self._switch_to(hub, loop.time() - started)
-                return
-            remaining = started + self._reconnect_seconds - loop.time()
+        deadline = episode.started + self._reconnect_seconds
+        while True:
+            if episode.attempts:
+                pause = _RECONNECT_BACKOFF[min(episode.attempts - 1, len(_RECONNECT_BACKOFF) - 1)]
+                await asyncio.sleep(min(pause, max(deadline - loop.time(), 0)))
+            remaining = deadline - loop.time()
             if remaining <= 0:
                 log.warning("%s: the hub could not be reached again within %.0f s; the IDE's websocket is closed "
                             "(its client reconnects by itself).", self._label, self._reconnect_seconds)
                 self.goodbye_to_ide(SERVICE_RESTART, b"the hub could not be reached again")
                 break
-            await asyncio.sleep(min(_RECONNECT_BACKOFF[min(attempt, len(_RECONNECT_BACKOFF) - 1)], remaining))
+            attempt_seconds = _ATTEMPT_SECONDS[min(episode.attempts, len(_ATTEMPT_SECONDS) - 1)]
+            episode.attempts += 1
+            try:
+                async with timeout(min(attempt_seconds, remaining)):
+                    hub = await self._reconnect()
+            except asyncio.TimeoutError:
+                continue  # no answer: a fresh connection next time
+            except ProxyError as error:
+                final = _final_refusal(error)
+                if final is None:
+                    continue
+                log.warning("%s: %s; the IDE's websocket is closed.", self._label, final)
+                self.goodbye_to_ide(INTERNAL_ERROR, final.encode()[:120])
+                break
+            self._switch_to(hub, episode)
+            return
+        self._end_reconnecting()
+
+    def _switch_to(self, hub: HubConnection, episode: _Episode) -> None:
+        assert hub.transport is not None
         self._reconnecting = None
+        self.state = RelayState.OPEN
+        self._hub, self._hub_transport = hub, hub.transport
+        self.reconnects += 1
+        episode.held_bytes += self._held_bytes
+        episode.took = asyncio.get_running_loop().time() - episode.started
+        out = b"".join(self._resend) + b"".join(self._held)
+        self._resend, self._held, self._held_bytes = [], [], 0
+        if out:
+            self._hub_transport.write(out)  # before attach: if the connection is dead already, the next
+        #                                       break finds these bytes in the ledger and _unsent again
+        probe = self._ledger.probe(self._session) if self._ledger is not None else None
+        if probe is not None:
+            frame = data_frame(Opcode.BINARY if self._ledger is not None and self._ledger.binary else Opcode.TEXT, probe,
+                               masked=True)
+            if self.to_hub.at_boundary:
+                self._hub_transport.write(frame)
+            else:
+                self._probe = frame
+        self._episode_end = asyncio.get_running_loop().call_later(_STABLE_SECONDS, self._episode_over)
+        hub.attach(self)
+
+    def _episode_over(self) -> None:
+        """The new connection has lived long enough: the outage is over; say so once."""
+        episode, self._episode, self._episode_end = self._episode, None, None
+        if episode is None:
+            return
+        log.info("%s: reconnected to the hub after %.1f s (%d drop%s, %d attempt%s); %d bytes the IDE sent meanwhile "
+                 "were delivered.", self._label, episode.took, episode.drops, "s" if episode.drops > 1 else "",
+                 episode.attempts, "s" if episode.attempts > 1 else "", episode.held_bytes)
+
+    def _end_reconnecting(self) -> None:
+        task, self._reconnecting = self._reconnecting, None
+        if task is not None and task is not asyncio.current_task():
+            task.cancel()
+        self._set_closed()
         self._finish()
 
-    def _switch_to(self, hub: HubConnection, after: float) -> None:
-        assert hub.transport is not None
-        held, count = b"".join(self._held), len(self._held)
-        self._hub, self._hub_transport = hub, hub.transport
-        self._held, self._held_bytes, self._reconnecting = [], 0, None
-        self.reconnects += 1
-        hub.attach(self)
-        if held:
-            self._hub_transport.write(held)
-        log.info("%s: reconnected to the hub after %.1f s; %d bytes the IDE sent meanwhile were delivered.",
-                 self._label, after, len(held) if count else 0)
+    def _tell_ide_of_loss(self, lost: list[str]) -> None:
+        """A message was lost with a hub connection: close the IDE's websocket (1012), so that its client fails
+        what it waits for and reconnects, rather than waiting forever."""
+        log.warning("%s: %s the IDE sent was lost when the connection to the hub broke; the IDE's websocket is "
+                    "closed so that it knows (its client reconnects by itself).", self._label,
+                    ", ".join(sorted(set(lost))))
+        self.goodbye_to_ide(SERVICE_RESTART, b"a message was lost when the connection to the hub broke")
+        if self.state is RelayState.RECONNECTING:
+            self._end_reconnecting()
+            return
+        self._set_closed()
+        self.goodbye_to_hub(GOING_AWAY)
+        self._finish()
 
-    # Frames of the proxy's own.
+    # -- frames of the proxy's own -------------------------------------------------------------------------------
 
     def _pong_to_hub(self, pings: list[bytes]) -> None:
         """Answer the hub's pings for the IDE, as a client that is not reading cannot (the IDE answers too)."""
         if self.to_hub.at_boundary and not self.to_hub.closed and not self._hub_transport.is_closing():
-            self._hub_transport.write(b"".join(control_frame(_PONG, payload, masked=True) for payload in pings))
+            self._hub_transport.write(b"".join(control_frame(Opcode.PONG, payload, masked=True) for payload in pings))
 
     def goodbye_to_ide(self, code: int, reason: bytes) -> None:
         """Close the IDE's side with ``code``, unless it cannot take a frame now or the hub's close passed."""
-        if (not self._ide_done and self.to_ide.at_boundary and not self.to_ide.closed
+        if (self.state is not RelayState.CLOSED and not self._ide_mid_frame and not self.to_ide.closed
                 and not self._ide_transport.is_closing()):
-            self._ide_transport.write(control_frame(_CLOSE, _close_payload(code, reason), masked=False))
-        self._ide_done = True
+            self._ide_transport.write(control_frame(Opcode.CLOSE, close_payload(code, reason), masked=False))
+            self._ide_told = True
+        self._set_closed()
 
     def goodbye_to_hub(self, code: int) -> None:
         """Close the hub's side with ``code`` (unless the IDE's own close passed), and leave the hub a moment to
@@ -361,30 +451,51 @@ class Relay:
             self._hub_transport.abort()
             return
         if not self.to_hub.closed:
-            self._hub_transport.write(control_frame(_CLOSE, _close_payload(code, b""), masked=True))
+            self._hub_transport.write(control_frame(Opcode.CLOSE, close_payload(code, b""), masked=True))
         # abort, not close: close() would first wait for the hub to read what is still queued for it.
         self._hang_up = asyncio.get_running_loop().call_later(_CLOSE_TIMEOUT_SECONDS, self._hub_transport.abort)
 
     def stop(self) -> None:
         """The proxy is shutting down: close both sides with 1001 (going away)."""
-        self._stopping = True
+        reconnecting = self.state is RelayState.RECONNECTING
         self.goodbye_to_ide(GOING_AWAY, b"jupyter-dev-proxy stopped")
-        if self._reconnecting is not None:
-            self._reconnecting.cancel()
-            self._finish()
+        if reconnecting:
+            self._end_reconnecting()
+            return
         self.goodbye_to_hub(GOING_AWAY)
 
+    def _set_closed(self) -> None:
+        self.state = RelayState.CLOSED
+
     def _finish(self) -> None:
+        """End the relay; after a close frame of the proxy's own, once the IDE has answered it (or 5 s on), so that
+        its client reads the close code instead of a dropped connection (RFC 6455 §7.1.1)."""
+        if self.finished.done():
+            return
+        if self._ide_told and not self.to_hub.closed and not self._ide_transport.is_closing():
+            if self._ide_answer is None:
+                self._ide_answer = asyncio.get_running_loop().call_later(_CLOSE_TIMEOUT_SECONDS, self._finish_now)
+            return
+        self._finish_now()
+
+    def _finish_now(self) -> None:
+        if self._ide_answer is not None:
+            self._ide_answer.cancel()
         if not self.finished.done():
             self.finished.set_result(None)
 
     def close(self) -> None:
         """The relay is over: drop the hub's connection, unless the hub is still being given its moment to
         answer the proxy's close frame (the IDE hung up): the hang-up timer then drops it."""
-        if self._resuming is not None:
-            self._resuming.cancel()
-        if self._reconnecting is not None:
-            self._reconnecting.cancel()
+        self._set_closed()
+        for pending in (self._resuming, self._reconnecting):
+            if pending is not None:
+                pending.cancel()
+        if self._ide_answer is not None:
+            self._ide_answer.cancel()
+        if self._episode_end is not None:
+            self._episode_end.cancel()
+            self._episode_over()
         if self._hang_up is not None and not self._hub_transport.is_closing():
             return
         if self._hang_up is not None:
@@ -392,103 +503,28 @@ class Relay:
         self._hub_transport.abort()
 
 
-class HubConnection(asyncio.Protocol):
-    """The connection to the hub: first the handshake's answer, then the hub's frames, handed to the relay."""
-
-    def __init__(self) -> None:
-        loop = asyncio.get_running_loop()
-        self.transport: asyncio.Transport | None = None
-        self.answer: asyncio.Future[bytes] = loop.create_future()  # the handshake's status line and headers
-        self.lost: asyncio.Future[None] = loop.create_future()
-        self._early = bytearray()  # the answer, then any frames that come before the relay is attached
-        self._relay: Relay | None = None
-
-    def connection_made(self, transport: asyncio.BaseTransport) -> None:
-        self.transport = cast(asyncio.Transport, transport)  # uvloop's TLS transport is not a subclass
-
-    def data_received(self, data: bytes) -> None:
-        if self._relay is not None:
-            self._relay.from_hub(data)
-            return
-        self._early += data
-        if self.answer.done():
-            return
-        end = self._early.find(b"\r\n\r\n")
-        if end >= 0:
-            self.answer.set_result(bytes(self._early[:end + 4]))
-            del self._early[:end + 4]
-        elif len(self._early) > _MAX_ANSWER_BYTES:
-            self.answer.set_exception(ProxyError(502, "hub-bad-websocket", "The hub's answer to the websocket "
-                                                                           "handshake is too long."))
-        else:
-            return
-        assert self.transport is not None
-        self.transport.pause_reading()  # until the relay is attached
-
-    def attach(self, relay: Relay) -> None:
-        self._relay = relay
-        if self._early:
-            relay.from_hub(bytes(self._early))
-            self._early.clear()
-        if self.lost.done():
-            relay.hub_lost(self)
-        elif self.transport is not None and not relay.hub_paused:
-            self.transport.resume_reading()
-
-    def pause_writing(self) -> None:
-        if self._relay is not None:
-            self._relay.pause_ide()
-
-    def resume_writing(self) -> None:
-        if self._relay is not None:
-            self._relay.resume_ide()
-
-    def connection_lost(self, exc: Exception | None) -> None:
-        if not self.answer.done():  # a TLS alert says why (a gateway wanting a client certificate); else a reset
-            self.answer.set_exception(exc if isinstance(exc, ssl.SSLError) else
-                                      ConnectionResetError("the hub closed the connection"))
-            self.answer.exception()  # noted as seen: the handshake may not be waiting for it any more
-        if self._relay is not None:
-            self._relay.hub_lost(self)
-        self.lost.set_result(None)
-
-
-
-def accept_key(key: str) -> str:
-    return base64.b64encode(hashlib.sha1(key.encode() + _ACCEPT_GUID).digest()).decode()
-
-
-def _ide_accept_key(request: web.BaseRequest) -> str:
-    """Check the IDE's handshake (RFC 6455 §4.2.1) before anything is asked of the hub."""
-    key = request.headers.get("Sec-WebSocket-Key", "")
-    try:
-        valid = (request.headers.get("Sec-WebSocket-Version") == "13"
-                 and len(base64.b64decode(key, validate=True)) == 16)
-    except ValueError:
-        valid = False
-    if not valid:
-        raise ProxyError(400, "bad-websocket-handshake", "The websocket handshake is not a valid RFC 6455 "
-                                                         "(version 13) one; the proxy did not forward it.")
-    return accept_key(key)
-
-
-def _offered_protocols(request: web.BaseRequest) -> list[str]:
-    header = request.headers.get("Sec-WebSocket-Protocol", "")
-    return [p.strip() for p in header.split(",") if p.strip()]
-
-
+def _final_refusal(error: ProxyError) -> str | None:
+    """Why reconnecting will never work, as the log says it; None when another attempt may."""
+    if isinstance(error, ServerNotRunning) or error.status in (424, 503) and error.reason == "server-not-running":
+        return "your server on the hub has stopped (the hub says it is not running)"
+    if error.status == 404:
+        return f"the hub refused to reconnect it (404 {error.reason}): the kernel is gone"
+    if isinstance(error, HubLoginRequired) or error.status in (401, 403):
+        return f"the hub refused to reconnect it ({error.status} {error.reason})"
+    if error.status == 410:
+        return "the hub chose another subprotocol on reconnecting"
+    return None
 
 
 async def relay_websocket(request: web.BaseRequest, settings: Settings, hub_transport: HubTransport,
-                          hub_token: str, url: URL, relays: OpenRelays,
+                          token: Callable[[], str], url: URL, relays: OpenRelays,
                           set_cookie: str | None) -> web.StreamResponse:
     """Open ``url`` on the hub as a websocket, accept the IDE with the same subprotocol, relay until closed;
-    ``set_cookie`` (the proxy's own) is added to the IDE's handshake answer."""
-    accept = _ide_accept_key(request)
-    offered = _offered_protocols(request)
-    headers = upstream_request_headers(request.headers, hub_token, websocket=True,
-                                       gateway_headers=hub_transport.gateway_headers)
-    hub, protocol = await _open_hub_websocket(settings, hub_transport, url, offered, headers)
+    ``token`` gives the hub credential at each (re)connection; ``set_cookie`` (the proxy's own) is added to the
+    IDE's handshake answer."""
+    accept = check_ide_handshake(request)
+    offered = offered_protocols(request)
+    hub, protocol = await open_hub_websocket(settings, hub_transport, url, request.headers, offered, token)
     assert hub.transport is not None
     try:
         response = web.StreamResponse(status=101, headers={
@@ -503,13 +539,7 @@ async def relay_websocket(request: web.BaseRequest, settings: Settings, hub_tran
         except ConnectionError:
             raise ProxyError(499, "ide-disconnected", "The IDE closed the connection during the websocket "
                                                       "handshake.") from None
-        kernel = _KERNEL_CHANNEL.search(url.raw_path)
-        reconnect = functools.partial(_reopen_hub_websocket, settings, hub_transport, url, offered, headers, protocol)
-        trace = ((MessageTrace("IDE → hub", kernel.group(1)), MessageTrace("hub → IDE", kernel.group(1)))
-                 if kernel and settings.trace else None)
-        relay = Relay(request, ide, hub, reconnect if kernel else None, settings.reconnect_seconds,
-                      f"The websocket of kernel {kernel.group(1)}" if kernel else "A websocket", trace)
-        relay.kernel = kernel.group(1) if kernel else None
+        relay = _relay_for(request, settings, hub_transport, token, url, ide, hub, offered, protocol)
     except BaseException:
         hub.transport.abort()
         raise
@@ -524,87 +554,32 @@ async def relay_websocket(request: web.BaseRequest, settings: Settings, hub_tran
     return response  # aiohttp then closes the IDE's connection
 
 
-async def _open_hub_websocket(settings: Settings, hub_transport: HubTransport, url: URL, offered: list[str],
-                              headers: CIMultiDict[str]) -> tuple[HubConnection, str | None]:
-    """A connection to the hub with the websocket handshake done; the subprotocol the hub chose."""
-    hub = await hub_transport.open(HubConnection)
-    assert hub.transport is not None
-    try:
-        return hub, await _hub_handshake(settings, hub, url, offered, headers)
-    except BaseException:
-        hub.transport.abort()
-        raise
+def _relay_for(request: web.BaseRequest, settings: Settings, hub_transport: HubTransport, token: Callable[[], str],
+               url: URL, ide: AbstractStreamWriter, hub: HubConnection, offered: list[str],
+               protocol: str | None) -> Relay:
+    """A kernel channel is relayed with reconnection, its ledger and (with --trace) its trace; anything else
+    (a terminal, the events websocket) as plain bytes."""
+    kernel = _KERNEL_CHANNEL.search(url.raw_path)
+    if kernel is None:
+        return Relay(request, ide, hub)
 
+    async def reconnect() -> HubConnection:
+        """The same websocket again (same URL, so the same session), which must speak the same subprotocol."""
+        again, chosen = await open_hub_websocket(settings, hub_transport, url, request.headers, offered, token)
+        if chosen != protocol:
+            assert again.transport is not None
+            again.transport.abort()
+            raise ProxyError(410, "hub-changed-protocol", "The hub chose another subprotocol on reconnecting.")
+        return again
 
-async def _reopen_hub_websocket(settings: Settings, hub_transport: HubTransport, url: URL, offered: list[str],
-                                headers: CIMultiDict[str], protocol: str | None) -> HubConnection:
-    """The same websocket again (same URL, so the same session), which must speak the same subprotocol."""
-    hub, again = await _open_hub_websocket(settings, hub_transport, url, offered, headers)
-    if again != protocol:
-        assert hub.transport is not None
-        hub.transport.abort()
-        raise ProxyError(410, "hub-changed-protocol", "The hub chose another subprotocol on reconnecting.")
-    return hub
-
-
-async def _hub_handshake(settings: Settings, hub: HubConnection, url: URL, offered: list[str],
-                         headers: CIMultiDict[str]) -> str | None:
-    """Ask the hub for the websocket (no extensions offered); return the subprotocol it chose."""
-    key = base64.b64encode(os.urandom(16)).decode()
-    lines = [f"GET {url.raw_path_qs} HTTP/1.1", f"Host: {url.host_port_subcomponent}", "Upgrade: websocket",
-             "Connection: Upgrade", f"Sec-WebSocket-Key: {key}", "Sec-WebSocket-Version: 13"]
-    if offered:
-        lines.append(f"Sec-WebSocket-Protocol: {', '.join(offered)}")
-    lines += [f"{name}: {value}" for name, value in headers.items()]
-    assert hub.transport is not None
-    hub.transport.write(("\r\n".join(lines) + "\r\n\r\n").encode("utf-8", "surrogateescape"))
-    try:
-        async with timeout(_transport.ANSWER_TIMEOUT_SECONDS):
-            head = await hub.answer
-    except asyncio.TimeoutError:
-        raise ProxyError(504, "hub-timeout", f"The hub at {settings.hub} did not answer the websocket "
-                                             "handshake in time: try again.") from None
-    except (ConnectionError, ssl.SSLError) as exc:
-        if _transport.refuses_client(exc):  # with TLS 1.3, a missing client certificate is refused after the handshake
-            raise _transport.gateway_refused_certificate(settings, str(exc)) from None
-        raise ProxyError(502, "hub-disconnected", f"The hub at {settings.hub} broke off the websocket "
-                                                  f"handshake ({type(exc).__name__}): try again.") from None
-    status, answer = _parse_response_head(settings, head)
-    if status != 101:
-        raise _handshake_refused(settings, url, status, answer)
-    protocol = answer.get("Sec-WebSocket-Protocol")
-    if (answer.get("Upgrade", "").lower() != "websocket" or answer.get("Sec-WebSocket-Accept") != accept_key(key)
-            or "Sec-WebSocket-Extensions" in answer or (protocol is not None and protocol not in offered)):
-        raise ProxyError(502, "hub-bad-websocket", "The hub accepted the websocket with a handshake that breaks "
-                                                   "RFC 6455; the proxy closed it.")
-    return protocol
-
-
-def _parse_response_head(settings: Settings, head: bytes) -> tuple[int, CIMultiDict[str]]:
-    status_line, *lines = head.decode("utf-8", "surrogateescape").split("\r\n")
-    version, _, rest = status_line.partition(" ")
-    headers: CIMultiDict[str] = CIMultiDict()
-    for line in filter(None, lines):
-        name, colon, value = line.partition(":")
-        if not colon:
-            break
-        headers.add(name.strip(), value.strip())
-    else:
-        if version.startswith("HTTP/1.") and rest[:3].isdigit():
-            return int(rest[:3]), headers
-    raise ProxyError(502, "hub-bad-websocket", f"The hub at {settings.hub} answered the websocket handshake "
-                                               "with something that is not HTTP/1.1.")
-
-
-def _handshake_refused(settings: Settings, url: URL, status: int, headers: CIMultiDict[str]) -> ProxyError:
-    """The hub answered the handshake with something other than 101: tell the IDE what and why."""
-    refusal = gateway_refusal(settings, url.raw_path, status, headers.get("Content-Type", ""))
-    if refusal is not None:
-        return refusal
-    client_response_headers(settings, headers)  # raises for a redirect out of the user's server
-    return ProxyError(status if status >= 400 else 502, "hub-refused-websocket",
-                      f"The hub answered the websocket handshake with HTTP {status} instead of accepting it.")
-
+    session = _SESSION_ID.search(url.raw_query_string)
+    relay = Relay(request, ide, hub, reconnect, settings.reconnect_seconds,
+                  f"The websocket of kernel {kernel.group(1)}", KernelLedger(binary=protocol is not None),
+                  session.group(1) if session else "",
+                  (MessageTrace("IDE → hub", kernel.group(1)), MessageTrace("hub → IDE", kernel.group(1)))
+                  if settings.trace else None)
+    relay.kernel = kernel.group(1)
+    return relay
 
 
 class OpenRelays:
@@ -632,5 +607,5 @@ class OpenRelays:
         """The open kernel websockets, for the status page: kernel, since when, bytes each way, reconnects."""
         return [{"kernel": relay.kernel, "since": datetime.fromtimestamp(relay.opened_at, timezone.utc).isoformat(
                     timespec="seconds"), "bytes_to_ide": relay.bytes_to_ide, "bytes_to_hub": relay.bytes_to_hub,
-                 "reconnects": relay.reconnects}
+                 "reconnects": relay.reconnects, "state": relay.state.value}
                 for relay in sorted(self._relays, key=lambda r: r.opened_at) if relay.kernel is not None]

@@ -19,7 +19,7 @@ from hypothesis import strategies as st
 from jupyter_client.session import Session
 from jupyter_server.services.kernels.connection.base import serialize_msg_to_ws_v1
 
-from jupyter_dev_proxy.frames import read_frame_header, unmask
+from jupyter_dev_proxy.ws_frames import read_frame_header, unmask
 from jupyter_dev_proxy.kernel_messages import KernelMessage, MessageReader
 from tests.kernel_client import encode_v1, request
 

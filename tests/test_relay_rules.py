@@ -17,7 +17,7 @@ from yarl import URL
 from jupyter_dev_proxy import transport
 from jupyter_dev_proxy.app import ProxyRunner
 from jupyter_dev_proxy.config import Settings
-from jupyter_dev_proxy.ws_relay import accept_key
+from jupyter_dev_proxy.ws_frames import accept_key
 from tests.conftest import HUB_TOKEN, LOCAL_TOKEN, Proxy, make_settings
 from tests.rawhttp import fake_hub
 from tests.upstreams import CLOSE_CODES, KERNEL_PROTOCOL, StaleConnectionUpstream, echo_app

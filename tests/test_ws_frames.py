@@ -7,7 +7,7 @@ import os
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from jupyter_dev_proxy.ws_relay import FrameTracker, control_frame
+from jupyter_dev_proxy.ws_frames import FrameTracker, control_frame
 
 _DATA_OPCODES = (0x0, 0x1, 0x2)  # continuation, text, binary
 

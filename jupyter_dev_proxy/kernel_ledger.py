@@ -1,0 +1,135 @@
+"""What the IDE has asked a kernel and what it has been answered, so that no request is lost silently when the
+hub's side of a kernel websocket breaks.
+
+A byte relay cannot tell what was in flight when a connection broke: a request written into the dying
+connection may never have reached the kernel, and a reply the server wrote into it never reaches the IDE
+(jupyter_server replays only what the kernel says after it noticed the close). The ledger follows the kernel
+protocol's requests (``*_request``, by ``msg_id``) and replies (``*_reply``, by parent ``msg_id``) and decides,
+at each break, what becomes of every request still unanswered:
+
+    safe to repeat (kernel_info, complete, inspect,   sent again on the new connection; a second answer to
+    is_complete, history, comm_info)                  one of these changes nothing
+    anything else (execute, comm_info, shutdown...)   in doubt: the proxy sends its own kernel_info_request on
+                                                      the shell channel, which the kernel answers only after
+                                                      every shell request before it; a doubtful request still
+                                                      unanswered then is lost, and the IDE is told (its
+                                                      websocket closed with 1012, so its client fails the
+                                                      request and reconnects) instead of waiting forever
+    messages without a reply (comm_msg, input_reply)  lost for certain when written after the hub last said
+                                                      anything on the connection that broke: the IDE is told
+
+Pure: messages in, decisions out; the relay does the I/O.
+"""
+
+from __future__ import annotations
+
+import json
+import uuid
+from dataclasses import dataclass, field
+from datetime import datetime, timezone
+
+from .kernel_messages import KernelMessage
+
+# Requests whose second copy does no harm: they read state and change nothing (the kernel answers each).
+SAFE_TO_REPEAT = frozenset({
+    "kernel_info_request", "complete_request", "inspect_request", "is_complete_request", "history_request",
+    "comm_info_request",
+})
+
+# The proxy's own probe requests carry this prefix in their msg_id; the IDE never sent them.
+PROBE_PREFIX = "jupyter-dev-proxy-probe-"
+
+
+@dataclass
+class _Request:
+    msg_type: str
+    raw: bytes | None  # the request's frames as the IDE sent them, when small enough to send again
+    connection: int  # the hub connection it was last written on
+
+
+@dataclass
+class BreakOutcome:
+    """What to do about the requests in flight when a hub connection broke."""
+
+    resend: list[bytes] = field(default_factory=list)  # safe requests' frames, to write first on the new connection
+    lost: list[str] = field(default_factory=list)  # msg_types of messages certainly lost: tell the IDE
+
+
+class KernelLedger:
+    """The unanswered requests of one kernel websocket, and the decisions a break calls for (see the module)."""
+
+    def __init__(self, binary: bool) -> None:
+        self.binary = binary  # the v1 protocol (binary frames); else legacy JSON text frames
+        self._pending: dict[str, _Request] = {}
+        self._doubtful: set[str] = set()  # unsafe requests that were in flight at a break
+        self._unanswerable: list[str] = []  # messages without a reply written since the hub last said anything
+        self._probe: tuple[str, int] | None = None  # the probe's msg_id and the connection it went on
+        self.connection = 0  # the hub connection the IDE's bytes go to now
+
+    @property
+    def pending(self) -> int:
+        return len(self._pending)
+
+    def sent(self, message: KernelMessage, connection: int) -> None:
+        """The IDE sent ``message``; its bytes go to hub connection ``connection``."""
+        if message.msg_type.endswith("_request") and message.msg_id != "?":
+            raw = message.raw if message.msg_type in SAFE_TO_REPEAT else None
+            self._pending[message.msg_id] = _Request(message.msg_type, raw, connection)
+        elif message.msg_type != "?":
+            self._unanswerable.append(message.msg_type)
+
+    def received(self, message: KernelMessage) -> list[str] | None:
+        """The hub sent ``message`` to the IDE. When it answers the proxy's probe: the msg_types of the doubtful
+        requests still unanswered (lost; [] when none). None otherwise."""
+        self._unanswerable.clear()  # the hub is answering: what was written before it read has arrived
+        parent = message.parent_msg_id
+        if not message.msg_type.endswith("_reply") or not parent:
+            return None
+        if self._probe is not None and parent == self._probe[0]:
+            self._probe = None
+            lost = [self._pending.pop(msg_id).msg_type for msg_id in sorted(self._doubtful)
+                    if msg_id in self._pending]
+            self._doubtful.clear()
+            return lost
+        if self._pending.pop(parent, None) is not None:
+            self._doubtful.discard(parent)
+        return None
+
+    def broke(self, connection: int) -> BreakOutcome:
+        """Hub connection ``connection`` broke; the IDE's bytes go to ``connection + 1`` from now on."""
+        outcome = BreakOutcome(lost=list(self._unanswerable))
+        self._unanswerable.clear()
+        self.connection = connection + 1
+        for msg_id, request in self._pending.items():
+            if request.connection > connection:
+                continue  # held during the break: it goes on the new connection anyway
+            if request.raw is not None:
+                outcome.resend.append(request.raw)
+                request.connection = self.connection
+            else:
+                self._doubtful.add(msg_id)
+        if self._probe is not None and self._probe[1] <= connection:
+            self._probe = None  # lost with its connection: a new one is sent
+        return outcome
+
+    def probe(self, session: str) -> bytes | None:
+        """The payload of a probe to send on the new connection when requests are in doubt (None: none needed):
+        a kernel_info_request on the shell channel, answered after every shell request sent before it."""
+        if not self._doubtful or self._probe is not None:
+            return None
+        msg_id = f"{PROBE_PREFIX}{uuid.uuid4().hex}"
+        self._probe = (msg_id, self.connection)
+        header = {"msg_id": msg_id, "msg_type": "kernel_info_request", "username": "jupyter-dev-proxy",
+                  "session": session, "date": datetime.now(timezone.utc).isoformat(), "version": "5.3"}
+        message = {"header": header, "parent_header": {}, "metadata": {}, "content": {}}
+        if not self.binary:
+            return json.dumps({**message, "buffers": [], "channel": "shell"}).encode()
+        parts = [b"shell"] + [json.dumps(message[key]).encode() for key in
+                              ("header", "parent_header", "metadata", "content")]
+        offsets, position = [], 8 * (len(parts) + 2)  # the count, then where each part starts and where the last ends
+        for part in parts:
+            offsets.append(position)
+            position += len(part)
+        offsets.append(position)
+        return (len(offsets).to_bytes(8, "little") + b"".join(o.to_bytes(8, "little") for o in offsets)
+                + b"".join(parts))
