@@ -12,6 +12,9 @@
                                     wrong local token)
                  transport         (each hop to the hub: the company proxy,   502 / 504
                                     TLS, the hub; a request broken off)
+      HubUnreachable               no connection could be made, nothing was   502 / 504 (tried again by
+                                   sent                                       http_relay while the hub was
+                                                                              reached moments ago)
                  ws_relay          (the hub refused the handshake)            its status, or 502
       HubLoginRequired             the hub sent the URL to its login page     403, or 401 when the hub
                                                                               refuses the proxy's token
@@ -46,6 +49,11 @@ class ProxyError(Exception):
         self.closes = closes
         self.headers = headers
         self.logged = logged
+
+
+class HubUnreachable(ProxyError):
+    """No connection to the hub could be made (refused, reset while connecting, timed out, a name not resolved):
+    nothing of the request was sent, so trying it again is safe whatever its method."""
 
 
 class ServerNotRunning(ProxyError):

@@ -12,7 +12,7 @@ from multidict import CIMultiDict
 from yarl import URL
 
 from .config import Settings
-from .errors import ProxyError
+from .errors import HubUnreachable, ProxyError
 from .routing import (
     client_response_headers,
     gateway_refusal,
@@ -30,6 +30,12 @@ _IDEMPOTENT_METHODS = frozenset({"GET", "HEAD", "OPTIONS", "PUT", "DELETE"})
 # How much of a request body is kept so the request can be replayed on a fresh connection. Bodies larger
 # than this are streamed without a copy and are not retried.
 _REPLAY_LIMIT_BYTES = 1024 * 1024
+
+# A hub that was reached this recently and now refuses connections is most likely restarting its front (a hub
+# proxy restart, an ingress reload, a VPN reconnect take a few seconds): a request that could not be sent is
+# tried again after these pauses, instead of failing the IDE's save or poll at once.
+_RECENTLY_REACHED_SECONDS = 60.0
+_UNREACHABLE_RETRY_PAUSES = (0.25, 0.5, 1.0, 2.0)
 
 
 # An answer with a Content-Length up to this is read whole and sent in one write; larger ones stream.
@@ -59,15 +65,23 @@ class _ReplayableBody:
             yield chunk
 
 
-async def _send(session: aiohttp.ClientSession, request: web.BaseRequest, url: URL,
+async def _send(session: aiohttp.ClientSession, hub_transport: HubTransport, request: web.BaseRequest, url: URL,
                 headers: CIMultiDict[str]) -> aiohttp.ClientResponse:
-    """Send the request; once more on a fresh connection if a pooled one was dead and a replay is safe."""
+    """Send the request; once more on a fresh connection if a pooled one was dead and a replay is safe, and
+    again after a pause while a hub reached moments ago cannot be connected to (nothing was sent then)."""
     body = _ReplayableBody(request.content) if request.body_exists else None
     retry_allowed = request.method in _IDEMPOTENT_METHODS
+    pauses = iter(_UNREACHABLE_RETRY_PAUSES)
     while True:
         try:
             return await session.request(request.method, url, headers=headers,
                                          data=body.chunks() if body else None, allow_redirects=False)
+        except HubUnreachable:
+            loop = asyncio.get_running_loop()
+            pause = next(pauses, None)
+            if pause is None or loop.time() - hub_transport.last_reached > _RECENTLY_REACHED_SECONDS:
+                raise
+            await asyncio.sleep(pause)
         except (aiohttp.ServerDisconnectedError, aiohttp.ClientOSError) as exc:
             # (A new connection that cannot be made fails as ProxyError, in the transport, and is not retried.)
             if not retry_allowed or (body is not None and not body.replayable):
@@ -103,7 +117,7 @@ async def relay_http(request: web.BaseRequest, settings: Settings, hub_transport
     await _continue_if_expected(request)
     headers = upstream_request_headers(request.headers, hub_token, gateway_headers=hub_transport.gateway_headers)
     async with hub_transport.failures():
-        upstream = await _send(session, request, url, headers)
+        upstream = await _send(session, hub_transport, request, url, headers)
     try:
         refusal = gateway_refusal(settings, request.raw_path, upstream.status, upstream.content_type)
         if refusal is None and upstream.status in (401, 403):

@@ -33,7 +33,7 @@ from aiohttp.client_proto import ResponseHandler
 
 from .certificates import certificate_issuer
 from .config import ConfigError, ForwardProxy, Settings
-from .errors import ProxyError, hub_bad_answer
+from .errors import HubUnreachable, ProxyError, hub_bad_answer
 from .timeouts import timeout
 
 # configurable-http-proxy, in front of most hubs, drops idle keep-alive connections after 5 s. A pooled
@@ -205,6 +205,7 @@ class HubTransport:
         self._opened_at: collections.deque[float] = collections.deque()  # when open() was asked: the demand
         self._last_activity = -math.inf
         self._warming: asyncio.Task[None] | None = None
+        self.last_reached = -math.inf  # when a connection to the hub was last made (loop time)
 
     # -- opening a connection ------------------------------------------------------------------------------------
 
@@ -287,6 +288,11 @@ class HubTransport:
         self._drop_spares()
 
     async def _open(self, protocol_factory: Callable[[], _P], tls: ssl.SSLContext | None) -> _P:
+        protocol = await self._connect(protocol_factory, tls)
+        self.last_reached = asyncio.get_running_loop().time()
+        return protocol
+
+    async def _connect(self, protocol_factory: Callable[[], _P], tls: ssl.SSLContext | None) -> _P:
         loop = asyncio.get_running_loop()
         proxy = self._settings.forward_proxy
         tunnelled = False
@@ -373,7 +379,7 @@ class HubTransport:
             raise ProxyError(502, "forward-proxy-auth", f"The company proxy at {proxy} refused the user name and "
                                                         f"password in {proxy.setting} ({said}): check them.")
         if status in (500, 502, 503, 504):
-            raise ProxyError(502, "forward-proxy-refused", f"The company proxy at {proxy} could not reach the hub "
+            raise HubUnreachable(502, "forward-proxy-refused", f"The company proxy at {proxy} could not reach the hub "
                                                            f"at {hub} ({said}): check the hub address (the company "
                                                            "proxy resolves its name), or try again.")
         raise ProxyError(502, "forward-proxy-refused", f"The company proxy at {proxy} refused to connect to the "
@@ -391,13 +397,13 @@ class HubTransport:
             return ProxyError(502, "tls-failed", f"The TLS handshake with the hub at {hub} failed ({exc}): "
                                                  "check that JUPYTER_SERVER_PORT is the hub's HTTPS port.")
         if isinstance(exc, socket.gaierror):
-            return ProxyError(502, "hub-unknown", f"The hub's name {hub.origin.host} could not be resolved: check "
+            return HubUnreachable(502, "hub-unknown", f"The hub's name {hub.origin.host} could not be resolved: check "
                                                   "the hub address and your network or VPN (or set "
                                                   "HTTPS_PROXY if only your company proxy can reach it).")
         if isinstance(exc, TimeoutError):
-            return ProxyError(504, "hub-timeout", f"The hub at {hub} did not answer in time{via}: it may be "
-                                                  "overloaded, or your network or VPN may be down.")
-        return ProxyError(502, "hub-unreachable", f"The hub at {hub} could not be reached{via} "
+            return HubUnreachable(504, "hub-timeout", f"The hub at {hub} did not answer in time{via}: it may be "
+                                                      "overloaded, or your network or VPN may be down.")
+        return HubUnreachable(502, "hub-unreachable", f"The hub at {hub} could not be reached{via} "
                                                   f"({exc.strerror or exc}): check the hub address and your "
                                                   "network or VPN.")
 

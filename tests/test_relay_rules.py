@@ -441,3 +441,22 @@ async def test_hub_down_is_a_502_with_advice(start_proxy: Callable[[Settings], A
             assert response.status == 502
             body = await response.json()
     assert body["reason"] == "hub-unreachable" and "network" in body["message"]
+
+
+async def test_a_request_while_the_hubs_front_restarts_waits_for_it_instead_of_failing(
+        echo_upstream: Any, tls_ca: Any, start_proxy: Callable[[Settings], Awaitable[Proxy]]) -> None:
+    """A hub reached moments ago that refuses new connections for a second (its proxy restarting): nothing of the
+    request was sent, so it is tried again after a pause instead of answering 502 (the soak's refused seconds)."""
+    from bench.linkemu import LinkEmulator
+    async with LinkEmulator("127.0.0.1", echo_upstream.port) as link:
+        proxy = await start_proxy(make_settings(f"https://127.0.0.1:{link.port}", tls_ca[1], "jupyterhub",
+                                                keep_warm_minutes=0))
+        async with proxy.session() as ide:
+            async with ide.get("/api/status") as response:
+                assert response.status == 200
+            link.refuse_new(True)
+            link.reset_all()
+            asyncio.get_running_loop().call_later(1.0, link.refuse_new, False)
+            async with ide.get("/api/contents") as response:
+                assert response.status == 200
+            assert link.stats().refused >= 1
