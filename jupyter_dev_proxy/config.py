@@ -167,8 +167,13 @@ class TokenSource:
 
 
 def read_token_file(path: Path) -> str:
-    """The token in a file, stripped; OSError or ValueError (empty, not text) if there is none to read."""
-    token = path.read_bytes().decode("utf-8").strip()
+    """The token in a file, stripped; OSError or ValueError (empty, not text) if there is none to read.
+
+    A leading UTF-8 byte-order mark is dropped: PowerShell 5 and older Notepad write one, and it would otherwise
+    become the token's first character. The file is read once: a token caught half-written is refused by the hub,
+    and the watch rereads the file when its size or time changes, that is when the writer finishes.
+    """
+    token = path.read_bytes().decode("utf-8-sig").strip()
     if not token:
         raise ValueError("empty")
     return token
