@@ -350,6 +350,16 @@ def _merged(args: argparse.Namespace, environ: Mapping[str, str], dotenv: Mappin
     return merged
 
 
+# A user name and password in a URL as written: from after the scheme's // to the last @ before a query or
+# fragment (a password may itself hold / or @), so that what is shown never holds any part of it.
+_USERINFO = re.compile(r"^([A-Za-z][A-Za-z0-9+.-]*://)?[^?#]*@")
+
+
+def _without_userinfo(url: str) -> str:
+    """A URL as messages may quote it: ``https://alice:pw@hub/`` → ``https://***@hub/``."""
+    return _USERINFO.sub(lambda match: f"{match.group(1) or ''}***@", url)
+
+
 def setting_origins(argv: Sequence[str], environ: Mapping[str, str], cwd: Path) -> list[tuple[str, str, str]]:
     """(setting's variable, where it came from, the value or '(secret)') for every setting that has a value."""
     args = _parser().parse_args(list(argv))
@@ -357,7 +367,7 @@ def setting_origins(argv: Sequence[str], environ: Mapping[str, str], cwd: Path) 
     def shown(dest: str, value: str) -> str:
         if dest in ("hub_token", "local_token", "hub_headers") or (dest == "hub_proxy" and "@" in value):
             return "(secret)"
-        return value
+        return _without_userinfo(value) if dest == "hub_url" else value
     return [(option.env or option.dest, _ORIGINS[rank], shown(option.dest, value))
             for option in OPTIONS for rank, value in [ranked[option.dest]] if value is not None]
 
@@ -413,9 +423,14 @@ def _hub_address(values: Mapping[str, str | None]) -> HubAddress:
             valid = url.scheme in ("https", "http") and bool(url.host) and url.port is not None
         except ValueError:
             valid = False
+        shown = _without_userinfo(values["hub_url"])
         if not valid:
-            raise ConfigError(f"JUPYTERHUB_URL={values['hub_url']!r} is not a hub address: "
+            raise ConfigError(f"JUPYTERHUB_URL={shown!r} is not a hub address: "
                               "write it like https://hub.example.org or https://example.edu/jupyter/.")
+        if url.user is not None or url.password is not None:
+            raise ConfigError(f"JUPYTERHUB_URL={shown!r} holds a user name or password, which the proxy never "
+                              "sends to the hub: remove it from the URL (the hub takes your API token, "
+                              "JUPYTERHUB_API_TOKEN).")
         hub = HubAddress.parse(url)
         if base != "/" and hub.base != base:
             raise ConfigError(f"JUPYTER_SERVER_BASE_URL={values['server_base_url']!r} and the path of "
@@ -429,8 +444,9 @@ def _hub_address(values: Mapping[str, str | None]) -> HubAddress:
     try:
         origin = URL.build(scheme="https", host=values["server_host"].strip("[]"), port=port)
     except ValueError:
-        raise ConfigError(f"JUPYTER_SERVER_IP_OR_NAME={values['server_host']!r} is not a host name or IP "
-                          "address: write only the name, like hub.example.org.") from None
+        shown = _without_userinfo(values["server_host"])
+        raise ConfigError(f"JUPYTER_SERVER_IP_OR_NAME={shown!r} is not a host name or IP address: write only the "
+                          "name, like hub.example.org.") from None
     return HubAddress(origin=origin, base=base)
 
 

@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pytest
 
-from jupyter_dev_proxy.config import ConfigError, Settings, load_settings
+from jupyter_dev_proxy.config import ConfigError, Settings, load_settings, setting_origins
 
 # The least a user must set: where the hub is and who they are.
 MINIMAL_ENV = {"JUPYTER_SERVER_IP_OR_NAME": "10.0.0.5", "JUPYTER_USERNAME": "alice"}
@@ -46,3 +46,38 @@ def test_a_token_file_holding_only_a_byte_order_mark_is_empty(cwd: Path, tmp_pat
     token_file = tmp_path / "token"
     token_file.write_bytes("\ufeff\n".encode("utf-8"))
     assert "is empty" in load_error(cwd, JUPYTERHUB_API_TOKEN_FILE=str(token_file))
+
+
+# --- #11: credentials in the hub URL ---------------------------------------------------------------------------
+
+_HUB_PASSWORD = "gw-password-123"
+
+
+@pytest.mark.parametrize("hub_url", [f"https://alice:{_HUB_PASSWORD}@hub.invalid/",
+                                     f"https://alice:{_HUB_PASSWORD}@example.edu/jupyter/",
+                                     "https://alice@hub.invalid/"])
+def test_a_hub_url_with_a_user_or_password_is_refused_without_echoing_it(cwd: Path, hub_url: str) -> None:
+    for how in ({"environ": {"JUPYTERHUB_URL": hub_url}}, {"argv": ["--hub-url", hub_url]}):
+        with pytest.raises(ConfigError) as caught:
+            load_settings(how.get("argv", []), {"JUPYTER_USERNAME": "alice", **how.get("environ", {})}, cwd)
+        message = str(caught.value)
+        assert "JUPYTERHUB_URL" in message and "user name or password" in message
+        assert _HUB_PASSWORD not in message and "alice@" not in message and "alice:" not in message
+        assert "\n" not in message and message.endswith(".")
+
+
+def test_a_hub_url_the_proxy_cannot_read_is_quoted_without_its_password(cwd: Path) -> None:
+    message = load_error(cwd, JUPYTERHUB_URL=f"ftp://alice:{_HUB_PASSWORD}@hub.invalid/",
+                         JUPYTER_SERVER_IP_OR_NAME="")
+    assert "is not a hub address" in message and _HUB_PASSWORD not in message
+
+
+def test_the_settings_doctor_shows_mask_the_hub_urls_credentials(cwd: Path) -> None:
+    origins = setting_origins([], {"JUPYTERHUB_URL": f"https://alice:{_HUB_PASSWORD}@hub.invalid/x/"}, cwd)
+    assert ("JUPYTERHUB_URL", "environment", "https://***@hub.invalid/x/") in origins
+    assert _HUB_PASSWORD not in repr(origins)
+
+
+def test_a_hub_name_with_credentials_is_quoted_without_them(cwd: Path) -> None:
+    message = load_error(cwd, JUPYTER_SERVER_IP_OR_NAME=f"alice:{_HUB_PASSWORD}@hub.invalid")
+    assert "JUPYTER_SERVER_IP_OR_NAME" in message and _HUB_PASSWORD not in message
