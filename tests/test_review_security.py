@@ -4,11 +4,18 @@ URL, no cross-origin request relayed, a BOM-prefixed token file read, and securi
 
 from __future__ import annotations
 
+import os
+import stat
+import sys
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
+from yarl import URL
 
+from jupyter_dev_proxy.address import HubAddress
 from jupyter_dev_proxy.config import ConfigError, Settings, load_settings, setting_origins
+from jupyter_dev_proxy.tokens import TokenStore
 
 # The least a user must set: where the hub is and who they are.
 MINIMAL_ENV = {"JUPYTER_SERVER_IP_OR_NAME": "10.0.0.5", "JUPYTER_USERNAME": "alice"}
@@ -81,3 +88,72 @@ def test_the_settings_doctor_shows_mask_the_hub_urls_credentials(cwd: Path) -> N
 def test_a_hub_name_with_credentials_is_quoted_without_them(cwd: Path) -> None:
     message = load_error(cwd, JUPYTER_SERVER_IP_OR_NAME=f"alice:{_HUB_PASSWORD}@hub.invalid")
     assert "JUPYTER_SERVER_IP_OR_NAME" in message and _HUB_PASSWORD not in message
+
+
+# --- #10: the token file, written safely ------------------------------------------------------------------------
+
+_HUB = HubAddress.parse(URL("https://hub.example.org"))
+
+
+def _file_store(file: Path) -> TokenStore:
+    """A store that keeps tokens in ``file`` (no keyring)."""
+    store = TokenStore(file)
+    store._keyring = None
+    return store
+
+
+@pytest.fixture
+def umask_022() -> Iterator[None]:
+    """The usual umask, under which a file created without a mode is readable by everyone."""
+    previous = os.umask(0o022)
+    yield
+    os.umask(previous)
+
+
+@pytest.mark.skipif(sys.platform == "win32", reason="POSIX file modes")
+def test_a_leftover_temporary_file_neither_widens_the_token_files_mode_nor_is_written(
+        tmp_path: Path, umask_022: None) -> None:
+    directory = tmp_path / "config"
+    directory.mkdir()
+    leftover = directory / "tokens.tmp"
+    leftover.write_text("")  # 0644, e.g. from a crash or another user's doing
+    store = _file_store(directory / "tokens.json")
+    store.save(_HUB, "alice", "SECRET-HUB-TOKEN-1")
+    assert stat.S_IMODE((directory / "tokens.json").stat().st_mode) == 0o600
+    assert leftover.read_text() == ""
+    assert store.find(_HUB, "alice") == ("alice", "SECRET-HUB-TOKEN-1")
+    assert sorted(p.name for p in directory.iterdir()) == ["tokens.json", "tokens.tmp"]  # no temporary left
+
+
+@pytest.mark.skipif(sys.platform == "win32", reason="symbolic links")
+def test_a_symlinked_temporary_file_is_not_followed(tmp_path: Path) -> None:
+    directory, elsewhere = tmp_path / "config", tmp_path / "elsewhere.txt"
+    directory.mkdir()
+    os.symlink(elsewhere, directory / "tokens.tmp")
+    store = _file_store(directory / "tokens.json")
+    store.save(_HUB, "alice", "SECRET-HUB-TOKEN-2")
+    assert not elsewhere.exists()
+    assert not (directory / "tokens.json").is_symlink()
+    assert store.find(_HUB, "alice") == ("alice", "SECRET-HUB-TOKEN-2")
+
+
+@pytest.mark.skipif(sys.platform == "win32", reason="POSIX file modes")
+def test_the_token_files_directory_is_made_for_the_user_only(tmp_path: Path, umask_022: None) -> None:
+    store = _file_store(tmp_path / "config" / "jupyter-dev-proxy" / "tokens.json")
+    store.save(_HUB, "alice", "SECRET-HUB-TOKEN-3")
+    assert stat.S_IMODE((tmp_path / "config" / "jupyter-dev-proxy").stat().st_mode) == 0o700
+
+
+@pytest.mark.skipif(sys.platform == "win32", reason="symbolic links")
+def test_a_token_file_that_is_a_symlink_is_refused_and_not_written_through(tmp_path: Path) -> None:
+    directory, elsewhere = tmp_path / "config", tmp_path / "elsewhere.json"
+    directory.mkdir()
+    elsewhere.write_text("{}")
+    os.symlink(elsewhere, directory / "tokens.json")
+    store = _file_store(directory / "tokens.json")
+    with pytest.raises(ConfigError) as caught:
+        store.save(_HUB, "alice", "SECRET-HUB-TOKEN-4")
+    assert "symbolic link" in str(caught.value) and str(directory / "tokens.json") in str(caught.value)
+    assert "SECRET-HUB-TOKEN-4" not in str(caught.value)
+    assert elsewhere.read_text() == "{}" and (directory / "tokens.json").is_symlink()
+    assert [p.name for p in directory.iterdir()] == ["tokens.json"]
