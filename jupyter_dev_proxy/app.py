@@ -156,7 +156,6 @@ class ProxyRunner(web.BaseRunner):
 
     async def _handle(self, request: web.BaseRequest) -> web.StreamResponse:
         """The funnel: every refusal and hub failure becomes Jupyter-shaped JSON and one log line."""
-        self._transport.note_activity()
         self.status.requests += 1
         try:
             check_request_head(request.method, request.version, request.headers)
@@ -227,6 +226,7 @@ class ProxyRunner(web.BaseRunner):
             return await self._status_page(request)
         hub_token = hub_token_for(request, settings, self.credential.token if self.credential else None)
         url = upstream_url_for(settings, request)
+        self._transport.note_activity()  # only the IDE's work for the hub, past the checks, keeps connections warm
         set_cookie = cookie_to_remember(request)
         if _is_websocket_upgrade(request):
             check_websocket_origin(request, settings)

@@ -10,12 +10,16 @@ import sys
 from collections.abc import Iterator
 from pathlib import Path
 
+import aiohttp
 import pytest
+from aiohttp import web
 from yarl import URL
 
 from jupyter_dev_proxy.address import HubAddress
 from jupyter_dev_proxy.config import ConfigError, Settings, load_settings, setting_origins
 from jupyter_dev_proxy.tokens import TokenStore
+from jupyter_dev_proxy.transport import HubTransport
+from tests.conftest import LOCAL_TOKEN, Proxy
 
 # The least a user must set: where the hub is and who they are.
 MINIMAL_ENV = {"JUPYTER_SERVER_IP_OR_NAME": "10.0.0.5", "JUPYTER_USERNAME": "alice"}
@@ -157,3 +161,24 @@ def test_a_token_file_that_is_a_symlink_is_refused_and_not_written_through(tmp_p
     assert "SECRET-HUB-TOKEN-4" not in str(caught.value)
     assert elsewhere.read_text() == "{}" and (directory / "tokens.json").is_symlink()
     assert [p.name for p in directory.iterdir()] == ["tokens.json"]
+
+
+# --- #9: only the IDE's relayed requests keep the hub connections warm ------------------------------------------
+
+async def test_only_requests_relayed_to_the_hub_keep_connections_warm(
+        echo_proxy: Proxy, echo_seen: list[web.Request], monkeypatch: pytest.MonkeyPatch) -> None:
+    noted: list[str] = []
+    monkeypatch.setattr(HubTransport, "note_activity", lambda self: noted.append("activity"))
+    async with aiohttp.ClientSession() as anyone:
+        for headers, target in [({"Host": "evil.example"}, "/api/contents"),  # DNS rebinding
+                                ({}, "/api/contents"),  # no token
+                                ({"Authorization": "token not-it"}, "/api/contents"),
+                                ({"Authorization": f"token {LOCAL_TOKEN}"}, "/hub/api/users"),  # not the user's server
+                                ({"Authorization": f"token {LOCAL_TOKEN}"}, "/jupyter-dev-proxy/api/status")]:
+            async with anyone.get(echo_proxy.url.with_path(target), headers=headers) as response:
+                assert response.status in (200, 403, 404), target
+        assert noted == [] and echo_seen == []
+        async with anyone.get(echo_proxy.url / "api/contents",
+                              headers={"Authorization": f"token {LOCAL_TOKEN}"}) as response:
+            assert response.status == 200
+    assert noted == ["activity"]
