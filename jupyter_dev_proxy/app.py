@@ -19,7 +19,6 @@ from yarl import URL
 from .auth import (
     check_host,
     check_proxy_token,
-    check_websocket_origin,
     cookie_to_remember,
     cors_headers,
     hub_token_for,
@@ -229,7 +228,6 @@ class ProxyRunner(web.BaseRunner):
         self._transport.note_activity()  # only the IDE's work for the hub, past the checks, keeps connections warm
         set_cookie = cookie_to_remember(request)
         if _is_websocket_upgrade(request):
-            check_websocket_origin(request, settings)
             return await relay_websocket(request, settings, self._transport, hub_token, url, self._relays,
                                          set_cookie)
         assert self._session is not None

@@ -2,8 +2,9 @@
 
 The token is accepted where Jupyter clients put it: ``?token=`` (node's ``ws`` and PyCharm on websocket
 handshakes), ``Authorization: token ...`` (``@jupyterlab/services``), or a cookie set when a browser first
-visits with ``?token=``. A cookie is sent by the browser on its own, so a cookie-only request must also come
-from the proxy's own origin: otherwise any web page could drive the user's hub account through it.
+visits with ``?token=``. A request from a web page (it carries ``Origin``) must come from the proxy's own origin
+or one allowed with JUPYTER_PROXY_ALLOW_ORIGIN, and a cookie-only one from the proxy's own origin: the browser
+sends a cookie on its own, and otherwise any web page could drive the user's hub account through the proxy.
 """
 
 from __future__ import annotations
@@ -101,9 +102,22 @@ def _presented(request: web.BaseRequest) -> str:
     return presented
 
 
+def _check_origin(request: web.BaseRequest, settings: Settings) -> None:
+    """A request from a web page is accepted from the proxy's own origin or an allowed one only, whatever carries
+    its token: a page that knows the token could otherwise send a "simple" request (a POST of text/plain needs no
+    preflight) or open a websocket, and drive the user's server. Browsers send Origin on every cross-origin
+    request and on same-origin ones that are not GET; IDEs send none."""
+    origin = _origin_of(request)
+    if origin is None or _same_origin(request) or (settings.cors is not None and settings.cors.allows(origin)):
+        return
+    raise ProxyError(403, "cross-origin", f"A request from the web page at {ascii(origin[:80])} was refused: add "
+                                          "its origin to JUPYTER_PROXY_ALLOW_ORIGIN if it is yours.")
+
+
 def check_proxy_token(request: web.BaseRequest, settings: Settings) -> None:
-    """The proxy's own token, and no other, is presented (its status page wants it even when the IDE's token
-    is what the hub gets)."""
+    """The proxy's own token, and no other, is presented from a page allowed to (its status page wants it even
+    when the IDE's token is what the hub gets)."""
+    _check_origin(request, settings)
     if not hmac.compare_digest(_as_bytes(_presented(request)), _as_bytes(settings.local_token)):
         raise _token_wrong()
 
@@ -115,6 +129,7 @@ def hub_token_for(request: web.BaseRequest, settings: Settings, hub_token: str |
     Total: whatever bytes the client sent, in whichever position, the answer is a credential or a 403.
     """
     if hub_token is None:
+        _check_origin(request, settings)
         presented = _presented(request)
         if not _FORWARDABLE_TOKEN.fullmatch(presented):
             raise _token_wrong()
@@ -170,13 +185,3 @@ def cors_headers(request: web.BaseRequest, settings: Settings) -> list[tuple[str
     if cors.credentials:
         headers.append(("Access-Control-Allow-Credentials", "true"))
     return headers
-
-
-def check_websocket_origin(request: web.BaseRequest, settings: Settings) -> None:
-    """A websocket from a web page is accepted from the proxy's own origin or an allowed one only: browsers send
-    a websocket's handshake to any origin, and the page's script would then drive the kernel."""
-    origin = _origin_of(request)
-    if origin is None or _same_origin(request) or (settings.cors is not None and settings.cors.allows(origin)):
-        return
-    raise ProxyError(403, "cross-origin", f"A websocket from the web page at {ascii(origin[:80])} was refused: add "
-                                          "its origin to JUPYTER_PROXY_ALLOW_ORIGIN if it is yours.")

@@ -34,7 +34,7 @@ async def test_hub_token_replaces_the_clients_credentials(echo_proxy: Proxy) -> 
     async with echo_proxy.session() as client:
         raw = URL(f"{echo_proxy.url}/echo/a%20b?x=1&token={LOCAL_TOKEN}&y=%2F", encoded=True)
         async with client.get(raw, headers={
-            "Cookie": "jupyterhub-session=abc", "Origin": "http://localhost:8888",
+            "Cookie": "jupyterhub-session=abc", "Origin": str(echo_proxy.url.origin()),
             "Referer": f"http://localhost:8888/tree?token={LOCAL_TOKEN}", "Connection": "keep-alive, X-Private",
             "X-Private": "hop", "Keep-Alive": "timeout=5", "TE": "trailers", "X-Kept": "1",
         }) as response:

@@ -182,3 +182,34 @@ async def test_only_requests_relayed_to_the_hub_keep_connections_warm(
                               headers={"Authorization": f"token {LOCAL_TOKEN}"}) as response:
             assert response.status == 200
     assert noted == ["activity"]
+
+
+# --- #13: a request from another web page is refused, whatever carries the token ---------------------------------
+
+@pytest.mark.parametrize("carrier", ["query", "header"])
+async def test_a_cross_origin_simple_request_with_the_token_is_refused_when_cors_is_off(
+        echo_proxy: Proxy, echo_seen: list[web.Request], carrier: str) -> None:
+    headers = {"Origin": "https://evil.example", "Content-Type": "text/plain"}
+    query = {"token": LOCAL_TOKEN} if carrier == "query" else {}
+    if carrier == "header":
+        headers["Authorization"] = f"token {LOCAL_TOKEN}"
+    async with aiohttp.ClientSession() as page:
+        async with page.post(echo_proxy.url / "api/kernels", params=query, data='{"name": "python3"}',
+                             headers=headers) as response:
+            assert response.status == 403
+            assert (await response.json())["reason"] == "cross-origin"
+            assert "Access-Control-Allow-Origin" not in response.headers
+    assert echo_seen == []
+
+
+async def test_the_proxys_own_pages_and_ides_without_an_origin_keep_working(
+        echo_proxy: Proxy, echo_seen: list[web.Request]) -> None:
+    own_origin = str(echo_proxy.url.origin())
+    async with aiohttp.ClientSession() as browser:
+        async with browser.post(echo_proxy.url / "api/kernels", params={"token": LOCAL_TOKEN}, data="{}",
+                                headers={"Origin": own_origin}) as response:
+            assert response.status == 200  # a same-origin POST: browsers send Origin on it
+        async with browser.post(echo_proxy.url / "api/kernels", data="{}",
+                                headers={"Authorization": f"token {LOCAL_TOKEN}"}) as response:
+            assert response.status == 200  # an IDE: no Origin at all
+    assert len(echo_seen) == 2
