@@ -203,7 +203,7 @@ class ProxyRunner(web.BaseRunner):
                                              "Content-Security-Policy": "default-src 'none'; style-src 'unsafe-inline';"
                                                                         " script-src 'unsafe-inline'; connect-src "
                                                                         "'self'"})
-        set_cookie = cookie_to_remember(request)
+        set_cookie = cookie_to_remember(request, self._settings)
         if set_cookie is not None:
             response.headers.add("Set-Cookie", set_cookie)
         return response
@@ -226,7 +226,7 @@ class ProxyRunner(web.BaseRunner):
         hub_token = hub_token_for(request, settings, self.credential.token if self.credential else None)
         url = upstream_url_for(settings, request)
         self._transport.note_activity()  # only the IDE's work for the hub, past the checks, keeps connections warm
-        set_cookie = cookie_to_remember(request)
+        set_cookie = cookie_to_remember(request, settings)
         if _is_websocket_upgrade(request):
             return await relay_websocket(request, settings, self._transport, hub_token, url, self._relays,
                                          set_cookie)

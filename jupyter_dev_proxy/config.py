@@ -15,7 +15,7 @@ import json
 import re
 import secrets
 from collections.abc import Callable, Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 from dotenv import dotenv_values
@@ -245,6 +245,9 @@ class Settings:
     allowed_hosts: frozenset[str] = frozenset({"localhost"})
     # Browser pages on other origins (CORS): none unless set; "*" in it means any.
     cors: CorsPolicy | None = None
+    # The browser cookie's value, new at every start: it stands for the proxy's token, which never goes into a
+    # cookie (a browser sends a host's cookies to every port of it, that is to every other local service).
+    browser_session: str = field(default_factory=lambda: secrets.token_urlsafe(32))
 
     @property
     def hub_token_setting(self) -> str:
@@ -258,10 +261,12 @@ class Settings:
 
     @property
     def secrets(self) -> tuple[str | None, ...]:
-        """Every value the logs must never show: tokens, the company proxy's password, gateway credentials."""
+        """Every value the logs must never show: tokens, the browser's session, the company proxy's password, gateway
+        credentials."""
         proxy = self.forward_proxy
         proxy_secrets = (proxy.password, proxy.authorization) if proxy is not None else ()
-        return (self.hub_token, self.local_token, *proxy_secrets, *(value for _, value in self.hub_headers))
+        return (self.hub_token, self.local_token, self.browser_session, *proxy_secrets,
+                *(value for _, value in self.hub_headers))
 
     @property
     def reached_through(self) -> str:

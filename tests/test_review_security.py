@@ -4,11 +4,14 @@ URL, no cross-origin request relayed, a BOM-prefixed token file read, and securi
 
 from __future__ import annotations
 
+import asyncio
 import os
 import stat
 import sys
-from collections.abc import Iterator
+import tempfile
+from collections.abc import Awaitable, Callable, Iterator
 from pathlib import Path
+from typing import Any
 
 import aiohttp
 import pytest
@@ -16,10 +19,14 @@ from aiohttp import web
 from yarl import URL
 
 from jupyter_dev_proxy.address import HubAddress
+from jupyter_dev_proxy.auth import COOKIE_NAME
 from jupyter_dev_proxy.config import ConfigError, Settings, load_settings, setting_origins
 from jupyter_dev_proxy.tokens import TokenStore
 from jupyter_dev_proxy.transport import HubTransport
-from tests.conftest import LOCAL_TOKEN, Proxy
+from tests.conftest import HUB_TOKEN, LOCAL_TOKEN, Proxy, make_settings
+from tests.netservers import missing_programs
+
+StartProxy = Callable[[Settings], Awaitable[Proxy]]
 
 # The least a user must set: where the hub is and who they are.
 MINIMAL_ENV = {"JUPYTER_SERVER_IP_OR_NAME": "10.0.0.5", "JUPYTER_USERNAME": "alice"}
@@ -213,3 +220,112 @@ async def test_the_proxys_own_pages_and_ides_without_an_origin_keep_working(
                                 headers={"Authorization": f"token {LOCAL_TOKEN}"}) as response:
             assert response.status == 200  # an IDE: no Origin at all
     assert len(echo_seen) == 2
+
+
+# --- #7: the browser cookie is never a token ---------------------------------------------------------------------
+
+FORWARDED_HUB_TOKEN = "HubApiToken-forwarded-0a1b2c3d"
+
+
+def _set_cookies(response: aiohttp.ClientResponse) -> list[str]:
+    return response.headers.getall("Set-Cookie", [])
+
+
+async def test_the_browser_cookie_is_a_session_of_this_run_never_a_token_and_lets_the_browser_in(
+        echo_proxy: Proxy, echo_seen: list[web.Request]) -> None:
+    settings = echo_proxy.settings
+    async with aiohttp.ClientSession(cookie_jar=aiohttp.CookieJar(unsafe=True)) as browser:
+        for page in ("tree", "jupyter-dev-proxy/"):
+            async with browser.get(echo_proxy.url / page % {"token": LOCAL_TOKEN}) as response:
+                assert response.status == 200
+                [set_cookie] = _set_cookies(response)
+                assert LOCAL_TOKEN not in set_cookie and HUB_TOKEN not in set_cookie
+                cookie = response.cookies[COOKIE_NAME]
+                assert cookie.value == settings.browser_session
+                assert cookie["httponly"] and cookie["samesite"] == "Strict"
+            browser.cookie_jar.clear()
+        async with browser.get(echo_proxy.url / "tree" % {"token": LOCAL_TOKEN}) as response:
+            assert response.status == 200
+        async with browser.get(echo_proxy.url / "api/contents") as response:  # the cookie alone
+            assert response.status == 200
+            assert _set_cookies(response) == []
+    assert [request.path for request in echo_seen] == ["/user/alice/tree", "/user/alice/tree",
+                                                       "/user/alice/api/contents"]
+    assert settings.browser_session in settings.secrets
+    assert settings.browser_session not in (LOCAL_TOKEN, HUB_TOKEN)
+
+
+@pytest.mark.parametrize("value", [LOCAL_TOKEN, HUB_TOKEN, "not-it", ""])
+async def test_a_cookie_that_is_not_this_runs_session_is_refused(
+        echo_proxy: Proxy, echo_seen: list[web.Request], value: str) -> None:
+    async with aiohttp.ClientSession() as browser:
+        async with browser.get(echo_proxy.url / "api/contents", headers={"Cookie": f"{COOKIE_NAME}={value}"}) as response:
+            assert response.status == 403
+    assert echo_seen == []
+
+
+def test_every_run_has_its_own_browser_session(tmp_path: Path) -> None:
+    first, second = (load_settings([], MINIMAL_ENV, tmp_path) for _ in range(2))
+    assert first.browser_session != second.browser_session and len(first.browser_session) >= 32
+    assert first.browser_session in first.secrets
+
+
+async def test_when_the_ides_token_is_forwarded_no_cookie_is_set_and_none_is_accepted(
+        echo_upstream: Any, tls_ca: Any, start_proxy: StartProxy, echo_seen: list[web.Request]) -> None:
+    proxy = await start_proxy(make_settings(f"https://127.0.0.1:{echo_upstream.port}", tls_ca[1], "jupyterhub",
+                                            hub_token=None))
+    async with aiohttp.ClientSession(cookie_jar=aiohttp.CookieJar(unsafe=True)) as browser:
+        async with browser.get(proxy.url / "tree" % {"token": FORWARDED_HUB_TOKEN}) as response:
+            assert response.status == 200 and _set_cookies(response) == []
+        async with browser.get(proxy.url / "jupyter-dev-proxy/" % {"token": LOCAL_TOKEN}) as response:
+            assert response.status == 200 and _set_cookies(response) == []
+        async with browser.get(proxy.url / "api/contents",
+                               headers={"Cookie": f"{COOKIE_NAME}={proxy.settings.browser_session}"}) as response:
+            assert response.status == 403
+    assert [request.path for request in echo_seen] == ["/user/alice/tree"]
+
+
+_NO_CHROMIUM = missing_programs("chromium")
+
+
+@pytest.mark.skipif(_NO_CHROMIUM is not None and os.environ.get("CI") != "true", reason=str(_NO_CHROMIUM))
+@pytest.mark.parametrize("forwarding", [False, True])
+async def test_in_a_real_browser_other_local_services_never_receive_a_token_and_the_cookie_works(
+        aiohttp_server: Callable[..., Awaitable[Any]], start_proxy: StartProxy, forwarding: bool) -> None:
+    """The review's experiment: a page of the user's server loads an image from another service on the same
+    host, which receives the browser's cookies for that host (they are not kept apart by port)."""
+    other_seen: list[str | None] = []
+    hub_seen: list[str] = []
+
+    async def probe(request: web.Request) -> web.Response:
+        other_seen.append(request.headers.get("Cookie"))
+        return web.Response(body=b"GIF89a", content_type="image/gif")
+    other_app = web.Application()
+    other_app.router.add_get("/{tail:.*}", probe)
+    other = await aiohttp_server(other_app)
+
+    async def page(request: web.Request) -> web.Response:
+        if request.path != "/user/alice/favicon.ico":  # asked for by the browser itself, or not
+            hub_seen.append(request.path)
+        return web.Response(text=f'<img src="http://127.0.0.1:{other.port}/logo.gif"><img src="own.gif">',
+                            content_type="text/html")
+    hub_app = web.Application()
+    hub_app.router.add_get("/{tail:.*}", page)
+    hub = await aiohttp_server(hub_app)
+    proxy = await start_proxy(make_settings(f"http://127.0.0.1:{hub.port}",
+                                            **({"hub_token": None} if forwarding else {})))
+    token = FORWARDED_HUB_TOKEN if forwarding else LOCAL_TOKEN
+    with tempfile.TemporaryDirectory() as profile:
+        chromium = await asyncio.create_subprocess_exec(
+            "chromium", "--headless", "--no-sandbox", "--disable-gpu", "--no-first-run",
+            "--disable-background-networking", "--disable-component-update", "--disable-sync",
+            f"--user-data-dir={profile}", "--dump-dom", str(proxy.url / "tree" % {"token": token}),
+            stdout=asyncio.subprocess.DEVNULL, stderr=asyncio.subprocess.DEVNULL)
+        assert await asyncio.wait_for(chromium.wait(), 90) == 0
+    assert other_seen, "the browser never loaded the other service's image"
+    assert not [cookie for cookie in other_seen if cookie and (token in cookie or HUB_TOKEN in cookie)]
+    if forwarding:
+        assert other_seen == [None] and hub_seen == ["/user/alice/tree"]  # no cookie: the page's image is refused
+    else:
+        assert other_seen == [f"{COOKIE_NAME}={proxy.settings.browser_session}"]
+        assert hub_seen == ["/user/alice/tree", "/user/alice/own.gif"]  # the cookie let the image through
