@@ -329,3 +329,24 @@ async def test_in_a_real_browser_other_local_services_never_receive_a_token_and_
     else:
         assert other_seen == [f"{COOKIE_NAME}={proxy.settings.browser_session}"]
         assert hub_seen == ["/user/alice/tree", "/user/alice/own.gif"]  # the cookie let the image through
+
+
+# --- the status page in forward-IDE-token mode ---------------------------------------------------------------------
+
+@pytest.mark.parametrize("forwarding", [False, True])
+async def test_the_status_page_shows_the_ide_url_the_banner_shows(
+        echo_upstream: Any, tls_ca: Any, start_proxy: StartProxy, forwarding: bool) -> None:
+    proxy = await start_proxy(make_settings(f"https://127.0.0.1:{echo_upstream.port}", tls_ca[1], "jupyterhub",
+                                            **({"hub_token": None} if forwarding else {})))
+    async with aiohttp.ClientSession() as browser:
+        async with browser.get(proxy.url / "jupyter-dev-proxy/" % {"token": LOCAL_TOKEN}) as response:
+            assert response.status == 200
+            page = await response.text()
+        async with browser.get(proxy.url / "jupyter-dev-proxy/api/status" % {"token": LOCAL_TOKEN}) as response:
+            status = await response.json()
+    shown = '<span id="token" hidden>'
+    if forwarding:  # the local token would go to the hub as the credential: the hub API token goes there
+        assert f"?token={shown}&lt;YOUR_API_TOKEN&gt;</span>" in page and LOCAL_TOKEN not in page
+    else:
+        assert f"?token={shown}{LOCAL_TOKEN}</span>" in page
+    assert status["proxy"]["forwards_ide_token"] is forwarding
