@@ -365,6 +365,38 @@ def _without_userinfo(url: str) -> str:
     return _USERINFO.sub(lambda match: f"{match.group(1) or ''}***@", url)
 
 
+# Settings that decide who may use the proxy, or whom it trusts with the hub token: listening beyond this computer,
+# a company proxy or CA (together, a man in the middle of the hub's TLS), other web pages and host names. A .env
+# in the working directory may have come with a cloned project, so these are taken from it only when the user
+# names the file (--env-file); flags and the environment are the user's own.
+_TRUSTED_SOURCE_ONLY = frozenset({"listen_host", "hub_proxy", "ca_file", "allow_origin", "allowed_hosts"})
+
+
+def _could_expose(dest: str, value: str) -> bool:
+    """Whether this value of a guarded setting changes anything from what the defaults keep safe."""
+    if dest == "listen_host":
+        return not (value.lower() == "localhost" or (_is_ip_address(value) and
+                                                     ipaddress.ip_address(value.strip("[]")).is_loopback))
+    return not (dest == "hub_proxy" and value.lower() == "none")
+
+
+def _exposing(ranked: Mapping[str, tuple[int, str | None]], ignored: set[str]) -> list[str]:
+    """The guarded settings whose value comes from the .env file and could expose the hub token."""
+    from_dotenv = _ORIGINS.index(".env")
+    return [option.env or option.dest for option in OPTIONS if option.dest in _TRUSTED_SOURCE_ONLY - ignored
+            for rank, value in [ranked[option.dest]]
+            if rank == from_dotenv and value is not None and _could_expose(option.dest, value)]
+
+
+def _refuse_from_implicit_dotenv(path: Path, names: Sequence[str]) -> None:
+    if names:
+        them = "it" if len(names) == 1 else "them"
+        raise ConfigError(f"The .env file {path} sets {', '.join(names)}, which decide{'s' if them == 'it' else ''} "
+                          "who may use this proxy or whom it trusts with your hub token, and a .env may have come "
+                          f"with a project you cloned: if it is yours, start the proxy with --env-file .env (or set "
+                          f"{them} in the environment).")
+
+
 def setting_origins(argv: Sequence[str], environ: Mapping[str, str], cwd: Path) -> list[tuple[str, str, str]]:
     """(setting's variable, where it came from, the value or '(secret)') for every setting that has a value."""
     args = _parser().parse_args(list(argv))
@@ -512,8 +544,9 @@ def _forward_proxy(value: str, setting: str, from_flag: bool) -> ForwardProxy:
 
 
 def _hub_proxy(values: Mapping[str, str | None], args: argparse.Namespace, environ: Mapping[str, str],
-               dotenv: Mapping[str, str], hub: HubAddress) -> ForwardProxy | None:
-    """The forward proxy for the hub: JUPYTER_HUB_PROXY ('none': no proxy), else curl's variables."""
+               dotenv: Mapping[str, str], hub: HubAddress, implicit_dotenv: Path | None) -> ForwardProxy | None:
+    """The forward proxy for the hub: JUPYTER_HUB_PROXY ('none': no proxy), else curl's variables (from
+    ``implicit_dotenv``, a ./.env not named by the user, refused)."""
     own = values["hub_proxy"]
     if own is not None:
         if own.lower() == "none":
@@ -530,6 +563,8 @@ def _hub_proxy(values: Mapping[str, str | None], args: argparse.Namespace, envir
     for name in _PROXY_VARIABLES[hub.origin.scheme]:
         value = lookup(name)
         if value:
+            if implicit_dotenv is not None and not (environ.get(name) or "").strip():
+                _refuse_from_implicit_dotenv(implicit_dotenv, [name])
             return _forward_proxy(value, name, from_flag=False)
     return None
 
@@ -695,6 +730,10 @@ def load_settings(argv: Sequence[str], environ: Mapping[str, str], cwd: Path,
     args = _parser().parse_args(list(argv))
     dotenv = _read_env_file(args.env_file, cwd)
     values = _merged(args, environ, dotenv)
+    implicit_dotenv = cwd / ".env" if args.env_file is None and dotenv else None
+    if implicit_dotenv is not None:
+        ignored = {"hub_proxy", "ca_file"} if upstream is not None else set()  # the demo server's own are used
+        _refuse_from_implicit_dotenv(implicit_dotenv, _exposing(_ranked(args, environ, dotenv), ignored))
     if upstream is not None:
         values.update(hub_url=str(upstream.url), server_host=None, server_base_url=None, tls_name=upstream.tls_name,
                       username=upstream.username, ca_file=str(upstream.ca_file), hub_token_file=None,
@@ -739,7 +778,7 @@ def load_settings(argv: Sequence[str], environ: Mapping[str, str], cwd: Path,
         trace=_switch(values["trace"] or "", "JUPYTER_PROXY_TRACE"),
         client_cert=_client_cert(values),
         client_key=_pem_file(values, "client_key", "JUPYTER_CLIENT_KEY"),
-        forward_proxy=_hub_proxy(values, args, environ, dotenv, hub),
+        forward_proxy=_hub_proxy(values, args, environ, dotenv, hub, implicit_dotenv),
         hub_headers=_hub_headers(values),
         allowed_hosts=_allowed_hosts(values, listen_host),
         cors=_cors(values),

@@ -350,3 +350,53 @@ async def test_the_status_page_shows_the_ide_url_the_banner_shows(
     else:
         assert f"?token={shown}{LOCAL_TOKEN}</span>" in page
     assert status["proxy"]["forwards_ide_token"] is forwarding
+
+
+# --- S1: a .env that came with a cloned project cannot expose the hub token -----------------------------------------
+
+# Settings of a ./.env that would let others use the proxy or see the hub's traffic: (variable, value).
+_EXPOSING = [("JUPYTER_PROXY_IP_OR_NAME", "0.0.0.0"), ("JUPYTER_HUB_PROXY", "http://mitm.example:3128"),
+             ("HTTPS_PROXY", "http://mitm.example:3128"), ("https_proxy", "http://mitm.example:3128"),
+             ("ALL_PROXY", "http://mitm.example:3128"), ("JUPYTER_CLUSTER_CA_CERT", "{cwd}/ca.pem"),
+             ("JUPYTER_PROXY_ALLOW_ORIGIN", "https://evil.example"), ("JUPYTER_PROXY_ALLOWED_HOSTS", "evil.example")]
+
+
+def _project_env(cwd: Path, **values: str) -> None:
+    (cwd / "ca.pem").write_text("-----BEGIN CERTIFICATE-----\n")
+    (cwd / ".env").write_text("".join(f"{name}={value.format(cwd=cwd)}\n" for name, value in values.items()))
+
+
+@pytest.mark.parametrize(("name", "value"), _EXPOSING)
+def test_a_setting_that_could_expose_the_token_is_refused_from_an_implicit_dotenv(
+        cwd: Path, name: str, value: str) -> None:
+    _project_env(cwd, **{name: value})
+    with pytest.raises(ConfigError) as caught:
+        load_settings([], {**MINIMAL_ENV, "JUPYTER_SERVER_IP_OR_NAME": "hub.example.org"}, cwd)
+    message = str(caught.value)
+    assert name in message and "--env-file .env" in message and str(cwd / ".env") in message
+    assert "\n" not in message and message.endswith(".")
+
+
+@pytest.mark.parametrize(("name", "value"), _EXPOSING)
+def test_the_same_setting_is_taken_from_a_named_env_file_or_the_environment(
+        cwd: Path, name: str, value: str) -> None:
+    _project_env(cwd, **{name: value})
+    environ = {**MINIMAL_ENV, "JUPYTER_SERVER_IP_OR_NAME": "hub.example.org"}
+    load_settings(["--env-file", ".env"], environ, cwd)
+    load_settings([], {**environ, name: value.format(cwd=cwd)}, cwd)
+
+
+@pytest.mark.parametrize(("name", "value"), [("JUPYTER_PROXY_IP_OR_NAME", "127.0.0.1"),
+                                             ("JUPYTER_PROXY_IP_OR_NAME", "localhost"),
+                                             ("JUPYTER_PROXY_IP_OR_NAME", "::1"), ("JUPYTER_HUB_PROXY", "none"),
+                                             ("JUPYTER_USERNAME", "erin"), ("JUPYTER_PROXY_PORT", "9001")])
+def test_settings_that_expose_nothing_still_come_from_an_implicit_dotenv(cwd: Path, name: str, value: str) -> None:
+    _project_env(cwd, **{name: value})
+    load_settings([], {"JUPYTER_SERVER_IP_OR_NAME": "hub.example.org", "JUPYTER_USERNAME": "alice"}, cwd)
+
+
+def test_a_company_proxy_from_the_environment_wins_over_one_in_an_implicit_dotenv(cwd: Path) -> None:
+    _project_env(cwd, HTTPS_PROXY="http://mitm.example:3128")
+    settings = load_settings([], {**MINIMAL_ENV, "JUPYTER_SERVER_IP_OR_NAME": "hub.example.org",
+                                  "https_proxy": "http://proxy.corp:3128"}, cwd)
+    assert settings.forward_proxy is not None and settings.forward_proxy.host == "proxy.corp"
