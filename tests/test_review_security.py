@@ -75,9 +75,9 @@ _HUB_PASSWORD = "gw-password-123"
                                      f"https://alice:{_HUB_PASSWORD}@example.edu/jupyter/",
                                      "https://alice@hub.invalid/"])
 def test_a_hub_url_with_a_user_or_password_is_refused_without_echoing_it(cwd: Path, hub_url: str) -> None:
-    for how in ({"environ": {"JUPYTERHUB_URL": hub_url}}, {"argv": ["--hub-url", hub_url]}):
+    for argv, environ in (([], {"JUPYTERHUB_URL": hub_url}), (["--hub-url", hub_url], {})):
         with pytest.raises(ConfigError) as caught:
-            load_settings(how.get("argv", []), {"JUPYTER_USERNAME": "alice", **how.get("environ", {})}, cwd)
+            load_settings(argv, {"JUPYTER_USERNAME": "alice", **environ}, cwd)
         message = str(caught.value)
         assert "JUPYTERHUB_URL" in message and "user name or password" in message
         assert _HUB_PASSWORD not in message and "alice@" not in message and "alice:" not in message
@@ -285,6 +285,11 @@ async def test_when_the_ides_token_is_forwarded_no_cookie_is_set_and_none_is_acc
     assert [request.path for request in echo_seen] == ["/user/alice/tree"]
 
 
+def _forwarding(forwarding: bool) -> dict[str, Any]:
+    """The Settings of forward-IDE-token mode (no hub token configured), or none."""
+    return {"hub_token": None} if forwarding else {}
+
+
 _NO_CHROMIUM = missing_programs("chromium")
 
 
@@ -313,7 +318,7 @@ async def test_in_a_real_browser_other_local_services_never_receive_a_token_and_
     hub_app.router.add_get("/{tail:.*}", page)
     hub = await aiohttp_server(hub_app)
     proxy = await start_proxy(make_settings(f"http://127.0.0.1:{hub.port}",
-                                            **({"hub_token": None} if forwarding else {})))
+                                            **_forwarding(forwarding)))
     token = FORWARDED_HUB_TOKEN if forwarding else LOCAL_TOKEN
     with tempfile.TemporaryDirectory() as profile:
         chromium = await asyncio.create_subprocess_exec(
@@ -337,7 +342,7 @@ async def test_in_a_real_browser_other_local_services_never_receive_a_token_and_
 async def test_the_status_page_shows_the_ide_url_the_banner_shows(
         echo_upstream: Any, tls_ca: Any, start_proxy: StartProxy, forwarding: bool) -> None:
     proxy = await start_proxy(make_settings(f"https://127.0.0.1:{echo_upstream.port}", tls_ca[1], "jupyterhub",
-                                            **({"hub_token": None} if forwarding else {})))
+                                            **_forwarding(forwarding)))
     async with aiohttp.ClientSession() as browser:
         async with browser.get(proxy.url / "jupyter-dev-proxy/" % {"token": LOCAL_TOKEN}) as response:
             assert response.status == 200
