@@ -19,7 +19,6 @@ from yarl import URL
 from .auth import (
     check_host,
     check_proxy_token,
-    check_websocket_origin,
     cookie_to_remember,
     cors_headers,
     hub_token_for,
@@ -156,7 +155,6 @@ class ProxyRunner(web.BaseRunner):
 
     async def _handle(self, request: web.BaseRequest) -> web.StreamResponse:
         """The funnel: every refusal and hub failure becomes Jupyter-shaped JSON and one log line."""
-        self._transport.note_activity()
         self.status.requests += 1
         try:
             check_request_head(request.method, request.version, request.headers)
@@ -205,7 +203,7 @@ class ProxyRunner(web.BaseRunner):
                                              "Content-Security-Policy": "default-src 'none'; style-src 'unsafe-inline';"
                                                                         " script-src 'unsafe-inline'; connect-src "
                                                                         "'self'"})
-        set_cookie = cookie_to_remember(request)
+        set_cookie = cookie_to_remember(request, self._settings)
         if set_cookie is not None:
             response.headers.add("Set-Cookie", set_cookie)
         return response
@@ -227,9 +225,9 @@ class ProxyRunner(web.BaseRunner):
             return await self._status_page(request)
         hub_token = hub_token_for(request, settings, self.credential.token if self.credential else None)
         url = upstream_url_for(settings, request)
-        set_cookie = cookie_to_remember(request)
+        self._transport.note_activity()  # only the IDE's work for the hub, past the checks, keeps connections warm
+        set_cookie = cookie_to_remember(request, settings)
         if _is_websocket_upgrade(request):
-            check_websocket_origin(request, settings)
             credential = self.credential
             token = (lambda: credential.token) if credential is not None else (lambda: hub_token)
             return await relay_websocket(request, settings, self._transport, token, url, self._relays, set_cookie)

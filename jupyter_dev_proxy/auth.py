@@ -1,9 +1,12 @@
 """Who may use the proxy: only a client that names the proxy as its host and presents the proxy's token.
 
 The token is accepted where Jupyter clients put it: ``?token=`` (node's ``ws`` and PyCharm on websocket
-handshakes), ``Authorization: token ...`` (``@jupyterlab/services``), or a cookie set when a browser first
-visits with ``?token=``. A cookie is sent by the browser on its own, so a cookie-only request must also come
-from the proxy's own origin: otherwise any web page could drive the user's hub account through it.
+handshakes) or ``Authorization: token ...`` (``@jupyterlab/services``). A browser that first visits with the
+proxy's token in ``?token=`` gets a cookie that stands for it: a random session value of this run, never a token,
+as a browser sends a host's cookies to every port of it (RFC 6265 §8.5), that is to every other local service; and
+no cookie at all when the IDE's token is the hub's (it would be the hub token). A request from a web page (it carries ``Origin``) must come from the proxy's own origin
+or one allowed with JUPYTER_PROXY_ALLOW_ORIGIN, and a cookie-only one from the proxy's own origin: the browser
+sends a cookie on its own, and otherwise any web page could drive the user's hub account through the proxy.
 """
 
 from __future__ import annotations
@@ -19,7 +22,7 @@ from yarl import URL
 from .config import Settings
 from .errors import ProxyError
 
-COOKIE_NAME = "jupyter-dev-proxy-token"
+COOKIE_NAME = "jupyter-dev-proxy-session"
 
 
 def _header_token(request: web.BaseRequest) -> str | None:
@@ -86,25 +89,47 @@ def _as_bytes(text: str) -> bytes:
     return text.encode("utf-8", "surrogatepass")
 
 
-def _presented(request: web.BaseRequest) -> str:
-    """The token the client presents, where Jupyter clients put one; ProxyError(403) when there is none or it
-    comes only in the cookie from another web site."""
+def _equal(presented: str, expected: str) -> bool:
+    """In constant time, so that the time taken tells nothing of how much of it was right."""
+    return hmac.compare_digest(_as_bytes(presented), _as_bytes(expected))
+
+
+def _presented(request: web.BaseRequest, settings: Settings) -> str:
+    """The token the client presents, where Jupyter clients put one, or the proxy's token for this run's browser
+    session cookie; ProxyError(403) when there is none, it comes only in the cookie from another web site, or the
+    cookie is not this run's (never accepted when the IDE's token is the hub's: none is set then)."""
     presented = request.query.get("token") or _header_token(request)
-    if presented is None:
-        presented = request.cookies.get(COOKIE_NAME)
-        if presented is not None and not _same_origin(request):
-            raise ProxyError(403, "cross-origin", "A request from another web site was refused: open the "
-                                                  "proxy's URL with ?token= directly.")
-    if not presented:
+    if presented:
+        return presented
+    session = request.cookies.get(COOKIE_NAME)
+    if session and not _same_origin(request):
+        raise ProxyError(403, "cross-origin", "A request from another web site was refused: open the "
+                                              "proxy's URL with ?token= directly.")
+    if not session or settings.forwards_ide_token:
         raise ProxyError(403, "token-required", "This proxy needs its token: use the URL with ?token= that "
                                                 "the proxy printed when it started.")
-    return presented
+    if not _equal(session, settings.browser_session):
+        raise _token_wrong()
+    return settings.local_token
+
+
+def _check_origin(request: web.BaseRequest, settings: Settings) -> None:
+    """A request from a web page is accepted from the proxy's own origin or an allowed one only, whatever carries
+    its token: a page that knows the token could otherwise send a "simple" request (a POST of text/plain needs no
+    preflight) or open a websocket, and drive the user's server. Browsers send Origin on every cross-origin
+    request and on same-origin ones that are not GET; IDEs send none."""
+    origin = _origin_of(request)
+    if origin is None or _same_origin(request) or (settings.cors is not None and settings.cors.allows(origin)):
+        return
+    raise ProxyError(403, "cross-origin", f"A request from the web page at {ascii(origin[:80])} was refused: add "
+                                          "its origin to JUPYTER_PROXY_ALLOW_ORIGIN if it is yours.")
 
 
 def check_proxy_token(request: web.BaseRequest, settings: Settings) -> None:
-    """The proxy's own token, and no other, is presented (its status page wants it even when the IDE's token
-    is what the hub gets)."""
-    if not hmac.compare_digest(_as_bytes(_presented(request)), _as_bytes(settings.local_token)):
+    """The proxy's own token, and no other, is presented from a page allowed to (its status page wants it even
+    when the IDE's token is what the hub gets)."""
+    _check_origin(request, settings)
+    if not _equal(_presented(request, settings), settings.local_token):
         raise _token_wrong()
 
 
@@ -115,7 +140,8 @@ def hub_token_for(request: web.BaseRequest, settings: Settings, hub_token: str |
     Total: whatever bytes the client sent, in whichever position, the answer is a credential or a 403.
     """
     if hub_token is None:
-        presented = _presented(request)
+        _check_origin(request, settings)
+        presented = _presented(request, settings)
         if not _FORWARDABLE_TOKEN.fullmatch(presented):
             raise _token_wrong()
         return presented
@@ -123,14 +149,16 @@ def hub_token_for(request: web.BaseRequest, settings: Settings, hub_token: str |
     return hub_token
 
 
-def cookie_to_remember(request: web.BaseRequest) -> str | None:
-    """The Set-Cookie value that lets a browser which arrived with ?token= keep using the proxy without it;
-    None when there is nothing new to remember. The relays add it to successful answers."""
-    token = request.query.get("token")
-    if not token or request.cookies.get(COOKIE_NAME) == token:
+def cookie_to_remember(request: web.BaseRequest, settings: Settings) -> str | None:
+    """The Set-Cookie value that lets a browser which arrived with the proxy's token in ?token= (checked before)
+    keep using the proxy without it: this run's session value, never the token; None when the IDE's token is the
+    hub's, and when there is nothing new to remember. The relays add it to successful answers."""
+    if settings.forwards_ide_token or not request.query.get("token"):
+        return None
+    if _equal(request.cookies.get(COOKIE_NAME, ""), settings.browser_session):
         return None
     cookie: SimpleCookie = SimpleCookie()
-    cookie[COOKIE_NAME] = token
+    cookie[COOKIE_NAME] = settings.browser_session
     cookie[COOKIE_NAME].update({"path": "/", "httponly": "yes", "samesite": "Strict"})
     return cookie[COOKIE_NAME].OutputString()
 
@@ -170,13 +198,3 @@ def cors_headers(request: web.BaseRequest, settings: Settings) -> list[tuple[str
     if cors.credentials:
         headers.append(("Access-Control-Allow-Credentials", "true"))
     return headers
-
-
-def check_websocket_origin(request: web.BaseRequest, settings: Settings) -> None:
-    """A websocket from a web page is accepted from the proxy's own origin or an allowed one only: browsers send
-    a websocket's handshake to any origin, and the page's script would then drive the kernel."""
-    origin = _origin_of(request)
-    if origin is None or _same_origin(request) or (settings.cors is not None and settings.cors.allows(origin)):
-        return
-    raise ProxyError(403, "cross-origin", f"A websocket from the web page at {ascii(origin[:80])} was refused: add "
-                                          "its origin to JUPYTER_PROXY_ALLOW_ORIGIN if it is yours.")

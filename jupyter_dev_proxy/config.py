@@ -15,7 +15,7 @@ import json
 import re
 import secrets
 from collections.abc import Callable, Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 from dotenv import dotenv_values
@@ -167,8 +167,13 @@ class TokenSource:
 
 
 def read_token_file(path: Path) -> str:
-    """The token in a file, stripped; OSError or ValueError (empty, not text) if there is none to read."""
-    token = path.read_bytes().decode("utf-8").strip()
+    """The token in a file, stripped; OSError or ValueError (empty, not text) if there is none to read.
+
+    A leading UTF-8 byte-order mark is dropped: PowerShell 5 and older Notepad write one, and it would otherwise
+    become the token's first character. The file is read once: a token caught half-written is refused by the hub,
+    and the watch rereads the file when its size or time changes, that is when the writer finishes.
+    """
+    token = path.read_bytes().decode("utf-8-sig").strip()
     if not token:
         raise ValueError("empty")
     return token
@@ -240,6 +245,9 @@ class Settings:
     allowed_hosts: frozenset[str] = frozenset({"localhost"})
     # Browser pages on other origins (CORS): none unless set; "*" in it means any.
     cors: CorsPolicy | None = None
+    # The browser cookie's value, new at every start: it stands for the proxy's token, which never goes into a
+    # cookie (a browser sends a host's cookies to every port of it, that is to every other local service).
+    browser_session: str = field(default_factory=lambda: secrets.token_urlsafe(32))
 
     @property
     def hub_token_setting(self) -> str:
@@ -253,10 +261,12 @@ class Settings:
 
     @property
     def secrets(self) -> tuple[str | None, ...]:
-        """Every value the logs must never show: tokens, the company proxy's password, gateway credentials."""
+        """Every value the logs must never show: tokens, the browser's session, the company proxy's password, gateway
+        credentials."""
         proxy = self.forward_proxy
         proxy_secrets = (proxy.password, proxy.authorization) if proxy is not None else ()
-        return (self.hub_token, self.local_token, *proxy_secrets, *(value for _, value in self.hub_headers))
+        return (self.hub_token, self.local_token, self.browser_session, *proxy_secrets,
+                *(value for _, value in self.hub_headers))
 
     @property
     def reached_through(self) -> str:
@@ -345,6 +355,48 @@ def _merged(args: argparse.Namespace, environ: Mapping[str, str], dotenv: Mappin
     return merged
 
 
+# A user name and password in a URL as written: from after the scheme's // to the last @ before a query or
+# fragment (a password may itself hold / or @), so that what is shown never holds any part of it.
+_USERINFO = re.compile(r"^([A-Za-z][A-Za-z0-9+.-]*://)?[^?#]*@")
+
+
+def _without_userinfo(url: str) -> str:
+    """A URL as messages may quote it: ``https://alice:pw@hub/`` → ``https://***@hub/``."""
+    return _USERINFO.sub(lambda match: f"{match.group(1) or ''}***@", url)
+
+
+# Settings that decide who may use the proxy, or whom it trusts with the hub token: listening beyond this computer,
+# a company proxy or CA (together, a man in the middle of the hub's TLS), other web pages and host names. A .env
+# in the working directory may have come with a cloned project, so these are taken from it only when the user
+# names the file (--env-file); flags and the environment are the user's own.
+_TRUSTED_SOURCE_ONLY = frozenset({"listen_host", "hub_proxy", "ca_file", "allow_origin", "allowed_hosts"})
+
+
+def _could_expose(dest: str, value: str) -> bool:
+    """Whether this value of a guarded setting changes anything from what the defaults keep safe."""
+    if dest == "listen_host":
+        return not (value.lower() == "localhost" or (_is_ip_address(value) and
+                                                     ipaddress.ip_address(value.strip("[]")).is_loopback))
+    return not (dest == "hub_proxy" and value.lower() == "none")
+
+
+def _exposing(ranked: Mapping[str, tuple[int, str | None]], ignored: set[str]) -> list[str]:
+    """The guarded settings whose value comes from the .env file and could expose the hub token."""
+    from_dotenv = _ORIGINS.index(".env")
+    return [option.env or option.dest for option in OPTIONS if option.dest in _TRUSTED_SOURCE_ONLY - ignored
+            for rank, value in [ranked[option.dest]]
+            if rank == from_dotenv and value is not None and _could_expose(option.dest, value)]
+
+
+def _refuse_from_implicit_dotenv(path: Path, names: Sequence[str]) -> None:
+    if names:
+        them = "it" if len(names) == 1 else "them"
+        raise ConfigError(f"The .env file {path} sets {', '.join(names)}, which decide{'s' if them == 'it' else ''} "
+                          "who may use this proxy or whom it trusts with your hub token, and a .env may have come "
+                          f"with a project you cloned: if it is yours, start the proxy with --env-file .env (or set "
+                          f"{them} in the environment).")
+
+
 def setting_origins(argv: Sequence[str], environ: Mapping[str, str], cwd: Path) -> list[tuple[str, str, str]]:
     """(setting's variable, where it came from, the value or '(secret)') for every setting that has a value."""
     args = _parser().parse_args(list(argv))
@@ -352,7 +404,7 @@ def setting_origins(argv: Sequence[str], environ: Mapping[str, str], cwd: Path) 
     def shown(dest: str, value: str) -> str:
         if dest in ("hub_token", "local_token", "hub_headers") or (dest == "hub_proxy" and "@" in value):
             return "(secret)"
-        return value
+        return _without_userinfo(value) if dest == "hub_url" else value
     return [(option.env or option.dest, _ORIGINS[rank], shown(option.dest, value))
             for option in OPTIONS for rank, value in [ranked[option.dest]] if value is not None]
 
@@ -408,9 +460,14 @@ def _hub_address(values: Mapping[str, str | None]) -> HubAddress:
             valid = url.scheme in ("https", "http") and bool(url.host) and url.port is not None
         except ValueError:
             valid = False
+        shown = _without_userinfo(values["hub_url"])
         if not valid:
-            raise ConfigError(f"JUPYTERHUB_URL={values['hub_url']!r} is not a hub address: "
+            raise ConfigError(f"JUPYTERHUB_URL={shown!r} is not a hub address: "
                               "write it like https://hub.example.org or https://example.edu/jupyter/.")
+        if url.user is not None or url.password is not None:
+            raise ConfigError(f"JUPYTERHUB_URL={shown!r} holds a user name or password, which the proxy never "
+                              "sends to the hub: remove it from the URL (the hub takes your API token, "
+                              "JUPYTERHUB_API_TOKEN).")
         hub = HubAddress.parse(url)
         if base != "/" and hub.base != base:
             raise ConfigError(f"JUPYTER_SERVER_BASE_URL={values['server_base_url']!r} and the path of "
@@ -424,8 +481,9 @@ def _hub_address(values: Mapping[str, str | None]) -> HubAddress:
     try:
         origin = URL.build(scheme="https", host=values["server_host"].strip("[]"), port=port)
     except ValueError:
-        raise ConfigError(f"JUPYTER_SERVER_IP_OR_NAME={values['server_host']!r} is not a host name or IP "
-                          "address: write only the name, like hub.example.org.") from None
+        shown = _without_userinfo(values["server_host"])
+        raise ConfigError(f"JUPYTER_SERVER_IP_OR_NAME={shown!r} is not a host name or IP address: write only the "
+                          "name, like hub.example.org.") from None
     return HubAddress(origin=origin, base=base)
 
 
@@ -486,8 +544,9 @@ def _forward_proxy(value: str, setting: str, from_flag: bool) -> ForwardProxy:
 
 
 def _hub_proxy(values: Mapping[str, str | None], args: argparse.Namespace, environ: Mapping[str, str],
-               dotenv: Mapping[str, str], hub: HubAddress) -> ForwardProxy | None:
-    """The forward proxy for the hub: JUPYTER_HUB_PROXY ('none': no proxy), else curl's variables."""
+               dotenv: Mapping[str, str], hub: HubAddress, implicit_dotenv: Path | None) -> ForwardProxy | None:
+    """The forward proxy for the hub: JUPYTER_HUB_PROXY ('none': no proxy), else curl's variables (from
+    ``implicit_dotenv``, a ./.env not named by the user, refused)."""
     own = values["hub_proxy"]
     if own is not None:
         if own.lower() == "none":
@@ -504,6 +563,8 @@ def _hub_proxy(values: Mapping[str, str | None], args: argparse.Namespace, envir
     for name in _PROXY_VARIABLES[hub.origin.scheme]:
         value = lookup(name)
         if value:
+            if implicit_dotenv is not None and not (environ.get(name) or "").strip():
+                _refuse_from_implicit_dotenv(implicit_dotenv, [name])
             return _forward_proxy(value, name, from_flag=False)
     return None
 
@@ -669,6 +730,10 @@ def load_settings(argv: Sequence[str], environ: Mapping[str, str], cwd: Path,
     args = _parser().parse_args(list(argv))
     dotenv = _read_env_file(args.env_file, cwd)
     values = _merged(args, environ, dotenv)
+    implicit_dotenv = cwd / ".env" if args.env_file is None and dotenv else None
+    if implicit_dotenv is not None:
+        ignored = {"hub_proxy", "ca_file"} if upstream is not None else set()  # the demo server's own are used
+        _refuse_from_implicit_dotenv(implicit_dotenv, _exposing(_ranked(args, environ, dotenv), ignored))
     if upstream is not None:
         values.update(hub_url=str(upstream.url), server_host=None, server_base_url=None, tls_name=upstream.tls_name,
                       username=upstream.username, ca_file=str(upstream.ca_file), hub_token_file=None,
@@ -713,7 +778,7 @@ def load_settings(argv: Sequence[str], environ: Mapping[str, str], cwd: Path,
         trace=_switch(values["trace"] or "", "JUPYTER_PROXY_TRACE"),
         client_cert=_client_cert(values),
         client_key=_pem_file(values, "client_key", "JUPYTER_CLIENT_KEY"),
-        forward_proxy=_hub_proxy(values, args, environ, dotenv, hub),
+        forward_proxy=_hub_proxy(values, args, environ, dotenv, hub, implicit_dotenv),
         hub_headers=_hub_headers(values),
         allowed_hosts=_allowed_hosts(values, listen_host),
         cors=_cors(values),

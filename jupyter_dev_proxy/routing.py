@@ -202,18 +202,37 @@ def _is_the_hub(settings: Settings, url: URL) -> bool:
     return url.host in (settings.hub.origin.host, settings.tls_name)
 
 
+# What a browser drops from a URL before reading it (WHATWG URL parsing): tabs and newlines anywhere, C0 controls
+# and spaces at either end.
+_URL_IGNORED = re.compile(r"[\t\n\r]")
+_URL_TRIMMED = "".join(map(chr, range(0x21)))
+
+
+def _as_browser_reads(location: str) -> str:
+    """A Location as a browser reads it on an http(s) page, where ``\\`` is ``/``: ``\\\\evil.example/x`` and
+    ``/\\evil.example`` are the scheme-relative ``//evil.example/...``, which look like paths to yarl."""
+    return _URL_IGNORED.sub("", location).strip(_URL_TRIMMED).replace("\\", "/")
+
+
 def local_location_for(settings: Settings, location: str) -> str | None:
     """Map a redirect target on the hub back to the IDE's view; None when it leaves the user's server.
 
-    ``https://hub/user/alice/tree?x=1`` and ``/user/alice/tree?x=1`` → ``/tree?x=1``;
-    ``relative/path`` stays as it is (it resolves the same on both sides);
-    ``/hub/login?next=...`` or another host → None.
+    ``https://hub/user/alice/tree?x=1``, ``/user/alice/tree?x=1`` and ``\\\\hub\\user\\alice\\tree?x=1`` →
+    ``/tree?x=1``; ``relative/path`` stays as it is (it resolves the same on both sides);
+    ``/hub/login?next=...``, another host, a scheme without a host (``https:evil.example``, which leaves an http
+    page) or ``///host`` → None.
     """
-    url = URL(location)
+    read = _as_browser_reads(location)
+    try:
+        url = URL(read)
+    except ValueError:  # not a URL yarl can read (``//[bad``): no telling where a browser would go
+        return None
     if url.absolute:
         if not _is_the_hub(settings, url):
             return None
-    elif not location.startswith("/"):
+    elif url.scheme or read.startswith("//"):
+        return None
+    elif not read.startswith("/"):
         return location
     path = url.raw_path
     prefix = settings.hub.server_prefix
@@ -249,7 +268,10 @@ def _redirect_out_of_server(settings: Settings, location: str) -> ProxyError:
     token never triggers.
     """
     hub = settings.hub
-    target = URL(location)
+    try:
+        target = URL(_as_browser_reads(location))
+    except ValueError:  # unreadable: no host to name, so it is told as the hub's login flow below
+        target = URL()
     if target.absolute and not _is_the_hub(settings, target):
         return ProxyError(403, "gateway-login-required",
                           f"An access gateway in front of the hub sent the request to its login page "

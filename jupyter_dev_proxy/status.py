@@ -82,7 +82,8 @@ class StatusBoard:
         host = settings.listen_host if settings.listen_host not in ("0.0.0.0", "::") else "localhost"
         return {
             "proxy": {"version": __version__, "uptime_seconds": round(time.time() - self.started),
-                      "started_at": _iso(self.started), "ide_url": f"http://{host}:{self.ide_port}/"},
+                      "started_at": _iso(self.started), "ide_url": f"http://{host}:{self.ide_port}/",
+                      "forwards_ide_token": settings.forwards_ide_token},
             "hub": {"url": str(address), "version": self.hub_version, "reached": settings.reached_through,
                     "forward_proxy": str(settings.forward_proxy) if settings.forward_proxy else None,
                     "gateway_credentials": bool(settings.hub_headers or settings.client_cert)},
@@ -123,7 +124,7 @@ button {{ font: inherit; margin-left: .5em; }} .muted {{ color: #777; }}
 </style></head><body>
 <h1>jupyter-dev-proxy {version} <span class="muted">up {uptime}</span></h1>
 <table>
-<tr><th>For the IDE</th><td><code id="url">{ide_url}?token=<span id="token" hidden>{local_token}</span><span
+<tr><th>For the IDE</th><td><code id="url">{ide_url}?token=<span id="token" hidden>{ide_token}</span><span
  id="hidden">•••••</span></code><button onclick="document.getElementById('token').hidden=false;
 document.getElementById('hidden').hidden=true">Show token</button><button onclick="navigator.clipboard.writeText(
 document.getElementById('url').textContent.replace('•••••',''))">Copy</button></td></tr>
@@ -146,9 +147,15 @@ If something is wrong, run <code>jupyter-dev-proxy doctor</code>.</p>
 _STATE_CLASSES = {"running": "ok", "starting": "warn", "stopped": "bad"}
 
 
+# What the IDE's URL carries when no hub token is set: the IDE's token is then the hub credential, and the proxy's
+# own token in that URL would be sent to the hub (the banner says the same).
+IDE_TOKEN_PLACEHOLDER = "<YOUR_API_TOKEN>"
+
+
 def render_page(snapshot: dict[str, Any], local_token: str) -> str:
     """The status page, every value escaped; the token stays hidden until the user asks for it."""
     e = html.escape
+    ide_token = IDE_TOKEN_PLACEHOLDER if snapshot["proxy"]["forwards_ide_token"] else local_token
     server, token = snapshot["server"], snapshot["token"]
     websockets = snapshot["websockets"]
     rows = "".join(f"<tr><td><code>{e(ws['kernel'])}</code></td><td>{e(ws['since'])}</td><td>{ws['bytes_to_ide']:,}"
@@ -161,7 +168,7 @@ def render_page(snapshot: dict[str, Any], local_token: str) -> str:
     return _PAGE.format(
         title=e(f"{snapshot['user']} on {snapshot['hub']['url']}"), version=e(snapshot["proxy"]["version"]),
         uptime=_duration(snapshot["proxy"]["uptime_seconds"]), ide_url=e(snapshot["proxy"]["ide_url"]),
-        local_token=e(local_token), hub_url=e(snapshot["hub"]["url"]),
+        ide_token=e(ide_token), hub_url=e(snapshot["hub"]["url"]),
         hub_version=e(snapshot["hub"]["version"] or "(a plain Jupyter server, no hub)"),
         reached=e(snapshot["hub"]["reached"]), user=e(snapshot["user"]), server_label=e(server["label"]),
         server_prefix=e(server["prefix"]), state=e(server["state"]),

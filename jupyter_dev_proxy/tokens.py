@@ -15,6 +15,7 @@ import json
 import logging
 import os
 import sys
+import tempfile
 import time
 from collections.abc import Callable
 from datetime import datetime, timezone
@@ -22,7 +23,7 @@ from pathlib import Path
 from typing import Protocol, cast
 
 from .address import HubAddress
-from .config import Settings, TokenKind, TokenSource, read_token_file
+from .config import ConfigError, Settings, TokenKind, TokenSource, read_token_file
 from .errors import ProxyError
 from .hubapi import HubClient, HubError
 from .logs import keep_secrets_out_of_logs
@@ -128,13 +129,26 @@ class TokenStore:
         return data if isinstance(data, dict) else {}
 
     def _write_file(self, tokens: dict[str, dict[str, str]]) -> None:
-        """Write the file readable by the user only (0600 where the system has such modes), replacing it whole."""
-        self.file.parent.mkdir(parents=True, exist_ok=True)
-        partial = self.file.with_suffix(".tmp")
-        descriptor = os.open(partial, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
-        with os.fdopen(descriptor, "w", encoding="utf-8") as out:
-            json.dump(tokens, out, indent=1)
-        os.replace(partial, self.file)
+        """Write the file readable by the user only (0600 where the system has such modes), replacing it whole.
+
+        It is written as a new file of a unique name (created exclusively, so nothing already there, a link
+        included, is written through, and two saves never share it), in a directory only the user may enter;
+        a token file that is a symbolic link is refused, as it would put the tokens wherever it points.
+        """
+        if self.file.is_symlink():
+            raise ConfigError(f"The proxy's token file {self.file} is a symbolic link, which the proxy does not "
+                              "write through: remove it (or put a regular file there), then run the proxy again.")
+        self.file.parent.mkdir(mode=0o700, parents=True, exist_ok=True)
+        descriptor, partial = tempfile.mkstemp(prefix=".tokens-", suffix=".tmp", dir=self.file.parent)
+        try:
+            if hasattr(os, "fchmod"):  # POSIX; on Windows the file inherits the user's profile folder's rights
+                os.fchmod(descriptor, 0o600)
+            with os.fdopen(descriptor, "w", encoding="utf-8") as out:
+                json.dump(tokens, out, indent=1)
+            os.replace(partial, self.file)
+        except BaseException:
+            Path(partial).unlink(missing_ok=True)
+            raise
 
 
 class _Keyring(Protocol):

@@ -150,7 +150,7 @@ def test_hub_url_flag_sets_the_hub(cwd: Path) -> None:
 
 # (flag, environment variable, value for the flag, the environment, the .env file, the default, how to read it)
 PRECEDENCE_CASES = [
-    pytest.param("--listen-host", "JUPYTER_PROXY_IP_OR_NAME", "flag.host", "env.host", "dotenv.host", "localhost",
+    pytest.param("--listen-host", "JUPYTER_PROXY_IP_OR_NAME", "127.0.0.11", "127.0.0.12", "127.0.0.13", "localhost",
                  lambda s: s.listen_host, id="listen-host"),
     pytest.param("--listen-port", "JUPYTER_PROXY_PORT", "1111", "2222", "3333", 8000,
                  lambda s: s.listen_port, id="listen-port"),

@@ -82,8 +82,8 @@ async def test_a_malformed_request_gets_json_that_quotes_nothing_of_it(
     "Authorization: token \xff\xfe\x80",
     "Authorization: Bearer \xff\xfe\x80",
     "Authorization: token \xed\xa0\x80",  # an encoded surrogate
-    "Cookie: jupyter-dev-proxy-token=\xff\xfe",
-    "Cookie: jupyter-dev-proxy-token=\"\xff\\\"",
+    "Cookie: jupyter-dev-proxy-session=\xff\xfe",
+    "Cookie: jupyter-dev-proxy-session=\"\xff\\\"",
     "Authorization: \xff",
 ], ids=["token", "bearer", "surrogate", "cookie", "cookie-quoted", "scheme"])
 async def test_a_token_that_is_not_utf8_is_a_403_not_a_500(
@@ -312,7 +312,7 @@ async def test_the_proxy_log_at_debug_level_holds_no_token_whatever_it_is_sent(
         f"GET /api/status?token={local_token} HTTP/1.1\r\nHost: localhost\r\nBad Header: {local_token}\r\n\r\n",
         f"G@T /?token={local_token} HTTP/1.1\r\n\r\n",
         f"GET /api/status HTTP/1.1\r\nHost: localhost\r\nAuthorization: token {local_token}\xff\r\n\r\n",
-        f"GET /api/status HTTP/1.1\r\nHost: localhost\r\nCookie: jupyter-dev-proxy-token={local_token}\r\n"
+        f"GET /api/status HTTP/1.1\r\nHost: localhost\r\nCookie: jupyter-dev-proxy-session={local_token}\r\n"
         "Origin: https://evil.example\r\n\r\n",
         f"GET /hub/api?token={local_token} HTTP/1.1\r\nHost: localhost\r\n\r\n",
         f"GET /api/status?token={local_token} HTTP/1.1\r\nHost: localhost\r\n\r\n",

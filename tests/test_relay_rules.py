@@ -34,7 +34,7 @@ async def test_hub_token_replaces_the_clients_credentials(echo_proxy: Proxy) -> 
     async with echo_proxy.session() as client:
         raw = URL(f"{echo_proxy.url}/echo/a%20b?x=1&token={LOCAL_TOKEN}&y=%2F", encoded=True)
         async with client.get(raw, headers={
-            "Cookie": "jupyterhub-session=abc", "Origin": "http://localhost:8888",
+            "Cookie": "jupyterhub-session=abc", "Origin": str(echo_proxy.url.origin()),
             "Referer": f"http://localhost:8888/tree?token={LOCAL_TOKEN}", "Connection": "keep-alive, X-Private",
             "X-Private": "hop", "Keep-Alive": "timeout=5", "TE": "trailers", "X-Kept": "1",
         }) as response:
@@ -75,7 +75,7 @@ async def test_requests_without_the_local_token_are_refused_locally(
         "none": {},
         "wrong-header": {"headers": {"Authorization": "token not-it"}},
         "wrong-query": {"params": {"token": "not-it"}},
-        "wrong-cookie": {"headers": {"Cookie": "jupyter-dev-proxy-token=not-it"}},
+        "wrong-cookie": {"headers": {"Cookie": "jupyter-dev-proxy-session=not-it"}},
     }[how]
     async with aiohttp.ClientSession() as client:
         async with client.get(echo_proxy.url / "api/contents", **kwargs) as response:
@@ -92,7 +92,7 @@ async def test_a_browser_keeps_access_through_a_cookie_but_other_sites_do_not(ec
     async with aiohttp.ClientSession(cookie_jar=aiohttp.CookieJar(unsafe=True)) as browser:
         async with browser.get(echo_proxy.url / "tree" % {"token": LOCAL_TOKEN}) as response:
             assert response.status == 200
-            cookie = response.cookies["jupyter-dev-proxy-token"]
+            cookie = response.cookies["jupyter-dev-proxy-session"]
             assert cookie["httponly"] and cookie["samesite"] == "Strict"
         async with browser.get(echo_proxy.url / "api/contents") as response:
             assert response.status == 200

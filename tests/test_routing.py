@@ -5,6 +5,7 @@ Pure tests of pure functions; the confinement rule is also checked with hypothes
 
 from __future__ import annotations
 
+import re
 from typing import Any
 from urllib.parse import parse_qsl, unquote
 
@@ -544,6 +545,49 @@ def test_redirects_use_the_escaped_prefix() -> None:
 ])
 def test_redirects_out_of_the_users_server_map_to_none(location: str) -> None:
     assert local_location_for(ALICE, location) is None
+
+
+# What a browser reads as another origin although it does not look like one: `\\` is `/` in http(s) URLs, tabs and
+# newlines are dropped anywhere, and a scheme without `//` still leaves an http page (WHATWG URL parsing).
+@pytest.mark.parametrize("location", [
+    "\\\\evil.example/x",
+    "\\/evil.example/x",
+    "/\\evil.example/x",
+    "https:\\\\evil.example/x",
+    "https:evil.example",
+    "https:/evil.example/user/alice/",
+    "http:\\evil.example",
+    "javascript:alert(1)",
+    "/\t/evil.example/x",
+    "\t//evil.example/x",
+    " \\\\evil.example/x",
+    "///evil.example/user/alice/",
+    "\\\\evil.example/user/alice/tree",
+    "//[bad",
+])
+def test_backslash_and_schemed_redirects_never_leave_the_proxys_origin(location: str) -> None:
+    assert local_location_for(ALICE, location) is None
+    with pytest.raises(ProxyError) as caught:
+        client_response_headers(ALICE, headers(("Location", location)))
+    assert caught.value.status == 403
+
+
+def test_a_backslashed_redirect_to_the_users_server_is_mapped_to_a_local_path() -> None:
+    assert local_location_for(ALICE, "\\\\10.0.0.5:8000\\user\\alice\\tree?x=1") == "/tree?x=1"
+    assert local_location_for(ALICE, "https:\\\\jupyterhub/user/alice/lab") == "/lab"
+
+
+_URL_SCHEME = re.compile(r"[A-Za-z][A-Za-z0-9+.-]*:")
+
+
+@PROPERTY
+@given(location=st.lists(st.sampled_from(["/", "\\", "\t", " ", ":", "https", "http:", "evil.example", "user/alice",
+                                          "10.0.0.5:8000", "@", "?", "#", ".", "a"]), max_size=8).map("".join))
+def test_a_kept_redirect_stays_on_the_proxys_origin_as_a_browser_reads_it(location: str) -> None:
+    local = local_location_for(ALICE, location)
+    if local is not None:
+        as_read = re.sub(r"[\t\n\r]", "", local).strip(" ").replace("\\", "/")
+        assert not as_read.startswith("//") and not _URL_SCHEME.match(as_read), (location, local)
 
 
 @pytest.mark.parametrize("location", [
