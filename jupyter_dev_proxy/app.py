@@ -130,12 +130,14 @@ class ProxyRunner(web.BaseRunner):
         self.credential = credential or credential_for(settings)
         self._transport = HubTransport(settings)
         self._session: aiohttp.ClientSession | None = None
+        self._hub_api: HubClient | None = None  # the hub's API on the relays' connections, with the credential
         self._relays = OpenRelays()
         self._watching_token: asyncio.Task[None] | None = None
 
     async def _make_server(self) -> web.Server:
         keep_secrets_out_of_logs(self._settings.secrets)
         self._session = self._transport.session()
+        self._hub_api = HubClient(self._settings, self._transport, self._session, self.credential)
         if self.credential is not None and self.credential.source.path is not None:
             self._watching_token = asyncio.get_running_loop().create_task(self.credential.watch())
         # handler_cancellation: when the IDE hangs up, its request to the hub is cancelled and the connection
@@ -194,9 +196,7 @@ class ProxyRunner(web.BaseRunner):
                 return web.Response(status=302, headers={"Location": STATUS_PREFIX + (
                     f"?{request.query_string}" if request.query_string else "")})
             raise ProxyError(404, "not-found", f"The proxy's own pages are {STATUS_PREFIX} and {STATUS_API}.")
-        hub = HubClient(self._settings, self._transport, self._session) if self._session is not None else None
-        snapshot = await self.status.snapshot(hub, self.credential.token if self.credential else None,
-                                              self._relays.kernel_websockets())
+        snapshot = await self.status.snapshot(self._hub_api, self._relays.kernel_websockets())
         if path == STATUS_API:
             response = web.json_response(snapshot, headers={"Cache-Control": "no-store"})
         else:
@@ -213,10 +213,9 @@ class ProxyRunner(web.BaseRunner):
     async def token_refusal(self) -> ProxyError | None:
         """The IDE's answer when the hub no longer accepts the proxy's token (expired, revoked); None when it
         does, or when the token is the IDE's own."""
-        if self.credential is None or self._session is None:
+        if self.credential is None or self._hub_api is None:
             return None
-        hub = HubClient(self._settings, self._transport, self._session)
-        return self.credential.refused() if await self.credential.refused_by_hub(hub) else None
+        return self.credential.refused() if await self.credential.refused_by_hub(self._hub_api) else None
 
     async def _dispatch(self, request: web.BaseRequest) -> web.StreamResponse:
         settings = self._settings

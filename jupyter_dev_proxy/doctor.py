@@ -23,7 +23,7 @@ from .errors import ProxyError
 from .hubapi import HubClient, HubError, grants, hub_client, start_scope_name
 from .startup import token_info
 from .timeouts import timeout
-from .tokens import describe_expiry
+from .tokens import credential_for, describe_expiry
 from .transport import HubTransport
 
 _TIMEOUT_SECONDS = 15.0
@@ -146,7 +146,7 @@ async def _hub_and_token(report: _Report, hub: HubClient) -> tuple[str | None, S
         return None, None
     version = str(info["version"])
     report.ok("hub API", f"JupyterHub {version} at {address}")
-    if settings.hub_token is None:
+    if hub.credential is None:
         report.bad("token", "none is set: run jupyter-dev-proxy once in a terminal to get one, or set "
                             "JUPYTERHUB_API_TOKEN")
         return version, None
@@ -206,7 +206,7 @@ async def _kernelspecs_and_websocket(report: _Report, hub: HubClient, transport:
     headers = [f"GET {address.server_prefix}api/events/subscribe HTTP/1.1",
                f"Host: {address.origin.host_port_subcomponent}", "Upgrade: websocket", "Connection: Upgrade",
                f"Sec-WebSocket-Key: {key}", "Sec-WebSocket-Version: 13",
-               f"Authorization: token {hub.settings.hub_token}",
+               *(f"{name}: {value}" for name, value in hub.authorization().items()),
                *(f"{name}: {value}" for name, value in transport.gateway_headers)]
     opened.transport.write(("\r\n".join(headers) + "\r\n\r\n").encode())
     try:
@@ -230,7 +230,7 @@ async def run_doctor(settings: Settings, argv: Sequence[str], cwd: Path, out: Te
     if not await _name_and_tcp(report, settings) or not await _tunnel_and_tls(report, settings):
         return 1
     try:
-        async with hub_client(settings) as hub:
+        async with hub_client(settings, credential_for(settings)) as hub:
             version, settings_known = await _hub_and_token(report, hub)
             if settings_known is not None:
                 hub = hub.for_user(settings_known.hub.user)

@@ -11,7 +11,7 @@ from dataclasses import replace
 from typing import TextIO
 
 from .config import Settings
-from .hubapi import HubError, grants, hub_client, start_scope_name
+from .hubapi import FixedToken, HubError, grants, hub_client, start_scope_name
 from .tokens import TokenStore
 
 # Wrong pastes happen; after this many the proxy stops asking and says what to do instead.
@@ -29,7 +29,7 @@ def scopes_to_tick(settings: Settings, user: str) -> list[tuple[str, str]]:
 
 async def _check(settings: Settings, token: str) -> tuple[str | None, list[str]]:
     """Whose ``token`` is and what it cannot do, as lines to show; (None, [why]) when the hub refuses it."""
-    async with hub_client(replace(settings, hub_token=token)) as hub:
+    async with hub_client(settings, FixedToken(token)) as hub:
         status, info, _ = await hub.call("GET", settings.hub.api(), auth=False)
         version = str(info.get("version", "")) if isinstance(info, dict) else ""
         status, me, _ = await hub.call("GET", settings.hub.api("user"))

@@ -1,6 +1,7 @@
 """The hub's REST API, called with the hub token over the proxy's own transport, and what its answers mean.
 
-    hub_client(settings) → HubClient   .call(method, path) → (status, JSON, response); .request(...) streams
+    hub_client(settings, credential) → HubClient   .call(method, path) → (status, JSON, response); .request(...)
+                                                    streams; the credential's token is read as each call is sent
     grants(scopes, scope, user, server) whether a token's scopes allow something on the user's server
     HubError                           a failure, as one sentence; the CLI exits with it at startup
 
@@ -12,13 +13,14 @@ from __future__ import annotations
 import json
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
-from dataclasses import replace
-from typing import Any
+from dataclasses import dataclass, replace
+from typing import Any, Protocol
 
 import aiohttp
 
 from .config import Settings
 from .errors import ProxyError
+from .routing import hub_authorization
 from .transport import HubTransport
 
 # A hub API call answers in milliseconds; one that takes longer than this means the hub is not well.
@@ -51,25 +53,45 @@ def start_scope_name(hub_version: str) -> str:
     return "start:servers" if major.isdigit() and int(major) >= 6 else "servers"
 
 
-class HubClient:
-    """The hub's REST API with the hub token."""
+class Credential(Protocol):
+    """What a hub API call needs of the hub credential (``tokens.HubCredential``): the token in use now."""
 
-    def __init__(self, settings: Settings, transport: HubTransport, session: aiohttp.ClientSession) -> None:
+    @property
+    def token(self) -> str: ...
+
+
+@dataclass(frozen=True)
+class FixedToken:
+    """A token that is not (yet) the proxy's credential: one the user just pasted, checked with the hub."""
+
+    token: str
+
+
+class HubClient:
+    """The hub's REST API with the hub credential, whose token is read as each call is sent: a token swapped
+    while the proxy runs is the one the next call carries. Without a credential, calls carry none."""
+
+    def __init__(self, settings: Settings, transport: HubTransport, session: aiohttp.ClientSession,
+                 credential: Credential | None) -> None:
         self.settings = settings
+        self.credential = credential
         self._transport = transport
         self._session = session
 
     def for_user(self, user: str) -> HubClient:
-        """The same connections, for the user the hub said owns the token."""
+        """The same connections and credential, for the user the hub said owns the token."""
         settings = replace(self.settings, hub=self.settings.hub.for_user(user))
-        return HubClient(settings, self._transport, self._session)
+        return HubClient(settings, self._transport, self._session, self.credential)
+
+    def authorization(self) -> dict[str, str]:
+        """The header that carries the credential's current token; none without a credential."""
+        return {"Authorization": hub_authorization(self.credential.token)} if self.credential is not None else {}
 
     async def call(self, method: str, path: str, timeout: aiohttp.ClientTimeout | None = None,
-                   auth: bool = True, body: Any = None,
-                   token: str | None = None) -> tuple[int, Any, aiohttp.ClientResponse]:
-        """Send one request to ``path`` (a raw path from HubAddress), ``body`` as JSON if given, with ``token`` or
-        the settings' hub token; return (status, JSON or None, response)."""
-        async with self.request(method, path, timeout, auth, body, token) as response:
+                   auth: bool = True, body: Any = None) -> tuple[int, Any, aiohttp.ClientResponse]:
+        """Send one request to ``path`` (a raw path from HubAddress), ``body`` as JSON if given, with the
+        credential; return (status, JSON or None, response)."""
+        async with self.request(method, path, timeout, auth, body) as response:
             body = await response.read()
         try:
             parsed = json.loads(body) if body else None
@@ -79,12 +101,10 @@ class HubClient:
 
     @asynccontextmanager
     async def request(self, method: str, path: str, timeout: aiohttp.ClientTimeout | None = None,
-                      auth: bool = True, body: Any = None,
-                      token: str | None = None) -> AsyncIterator[aiohttp.ClientResponse]:
+                      auth: bool = True, body: Any = None) -> AsyncIterator[aiohttp.ClientResponse]:
         """The response to one request (``timeout`` None: an API call's); network failures become HubError."""
         settings = self.settings
-        token = token or settings.hub_token
-        headers = {"Authorization": f"token {token}"} if auth and token else {}
+        headers = self.authorization() if auth else {}
         raw_path, _, raw_query = path.partition("?")
         try:
             async with self._transport.failures():
@@ -98,11 +118,11 @@ class HubClient:
 
 
 @asynccontextmanager
-async def hub_client(settings: Settings) -> AsyncIterator[HubClient]:
+async def hub_client(settings: Settings, credential: Credential | None) -> AsyncIterator[HubClient]:
     """A client of the hub's API on connections of its own, closed on leaving."""
     transport = HubTransport(settings)
     session = transport.session()
     try:
-        yield HubClient(settings, transport, session)
+        yield HubClient(settings, transport, session, credential)
     finally:
         await session.close()

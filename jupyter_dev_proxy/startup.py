@@ -1,6 +1,7 @@
 """At startup: what is upstream, whose token this is, whether the server runs; start it, following its progress.
 
-    check_hub(settings, on_progress) → HubReport   hub or plain server, the token's owner, the server's state
+    check_hub(settings, credential, on_progress) → HubReport   hub or plain server, the token's owner, the server's
+                                                              state
     start_server(hub, version, on_progress)         POST the start, then relay the hub's progress until ready
 """
 
@@ -21,7 +22,7 @@ from yarl import URL
 
 from .address import hub_escaped
 from .config import START_NEVER, Settings
-from .hubapi import HubClient, HubError, grants, hub_client, start_scope_name
+from .hubapi import Credential, HubClient, HubError, grants, hub_client, start_scope_name
 
 log = logging.getLogger("jupyter_dev_proxy")
 
@@ -98,16 +99,16 @@ def _access_scope(settings: Settings) -> str:
     return scope
 
 
-async def check_hub(settings: Settings, on_progress: ProgressCallback) -> HubReport:
+async def check_hub(settings: Settings, credential: Credential | None, on_progress: ProgressCallback) -> HubReport:
     """Find out what is upstream and whose token this is; start the user's server if it should be started."""
-    async with hub_client(settings) as hub:
+    async with hub_client(settings, credential) as hub:
         status, info, response = await hub.call("GET", settings.hub.api(), auth=False)
         if status == 404:
             return await _plain_server(hub)
         if status != 200 or not isinstance(info, dict) or "version" not in info:
             raise _not_the_hub(settings, status, response)
         version = str(info["version"])
-        if settings.hub_token is None:
+        if credential is None:
             return HubReport(settings, version, ServerState.UNKNOWN)  # nothing to ask with: the banner says so
         me, hub = await _owner(hub)
         settings = hub.settings
@@ -170,7 +171,7 @@ async def _plain_server(hub: HubClient) -> HubReport:
     if not address.user:
         raise HubError(f"{address} has no hub API ({address.api()} answers 404), so it cannot say whose "
                        "token this is: set JUPYTER_USERNAME to the <name> in the server's /user/<name>/ path.")
-    state = await _probe(hub) if settings.hub_token else ServerState.UNKNOWN
+    state = await _probe(hub) if hub.credential is not None else ServerState.UNKNOWN
     if state is ServerState.ABSENT:
         raise HubError(f"Nothing answers at {address.server_url}: check JUPYTER_USERNAME "
                        "(the server's path is /user/<name>/).")
@@ -203,7 +204,7 @@ async def _owner(hub: HubClient) -> tuple[dict[str, Any], HubClient]:
     return me, hub.for_user(owner)
 
 
-async def token_info(hub: HubClient, me: dict[str, Any], token: str | None = None) -> TokenInfo:
+async def token_info(hub: HubClient, me: dict[str, Any]) -> TokenInfo:
     """Whose the token is, its scopes, and its expiry where it may read its own model (``read:tokens``)."""
     scopes = me.get("scopes")
     info = TokenInfo(owner=str(me["name"]), scopes=tuple(scopes) if isinstance(scopes, list) else None)
@@ -211,7 +212,7 @@ async def token_info(hub: HubClient, me: dict[str, Any], token: str | None = Non
     if not token_id or me.get("kind", "user") != "user":
         return info
     status, model, _ = await hub.call("GET", hub.settings.hub.api(f"users/{hub_escaped(info.owner)}/tokens/"
-                                                                  f"{token_id}"), token=token)
+                                                                  f"{token_id}"))
     if status != 200 or not isinstance(model, dict):
         return info
     expires = model.get("expires_at")

@@ -49,16 +49,16 @@ class StatusBoard:
         self.recent_errors.appendleft({"at": _iso(time.time()), "status": status, "reason": reason,
                                        "message": message})
 
-    async def _server_state(self, hub: HubClient | None, token: str | None) -> dict[str, Any]:
+    async def _server_state(self, hub: HubClient | None) -> dict[str, Any]:
         """The server's state and last activity from the hub's model of the user (cached a few seconds)."""
         now = time.monotonic()
         if self._server is not None and now - self._server[0] < _SERVER_STATE_SECONDS:
             return self._server[1]
         state: dict[str, Any] = {"state": "unknown", "last_activity": None}
-        if hub is not None and self.hub_version is not None and token is not None:
+        if hub is not None and self.hub_version is not None and hub.credential is not None:
             address = self.settings.hub
             try:
-                status, user, _ = await hub.call("GET", address.user_api() + "?include_stopped_servers=1", token=token)
+                status, user, _ = await hub.call("GET", address.user_api() + "?include_stopped_servers=1")
             except HubError:
                 status, user = 0, None
             if status == 200 and isinstance(user, dict) and isinstance(user.get("servers"), dict):
@@ -71,10 +71,9 @@ class StatusBoard:
         self._server = (now, state)
         return state
 
-    async def snapshot(self, hub: HubClient | None, hub_token: str | None,
-                       websockets: list[dict[str, Any]]) -> dict[str, Any]:
-        """Everything the page shows, as JSON: never a token or a password (``hub_token``, the one in use, only
-        asks the hub for the server's state)."""
+    async def snapshot(self, hub: HubClient | None, websockets: list[dict[str, Any]]) -> dict[str, Any]:
+        """Everything the page shows, as JSON: never a token or a password (``hub``, with the credential in use,
+        only asks the hub for the server's state)."""
         settings = self.settings
         address = settings.hub
         token = self.token
@@ -88,7 +87,7 @@ class StatusBoard:
                     "gateway_credentials": bool(settings.hub_headers or settings.client_cert)},
             "user": address.user, "server": {"name": address.server, "label": address.server_label,
                                              "prefix": address.server_prefix,
-                                             **await self._server_state(hub, hub_token)},
+                                             **await self._server_state(hub)},
             "token": None if token is None else {
                 "owner": token.owner, "scopes": list(token.scopes) if token.scopes is not None else None,
                 "from": str(settings.token_source),

@@ -12,7 +12,7 @@ from aiohttp import web
 
 from .config import START_ALWAYS, Settings
 from .errors import ServerNotRunning, json_error
-from .hubapi import HubError, hub_client
+from .hubapi import Credential, HubError, hub_client
 from .startup import Progress, start_server
 from .status import StatusBoard
 
@@ -26,11 +26,13 @@ RESTART_BACKOFF_SECONDS = 30.0
 class ServerWatch:
     """Notices that the user's server stopped (the hub's redirect, turned into ServerNotRunning by routing)."""
 
-    def __init__(self, settings: Settings, hub_version: str, status: StatusBoard | None = None) -> None:
+    def __init__(self, settings: Settings, hub_version: str, credential: Credential | None,
+                 status: StatusBoard | None = None) -> None:
         self._settings = settings
         self._hub_version = hub_version
+        self._credential = credential  # a restart carries its token of the moment, not the one at startup
         self._status = status
-        self._restart = settings.start_server == START_ALWAYS and settings.hub_token is not None
+        self._restart = settings.start_server == START_ALWAYS and credential is not None
         self._stopped = False
         self._starting: asyncio.Task[None] | None = None
         self._last_failure = -RESTART_BACKOFF_SECONDS
@@ -78,7 +80,7 @@ class ServerWatch:
             if self._status is not None:
                 self._status.progress = f"{percent}{event.message}"
         try:
-            async with hub_client(self._settings) as hub:
+            async with hub_client(self._settings, self._credential) as hub:
                 await start_server(hub, self._hub_version, show)
         except HubError as exc:
             self._last_failure = time.monotonic()

@@ -21,7 +21,7 @@ from jupyter_dev_proxy.config import ConfigError, Settings, load_settings
 from jupyter_dev_proxy.errors import ServerNotRunning
 from jupyter_dev_proxy.hubapi import HubError, grants, start_scope_name
 from jupyter_dev_proxy.startup import Progress, check_hub
-from jupyter_dev_proxy.tokens import ExpiryWarnings, TokenStore, describe_expiry
+from jupyter_dev_proxy.tokens import ExpiryWarnings, TokenStore, credential_for, describe_expiry
 from tests.conftest import make_settings
 
 
@@ -148,7 +148,7 @@ async def test_a_hub_that_accepts_but_never_answers_is_a_timeout(monkeypatch: py
     settings = make_settings(f"https://127.0.0.1:{port}", None, "jupyterhub")
     try:
         with pytest.raises(HubError, match=rf"The hub at https://127.0.0.1:{port} did not answer in time"):
-            await check_hub(settings, lambda event: None)
+            await check_hub(settings, credential_for(settings), lambda event: None)
     finally:
         for writer in held:
             writer.close()
@@ -171,7 +171,7 @@ async def test_a_failed_restart_is_logged_and_not_retried_on_every_poll(
 
     monkeypatch.setattr(watch_module, "start_server", failing_start)
     settings = make_settings("https://hub", None, "hub", start_server="always")
-    watch = watch_module.ServerWatch(settings, "6.1.1")
+    watch = watch_module.ServerWatch(settings, "6.1.1", credential_for(settings))
 
     async def stopped_server(request: object) -> web.StreamResponse:
         raise ServerNotRunning("not running")
