@@ -24,9 +24,9 @@ from . import __version__
 from .app import ProxyRunner
 from .config import ConfigError, Settings, load_settings, wants_demo
 from .demo import DemoServer, DemoUnavailable, start_demo_server
-from .hubapi import HubError, hub_client
+from .hubapi import HubError, TokenInfo, hub_client
 from .logs import configure_logging, keep_secrets_out_of_logs
-from .startup import HubReport, Progress, TokenInfo, check_hub, token_info
+from .startup import HubReport, Progress, check_hub
 from .status import PREFIX as STATUS_PREFIX
 from .status import StatusBoard
 from .tokens import ExpiryWarnings, HubCredential, TokenStore, credential_for, describe_expiry
@@ -205,10 +205,7 @@ async def _follow_new_token(settings: Settings, credential: HubCredential, expir
     expiry.cancel()
     try:
         async with hub_client(settings, credential) as hub:
-            answer, me, _ = await hub.call("GET", settings.hub.api("user"))
-            if answer != 200 or not isinstance(me, dict) or "name" not in me:
-                return
-            info = await token_info(hub, me)
+            info = await hub.token_info(await hub.whoami())
     except HubError:
         return
     board.token = info

@@ -17,8 +17,7 @@ from typing import Any
 
 from . import __version__
 from .config import Settings
-from .hubapi import HubClient, HubError
-from .startup import TokenInfo
+from .hubapi import HubClient, HubError, ServerModel, ServerState, TokenInfo
 from .tokens import describe_expiry
 
 PREFIX = "/jupyter-dev-proxy/"
@@ -42,33 +41,33 @@ class StatusBoard:
         self.errors = 0
         self.recent_errors: collections.deque[dict[str, Any]] = collections.deque(maxlen=_RECENT_ERRORS)
         self.progress: str | None = None  # the hub's last progress message while the proxy starts the server
-        self._server: tuple[float, dict[str, Any]] | None = None
+        self._server: tuple[float, ServerModel] | None = None
 
     def note_error(self, status: int, reason: str, message: str) -> None:
         self.errors += 1
         self.recent_errors.appendleft({"at": _iso(time.time()), "status": status, "reason": reason,
                                        "message": message})
 
-    async def _server_state(self, hub: HubClient | None) -> dict[str, Any]:
-        """The server's state and last activity from the hub's model of the user (cached a few seconds)."""
+    async def _server_model(self, hub: HubClient | None) -> ServerModel:
+        """The hub's model of the server (cached a few seconds); UNKNOWN when the hub cannot be asked."""
         now = time.monotonic()
         if self._server is not None and now - self._server[0] < _SERVER_STATE_SECONDS:
             return self._server[1]
-        state: dict[str, Any] = {"state": "unknown", "last_activity": None}
+        model = ServerModel(ServerState.UNKNOWN)
         if hub is not None and self.hub_version is not None and hub.credential is not None:
-            address = self.settings.hub
             try:
-                status, user, _ = await hub.call("GET", address.user_api() + "?include_stopped_servers=1")
+                model = await hub.server()
             except HubError:
-                status, user = 0, None
-            if status == 200 and isinstance(user, dict) and isinstance(user.get("servers"), dict):
-                model = user["servers"].get(address.server) or {}
-                state = {"state": ("running" if model.get("ready") else "starting" if model.get("pending") == "spawn"
-                                   else "stopped"),
-                         "last_activity": model.get("last_activity") or user.get("last_activity")}
-        if state["state"] == "starting" and self.progress:
+                pass  # the page says "unknown"
+        self._server = (now, model)
+        return model
+
+    async def _server_state(self, hub: HubClient | None) -> dict[str, Any]:
+        """The server's state and last activity, and the hub's last progress message while it starts."""
+        model = await self._server_model(hub)
+        state: dict[str, Any] = {"state": model.state.value, "last_activity": model.last_activity}
+        if model.state is ServerState.STARTING and self.progress:
             state["progress"] = self.progress
-        self._server = (now, state)
         return state
 
     async def snapshot(self, hub: HubClient | None, websockets: list[dict[str, Any]]) -> dict[str, Any]:
@@ -142,7 +141,8 @@ If something is wrong, run <code>jupyter-dev-proxy doctor</code>.</p>
 </body></html>
 """
 
-_STATE_CLASSES = {"running": "ok", "starting": "warn", "stopped": "bad"}
+_STATE_CLASSES = {ServerState.RUNNING: "ok", ServerState.STARTING: "warn", ServerState.STOPPED: "bad",
+                  ServerState.UNKNOWN: "muted"}
 
 
 def render_page(snapshot: dict[str, Any], local_token: str) -> str:
@@ -164,7 +164,7 @@ def render_page(snapshot: dict[str, Any], local_token: str) -> str:
         hub_version=e(snapshot["hub"]["version"] or "(a plain Jupyter server, no hub)"),
         reached=e(snapshot["hub"]["reached"]), user=e(snapshot["user"]), server_label=e(server["label"]),
         server_prefix=e(server["prefix"]), state=e(server["state"]),
-        state_class=_STATE_CLASSES.get(server["state"], "muted"),
+        state_class=_STATE_CLASSES[ServerState(server["state"])],
         progress=e(f"({server['progress']})") if server.get("progress") else "",
         last_activity=e(f"last activity {server['last_activity']}") if server.get("last_activity") else "",
         token=token_text, requests=snapshot["requests"],

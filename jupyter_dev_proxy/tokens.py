@@ -24,7 +24,7 @@ from typing import Protocol, cast
 from .address import HubAddress
 from .config import Settings, TokenKind, TokenSource, read_token_file
 from .errors import ProxyError
-from .hubapi import HubClient, HubError
+from .hubapi import HubClient, HubError, TokenRefused, UnexpectedAnswer
 from .logs import keep_secrets_out_of_logs
 
 log = logging.getLogger("jupyter_dev_proxy")
@@ -254,11 +254,16 @@ class HubCredential:
             return False
         token = self.token
         try:
-            status, _, _ = await hub.call("GET", self._hub.api("user"))
+            await hub.whoami()
+            refused = False
+        except TokenRefused:
+            refused = True
+        except UnexpectedAnswer:
+            refused = False  # the hub answered, just not about the token
         except HubError:
             return False  # the hub cannot be asked: its own answer stands
-        self._checked = (token, time.monotonic(), status in (401, 403))
-        return self._checked[2]
+        self._checked = (token, time.monotonic(), refused)
+        return refused
 
 
 def credential_for(settings: Settings, store: TokenStore | None = None) -> HubCredential | None:

@@ -3,9 +3,12 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import ssl
+from collections.abc import AsyncIterator, Awaitable, Callable
 from datetime import datetime, timedelta, timezone
 from pathlib import Path
+from typing import Any
 
 import pytest
 import trustme
@@ -229,3 +232,82 @@ def test_the_token_file_is_kept_readable_by_the_user_only(tmp_path: Path) -> Non
     assert (tmp_path / "config" / "tokens.json").stat().st_mode & 0o777 == 0o600
     assert store.find(hub, "") == ("alice", "t-1") and store.find(hub, "bob") is None
     assert store.forget(hub, "alice") and store.find(hub, "alice") is None and not store.forget(hub, "alice")
+
+
+# -- the hub's REST API, typed ----------------------------------------------------------------------------------------
+
+ApiOf = Callable[..., contextlib.AbstractAsyncContextManager[hubapi.HubClient]]
+
+
+@pytest.fixture
+def api_of(aiohttp_server: Callable[..., Awaitable[Any]]) -> ApiOf:
+    """A hub client against a fake hub whose GET ``path`` answers ``routes[path]`` (404 elsewhere)."""
+    @contextlib.asynccontextmanager
+    async def client(routes: dict[str, web.StreamResponse], server: str = "") -> AsyncIterator[hubapi.HubClient]:
+        app = web.Application()
+        for path, response in routes.items():
+            app.router.add_get(path, _answering(response))
+        hub = await aiohttp_server(app)
+        settings = make_settings(f"http://127.0.0.1:{hub.port}", server=server)
+        async with hubapi.hub_client(settings, credential_for(settings)) as api:
+            yield api
+    return client
+
+
+def _answering(response: web.StreamResponse) -> Callable[[web.Request], Awaitable[web.StreamResponse]]:
+    async def handle(request: web.Request) -> web.StreamResponse:
+        return response
+    return handle
+
+
+async def test_the_hub_version_is_none_where_there_is_no_hub_api(api_of: ApiOf) -> None:
+    async with api_of({"/hub/api": web.json_response({"version": "5.2.1"})}) as hub:
+        assert await hub.version() == "5.2.1"
+    async with api_of({}) as hub:
+        assert await hub.version() is None
+
+
+async def test_a_gateways_redirect_instead_of_the_version_is_an_unexpected_answer_with_its_location(
+        api_of: ApiOf) -> None:
+    async with api_of({"/hub/api": web.Response(status=302, headers={"Location": "https://sso.example/login"})}) as hub:
+        with pytest.raises(hubapi.UnexpectedAnswer) as raised:
+            await hub.version()
+    assert (raised.value.status, raised.value.location) == (302, "https://sso.example/login")
+
+
+@pytest.mark.parametrize("status", [401, 403])
+async def test_a_token_the_hub_does_not_accept_is_token_refused(api_of: ApiOf, status: int) -> None:
+    async with api_of({"/hub/api/user": web.json_response({"message": "no"}, status=status)}) as hub:
+        with pytest.raises(hubapi.TokenRefused) as raised:
+            await hub.whoami()
+    assert raised.value.status == status
+
+
+async def test_whoami_reads_owner_kind_scopes_token_id_and_servers(api_of: ApiOf) -> None:
+    me = {"name": "alice", "kind": "user", "scopes": ["access:servers!user=alice"], "token_id": "a12",
+          "last_activity": "2026-12-02T08:00:00Z",
+          "servers": {"": {"ready": False, "pending": "spawn", "last_activity": None}}}
+    async with api_of({"/hub/api/user": web.json_response(me)}) as hub:
+        identity = await hub.whoami()
+        assert await hub.server(identity) == hubapi.ServerModel(hubapi.ServerState.STARTING, "spawn",
+                                                                 "2026-12-02T08:00:00Z")
+    assert (identity.name, identity.is_user, identity.scopes, identity.token_id) == (
+        "alice", True, ("access:servers!user=alice",), "a12")
+
+
+@pytest.mark.parametrize("user,state", [
+    ({"servers": {"": {"ready": True, "last_activity": "2026-12-02T09:00:00Z"}}}, hubapi.ServerState.RUNNING),
+    ({"servers": {"": {"ready": False, "pending": "stop"}}}, hubapi.ServerState.STOPPED),
+    ({"servers": {}}, hubapi.ServerState.STOPPED),  # a default server that never ran is not listed
+    ({"name": "alice"}, hubapi.ServerState.UNKNOWN),  # the token lacks read:servers
+])
+async def test_the_servers_state_is_read_from_the_hubs_model(api_of: ApiOf, user: dict[str, Any],
+                                                             state: hubapi.ServerState) -> None:
+    async with api_of({"/hub/api/users/alice": web.json_response(user)}) as hub:
+        assert (await hub.server()).state is state
+
+
+async def test_a_named_server_the_hub_does_not_list_is_said_with_what_to_do(api_of: ApiOf) -> None:
+    async with api_of({"/hub/api/users/alice": web.json_response({"servers": {}})}, server="dev") as hub:
+        with pytest.raises(hubapi.UnexpectedAnswer, match="'alice' has no server named 'dev'"):
+            await hub.server()
