@@ -18,7 +18,6 @@ from yarl import URL
 
 from .auth import (
     check_host,
-    check_proxy_token,
     check_websocket_origin,
     cookie_to_remember,
     cors_headers,
@@ -38,7 +37,7 @@ from .routing import (
     upstream_path_for,
 )
 from .status import PREFIX as STATUS_PREFIX
-from .status import STATUS_API, StatusBoard, render_page
+from .status import StatusBoard
 from .tokens import HubCredential, credential_for
 from .transport import HubTransport
 from .watch import ServerWatch
@@ -187,29 +186,6 @@ class ProxyRunner(web.BaseRunner):
         response.headers.extend(cors_headers(request, self._settings))  # an allowed page may read why
         return response
 
-    async def _status_page(self, request: web.BaseRequest) -> web.StreamResponse:
-        """The status page and its JSON, behind the proxy's own token (the cookie is set as for the IDE's pages)."""
-        check_proxy_token(request, self._settings)
-        path = request.path
-        if path not in (STATUS_PREFIX, STATUS_API):
-            if path == STATUS_PREFIX.rstrip("/"):
-                return web.Response(status=302, headers={"Location": STATUS_PREFIX + (
-                    f"?{request.query_string}" if request.query_string else "")})
-            raise ProxyError(404, "not-found", f"The proxy's own pages are {STATUS_PREFIX} and {STATUS_API}.")
-        snapshot = await self.status.snapshot(self._hub_api, self._relays.kernel_websockets())
-        if path == STATUS_API:
-            response = web.json_response(snapshot, headers={"Cache-Control": "no-store"})
-        else:
-            response = web.Response(text=render_page(snapshot, self._settings.local_token), content_type="text/html",
-                                    headers={"Cache-Control": "no-store", "X-Frame-Options": "DENY",
-                                             "Content-Security-Policy": "default-src 'none'; style-src 'unsafe-inline';"
-                                                                        " script-src 'unsafe-inline'; connect-src "
-                                                                        "'self'"})
-        set_cookie = cookie_to_remember(request)
-        if set_cookie is not None:
-            response.headers.add("Set-Cookie", set_cookie)
-        return response
-
     async def token_refusal(self) -> ProxyError | None:
         """The IDE's answer when the hub no longer accepts the proxy's token (expired, revoked); None when it
         does, or when the token is the IDE's own."""
@@ -223,7 +199,7 @@ class ProxyRunner(web.BaseRunner):
         if is_preflight(request):  # answered here: a browser's question, without credentials
             return preflight_answer(request, settings)
         if request.path.startswith(STATUS_PREFIX.rstrip("/")):  # the proxy's own page: never forwarded
-            return await self._status_page(request)
+            return await self.status.answer(request, self._hub_api, self._relays.kernel_websockets())
         hub_token = hub_token_for(request, settings, self.credential.token if self.credential else None)
         url = upstream_url_for(settings, request)
         set_cookie = cookie_to_remember(request)

@@ -3,7 +3,8 @@
 
     StatusBoard      counts requests and errors (the last 20 as the log's sentences), knows the hub's version and
                      the token's owner, scopes and expiry; ``snapshot()`` adds what is live: the server's state and
-                     last activity (asked of the hub, at most every few seconds), the open kernel websockets
+                     last activity (asked of the hub, at most every few seconds), the open kernel websockets;
+                     ``answer()`` is the route: the token check, the redirect to the page, its headers
     render_page()    one self-contained HTML page (no external assets), refreshed every 5 s
 """
 
@@ -15,13 +16,22 @@ import time
 from datetime import datetime, timezone
 from typing import Any
 
+from aiohttp import web
+
 from . import __version__
+from .auth import check_proxy_token, cookie_to_remember
 from .config import Settings
+from .errors import ProxyError
 from .hubapi import HubClient, HubError, ServerModel, ServerState, TokenInfo
 from .tokens import describe_expiry
 
 PREFIX = "/jupyter-dev-proxy/"
 STATUS_API = PREFIX + "api/status"
+
+# The page runs only its own inline script and style, and may not be framed (clickjacking of "Show token").
+_PAGE_HEADERS = {"Cache-Control": "no-store", "X-Frame-Options": "DENY",
+                 "Content-Security-Policy": "default-src 'none'; style-src 'unsafe-inline'; script-src "
+                                            "'unsafe-inline'; connect-src 'self'"}
 
 # The hub is asked for the server's state at most this often, however often the page refreshes.
 _SERVER_STATE_SECONDS = 5.0
@@ -95,6 +105,28 @@ class StatusBoard:
             "websockets": websockets,
             "requests": self.requests, "errors": self.errors, "recent_errors": list(self.recent_errors),
         }
+
+
+    async def answer(self, request: web.BaseRequest, hub: HubClient | None,
+                     websockets: list[dict[str, Any]]) -> web.StreamResponse:
+        """The page or its JSON, behind the proxy's own token (the cookie is set as for the IDE's pages)."""
+        check_proxy_token(request, self.settings)
+        path = request.path
+        if path not in (PREFIX, STATUS_API):
+            if path == PREFIX.rstrip("/"):
+                return web.Response(status=302, headers={"Location": PREFIX + (
+                    f"?{request.query_string}" if request.query_string else "")})
+            raise ProxyError(404, "not-found", f"The proxy's own pages are {PREFIX} and {STATUS_API}.")
+        snapshot = await self.snapshot(hub, websockets)
+        if path == STATUS_API:
+            response = web.json_response(snapshot, headers={"Cache-Control": "no-store"})
+        else:
+            response = web.Response(text=render_page(snapshot, self.settings.local_token), content_type="text/html",
+                                    headers=_PAGE_HEADERS)
+        set_cookie = cookie_to_remember(request)
+        if set_cookie is not None:
+            response.headers.add("Set-Cookie", set_cookie)
+        return response
 
 
 def _iso(moment: float) -> str:
