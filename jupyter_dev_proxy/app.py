@@ -26,7 +26,7 @@ from .auth import (
     preflight_answer,
 )
 from .config import Settings
-from .errors import HubLoginRequired, ProxyError, json_error
+from .errors import HubLoginRequired, ProxyError, ServerNotRunning, json_error
 from .http_relay import relay_http
 from .hubapi import HubClient
 from .logs import keep_secrets_out_of_logs
@@ -161,9 +161,10 @@ class ProxyRunner(web.BaseRunner):
         self.status.requests += 1
         try:
             check_request_head(request.method, request.version, request.headers)
-            if self._watch is not None:  # on a hub: a stopped server is noticed and answered there
-                return await self._watch.watch(request, self._dispatch)
-            return await self._dispatch(request)
+            response = await self._dispatch(request)
+            if self._watch is not None:  # on a hub: a server that had stopped and answers again is said once
+                self._watch.answered(response.status)
+            return response
         except ProxyError as exc:
             error = exc
         except ConnectionError:
@@ -174,6 +175,8 @@ class ProxyRunner(web.BaseRunner):
                                logged=True)
         if isinstance(error, HubLoginRequired):  # the hub's login page: has it stopped accepting the token?
             error = await self.token_refusal() or error
+        elif isinstance(error, ServerNotRunning) and self._watch is not None:  # logged once, restarted if asked
+            error = self._watch.not_running(error)
         self.status.note_error(error.status, error.reason, error.message)
         if not error.logged:
             log.warning("%s → %d %s: %s", loggable(request.method, request.raw_path), error.status, error.reason,

@@ -1,17 +1,14 @@
 """While serving: a server that stopped (culled overnight, stopped from the hub) is said once in the log,
-answered as Jupyter's "not running" (424), and, opt-in, started again on the next request."""
+answered as Jupyter's "not running" (424), and, opt-in, started again on the next request. The request funnel
+asks it: ``not_running`` for the answer to a stopped server, ``answered`` after each other answer."""
 
 from __future__ import annotations
 
 import asyncio
 import logging
 import time
-from collections.abc import Awaitable, Callable
-
-from aiohttp import web
-
 from .config import START_ALWAYS, Settings
-from .errors import ServerNotRunning, json_error
+from .errors import ServerNotRunning
 from .hubapi import Credential, HubError, hub_client
 from .startup import Progress, start_server
 from .status import StatusBoard
@@ -37,19 +34,15 @@ class ServerWatch:
         self._starting: asyncio.Task[None] | None = None
         self._last_failure = -RESTART_BACKOFF_SECONDS
 
-    async def watch(self, request: web.BaseRequest,
-                    handler: Callable[[web.BaseRequest], Awaitable[web.StreamResponse]]) -> web.StreamResponse:
-        """Inside the error funnel: a stopped server is answered here, and logged only once."""
-        try:
-            response = await handler(request)
-        except ServerNotRunning as error:
-            return json_error(self._not_running(error))
-        if self._stopped and response.status not in (424, 502, 503, 504):
+    def answered(self, status: int) -> None:
+        """A request was answered with ``status``: after a stop, an answer from the server says it is back."""
+        if self._stopped and status not in (424, 502, 503, 504):
             self._stopped = False
             log.info("Your %s answers again.", self._settings.hub.server_label)
-        return response
 
-    def _not_running(self, error: ServerNotRunning) -> ServerNotRunning:
+    def not_running(self, error: ServerNotRunning) -> ServerNotRunning:
+        """The IDE's answer for a stopped server, already in the log (said once, not at every poll); the restart
+        is started here when the proxy should start the server."""
         hub = self._settings.hub
         first = not self._stopped
         self._stopped = True
@@ -59,7 +52,7 @@ class ServerWatch:
                             "IDE is told it is not running. Start it from %s and the IDE can reconnect; "
                             "JUPYTER_PROXY_START_SERVER=always makes the proxy start it on the next request.",
                             hub.server_label, hub.page("home"))
-            return error
+            return ServerNotRunning(error.message, logged=True)
         if self._starting is None and time.monotonic() - self._last_failure >= RESTART_BACKOFF_SECONDS:
             if first:
                 log.warning("Your %s on the hub has stopped (culled when idle, or stopped from the hub): "
@@ -67,9 +60,9 @@ class ServerWatch:
             self._starting = asyncio.ensure_future(self._start_again())
         if self._starting is not None:
             return ServerNotRunning(f"Your server on the hub ({hub.server_prefix}) stopped; the proxy is starting "
-                                    "it again: retry in a few seconds.")
+                                    "it again: retry in a few seconds.", logged=True)
         return ServerNotRunning(f"Your server on the hub ({hub.server_prefix}) stopped and the proxy could not "
-                                f"start it again (its log says why); start it from {hub.page('home')}.")
+                                f"start it again (its log says why); start it from {hub.page('home')}.", logged=True)
 
     async def _start_again(self) -> None:
         label = self._settings.hub.server_label

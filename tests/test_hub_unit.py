@@ -4,12 +4,14 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import logging
 import ssl
 from collections.abc import AsyncIterator, Awaitable, Callable
 from datetime import datetime, timedelta, timezone
 from pathlib import Path
 from typing import Any
 
+import aiohttp
 import pytest
 import trustme
 from aiohttp import web
@@ -18,14 +20,15 @@ from yarl import URL
 from jupyter_dev_proxy import hubapi
 from jupyter_dev_proxy import watch as watch_module
 from jupyter_dev_proxy.address import HubAddress
+from jupyter_dev_proxy.app import ProxyRunner
 from jupyter_dev_proxy.certificates import certificate_issuer
 from jupyter_dev_proxy.cli import progress_bar
 from jupyter_dev_proxy.config import ConfigError, Settings, load_settings
-from jupyter_dev_proxy.errors import ServerNotRunning
+from jupyter_dev_proxy.errors import ServerNotRunning, json_error
 from jupyter_dev_proxy.hubapi import HubError, grants, start_scope_name
 from jupyter_dev_proxy.startup import Progress, check_hub
 from jupyter_dev_proxy.tokens import ExpiryWarnings, TokenStore, credential_for, describe_expiry
-from tests.conftest import make_settings
+from tests.conftest import LOCAL_TOKEN, make_settings
 
 
 @pytest.mark.parametrize("scopes,expected", [
@@ -176,15 +179,12 @@ async def test_a_failed_restart_is_logged_and_not_retried_on_every_poll(
     settings = make_settings("https://hub", None, "hub", start_server="always")
     watch = watch_module.ServerWatch(settings, "6.1.1", credential_for(settings))
 
-    async def stopped_server(request: object) -> web.StreamResponse:
-        raise ServerNotRunning("not running")
-
-    first = await watch.watch(None, stopped_server)  # type: ignore[arg-type]
+    first = json_error(watch.not_running(ServerNotRunning("not running")))
     assert first.status == 424 and b"starting it again" in first.body  # type: ignore[attr-defined]
     while watch._starting is not None:
         await asyncio.sleep(0.01)
     for _ in range(3):  # the IDE keeps polling
-        again = await watch.watch(None, stopped_server)  # type: ignore[arg-type]
+        again = json_error(watch.not_running(ServerNotRunning("not running")))
         assert again.status == 424 and b"could not start it again" in again.body  # type: ignore[attr-defined]
     assert attempts == ["start"]
     assert [r.getMessage() for r in caplog.records if "has stopped" in r.getMessage()] != []
@@ -311,3 +311,27 @@ async def test_a_named_server_the_hub_does_not_list_is_said_with_what_to_do(api_
     async with api_of({"/hub/api/users/alice": web.json_response({"servers": {}})}, server="dev") as hub:
         with pytest.raises(hubapi.UnexpectedAnswer, match="'alice' has no server named 'dev'"):
             await hub.server()
+
+
+async def test_a_stopped_server_is_answered_424_by_the_funnel_and_said_once_in_the_log(
+        aiohttp_server: Callable[..., Awaitable[Any]], caplog: pytest.LogCaptureFixture) -> None:
+    async def stopped(request: web.Request) -> web.StreamResponse:  # the hub's redirect to its placeholder
+        return web.Response(status=302, headers={"Location": "/hub/user/alice/api/status"})
+
+    app = web.Application()
+    app.router.add_get("/user/alice/api/status", stopped)
+    hub = await aiohttp_server(app)
+    settings = make_settings(f"http://127.0.0.1:{hub.port}", keep_warm_minutes=0)
+    runner = ProxyRunner(settings, watch_module.ServerWatch(settings, "5.2.1", credential_for(settings)))
+    await runner.setup()
+    await web.TCPSite(runner, "127.0.0.1", 0).start()
+    try:
+        async with aiohttp.ClientSession(headers={"Authorization": f"token {LOCAL_TOKEN}"}) as ide:
+            for _ in range(3):  # the IDE polls
+                async with ide.get(f"http://127.0.0.1:{runner.addresses[0][1]}/api/status") as response:
+                    assert response.status == 424
+                    assert (await response.json())["reason"] == "server-not-running"
+    finally:
+        await runner.cleanup()
+    said = [r.getMessage() for r in caplog.records if r.name == "jupyter_dev_proxy" and r.levelno >= logging.WARNING]
+    assert len(said) == 1 and "has stopped" in said[0], said
