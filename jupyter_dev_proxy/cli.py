@@ -24,9 +24,9 @@ from . import __version__
 from .app import ProxyRunner
 from .config import ConfigError, Settings, load_settings, wants_demo
 from .demo import DemoServer, DemoUnavailable, start_demo_server
-from .hubapi import HubError, TokenInfo, hub_client
+from .hubapi import HubError, Progress, TokenInfo, hub_client
 from .logs import configure_logging, keep_secrets_out_of_logs
-from .startup import HubReport, Progress, check_hub
+from .startup import HubReport, check_hub
 from .status import PREFIX as STATUS_PREFIX
 from .status import StatusBoard
 from .tokens import ExpiryWarnings, HubCredential, TokenStore, credential_for, describe_expiry

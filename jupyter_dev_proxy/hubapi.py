@@ -78,6 +78,7 @@ class ServerModel:
 
     @classmethod
     def read(cls, model: Mapping[str, Any], user_activity: Any = None) -> ServerModel:
+        """One server of the hub's user model; ``user_activity``, the user's, stands in for a server's none."""
         pending = str(model["pending"]) if model.get("pending") else None
         state = (ServerState.RUNNING if model.get("ready") else
                  ServerState.STARTING if pending == "spawn" else ServerState.STOPPED)

@@ -9,8 +9,8 @@ import logging
 import time
 from .config import START_ALWAYS, Settings
 from .errors import ServerNotRunning
-from .hubapi import Credential, HubError, hub_client
-from .startup import Progress, start_server
+from .hubapi import Credential, HubError, Progress, hub_client
+from .startup import start_server
 from .status import StatusBoard
 
 log = logging.getLogger("jupyter_dev_proxy")
