@@ -18,7 +18,6 @@ from yarl import URL
 
 from .auth import (
     check_host,
-    check_proxy_token,
     cookie_to_remember,
     cors_headers,
     hub_token_for,
@@ -26,7 +25,7 @@ from .auth import (
     preflight_answer,
 )
 from .config import Settings
-from .errors import HubLoginRequired, ProxyError, json_error
+from .errors import HubLoginRequired, ProxyError, ServerNotRunning, json_error
 from .http_relay import relay_http
 from .hubapi import HubClient
 from .logs import keep_secrets_out_of_logs
@@ -37,7 +36,7 @@ from .routing import (
     upstream_path_for,
 )
 from .status import PREFIX as STATUS_PREFIX
-from .status import STATUS_API, StatusBoard, render_page
+from .status import StatusBoard
 from .tokens import HubCredential, credential_for
 from .transport import HubTransport
 from .watch import ServerWatch
@@ -129,12 +128,14 @@ class ProxyRunner(web.BaseRunner):
         self.credential = credential or credential_for(settings)
         self._transport = HubTransport(settings)
         self._session: aiohttp.ClientSession | None = None
+        self._hub_api: HubClient | None = None  # the hub's API on the relays' connections, with the credential
         self._relays = OpenRelays()
         self._watching_token: asyncio.Task[None] | None = None
 
     async def _make_server(self) -> web.Server:
         keep_secrets_out_of_logs(self._settings.secrets)
         self._session = self._transport.session()
+        self._hub_api = HubClient(self._settings, self._transport, self._session, self.credential)
         if self.credential is not None and self.credential.source.path is not None:
             self._watching_token = asyncio.get_running_loop().create_task(self.credential.watch())
         # handler_cancellation: when the IDE hangs up, its request to the hub is cancelled and the connection
@@ -158,9 +159,10 @@ class ProxyRunner(web.BaseRunner):
         self.status.requests += 1
         try:
             check_request_head(request.method, request.version, request.headers)
-            if self._watch is not None:  # on a hub: a stopped server is noticed and answered there
-                return await self._watch.watch(request, self._dispatch)
-            return await self._dispatch(request)
+            response = await self._dispatch(request)
+            if self._watch is not None:  # on a hub: a server that had stopped and answers again is said once
+                self._watch.answered(response.status)
+            return response
         except ProxyError as exc:
             error = exc
         except ConnectionError:
@@ -171,6 +173,8 @@ class ProxyRunner(web.BaseRunner):
                                logged=True)
         if isinstance(error, HubLoginRequired):  # the hub's login page: has it stopped accepting the token?
             error = await self.token_refusal() or error
+        elif isinstance(error, ServerNotRunning) and self._watch is not None:  # logged once, restarted if asked
+            error = self._watch.not_running(error)
         self.status.note_error(error.status, error.reason, error.message)
         if not error.logged:
             log.warning("%s → %d %s: %s", loggable(request.method, request.raw_path), error.status, error.reason,
@@ -183,38 +187,12 @@ class ProxyRunner(web.BaseRunner):
         response.headers.extend(cors_headers(request, self._settings))  # an allowed page may read why
         return response
 
-    async def _status_page(self, request: web.BaseRequest) -> web.StreamResponse:
-        """The status page and its JSON, behind the proxy's own token (the cookie is set as for the IDE's pages)."""
-        check_proxy_token(request, self._settings)
-        path = request.path
-        if path not in (STATUS_PREFIX, STATUS_API):
-            if path == STATUS_PREFIX.rstrip("/"):
-                return web.Response(status=302, headers={"Location": STATUS_PREFIX + (
-                    f"?{request.query_string}" if request.query_string else "")})
-            raise ProxyError(404, "not-found", f"The proxy's own pages are {STATUS_PREFIX} and {STATUS_API}.")
-        hub = HubClient(self._settings, self._transport, self._session) if self._session is not None else None
-        snapshot = await self.status.snapshot(hub, self.credential.token if self.credential else None,
-                                              self._relays.kernel_websockets())
-        if path == STATUS_API:
-            response = web.json_response(snapshot, headers={"Cache-Control": "no-store"})
-        else:
-            response = web.Response(text=render_page(snapshot, self._settings.local_token), content_type="text/html",
-                                    headers={"Cache-Control": "no-store", "X-Frame-Options": "DENY",
-                                             "Content-Security-Policy": "default-src 'none'; style-src 'unsafe-inline';"
-                                                                        " script-src 'unsafe-inline'; connect-src "
-                                                                        "'self'"})
-        set_cookie = cookie_to_remember(request, self._settings)
-        if set_cookie is not None:
-            response.headers.add("Set-Cookie", set_cookie)
-        return response
-
     async def token_refusal(self) -> ProxyError | None:
         """The IDE's answer when the hub no longer accepts the proxy's token (expired, revoked); None when it
         does, or when the token is the IDE's own."""
-        if self.credential is None or self._session is None:
+        if self.credential is None or self._hub_api is None:
             return None
-        hub = HubClient(self._settings, self._transport, self._session)
-        return self.credential.refused() if await self.credential.refused_by_hub(hub) else None
+        return self.credential.refused() if await self.credential.refused_by_hub(self._hub_api) else None
 
     async def _dispatch(self, request: web.BaseRequest) -> web.StreamResponse:
         settings = self._settings
@@ -222,7 +200,7 @@ class ProxyRunner(web.BaseRunner):
         if is_preflight(request):  # answered here: a browser's question, without credentials
             return preflight_answer(request, settings)
         if request.path.startswith(STATUS_PREFIX.rstrip("/")):  # the proxy's own page: never forwarded
-            return await self._status_page(request)
+            return await self.status.answer(request, self._hub_api, self._relays.kernel_websockets())
         hub_token = hub_token_for(request, settings, self.credential.token if self.credential else None)
         url = upstream_url_for(settings, request)
         self._transport.note_activity()  # only the IDE's work for the hub, past the checks, keeps connections warm

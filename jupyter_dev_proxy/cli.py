@@ -14,7 +14,6 @@ import shutil
 import signal
 import sys
 from collections.abc import Coroutine, Sequence
-from dataclasses import replace
 from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any, TextIO
@@ -25,12 +24,12 @@ from . import __version__
 from .app import ProxyRunner
 from .config import ConfigError, Settings, load_settings, wants_demo
 from .demo import DemoServer, DemoUnavailable, start_demo_server
-from .hubapi import HubError, hub_client
+from .hubapi import HubError, Progress, TokenInfo, hub_client
 from .logs import configure_logging, keep_secrets_out_of_logs
-from .startup import HubReport, Progress, TokenInfo, check_hub, token_info
+from .startup import HubReport, check_hub
 from .status import PREFIX as STATUS_PREFIX
 from .status import StatusBoard
-from .tokens import ExpiryWarnings, TokenStore, describe_expiry
+from .tokens import ExpiryWarnings, HubCredential, TokenStore, credential_for, describe_expiry
 from .watch import ServerWatch
 
 # Signals that mean "stop now, cleanly": Ctrl-C in a terminal, and what service managers send.
@@ -131,9 +130,9 @@ def _warnings(settings: Settings) -> list[str]:
     return warnings
 
 
-async def _ask_hub(settings: Settings, stop: asyncio.Event) -> HubReport | int:
+async def _ask_hub(settings: Settings, credential: HubCredential | None, stop: asyncio.Event) -> HubReport | int:
     """The hub check (which may start the server and take minutes), abandoned if a stop signal comes first."""
-    check = asyncio.ensure_future(check_hub(settings, ProgressDisplay(sys.stderr)))
+    check = asyncio.ensure_future(check_hub(settings, credential, ProgressDisplay(sys.stderr)))
     stopping = asyncio.ensure_future(stop.wait())
     try:
         await asyncio.wait([check, stopping], return_when=asyncio.FIRST_COMPLETED)
@@ -150,18 +149,23 @@ async def _ask_hub(settings: Settings, stop: asyncio.Event) -> HubReport | int:
         return EXIT_USAGE
 
 
-async def serve(settings: Settings, stop: asyncio.Event, demo: DemoServer | None = None) -> int:
+async def serve(settings: Settings, stop: asyncio.Event, demo: DemoServer | None = None,
+                store: TokenStore | None = None) -> int:
     """Run the proxy until ``stop`` is set; return the exit status."""
-    # 1. Ask the hub who we are and whether the server runs; start it if it should be started.
-    report = await _ask_hub(settings, stop)
+    # 1. Ask the hub who we are and whether the server runs; start it if it should be started. From here on the
+    #    token lives in the credential, which every sender reads as it sends.
+    credential = credential_for(settings, store)
+    report = await _ask_hub(settings, credential, stop)
     if isinstance(report, int):
         return report
     settings = report.settings
     # 2. Listen.
     status = StatusBoard(settings, report.hub_version, report.token)
-    watch = ServerWatch(settings, report.hub_version, status) if report.hub_version is not None else None
+    watch = (ServerWatch(settings, report.hub_version, credential, status) if report.hub_version is not None
+             else None)
     try:
-        runner = ProxyRunner(settings, watch, shutdown_timeout=SHUTDOWN_GRACE_SECONDS, status=status)
+        runner = ProxyRunner(settings, watch, shutdown_timeout=SHUTDOWN_GRACE_SECONDS, credential=credential,
+                             status=status)
         await runner.setup()
     except ConfigError as exc:
         print(f"jupyter-dev-proxy: {exc}", file=sys.stderr)
@@ -184,9 +188,8 @@ async def serve(settings: Settings, stop: asyncio.Event, demo: DemoServer | None
     expiry = ExpiryWarnings(settings.hub.page("token"))
     if report.token is not None and report.token.expiry_known:
         expiry.schedule(report.token.expires_at)
-    if runner.credential is not None and report.hub_version is not None:
-        credential = runner.credential
-        credential.on_change = lambda: asyncio.ensure_future(_follow_new_token(settings, credential.token, expiry,
+    if credential is not None and report.hub_version is not None:
+        credential.on_change = lambda: asyncio.ensure_future(_follow_new_token(settings, credential, expiry,
                                                                                status))
     reload_on_hangup(runner)
     await stop.wait()
@@ -196,15 +199,13 @@ async def serve(settings: Settings, stop: asyncio.Event, demo: DemoServer | None
     return EXIT_OK
 
 
-async def _follow_new_token(settings: Settings, token: str, expiry: ExpiryWarnings, board: StatusBoard) -> None:
+async def _follow_new_token(settings: Settings, credential: HubCredential, expiry: ExpiryWarnings,
+                            board: StatusBoard) -> None:
     """A new token is in use: say when it expires, and warn ahead of that instead of the old one's expiry."""
     expiry.cancel()
     try:
-        async with hub_client(replace(settings, hub_token=token)) as hub:
-            answer, me, _ = await hub.call("GET", settings.hub.api("user"))
-            if answer != 200 or not isinstance(me, dict) or "name" not in me:
-                return
-            info = await token_info(hub, me)
+        async with hub_client(settings, credential) as hub:
+            info = await hub.token_info(await hub.whoami())
     except HubError:
         return
     board.token = info
@@ -222,9 +223,10 @@ def reload_on_hangup(runner: ProxyRunner) -> None:
         return
     loop = asyncio.get_running_loop()
     try:
-        loop.add_signal_handler(signal.SIGHUP, credential.reload, "SIGHUP")
+        loop.add_signal_handler(signal.SIGHUP, credential.reload_soon, "SIGHUP")
     except (NotImplementedError, RuntimeError):
-        signal.signal(signal.SIGHUP, lambda number, frame: loop.call_soon_threadsafe(credential.reload, "SIGHUP"))
+        signal.signal(signal.SIGHUP, lambda number, frame: loop.call_soon_threadsafe(credential.reload_soon,
+                                                                                     "SIGHUP"))
 
 
 def stop_on_signals(stop: asyncio.Event) -> None:
@@ -238,10 +240,10 @@ def stop_on_signals(stop: asyncio.Event) -> None:
             signal.signal(sig, lambda number, frame: loop.call_soon_threadsafe(stop.set))
 
 
-async def _main(settings: Settings, demo: DemoServer | None) -> int:
+async def _main(settings: Settings, demo: DemoServer | None, store: TokenStore) -> int:
     stop = asyncio.Event()
     stop_on_signals(stop)
-    return await serve(settings, stop, demo)
+    return await serve(settings, stop, demo, store)
 
 
 def _interactive() -> bool:
@@ -310,7 +312,7 @@ def main(argv: Sequence[str] | None = None) -> int:
                                   "JUPYTERHUB_API_TOKEN (or JUPYTERHUB_API_TOKEN_FILE).")
         keep_secrets_out_of_logs(settings.secrets)
         configure_logging(settings.log_level)
-        return _run(_main(settings, demo), settings.event_loop)
+        return _run(_main(settings, demo, store), settings.event_loop)
     except (ConfigError, DemoUnavailable) as exc:
         print(f"jupyter-dev-proxy: {exc}", file=sys.stderr)
         return EXIT_USAGE

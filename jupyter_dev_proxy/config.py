@@ -226,6 +226,8 @@ class Settings:
     hub: HubAddress  # the hub, its base path, the user (once known) and the server
     tls_name: str | None
     ca_file: Path | None
+    # The hub token as read at startup: it only builds the credential (tokens.credential_for), whose token every
+    # sender reads as it sends; None: the IDE's own token is forwarded.
     hub_token: str | None
     local_token: str
     log_level: str

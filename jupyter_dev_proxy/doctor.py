@@ -20,10 +20,18 @@ from typing import TextIO, cast
 
 from .config import Settings, setting_origins
 from .errors import ProxyError
-from .hubapi import HubClient, HubError, grants, hub_client, start_scope_name
-from .startup import token_info
+from .hubapi import (
+    HubClient,
+    HubError,
+    ServerState,
+    TokenRefused,
+    UnexpectedAnswer,
+    grants,
+    hub_client,
+    start_scope_name,
+)
 from .timeouts import timeout
-from .tokens import describe_expiry
+from .tokens import credential_for, describe_expiry
 from .transport import HubTransport
 
 _TIMEOUT_SECONDS = 15.0
@@ -134,33 +142,37 @@ async def _tunnel_and_tls(report: _Report, settings: Settings) -> bool:
 async def _hub_and_token(report: _Report, hub: HubClient) -> tuple[str | None, Settings | None]:
     settings = hub.settings
     address = settings.hub
-    status, info, _ = await hub.call("GET", address.api(), auth=False)
-    if status == 404:
+    try:
+        version = await hub.version()
+    except UnexpectedAnswer as answer:
+        report.bad("hub API", f"{address.origin}{address.api()} answered {answer.status} instead of the hub's "
+                              "version: an access gateway may be in the way (JUPYTER_HUB_HEADERS, "
+                              "JUPYTER_CLIENT_CERT), or the hub address is not JupyterHub's (check its base path)")
+        return None, None
+    if version is None:
         report.ok("hub API", f"none at {address.api()}: a plain Jupyter server (the proxy serves "
                              f"{address.server_prefix} there)")
         return None, settings
-    if status != 200 or not isinstance(info, dict) or "version" not in info:
-        report.bad("hub API", f"{address.origin}{address.api()} answered {status} instead of the hub's version: "
-                              "an access gateway may be in the way (JUPYTER_HUB_HEADERS, JUPYTER_CLIENT_CERT), or the "
-                              "hub address is not JupyterHub's (check its base path)")
-        return None, None
-    version = str(info["version"])
     report.ok("hub API", f"JupyterHub {version} at {address}")
-    if settings.hub_token is None:
+    if hub.credential is None:
         report.bad("token", "none is set: run jupyter-dev-proxy once in a terminal to get one, or set "
                             "JUPYTERHUB_API_TOKEN")
         return version, None
-    status, me, _ = await hub.call("GET", address.api("user"))
-    if status in (401, 403) or not isinstance(me, dict) or "name" not in me:
-        report.bad("token", f"the hub refused it ({status}): it is wrong, expired or revoked; make a new one at "
-                            f"{address.page('token')}")
+    try:
+        me = await hub.whoami()
+    except TokenRefused as refused:
+        report.bad("token", f"the hub refused it ({refused.status}): it is wrong, expired or revoked; make a new "
+                            f"one at {address.page('token')}")
         return version, None
-    user = address.user or str(me["name"])
+    except UnexpectedAnswer as answer:
+        report.bad("token", str(answer))
+        return version, None
+    user = address.user or me.name
     hub = hub.for_user(user)
-    token = await token_info(hub, me)
+    token = await hub.token_info(me)
     server = address.server
     missing = [scope for scope in ("access:servers", "read:servers", start_scope_name(version))
-               if grants(list(token.scopes) if token.scopes is not None else None, scope, user, server) is False]
+               if grants(token.scopes, scope, user, server) is False]
     expiry = describe_expiry(token.expires_at, datetime.now(timezone.utc)) if token.expiry_known else "expiry not known"
     line = f"{token.owner}'s, from {settings.token_source}, {expiry}"
     if "access:servers" in missing:
@@ -173,16 +185,13 @@ async def _hub_and_token(report: _Report, hub: HubClient) -> tuple[str | None, S
 
 async def _server(report: _Report, hub: HubClient) -> bool:
     address = hub.settings.hub
-    status, user, _ = await hub.call("GET", address.user_api() + "?include_stopped_servers=1")
-    model = user.get("servers", {}).get(address.server) if status == 200 and isinstance(user, dict) else None
-    if model is None and status == 200 and isinstance(user, dict) and "servers" in user:
-        model = {}
-    if model is None:
+    model = await hub.server()
+    if model.state is ServerState.UNKNOWN:
         report.ok("server", f"{address.server_label} {address.server_prefix}: state not readable (no read:servers)")
         return True
-    if model.get("ready"):
+    if model.state is ServerState.RUNNING:
         report.ok("server", f"{address.server_label} {address.server_prefix} is running, last activity "
-                            f"{model.get('last_activity')}")
+                            f"{model.last_activity}")
         return True
     report.bad("server", f"{address.server_label} {address.server_prefix} is not running: start it from "
                          f"{address.page('home')} (or start the proxy, which starts it)")
@@ -206,7 +215,7 @@ async def _kernelspecs_and_websocket(report: _Report, hub: HubClient, transport:
     headers = [f"GET {address.server_prefix}api/events/subscribe HTTP/1.1",
                f"Host: {address.origin.host_port_subcomponent}", "Upgrade: websocket", "Connection: Upgrade",
                f"Sec-WebSocket-Key: {key}", "Sec-WebSocket-Version: 13",
-               f"Authorization: token {hub.settings.hub_token}",
+               *(f"{name}: {value}" for name, value in hub.authorization().items()),
                *(f"{name}: {value}" for name, value in transport.gateway_headers)]
     opened.transport.write(("\r\n".join(headers) + "\r\n\r\n").encode())
     try:
@@ -230,7 +239,7 @@ async def run_doctor(settings: Settings, argv: Sequence[str], cwd: Path, out: Te
     if not await _name_and_tcp(report, settings) or not await _tunnel_and_tls(report, settings):
         return 1
     try:
-        async with hub_client(settings) as hub:
+        async with hub_client(settings, credential_for(settings)) as hub:
             version, settings_known = await _hub_and_token(report, hub)
             if settings_known is not None:
                 hub = hub.for_user(settings_known.hub.user)

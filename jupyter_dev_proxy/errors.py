@@ -60,8 +60,8 @@ class ServerNotRunning(ProxyError):
     """The user's server is stopped: the hub sent its URL to the hub's placeholder page (424 for the IDE,
     which then retries, as it does for jupyter_server's own "not running")."""
 
-    def __init__(self, message: str) -> None:
-        super().__init__(424, "server-not-running", message)
+    def __init__(self, message: str, logged: bool = False) -> None:
+        super().__init__(424, "server-not-running", message, logged=logged)
 
 
 class HubLoginRequired(ProxyError):

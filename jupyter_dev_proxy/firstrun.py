@@ -11,7 +11,7 @@ from dataclasses import replace
 from typing import TextIO
 
 from .config import Settings
-from .hubapi import HubError, grants, hub_client, start_scope_name
+from .hubapi import FixedToken, HubError, TokenRefused, UnexpectedAnswer, grants, hub_client, start_scope_name
 from .tokens import TokenStore
 
 # Wrong pastes happen; after this many the proxy stops asking and says what to do instead.
@@ -29,17 +29,21 @@ def scopes_to_tick(settings: Settings, user: str) -> list[tuple[str, str]]:
 
 async def _check(settings: Settings, token: str) -> tuple[str | None, list[str]]:
     """Whose ``token`` is and what it cannot do, as lines to show; (None, [why]) when the hub refuses it."""
-    async with hub_client(replace(settings, hub_token=token)) as hub:
-        status, info, _ = await hub.call("GET", settings.hub.api(), auth=False)
-        version = str(info.get("version", "")) if isinstance(info, dict) else ""
-        status, me, _ = await hub.call("GET", settings.hub.api("user"))
-    if status in (401, 403) or not isinstance(me, dict) or "name" not in me:
-        return None, [f"The hub does not accept this token ({status}): copy it again from the token page."]
-    owner = str(me["name"])
+    async with hub_client(settings, FixedToken(token)) as hub:
+        try:
+            version = await hub.version() or ""
+        except UnexpectedAnswer:
+            version = ""  # the scope advice then names JupyterHub 6's start scope
+        try:
+            me = await hub.whoami()
+        except TokenRefused as refused:
+            return None, [f"The hub does not accept this token ({refused.status}): copy it again from the token "
+                          "page."]
+    owner = me.name
     if settings.hub.user and owner != settings.hub.user:
         return None, [f"This token belongs to '{owner}', but JUPYTER_USERNAME is '{settings.hub.user}': make the "
                       "token as that user, or change JUPYTER_USERNAME."]
-    scopes = me.get("scopes")
+    scopes = me.scopes
     server = settings.hub.server
     lines = [f"✓ The token is {owner}'s."]
     if grants(scopes, "access:servers", owner, server) is False:

@@ -1,35 +1,140 @@
 """The hub's REST API, called with the hub token over the proxy's own transport, and what its answers mean.
 
-    hub_client(settings) → HubClient   .call(method, path) → (status, JSON, response); .request(...) streams
+    hub_client(settings, credential) → HubClient   the credential's token is read as each call is sent
+        .version() → str | None                    the hub's version; None: no hub API (a plain Jupyter server)
+        .whoami() → Identity                       whose the token is, its scopes, its owner's servers
+        .server(me) → ServerModel                  the user's server: ServerState, pending, last activity
+        .token_info(me) → TokenInfo                the owner and scopes, and the expiry where the token may read it
+        .progress() → (status, Progress events)    the hub's progress while it starts the server
+        .call(method, path) / .request(...)        anything else: (status, JSON, response), or the response
     grants(scopes, scope, user, server) whether a token's scopes allow something on the user's server
-    HubError                           a failure, as one sentence; the CLI exits with it at startup
+    HubError ─ UnexpectedAnswer ─ TokenRefused  a failure, as one sentence; the CLI exits with it at startup
 
 Network failures come from the transport as ProxyError, with their sentence; here they become HubError.
 """
 
 from __future__ import annotations
 
+import enum
 import json
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Mapping, Sequence
 from contextlib import asynccontextmanager
-from dataclasses import replace
-from typing import Any
+from dataclasses import dataclass, replace
+from datetime import datetime, timezone
+from typing import Any, Protocol
 
 import aiohttp
 
+from .address import hub_escaped
 from .config import Settings
 from .errors import ProxyError
+from .routing import hub_authorization
 from .transport import HubTransport
 
 # A hub API call answers in milliseconds; one that takes longer than this means the hub is not well.
 API_TIMEOUT_SECONDS = 30.0
+
+# The progress stream sends a keepalive every 8 s; this much silence means the hub or the network is gone.
+PROGRESS_SILENCE_SECONDS = 60.0
+_PROGRESS_TIMEOUT = aiohttp.ClientTimeout(total=None, sock_read=PROGRESS_SILENCE_SECONDS)
+
+# The hub's answers to a token it does not accept.
+_TOKEN_REFUSALS = (401, 403)
 
 
 class HubError(Exception):
     """The hub cannot be used as configured; the message is one sentence that says what to do."""
 
 
-def grants(scopes: list[str] | None, scope: str, user: str, server: str) -> bool | None:
+class UnexpectedAnswer(HubError):
+    """The hub answered, but not as the call expects: ``status`` (and a redirect's ``location``) say how."""
+
+    def __init__(self, message: str, status: int, location: str = "") -> None:
+        super().__init__(message)
+        self.status = status
+        self.location = location
+
+
+class TokenRefused(UnexpectedAnswer):
+    """The hub does not accept the token (401/403): it is wrong, expired or revoked."""
+
+
+class ServerState(enum.Enum):
+    """The user's server as the hub's model of it says."""
+
+    RUNNING = "running"
+    STARTING = "starting"
+    STOPPED = "stopped"
+    UNKNOWN = "unknown"  # the token may not read the server's model (it lacks read:servers)
+
+
+@dataclass(frozen=True)
+class ServerModel:
+    """The hub's model of one server of the user."""
+
+    state: ServerState
+    pending: str | None = None  # what the hub is doing to it: "spawn", "stop", or nothing
+    last_activity: str | None = None  # as the hub writes it (ISO 8601), the user's when the server has none
+
+    @classmethod
+    def read(cls, model: Mapping[str, Any], user_activity: Any = None) -> ServerModel:
+        """One server of the hub's user model; ``user_activity``, the user's, stands in for a server's none."""
+        pending = str(model["pending"]) if model.get("pending") else None
+        state = (ServerState.RUNNING if model.get("ready") else
+                 ServerState.STARTING if pending == "spawn" else ServerState.STOPPED)
+        activity = model.get("last_activity") or user_activity
+        return cls(state, pending, str(activity) if activity else None)
+
+
+_UNKNOWN_SERVER = ServerModel(ServerState.UNKNOWN)
+_NEVER_STARTED = ServerModel(ServerState.STOPPED)  # the hub lists no default server that never ran
+
+
+def _servers(user: Mapping[str, Any]) -> dict[str, ServerModel] | None:
+    """The servers in the hub's model of a user; None when the token may not read them (no ``servers`` key)."""
+    servers = user.get("servers")
+    if not isinstance(servers, dict):
+        return None
+    return {str(name): ServerModel.read(model, user.get("last_activity"))
+            for name, model in servers.items() if isinstance(model, dict)}
+
+
+@dataclass(frozen=True)
+class Identity:
+    """Whose the token is, as the hub's ``api/user`` says."""
+
+    name: str
+    kind: str  # "user", or "service" for a service's token
+    scopes: tuple[str, ...] | None  # None: a hub that does not list them
+    token_id: str | None
+    servers: dict[str, ServerModel] | None  # None: the token may not read them (read:servers)
+
+    @property
+    def is_user(self) -> bool:
+        return self.kind == "user"
+
+
+@dataclass(frozen=True)
+class TokenInfo:
+    """What the hub says of the token: whose it is, what it may do, and when it expires, where it may tell."""
+
+    owner: str
+    scopes: tuple[str, ...] | None = None  # None: the hub did not say
+    expires_at: datetime | None = None
+    expiry_known: bool = False  # False: the token may not read its own model (read:tokens)
+
+
+@dataclass(frozen=True)
+class Progress:
+    """One event of the hub's spawn progress stream."""
+
+    percent: int | None
+    message: str
+    ready: bool = False
+    failed: bool = False
+
+
+def grants(scopes: Sequence[str] | None, scope: str, user: str, server: str) -> bool | None:
     """Whether the token's expanded scopes grant ``scope`` on this user's server; None when it cannot be told.
 
     ``access:servers``, ``access:servers!user=alice`` and ``access:servers!server=alice/dev`` grant it for
@@ -45,31 +150,130 @@ def grants(scopes: list[str] | None, scope: str, user: str, server: str) -> bool
     return False
 
 
+def from_jupyterhub_6(hub_version: str) -> bool:
+    """JupyterHub 6 changed the API: ``start:servers`` split out of ``servers``, spawn options nested."""
+    major = hub_version.split(".", 1)[0]
+    return major.isdigit() and int(major) >= 6
+
+
 def start_scope_name(hub_version: str) -> str:
     """JupyterHub 6 split ``start:servers`` out of ``servers``; older hubs need the whole ``servers``."""
-    major = hub_version.split(".", 1)[0]
-    return "start:servers" if major.isdigit() and int(major) >= 6 else "servers"
+    return "start:servers" if from_jupyterhub_6(hub_version) else "servers"
+
+
+class Credential(Protocol):
+    """What a hub API call needs of the hub credential (``tokens.HubCredential``): the token in use now."""
+
+    @property
+    def token(self) -> str: ...
+
+
+@dataclass(frozen=True)
+class FixedToken:
+    """A token that is not (yet) the proxy's credential: one the user just pasted, checked with the hub."""
+
+    token: str
 
 
 class HubClient:
-    """The hub's REST API with the hub token."""
+    """The hub's REST API with the hub credential, whose token is read as each call is sent: a token swapped
+    while the proxy runs is the one the next call carries. Without a credential, calls carry none."""
 
-    def __init__(self, settings: Settings, transport: HubTransport, session: aiohttp.ClientSession) -> None:
+    def __init__(self, settings: Settings, transport: HubTransport, session: aiohttp.ClientSession,
+                 credential: Credential | None) -> None:
         self.settings = settings
+        self.credential = credential
         self._transport = transport
         self._session = session
 
     def for_user(self, user: str) -> HubClient:
-        """The same connections, for the user the hub said owns the token."""
+        """The same connections and credential, for the user the hub said owns the token."""
         settings = replace(self.settings, hub=self.settings.hub.for_user(user))
-        return HubClient(settings, self._transport, self._session)
+        return HubClient(settings, self._transport, self._session, self.credential)
+
+    def authorization(self) -> dict[str, str]:
+        """The header that carries the credential's current token; none without a credential."""
+        return {"Authorization": hub_authorization(self.credential.token)} if self.credential is not None else {}
+
+    async def version(self) -> str | None:
+        """The hub's version, which JupyterHub gives anyone who asks; None: no hub API here (404), a plain
+        Jupyter server. UnexpectedAnswer when something else answers (an access gateway, not the hub)."""
+        address = self.settings.hub
+        status, info, response = await self.call("GET", address.api(), auth=False)
+        if status == 404:
+            return None
+        if status != 200 or not isinstance(info, dict) or "version" not in info:
+            raise UnexpectedAnswer(f"{address.origin}{address.api()} answered {status} instead of the hub's version: "
+                                   "check that the hub address points to JupyterHub itself (with its base path, "
+                                   "like https://example.edu/jupyter/).", status, response.headers.get("Location", ""))
+        return str(info["version"])
+
+    async def whoami(self) -> Identity:
+        """Whose the token is; TokenRefused when the hub does not accept it."""
+        address = self.settings.hub
+        status, me, _ = await self.call("GET", address.api("user?include_stopped_servers=1"))
+        if status in _TOKEN_REFUSALS:
+            raise TokenRefused(f"The hub at {address} does not accept the token (wrong, expired or revoked): make "
+                               f"a new one at {address.page('token')}.", status)
+        if status != 200 or not isinstance(me, dict) or "name" not in me:
+            raise UnexpectedAnswer(f"The hub at {address} answered {status} when asked whose token this is: "
+                                   "check the hub's log, or try again.", status)
+        scopes, token_id = me.get("scopes"), me.get("token_id")
+        return Identity(name=str(me["name"]), kind=str(me.get("kind", "user")),
+                        scopes=tuple(str(s) for s in scopes) if isinstance(scopes, list) else None,
+                        token_id=str(token_id) if token_id else None, servers=_servers(me))
+
+    async def server(self, me: Identity | None = None) -> ServerModel:
+        """The hub's model of this client's user's server (UNKNOWN when the token may not read it). ``me``, the
+        token's owner as ``whoami`` said, holds it already when that is the user: the hub is not asked again."""
+        address = self.settings.hub
+        if me is not None and me.is_user and me.name == address.user:
+            servers = me.servers
+        else:
+            status, user, _ = await self.call("GET", address.user_api() + "?include_stopped_servers=1")
+            if status == 404:
+                raise UnexpectedAnswer(f"The hub has no user '{address.user}' (or the token may not see them): "
+                                       "check JUPYTER_USERNAME.", status)
+            servers = _servers(user) if status == 200 and isinstance(user, dict) else None
+        if servers is None:
+            return _UNKNOWN_SERVER
+        model = servers.get(address.server)
+        if model is None and address.server:
+            raise UnexpectedAnswer(f"'{address.user}' has no server named '{address.server}': create it on "
+                                   f"{address.page('home')}, or fix JUPYTERHUB_NAMED_SERVER.", 404)
+        return model or _NEVER_STARTED
+
+    async def token_info(self, me: Identity) -> TokenInfo:
+        """Whose the token is, its scopes, and its expiry where it may read its own model (``read:tokens``)."""
+        info = TokenInfo(owner=me.name, scopes=me.scopes)
+        if me.token_id is None or not me.is_user:
+            return info
+        status, model, _ = await self.call("GET", self.settings.hub.api(f"users/{hub_escaped(me.name)}/tokens/"
+                                                                        f"{me.token_id}"))
+        if status != 200 or not isinstance(model, dict):
+            return info
+        expires = model.get("expires_at")
+        try:
+            expires_at = datetime.fromisoformat(str(expires).replace("Z", "+00:00")) if expires else None
+        except ValueError:
+            return info
+        if expires_at is not None and expires_at.tzinfo is None:
+            expires_at = expires_at.replace(tzinfo=timezone.utc)  # the hub writes UTC
+        return TokenInfo(owner=info.owner, scopes=info.scopes, expires_at=expires_at, expiry_known=True)
+
+    @asynccontextmanager
+    async def progress(self) -> AsyncIterator[tuple[int, AsyncIterator[Progress]]]:
+        """The hub's progress stream while it starts the user's server: its status, and its events (there are
+        none unless the status is 200)."""
+        async with self.request("GET", self.settings.hub.server_api() + "/progress",
+                                timeout=_PROGRESS_TIMEOUT) as response:
+            yield response.status, _events(response)
 
     async def call(self, method: str, path: str, timeout: aiohttp.ClientTimeout | None = None,
-                   auth: bool = True, body: Any = None,
-                   token: str | None = None) -> tuple[int, Any, aiohttp.ClientResponse]:
-        """Send one request to ``path`` (a raw path from HubAddress), ``body`` as JSON if given, with ``token`` or
-        the settings' hub token; return (status, JSON or None, response)."""
-        async with self.request(method, path, timeout, auth, body, token) as response:
+                   auth: bool = True, body: Any = None) -> tuple[int, Any, aiohttp.ClientResponse]:
+        """Send one request to ``path`` (a raw path from HubAddress), ``body`` as JSON if given, with the
+        credential; return (status, JSON or None, response)."""
+        async with self.request(method, path, timeout, auth, body) as response:
             body = await response.read()
         try:
             parsed = json.loads(body) if body else None
@@ -79,12 +283,10 @@ class HubClient:
 
     @asynccontextmanager
     async def request(self, method: str, path: str, timeout: aiohttp.ClientTimeout | None = None,
-                      auth: bool = True, body: Any = None,
-                      token: str | None = None) -> AsyncIterator[aiohttp.ClientResponse]:
+                      auth: bool = True, body: Any = None) -> AsyncIterator[aiohttp.ClientResponse]:
         """The response to one request (``timeout`` None: an API call's); network failures become HubError."""
         settings = self.settings
-        token = token or settings.hub_token
-        headers = {"Authorization": f"token {token}"} if auth and token else {}
+        headers = self.authorization() if auth else {}
         raw_path, _, raw_query = path.partition("?")
         try:
             async with self._transport.failures():
@@ -98,11 +300,28 @@ class HubClient:
 
 
 @asynccontextmanager
-async def hub_client(settings: Settings) -> AsyncIterator[HubClient]:
+async def hub_client(settings: Settings, credential: Credential | None) -> AsyncIterator[HubClient]:
     """A client of the hub's API on connections of its own, closed on leaving."""
     transport = HubTransport(settings)
     session = transport.session()
     try:
-        yield HubClient(settings, transport, session)
+        yield HubClient(settings, transport, session, credential)
     finally:
         await session.close()
+
+
+async def _events(response: aiohttp.ClientResponse) -> AsyncIterator[Progress]:
+    """Parse ``data: {...}`` lines of a text/event-stream; keepalive blank lines are skipped."""
+    if response.status != 200:
+        return
+    async for raw in response.content:
+        line = raw.decode("utf-8", "replace").strip()
+        if not line.startswith("data:"):
+            continue
+        try:
+            event = json.loads(line[5:])
+        except ValueError:
+            continue
+        percent = event.get("progress")
+        yield Progress(int(percent) if isinstance(percent, (int, float)) else None, str(event.get("message", "")),
+                       ready=bool(event.get("ready")), failed=bool(event.get("failed")))

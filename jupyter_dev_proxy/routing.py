@@ -168,6 +168,11 @@ def _forwardable(headers: MultiMapping[str], also_dropped: frozenset[str]) -> It
         yield name, value
 
 
+def hub_authorization(token: str) -> str:
+    """The ``Authorization`` value that carries a hub token, the one way JupyterHub and jupyter_server read it."""
+    return f"token {token}"
+
+
 def upstream_request_headers(headers: CIMultiDictProxy[str], hub_token: str, websocket: bool = False,
                              gateway_headers: tuple[tuple[str, str], ...] = ()) -> CIMultiDict[str]:
     """The client's headers as the hub should see them: its credentials replaced by the hub token, and an
@@ -175,7 +180,7 @@ def upstream_request_headers(headers: CIMultiDictProxy[str], hub_token: str, web
     dropped = _DROPPED_REQUEST_HEADERS | (_WEBSOCKET_HANDSHAKE_HEADERS if websocket else frozenset())
     dropped |= {name.lower() for name, _ in gateway_headers}
     out = CIMultiDict(_forwardable(headers, dropped))
-    out["Authorization"] = f"token {hub_token}"
+    out["Authorization"] = hub_authorization(hub_token)
     out.extend(gateway_headers)
     return out
 

@@ -1,6 +1,7 @@
 """At startup: what is upstream, whose token this is, whether the server runs; start it, following its progress.
 
-    check_hub(settings, on_progress) → HubReport   hub or plain server, the token's owner, the server's state
+    check_hub(settings, credential, on_progress) → HubReport   hub or plain server, the token's owner, the server's
+                                                              state
     start_server(hub, version, on_progress)         POST the start, then relay the hub's progress until ready
 """
 
@@ -11,26 +12,34 @@ import enum
 import json
 import logging
 import time
-from collections.abc import AsyncIterator, Callable
+from collections.abc import Callable
 from dataclasses import dataclass
-from datetime import datetime, timezone
 from typing import Any
 
 import aiohttp
 from yarl import URL
 
-from .address import hub_escaped
 from .config import START_NEVER, Settings
-from .hubapi import HubClient, HubError, grants, hub_client, start_scope_name
+from .hubapi import (
+    Credential,
+    HubClient,
+    HubError,
+    Identity,
+    Progress,
+    ServerState,
+    TokenInfo,
+    TokenRefused,
+    UnexpectedAnswer,
+    from_jupyterhub_6,
+    grants,
+    hub_client,
+    start_scope_name,
+)
 
 log = logging.getLogger("jupyter_dev_proxy")
 
-# The progress stream sends a keepalive every 8 s; this much silence means the hub or the network is gone.
-PROGRESS_SILENCE_SECONDS = 60.0
-
 # A start may take minutes (an image pull): the POST has no limit of its own, the hub's start_timeout applies.
 _NO_LIMIT = aiohttp.ClientTimeout(total=None)
-_PROGRESS_TIMEOUT = aiohttp.ClientTimeout(total=None, sock_read=PROGRESS_SILENCE_SECONDS)
 
 # How long to wait for a server to answer when the token may not read the hub's progress (no read:servers).
 START_BY_PROBING_SECONDS = 600.0
@@ -46,8 +55,8 @@ _CERTIFICATE_REFUSALS = (400, 495, 496)
 _CREDENTIAL_REFUSALS = (401, 403)
 
 
-class ServerState(enum.Enum):
-    """The user's server as the banner shows it."""
+class BannerState(enum.Enum):
+    """The user's server as the banner shows it (``hubapi.ServerState`` is the hub's model of it)."""
 
     RUNNING = "running"
     STARTED = "started just now"
@@ -56,27 +65,7 @@ class ServerState(enum.Enum):
     ABSENT = "nothing answers there"  # a plain server: nothing at /user/<name>/
 
 
-@dataclass(frozen=True)
-class Progress:
-    """One event of the hub's spawn progress stream."""
-
-    percent: int | None
-    message: str
-    ready: bool = False
-    failed: bool = False
-
-
 ProgressCallback = Callable[[Progress], None]
-
-
-@dataclass(frozen=True)
-class TokenInfo:
-    """What the hub says of the token: whose it is, what it may do, and when it expires, where it may tell."""
-
-    owner: str
-    scopes: tuple[str, ...] | None = None  # None: the hub did not say
-    expires_at: datetime | None = None
-    expiry_known: bool = False  # False: the token may not read its own model (read:tokens)
 
 
 @dataclass(frozen=True)
@@ -85,7 +74,7 @@ class HubReport:
 
     settings: Settings
     hub_version: str | None  # None: a plain Jupyter server without a hub API
-    state: ServerState
+    state: BannerState
     note: str = ""  # a sentence for the banner when the state needs one
     token: TokenInfo | None = None
 
@@ -98,51 +87,53 @@ def _access_scope(settings: Settings) -> str:
     return scope
 
 
-async def check_hub(settings: Settings, on_progress: ProgressCallback) -> HubReport:
+async def check_hub(settings: Settings, credential: Credential | None, on_progress: ProgressCallback) -> HubReport:
     """Find out what is upstream and whose token this is; start the user's server if it should be started."""
-    async with hub_client(settings) as hub:
-        status, info, response = await hub.call("GET", settings.hub.api(), auth=False)
-        if status == 404:
+    async with hub_client(settings, credential) as hub:
+        try:
+            version = await hub.version()
+        except UnexpectedAnswer as answer:
+            raise _not_the_hub(settings, answer) from None
+        if version is None:
             return await _plain_server(hub)
-        if status != 200 or not isinstance(info, dict) or "version" not in info:
-            raise _not_the_hub(settings, status, response)
-        version = str(info["version"])
-        if settings.hub_token is None:
-            return HubReport(settings, version, ServerState.UNKNOWN)  # nothing to ask with: the banner says so
+        if credential is None:
+            return HubReport(settings, version, BannerState.UNKNOWN)  # nothing to ask with: the banner says so
         me, hub = await _owner(hub)
         settings = hub.settings
-        token = await token_info(hub, me)
-        model = await _server_model(hub, me)
-        scopes = me.get("scopes")
+        token = await hub.token_info(me)
+        model = await hub.server(me)
+        scopes = me.scopes
         address = settings.hub
         if grants(scopes, "access:servers", address.user, address.server) is False:
             raise HubError(f"The token may not use your server: it lacks the scope {_access_scope(settings)}; "
                            f"make a token with it at {address.page('token')}.")
-        if model is None:
-            state = await _probe(hub)
-        else:
-            state = (ServerState.RUNNING if model.get("ready") else
-                     ServerState.STARTED if model.get("pending") == "spawn" else ServerState.STOPPED)
-        if state is ServerState.RUNNING:
-            return HubReport(settings, version, ServerState.RUNNING, token=token)
-        if state is ServerState.STARTED:  # someone (the hub's page, another proxy) is starting it already
+        state = await _probe(hub) if model.state is ServerState.UNKNOWN else _BANNER_STATES[model.state]
+        if state is BannerState.RUNNING:
+            return HubReport(settings, version, BannerState.RUNNING, token=token)
+        if state is BannerState.STARTED:  # someone (the hub's page, another proxy) is starting it already
             await _follow_progress(hub, on_progress)
-            return HubReport(settings, version, ServerState.STARTED, token=token)
+            return HubReport(settings, version, BannerState.STARTED, token=token)
         if settings.start_server == START_NEVER:
-            return HubReport(settings, version, ServerState.STOPPED,
+            return HubReport(settings, version, BannerState.STOPPED,
                              f"Start it from {address.page('home')} (or run the proxy without "
                              "--start-server never): until then the IDE is told it is not running.", token=token)
         if grants(scopes, start_scope_name(version), address.user, address.server) is False:
             raise _lacks_start_scope(settings, version)
         await start_server(hub, version, on_progress)
-        return HubReport(settings, version, ServerState.STARTED, token=token)
+        return HubReport(settings, version, BannerState.STARTED, token=token)
 
 
-def _not_the_hub(settings: Settings, status: int, response: aiohttp.ClientResponse) -> HubError:
+# The banner's word for the hub's model of the server (UNKNOWN is asked of the server itself).
+_BANNER_STATES = {ServerState.RUNNING: BannerState.RUNNING, ServerState.STARTING: BannerState.STARTED,
+                  ServerState.STOPPED: BannerState.STOPPED}
+
+
+def _not_the_hub(settings: Settings, answer: UnexpectedAnswer) -> HubError:
     """``<base>hub/api`` did not answer with the hub's version, which JupyterHub gives anyone who asks: an access
     gateway stood in the way, or no hub is there."""
     api = f"{settings.hub.origin}{settings.hub.api()}"
-    location = URL(response.headers.get("Location", ""))
+    status = answer.status
+    location = URL(answer.location)
     if location.absolute and location.host != settings.hub.origin.host:
         return HubError(f"An access gateway in front of the hub sent {api} to its login page ({location.host}): "
                         "set JUPYTER_HUB_HEADERS (or JUPYTER_CLIENT_CERT) to the credentials for programs your "
@@ -159,8 +150,7 @@ def _not_the_hub(settings: Settings, status: int, response: aiohttp.ClientRespon
                 "admins give out")
         return HubError(f"An access gateway in front of the hub refused {api} with {status}, before JupyterHub saw "
                         f"it: {have}.")
-    return HubError(f"{api} answered {status} instead of the hub's version: check that the hub address points to "
-                    "JupyterHub itself (with its base path, like https://example.edu/jupyter/).")
+    return answer
 
 
 async def _plain_server(hub: HubClient) -> HubReport:
@@ -170,8 +160,8 @@ async def _plain_server(hub: HubClient) -> HubReport:
     if not address.user:
         raise HubError(f"{address} has no hub API ({address.api()} answers 404), so it cannot say whose "
                        "token this is: set JUPYTER_USERNAME to the <name> in the server's /user/<name>/ path.")
-    state = await _probe(hub) if settings.hub_token else ServerState.UNKNOWN
-    if state is ServerState.ABSENT:
+    state = await _probe(hub) if hub.credential is not None else BannerState.UNKNOWN
+    if state is BannerState.ABSENT:
         raise HubError(f"Nothing answers at {address.server_url}: check JUPYTER_USERNAME "
                        "(the server's path is /user/<name>/).")
     log.info("%s is a plain Jupyter server, not a JupyterHub (it has no %s): the proxy serves %s there "
@@ -180,87 +170,42 @@ async def _plain_server(hub: HubClient) -> HubReport:
     return HubReport(settings, None, state)
 
 
-async def _owner(hub: HubClient) -> tuple[dict[str, Any], HubClient]:
+async def _owner(hub: HubClient) -> tuple[Identity, HubClient]:
     """Ask the hub who owns the token; the client gets that username (or keeps a matching one)."""
     settings = hub.settings
     address = settings.hub
-    status, me, _ = await hub.call("GET", address.api("user?include_stopped_servers=1"))
-    if status == 403 or status == 401:
+    try:
+        me = await hub.whoami()
+    except TokenRefused:
         raise HubError(f"The hub at {address} rejected the token in {settings.hub_token_setting} "
-                       f"(wrong, expired or revoked): make a new one at {address.page('token')}.")
-    if status != 200 or not isinstance(me, dict) or "name" not in me:
-        raise HubError(f"The hub at {address} answered {status} when asked whose token this is: "
-                       "check the hub's log, or try again.")
-    owner, kind = str(me["name"]), me.get("kind", "user")
-    if kind != "user":
+                       f"(wrong, expired or revoked): make a new one at {address.page('token')}.") from None
+    if not me.is_user:
         if not address.user:
-            raise HubError(f"The token belongs to the {kind} '{owner}', not to a user: set JUPYTER_USERNAME "
+            raise HubError(f"The token belongs to the {me.kind} '{me.name}', not to a user: set JUPYTER_USERNAME "
                            "to the user whose server the proxy should use.")
         return me, hub
-    if address.user and address.user != owner:
-        raise HubError(f"JUPYTER_USERNAME is '{address.user}' but the token belongs to '{owner}': "
-                       f"use a token of '{address.user}', or set JUPYTER_USERNAME={owner} (or unset it).")
-    return me, hub.for_user(owner)
+    if address.user and address.user != me.name:
+        raise HubError(f"JUPYTER_USERNAME is '{address.user}' but the token belongs to '{me.name}': "
+                       f"use a token of '{address.user}', or set JUPYTER_USERNAME={me.name} (or unset it).")
+    return me, hub.for_user(me.name)
 
 
-async def token_info(hub: HubClient, me: dict[str, Any], token: str | None = None) -> TokenInfo:
-    """Whose the token is, its scopes, and its expiry where it may read its own model (``read:tokens``)."""
-    scopes = me.get("scopes")
-    info = TokenInfo(owner=str(me["name"]), scopes=tuple(scopes) if isinstance(scopes, list) else None)
-    token_id = me.get("token_id")
-    if not token_id or me.get("kind", "user") != "user":
-        return info
-    status, model, _ = await hub.call("GET", hub.settings.hub.api(f"users/{hub_escaped(info.owner)}/tokens/"
-                                                                  f"{token_id}"), token=token)
-    if status != 200 or not isinstance(model, dict):
-        return info
-    expires = model.get("expires_at")
-    try:
-        expires_at = datetime.fromisoformat(str(expires).replace("Z", "+00:00")) if expires else None
-    except ValueError:
-        return info
-    if expires_at is not None and expires_at.tzinfo is None:
-        expires_at = expires_at.replace(tzinfo=timezone.utc)  # the hub writes UTC
-    return TokenInfo(owner=info.owner, scopes=info.scopes, expires_at=expires_at, expiry_known=True)
-
-
-async def _server_model(hub: HubClient, me: dict[str, Any]) -> dict[str, Any] | None:
-    """The hub's model of the user's server, {} when it was never started; None when the token may not read it."""
-    address = hub.settings.hub
-    if me.get("kind", "user") == "user" and me["name"] == address.user:
-        user = me
-    else:
-        status, user, _ = await hub.call("GET", address.user_api() + "?include_stopped_servers=1")
-        if status == 404:
-            raise HubError(f"The hub has no user '{address.user}' (or the token may not see them): "
-                           "check JUPYTER_USERNAME.")
-        if status != 200 or not isinstance(user, dict):
-            return None
-    if "servers" not in user:
-        return None  # the token lacks read:servers
-    model = user["servers"].get(address.server)
-    if model is None and address.server:
-        raise HubError(f"'{address.user}' has no server named '{address.server}': create it on "
-                       f"{address.page('home')}, or fix JUPYTERHUB_NAMED_SERVER.")
-    return model or {}
-
-
-async def _probe(hub: HubClient) -> ServerState:
+async def _probe(hub: HubClient) -> BannerState:
     """Ask the server itself (``api/status``): RUNNING, STOPPED (the hub's redirect), or ABSENT."""
     settings = hub.settings
     address = settings.hub
     status, _, response = await hub.call("GET", f"{address.server_prefix}api/status")
     if status == 200:
-        return ServerState.RUNNING
+        return BannerState.RUNNING
     location = URL(response.headers.get("Location", ""))
     if status in (301, 302, 303, 307) and (location.raw_path + "/").startswith(address.stopped_prefix):
-        return ServerState.STOPPED
+        return BannerState.STOPPED
     if status in (401, 403):
         raise HubError(f"The server at {address.server_url} refused the token in {settings.hub_token_setting}: "
                        f"it needs the scope {_access_scope(settings)} on a hub, or the server's own token on a "
                        "plain Jupyter server.")
     if status == 404:
-        return ServerState.ABSENT
+        return BannerState.ABSENT
     raise HubError(f"The server at {address.server_url} answered {status} to api/status: check the hub's log, "
                    "or try again.")
 
@@ -302,8 +247,7 @@ def _spawn_body(settings: Settings, version: str) -> dict[str, Any] | None:
     if settings.server_options is None:
         return None
     options = json.loads(settings.server_options)
-    major = version.split(".", 1)[0]
-    return {"user_options": options} if major.isdigit() and int(major) >= 6 else options
+    return {"user_options": options} if from_jupyterhub_6(version) else options
 
 
 def _message(body: Any) -> str:
@@ -315,10 +259,9 @@ async def _follow_progress(hub: HubClient, on_progress: ProgressCallback,
     """Relay the hub's progress events until ready (return) or failed (HubError with the hub's message)."""
     address = hub.settings.hub
     while True:
-        async with hub.request("GET", address.server_api() + "/progress", timeout=_PROGRESS_TIMEOUT) as response:
-            status = response.status
+        async with hub.progress() as (status, events):
             if status == 200:
-                async for event in _events(response):
+                async for event in events:
                     on_progress(event)
                     if event.ready:
                         return
@@ -334,26 +277,11 @@ async def _follow_progress(hub: HubClient, on_progress: ProgressCallback,
         if post is not None and not post.done():
             await asyncio.wait([post], timeout=_POST_HEAD_START_SECONDS)
             continue
-        if post is not None and post.result()[0] in (201, 400) and await _probe(hub) is ServerState.RUNNING:
+        if post is not None and post.result()[0] in (201, 400) and await _probe(hub) is BannerState.RUNNING:
             on_progress(Progress(100, f"Server ready at {address.server_prefix}", ready=True))
             return
         raise HubError(f"The hub did not start your {address.server_label} (its progress answered {status}): "
                        f"check {address.page('home')}.")
-
-
-async def _events(response: aiohttp.ClientResponse) -> AsyncIterator[Progress]:
-    """Parse ``data: {...}`` lines of a text/event-stream; keepalive blank lines are skipped."""
-    async for raw in response.content:
-        line = raw.decode("utf-8", "replace").strip()
-        if not line.startswith("data:"):
-            continue
-        try:
-            event = json.loads(line[5:])
-        except ValueError:
-            continue
-        percent = event.get("progress")
-        yield Progress(int(percent) if isinstance(percent, (int, float)) else None, str(event.get("message", "")),
-                       ready=bool(event.get("ready")), failed=bool(event.get("failed")))
 
 
 async def _wait_by_probing(hub: HubClient, on_progress: ProgressCallback) -> None:
@@ -362,7 +290,7 @@ async def _wait_by_probing(hub: HubClient, on_progress: ProgressCallback) -> Non
                                "so the hub's progress cannot be shown)"))
     deadline = time.monotonic() + START_BY_PROBING_SECONDS
     while time.monotonic() < deadline:
-        if await _probe(hub) is ServerState.RUNNING:
+        if await _probe(hub) is BannerState.RUNNING:
             on_progress(Progress(100, f"Server ready at {address.server_prefix}", ready=True))
             return
         await asyncio.sleep(_PROBE_INTERVAL_SECONDS)

@@ -3,7 +3,8 @@
 
     StatusBoard      counts requests and errors (the last 20 as the log's sentences), knows the hub's version and
                      the token's owner, scopes and expiry; ``snapshot()`` adds what is live: the server's state and
-                     last activity (asked of the hub, at most every few seconds), the open kernel websockets
+                     last activity (asked of the hub, at most every few seconds), the open kernel websockets;
+                     ``answer()`` is the route: the token check, the redirect to the page, its headers
     render_page()    one self-contained HTML page (no external assets), refreshed every 5 s
 """
 
@@ -15,14 +16,22 @@ import time
 from datetime import datetime, timezone
 from typing import Any
 
+from aiohttp import web
+
 from . import __version__
+from .auth import check_proxy_token, cookie_to_remember
 from .config import Settings
-from .hubapi import HubClient, HubError
-from .startup import TokenInfo
+from .errors import ProxyError
+from .hubapi import HubClient, HubError, ServerModel, ServerState, TokenInfo
 from .tokens import describe_expiry
 
 PREFIX = "/jupyter-dev-proxy/"
 STATUS_API = PREFIX + "api/status"
+
+# The page runs only its own inline script and style, and may not be framed (clickjacking of "Show token").
+_PAGE_HEADERS = {"Cache-Control": "no-store", "X-Frame-Options": "DENY",
+                 "Content-Security-Policy": "default-src 'none'; style-src 'unsafe-inline'; script-src "
+                                            "'unsafe-inline'; connect-src 'self'"}
 
 # The hub is asked for the server's state at most this often, however often the page refreshes.
 _SERVER_STATE_SECONDS = 5.0
@@ -42,39 +51,38 @@ class StatusBoard:
         self.errors = 0
         self.recent_errors: collections.deque[dict[str, Any]] = collections.deque(maxlen=_RECENT_ERRORS)
         self.progress: str | None = None  # the hub's last progress message while the proxy starts the server
-        self._server: tuple[float, dict[str, Any]] | None = None
+        self._server: tuple[float, ServerModel] | None = None
 
     def note_error(self, status: int, reason: str, message: str) -> None:
         self.errors += 1
         self.recent_errors.appendleft({"at": _iso(time.time()), "status": status, "reason": reason,
                                        "message": message})
 
-    async def _server_state(self, hub: HubClient | None, token: str | None) -> dict[str, Any]:
-        """The server's state and last activity from the hub's model of the user (cached a few seconds)."""
+    async def _server_model(self, hub: HubClient | None) -> ServerModel:
+        """The hub's model of the server (cached a few seconds); UNKNOWN when the hub cannot be asked."""
         now = time.monotonic()
         if self._server is not None and now - self._server[0] < _SERVER_STATE_SECONDS:
             return self._server[1]
-        state: dict[str, Any] = {"state": "unknown", "last_activity": None}
-        if hub is not None and self.hub_version is not None and token is not None:
-            address = self.settings.hub
+        model = ServerModel(ServerState.UNKNOWN)
+        if hub is not None and self.hub_version is not None and hub.credential is not None:
             try:
-                status, user, _ = await hub.call("GET", address.user_api() + "?include_stopped_servers=1", token=token)
+                model = await hub.server()
             except HubError:
-                status, user = 0, None
-            if status == 200 and isinstance(user, dict) and isinstance(user.get("servers"), dict):
-                model = user["servers"].get(address.server) or {}
-                state = {"state": ("running" if model.get("ready") else "starting" if model.get("pending") == "spawn"
-                                   else "stopped"),
-                         "last_activity": model.get("last_activity") or user.get("last_activity")}
-        if state["state"] == "starting" and self.progress:
+                pass  # the page says "unknown"
+        self._server = (now, model)
+        return model
+
+    async def _server_state(self, hub: HubClient | None) -> dict[str, Any]:
+        """The server's state and last activity, and the hub's last progress message while it starts."""
+        model = await self._server_model(hub)
+        state: dict[str, Any] = {"state": model.state.value, "last_activity": model.last_activity}
+        if model.state is ServerState.STARTING and self.progress:
             state["progress"] = self.progress
-        self._server = (now, state)
         return state
 
-    async def snapshot(self, hub: HubClient | None, hub_token: str | None,
-                       websockets: list[dict[str, Any]]) -> dict[str, Any]:
-        """Everything the page shows, as JSON: never a token or a password (``hub_token``, the one in use, only
-        asks the hub for the server's state)."""
+    async def snapshot(self, hub: HubClient | None, websockets: list[dict[str, Any]]) -> dict[str, Any]:
+        """Everything the page shows, as JSON: never a token or a password (``hub``, with the credential in use,
+        only asks the hub for the server's state)."""
         settings = self.settings
         address = settings.hub
         token = self.token
@@ -89,7 +97,7 @@ class StatusBoard:
                     "gateway_credentials": bool(settings.hub_headers or settings.client_cert)},
             "user": address.user, "server": {"name": address.server, "label": address.server_label,
                                              "prefix": address.server_prefix,
-                                             **await self._server_state(hub, hub_token)},
+                                             **await self._server_state(hub)},
             "token": None if token is None else {
                 "owner": token.owner, "scopes": list(token.scopes) if token.scopes is not None else None,
                 "from": str(settings.token_source),
@@ -98,6 +106,28 @@ class StatusBoard:
             "websockets": websockets,
             "requests": self.requests, "errors": self.errors, "recent_errors": list(self.recent_errors),
         }
+
+
+    async def answer(self, request: web.BaseRequest, hub: HubClient | None,
+                     websockets: list[dict[str, Any]]) -> web.StreamResponse:
+        """The page or its JSON, behind the proxy's own token (the cookie is set as for the IDE's pages)."""
+        check_proxy_token(request, self.settings)
+        path = request.path
+        if path not in (PREFIX, STATUS_API):
+            if path == PREFIX.rstrip("/"):
+                return web.Response(status=302, headers={"Location": PREFIX + (
+                    f"?{request.query_string}" if request.query_string else "")})
+            raise ProxyError(404, "not-found", f"The proxy's own pages are {PREFIX} and {STATUS_API}.")
+        snapshot = await self.snapshot(hub, websockets)
+        if path == STATUS_API:
+            response = web.json_response(snapshot, headers={"Cache-Control": "no-store"})
+        else:
+            response = web.Response(text=render_page(snapshot, self.settings.local_token), content_type="text/html",
+                                    headers=_PAGE_HEADERS)
+        set_cookie = cookie_to_remember(request, self.settings)
+        if set_cookie is not None:
+            response.headers.add("Set-Cookie", set_cookie)
+        return response
 
 
 def _iso(moment: float) -> str:
@@ -144,7 +174,8 @@ If something is wrong, run <code>jupyter-dev-proxy doctor</code>.</p>
 </body></html>
 """
 
-_STATE_CLASSES = {"running": "ok", "starting": "warn", "stopped": "bad"}
+_STATE_CLASSES = {ServerState.RUNNING: "ok", ServerState.STARTING: "warn", ServerState.STOPPED: "bad",
+                  ServerState.UNKNOWN: "muted"}
 
 
 # What the IDE's URL carries when no hub token is set: the IDE's token is then the hub credential, and the proxy's
@@ -172,7 +203,7 @@ def render_page(snapshot: dict[str, Any], local_token: str) -> str:
         hub_version=e(snapshot["hub"]["version"] or "(a plain Jupyter server, no hub)"),
         reached=e(snapshot["hub"]["reached"]), user=e(snapshot["user"]), server_label=e(server["label"]),
         server_prefix=e(server["prefix"]), state=e(server["state"]),
-        state_class=_STATE_CLASSES.get(server["state"], "muted"),
+        state_class=_STATE_CLASSES[ServerState(server["state"])],
         progress=e(f"({server['progress']})") if server.get("progress") else "",
         last_activity=e(f"last activity {server['last_activity']}") if server.get("last_activity") else "",
         token=token_text, requests=snapshot["requests"],

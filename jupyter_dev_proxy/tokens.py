@@ -25,7 +25,7 @@ from typing import Protocol, cast
 from .address import HubAddress
 from .config import ConfigError, Settings, TokenKind, TokenSource, read_token_file
 from .errors import ProxyError
-from .hubapi import HubClient, HubError
+from .hubapi import HubClient, HubError, TokenRefused, UnexpectedAnswer
 from .logs import keep_secrets_out_of_logs
 
 log = logging.getLogger("jupyter_dev_proxy")
@@ -177,7 +177,8 @@ class HubCredential:
     """The hub token in use while serving, and what the hub thinks of it.
 
     A token from a file or the keyring is reread when the file changes (looked at every 2 s) or on SIGHUP, and
-    from then on every request and websocket handshake carries the new one; the IDE's URL does not change.
+    from then on every request and websocket handshake carries the new one; the IDE's URL does not change. It is
+    the one holder of the token while serving: every sender reads ``token`` as it sends.
     """
 
     def __init__(self, token: str, source: TokenSource, hub: HubAddress,
@@ -190,6 +191,7 @@ class HubCredential:
         self._refused: tuple[str, float] | None = None  # (token, when the hub refused it)
         self._checked: tuple[str, float, bool] | None = None  # (token, when, refused?)
         self.on_change: Callable[[], object] | None = None  # told when a new token is in use
+        self._reloading: set[asyncio.Task[bool]] = set()  # reloads asked for by a signal, kept until done
 
     def _stamp(self) -> tuple[float, int] | None:
         if self.source.path is None:
@@ -200,10 +202,11 @@ class HubCredential:
             return None
         return status.st_mtime, status.st_size
 
-    def reload(self, why: str) -> bool:
-        """Read the token again from where it came from; True when a new one is now in use."""
+    async def reload(self, why: str) -> bool:
+        """Read the token again from where it came from; True when a new one is now in use. The reading runs in a
+        thread: a locked keyring may wait for its user to unlock it, and the relays must not wait with it."""
         try:
-            token = self._reread()
+            token = await asyncio.to_thread(self._reread)
         except (OSError, ValueError) as exc:
             log.warning("Could not read a new hub token from %s (%s); the current one stays in use.", self.source,
                         exc)
@@ -220,6 +223,12 @@ class HubCredential:
             self.on_change()
         return True
 
+    def reload_soon(self, why: str) -> None:
+        """Start a reload from where no one can wait for it (a signal handler)."""
+        task = asyncio.get_running_loop().create_task(self.reload(why))
+        self._reloading.add(task)
+        task.add_done_callback(self._reloading.discard)
+
     async def watch(self) -> None:
         """Look at the token's file every few seconds; pick up a new token when it changes."""
         while True:
@@ -227,7 +236,7 @@ class HubCredential:
             stamp = self._stamp()
             if stamp is not None and stamp != self._file_stamp:
                 self._file_stamp = stamp
-                self.reload("its file changed")
+                await self.reload("its file changed")
 
     def refused(self) -> ProxyError:
         """The IDE's answer once the hub has refused the token, and the log's sentence, said once per token."""
@@ -255,28 +264,35 @@ class HubCredential:
         checked = self._checked
         if checked is not None and checked[0] == self.token and time.monotonic() - checked[1] < _REJECTION_CHECK_SECONDS:
             return checked[2]
-        if self.source.rereadable and self.reload("the hub refused the previous one"):
+        if self.source.rereadable and await self.reload("the hub refused the previous one"):
             return False
         token = self.token
         try:
-            status, _, _ = await hub.call("GET", self._hub.api("user"), token=token)
+            await hub.whoami()
+            refused = False
+        except TokenRefused:
+            refused = True
+        except UnexpectedAnswer:
+            refused = False  # the hub answered, just not about the token
         except HubError:
             return False  # the hub cannot be asked: its own answer stands
-        self._checked = (token, time.monotonic(), status in (401, 403))
-        return self._checked[2]
+        self._checked = (token, time.monotonic(), refused)
+        return refused
 
 
 def credential_for(settings: Settings, store: TokenStore | None = None) -> HubCredential | None:
-    """The credential a running proxy uses: None when the IDE's own token is forwarded instead."""
+    """The credential a running proxy uses, built once from the token read at startup: None when the IDE's own
+    token is forwarded instead."""
     if settings.hub_token is None:
         return None
     source, hub = settings.token_source, settings.hub
+    kept = store or TokenStore() if source.kind in (TokenKind.KEYRING, TokenKind.STORED_FILE) else None
 
     def reread() -> str | None:
         if source.kind is TokenKind.FILE and source.path is not None:
             return read_token_file(source.path)
-        if source.kind in (TokenKind.KEYRING, TokenKind.STORED_FILE):
-            found = (store or TokenStore()).find(hub, hub.user)
+        if kept is not None:  # one store: finding the keyring is asked of the system once
+            found = kept.find(hub, hub.user)
             return found[1] if found else None
         return None  # a variable does not change under a running process
     return HubCredential(settings.hub_token, source, hub, reread)

@@ -1,19 +1,16 @@
 """While serving: a server that stopped (culled overnight, stopped from the hub) is said once in the log,
-answered as Jupyter's "not running" (424), and, opt-in, started again on the next request."""
+answered as Jupyter's "not running" (424), and, opt-in, started again on the next request. The request funnel
+asks it: ``not_running`` for the answer to a stopped server, ``answered`` after each other answer."""
 
 from __future__ import annotations
 
 import asyncio
 import logging
 import time
-from collections.abc import Awaitable, Callable
-
-from aiohttp import web
-
 from .config import START_ALWAYS, Settings
-from .errors import ServerNotRunning, json_error
-from .hubapi import HubError, hub_client
-from .startup import Progress, start_server
+from .errors import ServerNotRunning
+from .hubapi import Credential, HubError, Progress, hub_client
+from .startup import start_server
 from .status import StatusBoard
 
 log = logging.getLogger("jupyter_dev_proxy")
@@ -26,28 +23,26 @@ RESTART_BACKOFF_SECONDS = 30.0
 class ServerWatch:
     """Notices that the user's server stopped (the hub's redirect, turned into ServerNotRunning by routing)."""
 
-    def __init__(self, settings: Settings, hub_version: str, status: StatusBoard | None = None) -> None:
+    def __init__(self, settings: Settings, hub_version: str, credential: Credential | None,
+                 status: StatusBoard | None = None) -> None:
         self._settings = settings
         self._hub_version = hub_version
+        self._credential = credential  # a restart carries its token of the moment, not the one at startup
         self._status = status
-        self._restart = settings.start_server == START_ALWAYS and settings.hub_token is not None
+        self._restart = settings.start_server == START_ALWAYS and credential is not None
         self._stopped = False
         self._starting: asyncio.Task[None] | None = None
         self._last_failure = -RESTART_BACKOFF_SECONDS
 
-    async def watch(self, request: web.BaseRequest,
-                    handler: Callable[[web.BaseRequest], Awaitable[web.StreamResponse]]) -> web.StreamResponse:
-        """Inside the error funnel: a stopped server is answered here, and logged only once."""
-        try:
-            response = await handler(request)
-        except ServerNotRunning as error:
-            return json_error(self._not_running(error))
-        if self._stopped and response.status not in (424, 502, 503, 504):
+    def answered(self, status: int) -> None:
+        """A request was answered with ``status``: after a stop, an answer from the server says it is back."""
+        if self._stopped and status not in (424, 502, 503, 504):
             self._stopped = False
             log.info("Your %s answers again.", self._settings.hub.server_label)
-        return response
 
-    def _not_running(self, error: ServerNotRunning) -> ServerNotRunning:
+    def not_running(self, error: ServerNotRunning) -> ServerNotRunning:
+        """The IDE's answer for a stopped server, already in the log (said once, not at every poll); the restart
+        is started here when the proxy should start the server."""
         hub = self._settings.hub
         first = not self._stopped
         self._stopped = True
@@ -57,7 +52,7 @@ class ServerWatch:
                             "IDE is told it is not running. Start it from %s and the IDE can reconnect; "
                             "JUPYTER_PROXY_START_SERVER=always makes the proxy start it on the next request.",
                             hub.server_label, hub.page("home"))
-            return error
+            return ServerNotRunning(error.message, logged=True)
         if self._starting is None and time.monotonic() - self._last_failure >= RESTART_BACKOFF_SECONDS:
             if first:
                 log.warning("Your %s on the hub has stopped (culled when idle, or stopped from the hub): "
@@ -65,9 +60,9 @@ class ServerWatch:
             self._starting = asyncio.ensure_future(self._start_again())
         if self._starting is not None:
             return ServerNotRunning(f"Your server on the hub ({hub.server_prefix}) stopped; the proxy is starting "
-                                    "it again: retry in a few seconds.")
+                                    "it again: retry in a few seconds.", logged=True)
         return ServerNotRunning(f"Your server on the hub ({hub.server_prefix}) stopped and the proxy could not "
-                                f"start it again (its log says why); start it from {hub.page('home')}.")
+                                f"start it again (its log says why); start it from {hub.page('home')}.", logged=True)
 
     async def _start_again(self) -> None:
         label = self._settings.hub.server_label
@@ -78,7 +73,7 @@ class ServerWatch:
             if self._status is not None:
                 self._status.progress = f"{percent}{event.message}"
         try:
-            async with hub_client(self._settings) as hub:
+            async with hub_client(self._settings, self._credential) as hub:
                 await start_server(hub, self._hub_version, show)
         except HubError as exc:
             self._last_failure = time.monotonic()

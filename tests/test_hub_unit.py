@@ -3,10 +3,15 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
+import logging
 import ssl
+from collections.abc import AsyncIterator, Awaitable, Callable
 from datetime import datetime, timedelta, timezone
 from pathlib import Path
+from typing import Any
 
+import aiohttp
 import pytest
 import trustme
 from aiohttp import web
@@ -15,14 +20,15 @@ from yarl import URL
 from jupyter_dev_proxy import hubapi
 from jupyter_dev_proxy import watch as watch_module
 from jupyter_dev_proxy.address import HubAddress
+from jupyter_dev_proxy.app import ProxyRunner
 from jupyter_dev_proxy.certificates import certificate_issuer
 from jupyter_dev_proxy.cli import progress_bar
 from jupyter_dev_proxy.config import ConfigError, Settings, load_settings
-from jupyter_dev_proxy.errors import ServerNotRunning
+from jupyter_dev_proxy.errors import ServerNotRunning, json_error
 from jupyter_dev_proxy.hubapi import HubError, grants, start_scope_name
 from jupyter_dev_proxy.startup import Progress, check_hub
-from jupyter_dev_proxy.tokens import ExpiryWarnings, TokenStore, describe_expiry
-from tests.conftest import make_settings
+from jupyter_dev_proxy.tokens import ExpiryWarnings, TokenStore, credential_for, describe_expiry
+from tests.conftest import LOCAL_TOKEN, make_settings
 
 
 @pytest.mark.parametrize("scopes,expected", [
@@ -148,7 +154,7 @@ async def test_a_hub_that_accepts_but_never_answers_is_a_timeout(monkeypatch: py
     settings = make_settings(f"https://127.0.0.1:{port}", None, "jupyterhub")
     try:
         with pytest.raises(HubError, match=rf"The hub at https://127.0.0.1:{port} did not answer in time"):
-            await check_hub(settings, lambda event: None)
+            await check_hub(settings, credential_for(settings), lambda event: None)
     finally:
         for writer in held:
             writer.close()
@@ -171,17 +177,14 @@ async def test_a_failed_restart_is_logged_and_not_retried_on_every_poll(
 
     monkeypatch.setattr(watch_module, "start_server", failing_start)
     settings = make_settings("https://hub", None, "hub", start_server="always")
-    watch = watch_module.ServerWatch(settings, "6.1.1")
+    watch = watch_module.ServerWatch(settings, "6.1.1", credential_for(settings))
 
-    async def stopped_server(request: object) -> web.StreamResponse:
-        raise ServerNotRunning("not running")
-
-    first = await watch.watch(None, stopped_server)  # type: ignore[arg-type]
+    first = json_error(watch.not_running(ServerNotRunning("not running")))
     assert first.status == 424 and b"starting it again" in first.body  # type: ignore[attr-defined]
     while watch._starting is not None:
         await asyncio.sleep(0.01)
     for _ in range(3):  # the IDE keeps polling
-        again = await watch.watch(None, stopped_server)  # type: ignore[arg-type]
+        again = json_error(watch.not_running(ServerNotRunning("not running")))
         assert again.status == 424 and b"could not start it again" in again.body  # type: ignore[attr-defined]
     assert attempts == ["start"]
     assert [r.getMessage() for r in caplog.records if "has stopped" in r.getMessage()] != []
@@ -229,3 +232,106 @@ def test_the_token_file_is_kept_readable_by_the_user_only(tmp_path: Path) -> Non
     assert (tmp_path / "config" / "tokens.json").stat().st_mode & 0o777 == 0o600
     assert store.find(hub, "") == ("alice", "t-1") and store.find(hub, "bob") is None
     assert store.forget(hub, "alice") and store.find(hub, "alice") is None and not store.forget(hub, "alice")
+
+
+# -- the hub's REST API, typed ----------------------------------------------------------------------------------------
+
+ApiOf = Callable[..., contextlib.AbstractAsyncContextManager[hubapi.HubClient]]
+
+
+@pytest.fixture
+def api_of(aiohttp_server: Callable[..., Awaitable[Any]]) -> ApiOf:
+    """A hub client against a fake hub whose GET ``path`` answers ``routes[path]`` (404 elsewhere)."""
+    @contextlib.asynccontextmanager
+    async def client(routes: dict[str, web.StreamResponse], server: str = "") -> AsyncIterator[hubapi.HubClient]:
+        app = web.Application()
+        for path, response in routes.items():
+            app.router.add_get(path, _answering(response))
+        hub = await aiohttp_server(app)
+        settings = make_settings(f"http://127.0.0.1:{hub.port}", server=server)
+        async with hubapi.hub_client(settings, credential_for(settings)) as api:
+            yield api
+    return client
+
+
+def _answering(response: web.StreamResponse) -> Callable[[web.Request], Awaitable[web.StreamResponse]]:
+    async def handle(request: web.Request) -> web.StreamResponse:
+        return response
+    return handle
+
+
+async def test_the_hub_version_is_none_where_there_is_no_hub_api(api_of: ApiOf) -> None:
+    async with api_of({"/hub/api": web.json_response({"version": "5.2.1"})}) as hub:
+        assert await hub.version() == "5.2.1"
+    async with api_of({}) as hub:
+        assert await hub.version() is None
+
+
+async def test_a_gateways_redirect_instead_of_the_version_is_an_unexpected_answer_with_its_location(
+        api_of: ApiOf) -> None:
+    async with api_of({"/hub/api": web.Response(status=302, headers={"Location": "https://sso.example/login"})}) as hub:
+        with pytest.raises(hubapi.UnexpectedAnswer) as raised:
+            await hub.version()
+    assert (raised.value.status, raised.value.location) == (302, "https://sso.example/login")
+
+
+@pytest.mark.parametrize("status", [401, 403])
+async def test_a_token_the_hub_does_not_accept_is_token_refused(api_of: ApiOf, status: int) -> None:
+    async with api_of({"/hub/api/user": web.json_response({"message": "no"}, status=status)}) as hub:
+        with pytest.raises(hubapi.TokenRefused) as raised:
+            await hub.whoami()
+    assert raised.value.status == status
+
+
+async def test_whoami_reads_owner_kind_scopes_token_id_and_servers(api_of: ApiOf) -> None:
+    me = {"name": "alice", "kind": "user", "scopes": ["access:servers!user=alice"], "token_id": "a12",
+          "last_activity": "2026-12-02T08:00:00Z",
+          "servers": {"": {"ready": False, "pending": "spawn", "last_activity": None}}}
+    async with api_of({"/hub/api/user": web.json_response(me)}) as hub:
+        identity = await hub.whoami()
+        assert await hub.server(identity) == hubapi.ServerModel(hubapi.ServerState.STARTING, "spawn",
+                                                                 "2026-12-02T08:00:00Z")
+    assert (identity.name, identity.is_user, identity.scopes, identity.token_id) == (
+        "alice", True, ("access:servers!user=alice",), "a12")
+
+
+@pytest.mark.parametrize("user,state", [
+    ({"servers": {"": {"ready": True, "last_activity": "2026-12-02T09:00:00Z"}}}, hubapi.ServerState.RUNNING),
+    ({"servers": {"": {"ready": False, "pending": "stop"}}}, hubapi.ServerState.STOPPED),
+    ({"servers": {}}, hubapi.ServerState.STOPPED),  # a default server that never ran is not listed
+    ({"name": "alice"}, hubapi.ServerState.UNKNOWN),  # the token lacks read:servers
+])
+async def test_the_servers_state_is_read_from_the_hubs_model(api_of: ApiOf, user: dict[str, Any],
+                                                             state: hubapi.ServerState) -> None:
+    async with api_of({"/hub/api/users/alice": web.json_response(user)}) as hub:
+        assert (await hub.server()).state is state
+
+
+async def test_a_named_server_the_hub_does_not_list_is_said_with_what_to_do(api_of: ApiOf) -> None:
+    async with api_of({"/hub/api/users/alice": web.json_response({"servers": {}})}, server="dev") as hub:
+        with pytest.raises(hubapi.UnexpectedAnswer, match="'alice' has no server named 'dev'"):
+            await hub.server()
+
+
+async def test_a_stopped_server_is_answered_424_by_the_funnel_and_said_once_in_the_log(
+        aiohttp_server: Callable[..., Awaitable[Any]], caplog: pytest.LogCaptureFixture) -> None:
+    async def stopped(request: web.Request) -> web.StreamResponse:  # the hub's redirect to its placeholder
+        return web.Response(status=302, headers={"Location": "/hub/user/alice/api/status"})
+
+    app = web.Application()
+    app.router.add_get("/user/alice/api/status", stopped)
+    hub = await aiohttp_server(app)
+    settings = make_settings(f"http://127.0.0.1:{hub.port}", keep_warm_minutes=0)
+    runner = ProxyRunner(settings, watch_module.ServerWatch(settings, "5.2.1", credential_for(settings)))
+    await runner.setup()
+    await web.TCPSite(runner, "127.0.0.1", 0).start()
+    try:
+        async with aiohttp.ClientSession(headers={"Authorization": f"token {LOCAL_TOKEN}"}) as ide:
+            for _ in range(3):  # the IDE polls
+                async with ide.get(f"http://127.0.0.1:{runner.addresses[0][1]}/api/status") as response:
+                    assert response.status == 424
+                    assert (await response.json())["reason"] == "server-not-running"
+    finally:
+        await runner.cleanup()
+    said = [r.getMessage() for r in caplog.records if r.name == "jupyter_dev_proxy" and r.levelno >= logging.WARNING]
+    assert len(said) == 1 and "has stopped" in said[0], said
