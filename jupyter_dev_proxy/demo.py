@@ -128,10 +128,26 @@ def _wait_until_ready(server: DemoServer, log_file: Path) -> None:
                           f"{log_file.read_text()[-2000:]}")
 
 
+# A free port can be taken by another program between the proxy finding it and the server binding it (tests run
+# in parallel workers): the start is tried again on another port this many times.
+_PORT_TRIES = 3
+
+
 def start_demo_server(username: str, tls_name: str = "jupyterhub", root_dir: Path | None = None,
                       extra_args: tuple[str, ...] = ()) -> DemoServer:
     """Start ``jupyter server`` with ipykernel at ``/user/<username>/`` on a free port; wait until it answers."""
     _check_installed()
+    for attempt in range(_PORT_TRIES):
+        try:
+            return _start_on_a_free_port(username, tls_name, root_dir, extra_args)
+        except DemoUnavailable as exc:
+            if "is not available" not in str(exc) or attempt == _PORT_TRIES - 1:
+                raise
+    raise AssertionError("unreachable")
+
+
+def _start_on_a_free_port(username: str, tls_name: str, root_dir: Path | None,
+                          extra_args: tuple[str, ...]) -> DemoServer:
     workdir = Path(tempfile.mkdtemp(prefix="jupyter-dev-proxy-demo-"))
     try:
         ca_file, cert_file, key_file = _throwaway_tls(workdir, tls_name)
