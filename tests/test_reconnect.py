@@ -295,7 +295,7 @@ async def test_a_reconnection_after_the_token_changed_carries_the_new_token(
         async with proxy.session() as client:
             ws = await client.ws_connect("/api/kernels/k1/channels?session_id=s1")
             token_file.write_text("new-token-0002\n")
-            assert runner.credential is not None and runner.credential.reload("the test wrote a new token")
+            assert runner.credential is not None and await runner.credential.reload("the test wrote a new token")
             drop_first.set()
             await _until(lambda: len(seen) >= 2)
             await asyncio.sleep(0.2)
