@@ -130,8 +130,9 @@ class Lines:
                 out_of_order += 1
             seen.add(number)
             highest = max(highest, number)
-        return {"expected": self.expected, "received": len(seen), "missing": self.expected - len(seen & set(
-            range(self.expected))), "duplicated": duplicated, "out_of_order": out_of_order}
+        received = len(seen & set(range(self.expected)))
+        return {"expected": self.expected, "received": received, "missing": self.expected - received,
+                "duplicated": duplicated, "out_of_order": out_of_order}
 
 
 @dataclasses.dataclass
