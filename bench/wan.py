@@ -1,7 +1,7 @@
 """What an IDE user feels over a WAN link: through the proxy against talking to the hub directly.
 
-    .venv/bin/python bench/wan.py                    # 7 rounds, 40 ms round trip, 8 s pauses: ~6.5 minutes
-    .venv/bin/python bench/wan.py --quick            # 3 rounds, fewer repetitions, no idle check: ~2.5 minutes
+    .venv/bin/python bench/wan.py                    # 7 rounds, 40 ms round trip, 8 s pauses: ~8.5 minutes
+    .venv/bin/python bench/wan.py --quick            # 3 rounds, fewer repetitions, no idle check: ~3.5 minutes
     .venv/bin/python bench/wan.py --output /tmp/wan.md   # also write a block for doc/performance.md
     .venv/bin/python bench/wan.py --idle-check-only  # only: how configurable-http-proxy treats idle connections
 
@@ -66,6 +66,7 @@ PREFIX = f"/user/{USER}/"
 TLS_NAME = "jupyterhub"
 KERNEL_PROTOCOL = "v1.kernel.websocket.jupyter.org"
 OPEN_NOTEBOOK = "wan-open.ipynb"          # ~50 KB, written at setup, opened by open_notebook_after_pause
+BURST_DIR = "wan-dir"                     # a folder of 20 small files, listed by burst_after_pause
 SAVE_NOTEBOOK = "wan-save-{path}.ipynb"   # ~2 MB, saved and loaded by save_load_2mb (one file per path)
 OP_TIMEOUT_S = 120.0                      # any one measured operation; far above a hang-free one
 CHP_KEEPALIVE_S = 5.0                     # configurable-http-proxy's default keepAliveTimeout (5000 ms)
@@ -399,6 +400,15 @@ async def open_notebook(route: Route) -> None:
                          route.request("GET", "api/kernelspecs"), route.request("GET", "api/sessions"))
 
 
+async def burst(route: Route) -> None:
+    """What an IDE asks at once when it opens a notebook after a pause: the notebook, the
+    sessions, the kernel specs, the kernels, the notebook's folder and who the user is. Six requests in flight
+    together, after the hub's front has closed every idle connection: each needs a connection of its own."""
+    await asyncio.gather(*(route.request("GET", path) for path in (
+        f"api/contents/{OPEN_NOTEBOOK}", "api/sessions", "api/kernelspecs", "api/kernels",
+        f"api/contents/{BURST_DIR}", "api/me")))
+
+
 async def save_load(route: Route) -> None:
     name = SAVE_NOTEBOOK.format(path=route.name)
     await route.request("PUT", f"api/contents/{name}", route.save_body, expect=(200, 201))  # 201: created
@@ -466,6 +476,8 @@ SCENARIOS = [
     Scenario("get_warm", "GET /api/contents, warm", False, 1.05, get_contents),
     Scenario("open_notebook_after_pause", "open a notebook after a pause (50 KB file + kernelspecs + sessions, "
              "at once)", True, 0.45, open_notebook),
+    Scenario("burst_after_pause", "a burst after a pause (6 GETs at once: the notebook, sessions, kernelspecs, "
+             "kernels, a folder, /api/me)", True, 0.45, burst),
     Scenario("execute_warm", "execute 1+1 on an open kernel websocket", False, 1.05, execute,
              prelude=False, repeat_key="execute_repeat"),
     Scenario("save_load_2mb", "save + load a 2 MB notebook", False, 1.05, save_load, repeat_key="save_repeat"),
@@ -494,6 +506,7 @@ class Bench:
     def __init__(self, args: argparse.Namespace, direct: Route, proxy: Route, link: Link) -> None:
         self.args, self.direct, self.proxy, self.link = args, direct, proxy, link
         self.results = Results()
+        self.scenarios = selected(args)
 
     async def timed(self, scenario: Scenario, route: Route) -> None:
         """One measurement of ``scenario`` on ``route``, with the link's count of new connections around it."""
@@ -519,7 +532,7 @@ class Bench:
 
     async def round(self, number: int) -> None:
         order = [self.direct, self.proxy] if number % 2 == 0 else [self.proxy, self.direct]
-        for scenario in SCENARIOS:
+        for scenario in self.scenarios:
             if scenario.pause:
                 for route in order:
                     # Strictly sequential: neither client sends anything during the pause (the other path's
@@ -666,9 +679,17 @@ def pct(values: list[float], q: int) -> float:
     return statistics.quantiles(values, n=10, method="inclusive")[q // 10 - 1]
 
 
-def summarize(results: Results) -> list[dict[str, Any]]:
+def selected(args: argparse.Namespace) -> list[Scenario]:
+    """The scenarios --only names (all by default)."""
+    return [s for s in SCENARIOS if not args.only or s.key in args.only]
+
+
+def summarize(results: Results, scenarios: list[Scenario]) -> list[dict[str, Any]]:
+    keys = {s.key for s in scenarios}
     rows = []
     for s in ROWS:
+        if s.key.split(".")[0] not in keys:
+            continue
         row: dict[str, Any] = {"key": s.key, "title": s.title, "target": s.target}
         for name in ("direct", "proxy"):
             samples = results.samples[s.key][name]
@@ -806,13 +827,14 @@ async def run_async(args: argparse.Namespace, server: Any, chp_port: int, link: 
                     await route.channel.execute("1+1")
                 await get_contents(route)
                 await open_notebook(route)
+                await burst(route)
                 await save_load(route)
                 await new_kernel_ws(route)
             bench = Bench(args, direct, proxy, link)
             for number in range(args.rounds):
                 log(f"round {number + 1}/{args.rounds}")
                 await bench.round(number)
-            out["rows"] = summarize(bench.results)
+            out["rows"] = summarize(bench.results, bench.scenarios)
             out["failures"] = bench.results.failures
         finally:
             await direct.close()
@@ -834,6 +856,9 @@ def main() -> int:
                              "configurable-http-proxy's 5 s keep-alive timeout)")
     parser.add_argument("--delay-ms", type=float, default=20.0, help="one-way delay of the link (default 20)")
     parser.add_argument("--bandwidth-mbit", type=float, help="bandwidth cap per direction (default: none)")
+    parser.add_argument("--only", type=lambda text: [k.strip() for k in text.split(",") if k.strip()],
+                        default=[], metavar="KEY[,KEY...]",
+                        help=f"run only these scenarios: {', '.join(s.key for s in SCENARIOS)}")
     parser.add_argument("--warm-repeat", type=int, help="warm GETs and warm websockets per round and path "
                                                         "(default 5; 2 with --quick)")
     parser.add_argument("--execute-repeat", type=int, help="executes per round and path (default 10; 4 quick)")
@@ -859,6 +884,9 @@ def main() -> int:
         _link_child(args.link_child)
         return 0
     args.rounds = args.rounds or (3 if args.quick else 7)
+    unknown = [k for k in args.only if k not in {s.key for s in SCENARIOS}]
+    if unknown:
+        parser.error(f"--only: no scenario {', '.join(unknown)}; there are {', '.join(s.key for s in SCENARIOS)}")
     args.warm_repeat = args.warm_repeat or (2 if args.quick else 5)
     args.execute_repeat = args.execute_repeat or (4 if args.quick else 10)
     args.save_repeat = args.save_repeat or (1 if args.quick else 2)
@@ -890,6 +918,9 @@ def main() -> int:
         server = start_demo_server(USER, tls_name=TLS_NAME)
         CLEANUPS.append(server.stop)
         (server.root_dir / OPEN_NOTEBOOK).write_text(open_notebook_json())
+        (server.root_dir / BURST_DIR).mkdir()
+        for i in range(20):
+            (server.root_dir / BURST_DIR / f"file-{i}.py").write_text(f"x = {i}\n")
         chp_port = start_chp(chp, server.url, server.ca_file, server.workdir / "server.pem",
                              server.workdir / "server.key", workdir, server.token)
         log(f"configurable-http-proxy on :{chp_port} (TLS) → {server.url}")
