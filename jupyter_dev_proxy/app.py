@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import time
 
 import aiohttp
 from aiohttp import http_exceptions, web
@@ -114,6 +115,31 @@ class _IdeServer(web.Server):
                               max_field_size=_MAX_HEADER_BYTES, keepalive_timeout=IDE_IDLE_SECONDS)
 
 
+# Refusals of the same kind (a web page firing <img> requests without the token, a misconfigured client in a
+# loop) are logged at most this often, with a count of those held back, so that they cannot flood the log.
+_SAME_REFUSAL_LOG_SECONDS = 10.0
+
+
+class _LogBudget:
+    """One warning per kind of failure per _SAME_REFUSAL_LOG_SECONDS; the next says how many were not logged."""
+
+    def __init__(self) -> None:
+        self._last: dict[str, float] = {}
+        self._held: dict[str, int] = {}
+
+    def allows(self, reason: str) -> bool:
+        now = time.monotonic()
+        if now - self._last.get(reason, -_SAME_REFUSAL_LOG_SECONDS) < _SAME_REFUSAL_LOG_SECONDS:
+            self._held[reason] = self._held.get(reason, 0) + 1
+            return False
+        self._last[reason] = now
+        return True
+
+    def held_back(self, reason: str) -> str:
+        count = self._held.pop(reason, 0)
+        return f" ({count} more like it in the last {_SAME_REFUSAL_LOG_SECONDS:.0f} s not logged)" if count else ""
+
+
 class ProxyRunner(web.BaseRunner):
     """The proxy, ready to serve on aiohttp sites: its request handler, its connections to the hub, and a
     shutdown that closes every websocket with 1001 (going away) before it waits for requests to end."""
@@ -130,6 +156,7 @@ class ProxyRunner(web.BaseRunner):
         self._session: aiohttp.ClientSession | None = None
         self._hub_api: HubClient | None = None  # the hub's API on the relays' connections, with the credential
         self._relays = OpenRelays()
+        self._log_budget = _LogBudget()
         self._watching_token: asyncio.Task[None] | None = None
 
     async def _make_server(self) -> web.Server:
@@ -176,9 +203,9 @@ class ProxyRunner(web.BaseRunner):
         elif isinstance(error, ServerNotRunning) and self._watch is not None:  # logged once, restarted if asked
             error = self._watch.not_running(error)
         self.status.note_error(error.status, error.reason, error.message)
-        if not error.logged:
-            log.warning("%s → %d %s: %s", loggable(request.method, request.raw_path), error.status, error.reason,
-                        error.message)
+        if not error.logged and self._log_budget.allows(error.reason):
+            log.warning("%s → %d %s: %s%s", loggable(request.method, request.raw_path), error.status, error.reason,
+                        error.message, self._log_budget.held_back(error.reason))
         if request.writer.output_size > 0:  # the answer has begun: no error can follow it, only a hang-up
             if request.transport is not None:
                 request.transport.abort()

@@ -23,9 +23,11 @@ from .transport import HubTransport
 
 log = logging.getLogger("jupyter_dev_proxy")
 
-# A request may be sent a second time only if sending it twice cannot change anything (RFC 9110 §9.2.2):
-# a save (PUT) is idempotent, a POST that creates a session is not.
-_IDEMPOTENT_METHODS = frozenset({"GET", "HEAD", "OPTIONS", "PUT", "DELETE"})
+# A request that may have reached the server is sent a second time only if that cannot change what the IDE sees
+# (RFC 9110 §9.2.2): a save (PUT) writes the same bytes again. DELETE is idempotent for the server but not for
+# the IDE: a second one answers 404 to a delete that worked (review S4). aiohttp's own single retry of a reused
+# connection that closed before answering (RFC 9112 §9.3.1) stays: nothing was answered on it.
+_REPLAYABLE_METHODS = frozenset({"GET", "HEAD", "OPTIONS", "PUT"})
 
 # How much of a request body is kept so the request can be replayed on a fresh connection. Bodies larger
 # than this are streamed without a copy and are not retried.
@@ -70,7 +72,7 @@ async def _send(session: aiohttp.ClientSession, hub_transport: HubTransport, req
     """Send the request; once more on a fresh connection if a pooled one was dead and a replay is safe, and
     again after a pause while a hub reached moments ago cannot be connected to (nothing was sent then)."""
     body = _ReplayableBody(request.content) if request.body_exists else None
-    retry_allowed = request.method in _IDEMPOTENT_METHODS
+    retry_allowed = request.method in _REPLAYABLE_METHODS
     pauses = iter(_UNREACHABLE_RETRY_PAUSES)
     while True:
         try:

@@ -427,3 +427,14 @@ async def test_jupyter_proxy_allowed_hosts_adds_names(
     refused = await exchange(proxy.url.port, request_head("GET", "/api/status", LOCAL_TOKEN, host="devbox.evil"))
     assert (allowed.status, refused.status) == (200, 403)
     assert "JUPYTER_PROXY_ALLOWED_HOSTS" in refused.json()["message"]
+
+
+async def test_a_flood_of_refused_requests_is_logged_once_with_a_count(
+        echo_proxy: Proxy, caplog: pytest.LogCaptureFixture) -> None:
+    """A web page firing <img> requests without the token must not flood the log (review: suspected)."""
+    async with aiohttp.ClientSession(base_url=echo_proxy.url) as page:
+        for _ in range(30):
+            async with page.get("/api/contents") as response:
+                assert response.status == 403
+    refusals = [r.getMessage() for r in caplog.records if "token-required" in r.getMessage()]
+    assert len(refusals) == 1, refusals
