@@ -32,7 +32,7 @@ from collections.abc import Mapping
 
 from aiohttp import web
 
-from .config import Settings
+from .address import HubAddress
 
 
 class ProxyError(Exception):
@@ -80,9 +80,9 @@ def json_error(error: ProxyError) -> web.Response:
     return response
 
 
-def hub_bad_answer(settings: Settings, what: str) -> ProxyError:
+def hub_bad_answer(hub: HubAddress, what: str) -> ProxyError:
     """The hub (or a gateway or ingress in front of it) answered with something the proxy cannot pass on."""
-    return ProxyError(502, "hub-bad-answer", f"The hub at {settings.hub} answered with {what}; the proxy "
+    return ProxyError(502, "hub-bad-answer", f"The hub at {hub} answered with {what}; the proxy "
                                              "did not pass it on. Something between you and your server (a "
                                              "gateway, an ingress) may be misbehaving: try again, or tell "
                                              "your hub's admins.")

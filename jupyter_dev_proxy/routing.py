@@ -299,7 +299,7 @@ def client_response_headers(settings: Settings, headers: MultiMapping[str]) -> C
     out: CIMultiDict[str] = CIMultiDict()
     for name, value in _forwardable(headers, frozenset()):
         if not _HEADER_NAME.fullmatch(name) or _UNWRITABLE_VALUE.search(value):
-            raise hub_bad_answer(settings, f"a header the IDE cannot be sent, {ascii(name[:60])}")
+            raise hub_bad_answer(settings.hub, f"a header the IDE cannot be sent, {ascii(name[:60])}")
         lower = name.lower()
         if lower.startswith("access-control-"):
             continue  # which web pages may read the answer is the proxy's decision (its CORS settings)

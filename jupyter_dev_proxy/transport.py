@@ -456,7 +456,9 @@ class HubTransport:
 
     @asynccontextmanager
     async def failures(self) -> AsyncIterator[None]:
-        """Around a request under way: aiohttp's errors become ProxyError, each with its sentence."""
+        """Around a request under way (an HTTP request, a websocket handshake): the one map from what can go wrong
+        after connecting (aiohttp's errors, a reset, a TLS alert, a deadline) to ProxyError, each with its sentence.
+        What goes wrong while connecting is mapped in ``_connect``, naming the hop."""
         hub = self._settings.hub
         try:
             yield
@@ -465,11 +467,10 @@ class HubTransport:
                                                  "time: your server may be stuck or overloaded; try again, and "
                                                  "check it on the hub if this keeps happening.") from None
         except (aiohttp.ServerTimeoutError, asyncio.TimeoutError):  # a connection or a whole call took too long
-            raise ProxyError(504, "hub-timeout", f"The hub at {hub} did not answer in time: it may be overloaded, "
-                                                 "or your network or VPN may be down.") from None
+            raise self._hub_connect_failure(TimeoutError()) from None
         except aiohttp.ClientResponseError:  # raised while reading the answer's head
-            raise hub_bad_answer(self._settings, "something that is not a valid HTTP answer") from None
-        except (aiohttp.ClientConnectionError, aiohttp.ClientPayloadError, ssl.SSLError) as exc:
+            raise hub_bad_answer(self._settings.hub, "something that is not a valid HTTP answer") from None
+        except (aiohttp.ClientConnectionError, aiohttp.ClientPayloadError, ssl.SSLError, ConnectionError) as exc:
             cause = exc.__cause__ or exc
             if refuses_client(cause):  # with TLS 1.3, a missing client certificate is refused after the handshake
                 raise gateway_refused_certificate(self._settings, str(cause)) from None

@@ -135,14 +135,14 @@ async def open_hub_websocket(settings: Settings, hub_transport: HubTransport, ur
     hub = await hub_transport.open(HubConnection)
     assert hub.transport is not None
     try:
-        return hub, await _hub_handshake(settings, hub, url, offered, headers, answer_seconds)
+        return hub, await _hub_handshake(settings, hub_transport, hub, url, offered, headers, answer_seconds)
     except BaseException:
         hub.transport.abort()
         raise
 
 
-async def _hub_handshake(settings: Settings, hub: HubConnection, url: URL, offered: list[str],
-                         headers: CIMultiDict[str], answer_seconds: float | None) -> str | None:
+async def _hub_handshake(settings: Settings, hub_transport: HubTransport, hub: HubConnection, url: URL,
+                         offered: list[str], headers: CIMultiDict[str], answer_seconds: float | None) -> str | None:
     """Ask the hub for the websocket (no extensions offered); return the subprotocol it chose."""
     key = base64.b64encode(os.urandom(16)).decode()
     lines = [f"GET {url.raw_path_qs} HTTP/1.1", f"Host: {url.host_port_subcomponent}", "Upgrade: websocket",
@@ -152,17 +152,9 @@ async def _hub_handshake(settings: Settings, hub: HubConnection, url: URL, offer
     lines += [f"{name}: {value}" for name, value in headers.items()]
     assert hub.transport is not None
     hub.transport.write(("\r\n".join(lines) + "\r\n\r\n").encode("utf-8", "surrogateescape"))
-    try:
+    async with hub_transport.failures():
         async with timeout(answer_seconds or _transport.ANSWER_TIMEOUT_SECONDS):
             head = await hub.answer
-    except asyncio.TimeoutError:
-        raise ProxyError(504, "hub-timeout", f"The hub at {settings.hub} did not answer the websocket "
-                                             "handshake in time: try again.") from None
-    except (ConnectionError, ssl.SSLError) as exc:
-        if _transport.refuses_client(exc):  # with TLS 1.3, a missing client certificate is refused after the handshake
-            raise _transport.gateway_refused_certificate(settings, str(exc)) from None
-        raise ProxyError(502, "hub-disconnected", f"The hub at {settings.hub} broke off the websocket "
-                                                  f"handshake ({type(exc).__name__}): try again.") from None
     status, answer = _parse_response_head(settings, head)
     if status != 101:
         raise _handshake_refused(settings, url, status, answer)
