@@ -20,6 +20,7 @@ from typing import TextIO, cast
 
 from .config import Settings, setting_origins
 from .errors import ProxyError
+from .http1 import parse_answer_head
 from .hubapi import (
     HubClient,
     HubError,
@@ -220,12 +221,14 @@ async def _kernelspecs_and_websocket(report: _Report, hub: HubClient, transport:
     opened.transport.write(("\r\n".join(headers) + "\r\n\r\n").encode())
     try:
         async with timeout(_TIMEOUT_SECONDS):
-            head = (await opened.first_bytes).split(b"\r\n", 1)[0].decode("latin-1") or "the connection closed"
+            first = await opened.first_bytes
+        answer = parse_answer_head(first.split(b"\r\n\r\n", 1)[0])
+        head = (first.split(b"\r\n", 1)[0].decode("latin-1", "replace")[:80] or "the connection closed")
     except asyncio.TimeoutError:
-        head = "no answer"
+        answer, head = None, "no answer"
     finally:
         opened.transport.abort()
-    if " 101 " in head + " ":
+    if answer is not None and answer.status == 101:
         report.ok("websocket", f"a handshake with {address.server_prefix}api/events/subscribe was accepted")
     else:
         report.bad("websocket", f"a handshake with {address.server_prefix}api/events/subscribe got '{head}': a "

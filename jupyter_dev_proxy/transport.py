@@ -34,6 +34,7 @@ from aiohttp.client_proto import ResponseHandler
 from .certificates import certificate_issuer
 from .config import ConfigError, ForwardProxy, Settings
 from .errors import HubUnreachable, ProxyError, hub_bad_answer
+from .http1 import HeadTooLong, parse_answer_head, take_head
 from .timeouts import timeout
 
 # configurable-http-proxy, in front of most hubs, drops idle keep-alive connections after 5 s. A pooled
@@ -74,9 +75,6 @@ _SPARE_MIN_LIFE_SECONDS = 2.0
 # Larger reads than aiohttp's 64 KiB default halve the per-chunk overhead of large downloads, at a fixed
 # memory cost per open response.
 READ_BUFFER_BYTES = 256 * 1024
-
-# The longest answer to a CONNECT the proxy reads from a company proxy (a status line and headers).
-_MAX_CONNECT_ANSWER_BYTES = 64 * 1024
 
 # OpenSSL's verify code for "certificate is valid, but not for this name".
 _X509_V_ERR_HOSTNAME_MISMATCH = 62
@@ -131,9 +129,14 @@ class _ConnectAnswer(asyncio.Protocol):
 
     def data_received(self, data: bytes) -> None:
         self._received += data
-        end = self._received.find(b"\r\n\r\n")
-        if not self.head.done() and (end >= 0 or len(self._received) > _MAX_CONNECT_ANSWER_BYTES):
-            self.head.set_result(bytes(self._received[:end + 4]))
+        if self.head.done():
+            return
+        try:
+            head = take_head(self._received)
+        except HeadTooLong:
+            head = b""  # not an HTTP proxy's answer
+        if head is not None:
+            self.head.set_result(head)
 
     def connection_lost(self, exc: Exception | None) -> None:
         if not self.head.done():
@@ -356,19 +359,17 @@ class HubTransport:
         return cast(asyncio.Transport, raw)  # uvloop's transports are not asyncio.Transport subclasses
 
     def _check_tunnel(self, proxy: ForwardProxy, head: bytes) -> None:
-        status_line = head.split(b"\r\n", 1)[0].decode("latin-1")
-        version, _, rest = status_line.partition(" ")
-        code, _, reason = rest.partition(" ")
+        answer = parse_answer_head(head)
         hub = f"{self._host}:{self._port}"
-        if not version.startswith("HTTP/1.") or not code.isdigit():
+        if answer is None:
             raise ProxyError(502, "forward-proxy-refused", f"The company proxy at {proxy} (from {proxy.setting}) "
                                                            "closed the connection or answered something that is "
                                                            f"not HTTP when asked to reach the hub at {hub}: check "
                                                            f"that {proxy.setting} names an HTTP proxy.")
-        status = int(code)
+        status = answer.status
         if status == 200:
             return
-        said = f"{status} {reason.strip()}".strip()
+        said = f"{status} {answer.reason}".strip()
         if status in (401, 407):  # tinyproxy answers wrong credentials with 401
             if proxy.authorization is None:
                 advice = (f"put them in {proxy.setting} as http://user:password@{proxy.host}:{proxy.port}"

@@ -23,13 +23,11 @@ from yarl import URL
 from . import transport as _transport  # its limits are read at call time: tests shorten them
 from .config import Settings
 from .errors import ProxyError
+from .http1 import HeadTooLong, parse_answer_head, take_head
 from .routing import client_response_headers, gateway_refusal, upstream_request_headers
 from .timeouts import timeout
 from .transport import HubTransport
 from .ws_frames import accept_key
-
-# The longest answer to a websocket handshake the proxy reads (a status line and headers).
-_MAX_ANSWER_BYTES = 64 * 1024
 
 
 class HubSink(Protocol):
@@ -64,15 +62,15 @@ class HubConnection(asyncio.Protocol):
         self._early += data
         if self.answer.done():
             return
-        end = self._early.find(b"\r\n\r\n")
-        if end >= 0:
-            self.answer.set_result(bytes(self._early[:end + 4]))
-            del self._early[:end + 4]
-        elif len(self._early) > _MAX_ANSWER_BYTES:
+        try:
+            head = take_head(self._early)
+        except HeadTooLong:
             self.answer.set_exception(ProxyError(502, "hub-bad-websocket", "The hub's answer to the websocket "
                                                                            "handshake is too long."))
         else:
-            return
+            if head is None:
+                return
+            self.answer.set_result(head)
         assert self.transport is not None
         self.transport.pause_reading()  # until the sink is attached
 
@@ -155,31 +153,18 @@ async def _hub_handshake(settings: Settings, hub_transport: HubTransport, hub: H
     async with hub_transport.failures():
         async with timeout(answer_seconds or _transport.ANSWER_TIMEOUT_SECONDS):
             head = await hub.answer
-    status, answer = _parse_response_head(settings, head)
-    if status != 101:
-        raise _handshake_refused(settings, url, status, answer)
-    protocol = answer.get("Sec-WebSocket-Protocol")
-    if (answer.get("Upgrade", "").lower() != "websocket" or answer.get("Sec-WebSocket-Accept") != accept_key(key)
-            or "Sec-WebSocket-Extensions" in answer or (protocol is not None and protocol not in offered)):
+    answer = parse_answer_head(head)
+    if answer is None:
+        raise ProxyError(502, "hub-bad-websocket", f"The hub at {settings.hub} answered the websocket handshake "
+                                                   "with something that is not HTTP/1.1.")
+    if answer.status != 101:
+        raise _handshake_refused(settings, url, answer.status, answer.headers)
+    headers, protocol = answer.headers, answer.headers.get("Sec-WebSocket-Protocol")
+    if (headers.get("Upgrade", "").lower() != "websocket" or headers.get("Sec-WebSocket-Accept") != accept_key(key)
+            or "Sec-WebSocket-Extensions" in headers or (protocol is not None and protocol not in offered)):
         raise ProxyError(502, "hub-bad-websocket", "The hub accepted the websocket with a handshake that breaks "
                                                    "RFC 6455; the proxy closed it.")
     return protocol
-
-
-def _parse_response_head(settings: Settings, head: bytes) -> tuple[int, CIMultiDict[str]]:
-    status_line, *lines = head.decode("utf-8", "surrogateescape").split("\r\n")
-    version, _, rest = status_line.partition(" ")
-    headers: CIMultiDict[str] = CIMultiDict()
-    for line in filter(None, lines):
-        name, colon, value = line.partition(":")
-        if not colon:
-            break
-        headers.add(name.strip(), value.strip())
-    else:
-        if version.startswith("HTTP/1.") and rest[:3].isdigit():
-            return int(rest[:3]), headers
-    raise ProxyError(502, "hub-bad-websocket", f"The hub at {settings.hub} answered the websocket handshake "
-                                               "with something that is not HTTP/1.1.")
 
 
 def _handshake_refused(settings: Settings, url: URL, status: int, headers: CIMultiDict[str]) -> ProxyError:
