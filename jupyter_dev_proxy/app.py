@@ -15,7 +15,6 @@ import aiohttp
 from aiohttp import http_exceptions, web
 from aiohttp.abc import AbstractAccessLogger
 from aiohttp.web_protocol import RequestHandler
-from yarl import URL
 
 from .auth import (
     check_host,
@@ -26,16 +25,11 @@ from .auth import (
     preflight_answer,
 )
 from .config import Settings
-from .errors import HubLoginRequired, ProxyError, ServerNotRunning, json_error
+from .errors import HubLoginRequired, HubRefusedRequest, ProxyError, ServerNotRunning, json_error
 from .http_relay import relay_http
 from .hubapi import HubClient
 from .logs import keep_secrets_out_of_logs
-from .routing import (
-    check_request_head,
-    loggable,
-    query_without_token,
-    upstream_path_for,
-)
+from .routing import check_request_head, loggable, upstream_request_headers, upstream_url_for
 from .status import PREFIX as STATUS_PREFIX
 from .status import StatusBoard
 from .tokens import HubCredential, credential_for
@@ -44,12 +38,6 @@ from .watch import ServerWatch
 from .ws_relay import OpenRelays, relay_websocket
 
 log = logging.getLogger("jupyter_dev_proxy")
-
-
-def upstream_url_for(settings: Settings, request: web.BaseRequest) -> URL:
-    """The hub URL for this request: the user's server prefix added, the proxy's token removed."""
-    raw_path, _, raw_query = request.raw_path.partition("?")
-    return settings.hub.url(upstream_path_for(settings, raw_path), query_without_token(raw_query))
 
 
 def _is_websocket_upgrade(request: web.BaseRequest) -> bool:
@@ -198,8 +186,11 @@ class ProxyRunner(web.BaseRunner):
             log.exception("%s: unexpected error in the proxy", loggable(request.method, request.raw_path))
             error = ProxyError(500, "proxy-bug", "The proxy hit an unexpected error; its log has the details.",
                                logged=True)
-        if isinstance(error, HubLoginRequired):  # the hub's login page: has it stopped accepting the token?
-            error = await self.token_refusal() or error
+        if isinstance(error, (HubLoginRequired, HubRefusedRequest)):  # has the hub stopped accepting the token?
+            refusal = await self.token_refusal()
+            if refusal is None and isinstance(error, HubRefusedRequest):
+                return error.answer  # the token is fine: the hub's own answer, as it gave it
+            error = refusal or error
         elif isinstance(error, ServerNotRunning) and self._watch is not None:  # logged once, restarted if asked
             error = self._watch.not_running(error)
         self.status.note_error(error.status, error.reason, error.message)
@@ -229,7 +220,7 @@ class ProxyRunner(web.BaseRunner):
         if request.path.startswith(STATUS_PREFIX.rstrip("/")):  # the proxy's own page: never forwarded
             return await self.status.answer(request, self._hub_api, self._relays.kernel_websockets())
         hub_token = hub_token_for(request, settings, self.credential.token if self.credential else None)
-        url = upstream_url_for(settings, request)
+        url = upstream_url_for(settings, request.raw_path)
         self._transport.note_activity()  # only the IDE's work for the hub, past the checks, keeps connections warm
         set_cookie = cookie_to_remember(request, settings)
         if _is_websocket_upgrade(request):
@@ -237,5 +228,6 @@ class ProxyRunner(web.BaseRunner):
             token = (lambda: credential.token) if credential is not None else (lambda: hub_token)
             return await relay_websocket(request, settings, self._transport, token, url, self._relays, set_cookie)
         assert self._session is not None
-        return await relay_http(request, settings, self._transport, self._session, hub_token, url, set_cookie,
-                                cors_headers(request, settings), self.token_refusal)
+        headers = upstream_request_headers(request.headers, hub_token, gateway_headers=self._transport.gateway_headers)
+        return await relay_http(request, settings, self._transport, self._session, url, headers, set_cookie,
+                                cors_headers(request, settings))

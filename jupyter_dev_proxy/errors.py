@@ -56,6 +56,15 @@ class HubUnreachable(ProxyError):
     nothing of the request was sent, so trying it again is safe whatever its method."""
 
 
+class HubRefusedRequest(ProxyError):
+    """The hub (not a gateway) answered 401 or 403: its token may no longer be accepted, or the request is not
+    allowed. The funnel asks the hub which; ``answer`` is the hub's own answer, passed on when the token is fine."""
+
+    def __init__(self, answer: web.Response) -> None:
+        super().__init__(answer.status, "hub-refused", "The hub refused the request.")
+        self.answer = answer
+
+
 class ServerNotRunning(ProxyError):
     """The user's server is stopped: the hub sent its URL to the hub's placeholder page (424 for the IDE,
     which then retries, as it does for jupyter_server's own "not running")."""

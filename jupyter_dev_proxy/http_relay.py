@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from collections.abc import AsyncIterator, Awaitable, Callable
+from collections.abc import AsyncIterator
 
 import aiohttp
 from aiohttp import HttpVersion11, web
@@ -12,13 +12,8 @@ from multidict import CIMultiDict
 from yarl import URL
 
 from .config import Settings
-from .errors import HubUnreachable, ProxyError
-from .routing import (
-    client_response_headers,
-    gateway_refusal,
-    loggable,
-    upstream_request_headers,
-)
+from .errors import HubRefusedRequest, HubUnreachable, ProxyError
+from .routing import client_response_headers, gateway_refusal, loggable
 from .transport import HubTransport
 
 log = logging.getLogger("jupyter_dev_proxy")
@@ -110,37 +105,37 @@ async def _continue_if_expected(request: web.BaseRequest) -> None:
 
 
 async def relay_http(request: web.BaseRequest, settings: Settings, hub_transport: HubTransport,
-                     session: aiohttp.ClientSession, hub_token: str, url: URL, set_cookie: str | None,
-                     cors: list[tuple[str, str]],
-                     token_refusal: Callable[[], Awaitable[ProxyError | None]]) -> web.StreamResponse:
-    """Forward ``request`` to ``url`` with the hub token and stream the hub's response back as it comes;
-    ``set_cookie`` (the proxy's own) is added to a successful answer, ``cors`` to every answer. A 401 or 403
-    asks ``token_refusal`` whether the hub has stopped accepting the token, to say so instead."""
+                     session: aiohttp.ClientSession, url: URL, headers: CIMultiDict[str], set_cookie: str | None,
+                     cors: list[tuple[str, str]]) -> web.StreamResponse:
+    """Forward ``request`` to ``url`` with ``headers`` (the hub token in them) and stream the hub's response back as
+    it comes; ``set_cookie`` (the proxy's own) is added to a successful answer, ``cors`` to every answer. A small
+    401 or 403 of the hub's own is raised as HubRefusedRequest, for the funnel to ask whether the token is still
+    accepted."""
     await _continue_if_expected(request)
-    headers = upstream_request_headers(request.headers, hub_token, gateway_headers=hub_transport.gateway_headers)
     async with hub_transport.failures():
         upstream = await _send(session, hub_transport, request, url, headers)
     try:
         refusal = gateway_refusal(settings, request.raw_path, upstream.status, upstream.content_type)
-        if refusal is None and upstream.status in (401, 403):
-            refusal = await token_refusal()
         if refusal is not None:
             raise refusal
-        headers = client_response_headers(settings, upstream.headers)
+        answer_headers = client_response_headers(settings, upstream.headers)
         if set_cookie is not None and upstream.status < 400:
-            headers.add("Set-Cookie", set_cookie)
+            answer_headers.add("Set-Cookie", set_cookie)
         for name, value in cors:  # the proxy's own CORS answer (routing dropped the hub's)
             if name == "Vary":
-                headers.add(name, value)
+                answer_headers.add(name, value)
             else:
-                headers[name] = value
+                answer_headers[name] = value
         length = upstream.content_length
         if length is not None and length <= _SMALL_BODY_BYTES and request.method != "HEAD":
             # Most API answers: read whole, so status, headers and body leave in one write.
             async with hub_transport.failures():
                 body = await upstream.read()
-            return web.Response(status=upstream.status, reason=_reason(upstream), headers=headers, body=body)
-        response = web.StreamResponse(status=upstream.status, reason=_reason(upstream), headers=headers)
+            small = web.Response(status=upstream.status, reason=_reason(upstream), headers=answer_headers, body=body)
+            if upstream.status in (401, 403):
+                raise HubRefusedRequest(small)
+            return small
+        response = web.StreamResponse(status=upstream.status, reason=_reason(upstream), headers=answer_headers)
         await response.prepare(request)
         await _copy_body(request, upstream, response)
     finally:

@@ -145,6 +145,12 @@ def upstream_path_for(settings: Settings, raw_path: str) -> str:
     return hub.server_prefix + raw_path[1:]
 
 
+def upstream_url_for(settings: Settings, raw_path_qs: str) -> URL:
+    """The hub URL for a request's raw path and query: the user's server prefix added, the proxy's token removed."""
+    raw_path, _, raw_query = raw_path_qs.partition("?")
+    return settings.hub.url(upstream_path_for(settings, raw_path), query_without_token(raw_query))
+
+
 def loggable(method: str, raw_path: str) -> str:
     """The request as a log line may show it: the raw path (no CR/LF can hide in it), never the query,
     which may hold the proxy's token."""
