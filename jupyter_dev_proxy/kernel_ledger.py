@@ -7,8 +7,10 @@ connection may never have reached the kernel, and a reply the server wrote into 
 protocol's requests (``*_request``, by ``msg_id``) and replies (``*_reply``, by parent ``msg_id``) and decides,
 at each break, what becomes of every request still unanswered:
 
-    safe to repeat (kernel_info, complete, inspect,   sent again on the new connection; a second answer to
-    is_complete, history, comm_info)                  one of these changes nothing
+    safe to repeat (kernel_info, complete, inspect,   sent again on the new connection (with a mark in its
+    is_complete, history, comm_info)                  metadata: the kernel drops a message whose signature it
+                                                      has seen, and the server signs the same bytes the same
+                                                      way); a second answer to one of these changes nothing
     anything else (execute, comm_info, shutdown...)   in doubt: the proxy sends its own kernel_info_request on
                                                       the shell channel, which the kernel answers only after
                                                       every shell request before it; a doubtful request still
@@ -29,6 +31,7 @@ from dataclasses import dataclass, field
 from datetime import datetime, timezone
 
 from .kernel_messages import KernelMessage
+from .ws_frames import CONTROL_BIT, Opcode, data_frame, read_frame_header, unmask
 
 # Requests whose second copy does no harm: they read state and change nothing (the kernel answers each).
 SAFE_TO_REPEAT = frozenset({
@@ -38,6 +41,10 @@ SAFE_TO_REPEAT = frozenset({
 
 # The proxy's own probe requests carry this prefix in their msg_id; the IDE never sent them.
 PROBE_PREFIX = "jupyter-dev-proxy-probe-"
+# The metadata key that makes a request sent again differ from its first copy (the kernel's Session refuses a
+# signature it has seen: "Duplicate Signature").
+RESENT_MARK = "jupyter_dev_proxy_sent_again"
+_V1_METADATA = 3  # channel, header, parent_header, metadata, content, buffers...
 
 
 @dataclass
@@ -103,8 +110,9 @@ class KernelLedger:
         for msg_id, request in self._pending.items():
             if request.connection > connection:
                 continue  # held during the break: it goes on the new connection anyway
-            if request.raw is not None:
-                outcome.resend.append(request.raw)
+            again = _marked_again(request.raw, self.binary, self.connection) if request.raw is not None else None
+            if again is not None:
+                outcome.resend.append(again)
                 request.connection = self.connection
             else:
                 self._doubtful.add(msg_id)
@@ -133,3 +141,39 @@ class KernelLedger:
         offsets.append(position)
         return (len(offsets).to_bytes(8, "little") + b"".join(o.to_bytes(8, "little") for o in offsets)
                 + b"".join(parts))
+
+
+def _marked_again(raw: bytes, binary: bool, connection: int) -> bytes | None:
+    """The request in ``raw`` (the IDE's masked frames) as one new masked frame whose metadata carries
+    RESENT_MARK; None when it cannot be read back (it is then treated as in doubt)."""
+    payload, position = b"", 0
+    while position < len(raw):
+        header = read_frame_header(raw, position)
+        if header is None:
+            return None
+        length, size, opcode, _, masked = header
+        body = raw[position + length:position + length + size]
+        if not opcode & CONTROL_BIT:
+            payload += unmask(body, raw[position + length - 4:position + length]) if masked else body
+        position += length + size
+    try:
+        if binary:
+            count = int.from_bytes(payload[:8], "little")
+            offsets = [int.from_bytes(payload[8 * (i + 1):8 * (i + 2)], "little") for i in range(count)]
+            parts = [payload[start:end] for start, end in zip(offsets, offsets[1:] + [len(payload)])]
+            metadata = json.loads(parts[_V1_METADATA])
+            metadata[RESENT_MARK] = connection
+            parts[_V1_METADATA] = json.dumps(metadata).encode()
+            new_offsets, at = [], 8 * (len(parts) + 1)
+            for part in parts:
+                new_offsets.append(at)
+                at += len(part)
+            again = (len(new_offsets).to_bytes(8, "little") + b"".join(o.to_bytes(8, "little") for o in new_offsets)
+                     + b"".join(parts))
+        else:
+            message = json.loads(payload)
+            message.setdefault("metadata", {})[RESENT_MARK] = connection
+            again = json.dumps(message).encode()
+    except (ValueError, IndexError, TypeError, AttributeError):
+        return None
+    return data_frame(Opcode.BINARY if binary else Opcode.TEXT, again, masked=True)

@@ -616,3 +616,31 @@ async def test_the_ides_close_while_the_hub_is_away_is_answered_at_once(start_pr
             started = time.monotonic()
             await asyncio.wait_for(ws.close(), 3)
             assert time.monotonic() - started < 2
+
+
+async def test_a_safe_request_in_flight_at_a_link_reset_is_answered_by_the_real_kernel(
+        jupyter_upstream: DemoServer, start_proxy: StartProxy) -> None:
+    """Sent again, the request must differ from its first copy: the kernel's Session drops a message whose
+    signature it has seen, and jupyter_server signs the same bytes the same way."""
+    port = int(jupyter_upstream.url.rsplit(":", 1)[1])
+    async with LinkEmulator("127.0.0.1", port, delay=0.3) as link:
+        proxy = await start_proxy(make_settings(f"https://127.0.0.1:{link.port}", jupyter_upstream.ca_file,
+                                                jupyter_upstream.tls_name, hub_token=jupyter_upstream.token))
+        async with proxy.session() as client:
+            ids = await start_session(client, await new_notebook(client))
+            channel = await _open_channel(client, ids)
+            assert reply_content(await channel.execute("1 + 1"))["status"] == "ok"
+            message = request("kernel_info_request", {}, ids["session"])
+            message["channel"] = "control"
+            await channel.send(message)
+            await asyncio.sleep(0.45)  # through the proxy, on the link (0.3 s each way), the reply not yet back
+            link.reset_all()
+            async with timeout(20):
+                while True:
+                    reply = await channel.receive()
+                    if (reply["parent_header"].get("msg_id") == message["header"]["msg_id"]
+                            and reply["header"]["msg_type"] == "kernel_info_reply"):
+                        break
+            assert reply["content"]["status"] == "ok"
+            assert not channel.ws.closed
+            await channel.ws.close()
