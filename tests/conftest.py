@@ -3,53 +3,23 @@ event loop or as a process."""
 
 from __future__ import annotations
 
-import dataclasses
 import logging
-from dataclasses import replace
 import ssl
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
 from pathlib import Path
 from typing import Any
 
-import aiohttp
 import pytest
 import trustme
 from aiohttp import web
 from yarl import URL
 
-from jupyter_dev_proxy.address import HubAddress
 from jupyter_dev_proxy.app import ProxyRunner
 from jupyter_dev_proxy.config import Settings
 from jupyter_dev_proxy.demo import DemoServer, start_demo_server
-from tests.proxyprocess import ProxyProcess
-from tests.upstreams import SEEN, echo_app
-
-LOCAL_TOKEN = "local-token-for-tests"
-HUB_TOKEN = "hub-token-for-tests"
-
-
-@dataclasses.dataclass(frozen=True)
-class Proxy:
-    url: URL
-    settings: Settings
-
-    def session(self, **kwargs: Any) -> aiohttp.ClientSession:
-        """A client that authenticates to the proxy as an IDE does (Authorization: token ...)."""
-        headers = {"Authorization": f"token {self.settings.local_token}", **kwargs.pop("headers", {})}
-        return aiohttp.ClientSession(base_url=self.url, headers=headers, **kwargs)
-
-
-def make_settings(hub_url: str, ca_file: Path | None = None, tls_name: str | None = None, *, user: str = "alice",
-                  server: str = "", **overrides: Any) -> Settings:
-    """The one way tests build Settings: a hub URL (its path is the hub's base, as users write it), the CA and
-    certificate name to check, the user and server; anything else of Settings as a keyword."""
-    values: dict[str, Any] = {
-        "listen_host": "127.0.0.1", "listen_port": 0, "tls_name": tls_name, "ca_file": ca_file,
-        "hub": replace(HubAddress.parse(URL(hub_url)), user=user, server=server),
-        "hub_token": HUB_TOKEN, "local_token": LOCAL_TOKEN, "log_level": "info",
-    }
-    values.update(overrides)
-    return Settings(**values)
+from tests.kit.fakehubs import SEEN, echo_app
+from tests.kit.process import ProxyProcess
+from tests.kit.settings import HUB_TOKEN, LOCAL_TOKEN, Proxy, make_settings
 
 
 @pytest.fixture(autouse=True)
@@ -82,7 +52,7 @@ def tls_ca(tmp_path_factory: pytest.TempPathFactory) -> tuple[trustme.CA, Path]:
 @pytest.fixture
 async def echo_upstream(aiohttp_server: Callable[..., Awaitable[Any]],
                         tls_ca: tuple[trustme.CA, Path]) -> web.Application:
-    """The echo upstream (tests/upstreams.py) over TLS, with a certificate for 'jupyterhub'."""
+    """The echo upstream (tests/kit/fakehubs.py) over TLS, with a certificate for 'jupyterhub'."""
     ca, _ = tls_ca
     context = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
     ca.issue_cert("jupyterhub", "127.0.0.1").configure_cert(context)
@@ -129,7 +99,7 @@ def echo_seen(echo_upstream: Any) -> list[web.Request]:
 
 @pytest.fixture
 def proxies() -> Iterator[list[ProxyProcess]]:
-    """Proxy processes a test starts (``proxyprocess.run_proxy``); all stopped at its end."""
+    """Proxy processes a test starts (``tests.kit.process.run_proxy``); all stopped at its end."""
     started: list[ProxyProcess] = []
     yield started
     for proxy in started:

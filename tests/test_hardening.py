@@ -22,9 +22,11 @@ from jupyter_dev_proxy.auth import COOKIE_NAME, hub_token_for
 from jupyter_dev_proxy.config import Settings
 from jupyter_dev_proxy.demo import DemoServer
 from jupyter_dev_proxy.errors import ProxyError
-from tests.conftest import HUB_TOKEN, LOCAL_TOKEN, Proxy, make_settings
-from tests.proxyprocess import ProxyProcess, clean_env, run_proxy
-from tests.rawhttp import exchange, fake_hub, read_answer, request_head
+from tests.kit.env import server_env
+from tests.kit.fakehubs import fake_hub
+from tests.kit.process import ProxyProcess, run_proxy
+from tests.kit.rawhttp import exchange, read_answer, request_head
+from tests.kit.settings import HUB_TOKEN, LOCAL_TOKEN, Proxy, make_settings
 
 StartProxy = Callable[[Settings], Awaitable[Proxy]]
 
@@ -298,10 +300,7 @@ def test_library_log_paths_redact_tokens_in_messages_and_tracebacks(
 async def test_the_proxy_log_at_debug_level_holds_no_token_whatever_it_is_sent(
         jupyter_upstream: DemoServer, proxies: list[ProxyProcess]) -> None:
     local_token = "a1b2c3d4e5f6-local-token-of-this-test"
-    env = clean_env(JUPYTER_SERVER_IP_OR_NAME="127.0.0.1", JUPYTER_SERVER_PORT=jupyter_upstream.url.rsplit(":", 1)[1],
-                    JUPYTER_USERNAME="alice", JUPYTER_CLUSTER_CA_CERT=str(jupyter_upstream.ca_file),
-                    JUPYTERHUB_API_TOKEN=jupyter_upstream.token, JUPYTER_PROXY_TOKEN=local_token,
-                    JUPYTER_PROXY_PORT="0", JUPYTER_PROXY_IP_OR_NAME="127.0.0.1", PYTHONASYNCIODEBUG="1")
+    env = server_env(jupyter_upstream, JUPYTER_PROXY_TOKEN=local_token, PYTHONASYNCIODEBUG="1")
     proxy = run_proxy(proxies, env, "--log-level", "debug")
     url, _ = proxy.wait_for_banner()
     port = int(url.rsplit(":", 1)[1])

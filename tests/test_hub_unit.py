@@ -22,7 +22,7 @@ from jupyter_dev_proxy.errors import ServerNotRunning
 from jupyter_dev_proxy.hubapi import HubError, grants, start_scope_name
 from jupyter_dev_proxy.startup import Progress, check_hub
 from jupyter_dev_proxy.tokens import ExpiryWarnings, TokenStore, describe_expiry
-from tests.conftest import make_settings
+from tests.kit.settings import make_settings
 
 
 @pytest.mark.parametrize("scopes,expected", [

@@ -14,9 +14,9 @@ import pytest
 
 from jupyter_dev_proxy.config import Settings
 from jupyter_dev_proxy.demo import DemoServer, start_demo_server
-from tests.conftest import Proxy, make_settings
-from tests.ide import new_notebook, start_session
-from tests.kernel_client import KERNEL_PROTOCOL, KernelChannel, reply_content, result_text
+from tests.kit.ide import new_notebook, start_session
+from tests.kit.kernel import KERNEL_PROTOCOL, KernelChannel, reply_content, result_text
+from tests.kit.settings import Proxy, make_settings
 
 pytestmark = pytest.mark.timeout(180)
 

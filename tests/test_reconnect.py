@@ -19,10 +19,10 @@ from bench.linkemu import LinkEmulator
 from jupyter_dev_proxy.config import Settings
 from jupyter_dev_proxy.demo import DemoServer
 from jupyter_dev_proxy.ws_relay import SERVICE_RESTART, accept_key
-from tests.conftest import Proxy, make_settings
-from tests.ide import new_notebook, start_session
-from tests.kernel_client import KERNEL_PROTOCOL, KernelChannel, decode_v1, reply_content
-from tests.rawhttp import fake_hub
+from tests.kit.fakehubs import fake_hub
+from tests.kit.ide import new_notebook, start_session
+from tests.kit.kernel import KERNEL_PROTOCOL, KernelChannel, decode_v1, reply_content
+from tests.kit.settings import Proxy, make_settings
 
 pytestmark = pytest.mark.timeout(120)
 

@@ -18,9 +18,10 @@ from jupyter_dev_proxy import transport
 from jupyter_dev_proxy.app import ProxyRunner
 from jupyter_dev_proxy.config import Settings
 from jupyter_dev_proxy.ws_relay import accept_key
-from tests.conftest import HUB_TOKEN, LOCAL_TOKEN, Proxy, make_settings
-from tests.rawhttp import fake_hub
-from tests.upstreams import CLOSE_CODES, KERNEL_PROTOCOL, StaleConnectionUpstream, echo_app
+from tests.kit.fakehubs import CLOSE_CODES, StaleConnectionUpstream, echo_app, fake_hub
+from tests.kit.frames import read_handshake_key, switching_protocols
+from tests.kit.kernel import KERNEL_PROTOCOL
+from tests.kit.settings import HUB_TOKEN, LOCAL_TOKEN, Proxy, make_settings
 
 
 def _headers(echo: dict[str, Any]) -> dict[str, list[str]]:
@@ -242,18 +243,6 @@ async def _read_and_say_nothing(reader: asyncio.StreamReader, writer: asyncio.St
     writer.close()
 
 
-async def _read_handshake_key(reader: asyncio.StreamReader) -> str:
-    """A fake hub's side of a websocket handshake: read the request, return its Sec-WebSocket-Key."""
-    head = (await reader.readuntil(b"\r\n\r\n")).decode()
-    return next(line.split(":", 1)[1].strip() for line in head.split("\r\n")
-                if line.lower().startswith("sec-websocket-key:"))
-
-
-def _switching_protocols(headers: str) -> bytes:
-    return ("HTTP/1.1 101 Switching Protocols\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n"
-            + headers + "\r\n\r\n").encode()
-
-
 async def test_no_websocket_extension_is_negotiated_on_either_side(echo_proxy: Proxy) -> None:
     """Bytes are relayed as they are: a compressed frame would mean something else to the other side."""
     async with echo_proxy.session() as client:
@@ -273,8 +262,8 @@ async def test_no_websocket_extension_is_negotiated_on_either_side(echo_proxy: P
 async def test_a_hub_breaking_the_websocket_handshake_is_a_502(
         start_proxy: Callable[[Settings], Awaitable[Proxy]], answer: str) -> None:
     async def crooked_hub(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
-        key = await _read_handshake_key(reader)
-        writer.write(_switching_protocols(answer.format(accept=accept_key(key))))
+        key = await read_handshake_key(reader)
+        writer.write(switching_protocols(answer.format(accept=accept_key(key))))
         await _read_and_say_nothing(reader, writer)
 
     async with fake_hub(crooked_hub) as port:
@@ -411,9 +400,9 @@ async def test_a_hub_that_never_answers_the_websocket_handshake_is_a_504(
 
 async def test_a_websocket_accepted_while_the_proxy_stops_is_closed_with_1001() -> None:
     async def slow_hub(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
-        key = await _read_handshake_key(reader)
+        key = await read_handshake_key(reader)
         await asyncio.sleep(0.5)  # the proxy starts shutting down meanwhile
-        writer.write(_switching_protocols(f"Sec-WebSocket-Accept: {accept_key(key)}"))
+        writer.write(switching_protocols(f"Sec-WebSocket-Accept: {accept_key(key)}"))
         await reader.read(1)  # the proxy's close frame: hang up, as a server does
         writer.close()
 

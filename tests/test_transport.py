@@ -22,9 +22,9 @@ from jupyter_dev_proxy import transport
 from jupyter_dev_proxy.config import ConfigError, Settings
 from jupyter_dev_proxy.demo import free_port, terminate
 from jupyter_dev_proxy.transport import HubTransport, tls_context_for
-from tests.conftest import Proxy, make_settings
-from tests.netservers import ClientCert, write_client_cert
-from tests.upstreams import CountingUpstream
+from tests.kit.fakehubs import CountingUpstream
+from tests.kit.netservers import ClientCert, write_client_cert
+from tests.kit.settings import Proxy, make_settings
 
 StartProxy = Callable[[Settings], Awaitable[Proxy]]
 
