@@ -22,6 +22,17 @@ from tests.kit.process import ProxyProcess
 from tests.kit.settings import HUB_TOKEN, LOCAL_TOKEN, Proxy, make_settings
 
 
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    """Under pytest-xdist (``--dist loadgroup``, as ``make test`` runs): the tests of a module that share a
+    module-scoped fixture (a real hub, tinyproxy, nginx) go to one worker, which starts it once; every other test
+    goes wherever a worker is free."""
+    for item in items:
+        fixtures = getattr(item, "_fixtureinfo", None)  # pytest's own record of the fixtures the test uses
+        if fixtures is not None and any(definitions[-1].scope == "module"
+                                        for definitions in fixtures.name2fixturedefs.values()):
+            item.add_marker(pytest.mark.xdist_group(item.nodeid.split("::")[0]))
+
+
 @pytest.fixture(autouse=True)
 def no_token_in_logs(caplog: pytest.LogCaptureFixture) -> Iterator[None]:
     """Every test: whatever the proxy logged (access log included) never holds either token."""

@@ -48,6 +48,8 @@ async def test_banner_prints_a_working_ide_url_and_sigterm_exits_cleanly(
         started = time.monotonic()
         running_proxy.process.send_signal(signal.SIGTERM)
         message = await ws.receive(timeout=10)
+        while message.type is aiohttp.WSMsgType.TEXT:  # the new kernel's status, said before the proxy stopped
+            message = await ws.receive(timeout=10)
         assert message.type is aiohttp.WSMsgType.CLOSE and ws.close_code == 1001
         assert await asyncio.to_thread(running_proxy.process.wait, 10) == 0
         assert time.monotonic() - started < 5

@@ -218,10 +218,11 @@ async def test_a_body_that_keeps_flowing_is_never_cut_by_the_answer_timeout(
 
 async def test_when_the_ide_hangs_up_the_hub_request_is_cancelled_and_its_connection_closed(
         start_proxy: StartProxy) -> None:
-    hub_hung_up = asyncio.Event()
+    request_arrived, hub_hung_up = asyncio.Event(), asyncio.Event()
 
     async def slow_hub(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
         await reader.readuntil(b"\r\n\r\n")
+        request_arrived.set()  # the hub is "starting a kernel"
         if await reader.read() == b"":  # nothing more comes, until the proxy closes its side
             hub_hung_up.set()
         writer.close()
@@ -230,7 +231,8 @@ async def test_when_the_ide_hangs_up_the_hub_request_is_cancelled_and_its_connec
         proxy = await start_proxy(make_settings(f"http://127.0.0.1:{port}", None, None))
         reader, writer = await asyncio.open_connection("127.0.0.1", proxy.url.port)
         writer.write(request_head("POST", "/api/kernels", LOCAL_TOKEN, "Content-Length: 0"))
-        await asyncio.sleep(0.3)  # the request is at the hub, which is "starting a kernel"
+        async with asyncio.timeout(5):
+            await request_arrived.wait()  # a proxy that failed the request at once never gets this far
         writer.close()  # the IDE gives up
         async with asyncio.timeout(5):
             await hub_hung_up.wait()

@@ -18,8 +18,11 @@ from yarl import URL
 
 from jupyter_dev_proxy.timeouts import timeout as deadline
 
-# How long a connection may stay silent after an answer before the test takes it as kept open.
-OPEN_AFTER_SECONDS = 0.5
+# How long a connection may stay silent after an answer before the test takes it as kept open. A server that closes
+# after an answer sends its FIN right behind the answer's last byte, so a closed connection shows at once and only a
+# kept-open one waits this long. It stays well below the shortest idle close a test sets (app.IDE_IDLE_SECONDS = 0.5
+# in test_hardening), so a connection closed for being idle is never taken for one closed after the answer.
+OPEN_AFTER_SECONDS = 0.1
 
 
 @dataclass(frozen=True)
