@@ -9,7 +9,9 @@ NODE_PREFIX := .cache/node
 # tinyproxy or nginx on one worker, which starts it once (tests/conftest.py); every other test goes where a worker
 # is free.
 WORKERS ?= 3
-PYTEST := $(PY) -m pytest -n $(WORKERS) --dist loadgroup
+# More pytest options, e.g. PYTEST_ARGS="--event-loop uvloop" (the loop the in-process tests run on; default asyncio).
+PYTEST_ARGS ?=
+PYTEST := $(PY) -m pytest -n $(WORKERS) --dist loadgroup $(PYTEST_ARGS)
 
 .PHONY: run demo test test-fast bench clean
 

@@ -3,9 +3,11 @@ event loop or as a process."""
 
 from __future__ import annotations
 
+import asyncio
+import enum
 import logging
 import ssl
-from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterator, Mapping
 from pathlib import Path
 from typing import Any
 
@@ -20,6 +22,33 @@ from jupyter_dev_proxy.demo import DemoServer, start_demo_server
 from tests.kit.fakehubs import SEEN, echo_app
 from tests.kit.process import ProxyProcess
 from tests.kit.settings import HUB_TOKEN, LOCAL_TOKEN, Proxy, make_settings
+
+
+class EventLoop(str, enum.Enum):
+    """The event loops the in-process tests can run on: the CLI runs uvloop when it is installed."""
+
+    ASYNCIO = "asyncio"
+    UVLOOP = "uvloop"
+
+
+def pytest_addoption(parser: pytest.Parser) -> None:
+    parser.addoption("--event-loop", choices=[loop.value for loop in EventLoop], default=EventLoop.ASYNCIO.value,
+                     help="the event loop every in-process async test and fixture runs on (default: asyncio; the "
+                          "proxy's CLI runs uvloop)")
+
+
+def pytest_asyncio_loop_factories(config: pytest.Config,
+                                  item: pytest.Item) -> Mapping[str, Callable[[], asyncio.AbstractEventLoop]]:
+    """pytest-asyncio's hook: one loop factory, the one ``--event-loop`` names, so test ids stay as they are."""
+    loop = EventLoop(config.getoption("event_loop"))
+    if loop is EventLoop.UVLOOP:
+        try:
+            import uvloop
+        except ImportError as missing:
+            raise pytest.UsageError("--event-loop uvloop needs uvloop (pip install uvloop; not on Windows)") \
+                from missing
+        return {loop.value: uvloop.new_event_loop}
+    return {loop.value: asyncio.new_event_loop}
 
 
 def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:

@@ -33,3 +33,15 @@ def test_a_v1_message_survives_encoding_and_decoding() -> None:
     assert decoded["channel"] == "shell" and decoded["buffers"] == []
     assert {k: decoded[k] for k in ("header", "parent_header", "metadata", "content")} == \
         {k: message[k] for k in ("header", "parent_header", "metadata", "content")}
+
+
+@pytest.fixture
+async def fixture_loop() -> asyncio.AbstractEventLoop:
+    return asyncio.get_running_loop()
+
+
+async def test_in_process_tests_and_their_fixtures_run_on_the_loop_pytest_was_asked_for(
+        request: pytest.FixtureRequest, fixture_loop: asyncio.AbstractEventLoop) -> None:
+    loop = asyncio.get_running_loop()
+    assert fixture_loop is loop
+    assert type(loop).__module__.startswith("uvloop") == (request.config.getoption("event_loop") == "uvloop")
