@@ -1,7 +1,9 @@
 # Developer entry points. Each target installs what it needs into .venv/ (and .cache/ for node), so a
 # fresh clone needs only python3 (and npm for the hub tests).
+# Another interpreter gets a venv of its own: make test PYTHON=/path/to/python3.10 VENV=.venv310 (a venv is made
+# once, with the interpreter it was first made with).
 PYTHON ?= python3
-VENV := .venv
+VENV ?= .venv
 PY := $(VENV)/bin/python
 NODE_PREFIX := .cache/node
 # The suite mostly waits (for servers, kernels, timeouts), so it runs in parallel: 3 workers on a 2-core machine

@@ -7,6 +7,7 @@ import base64
 import hashlib
 import signal
 import socket
+import sys
 import time
 import uuid
 from collections.abc import AsyncIterator
@@ -185,7 +186,10 @@ def test_without_event_loop_signal_handlers_as_on_windows_sigterm_and_ctrl_c_sti
 
 
 def test_the_demo_extra_brings_what_the_demo_needs_and_its_hint_names_it() -> None:
-    import tomllib
+    if sys.version_info >= (3, 11):
+        import tomllib
+    else:  # the same parser, before it joined the standard library
+        import tomli as tomllib
     from jupyter_dev_proxy import demo
     root = Path(__file__).resolve().parent.parent
     extras = tomllib.loads((root / "pyproject.toml").read_text())["project"]["optional-dependencies"]

@@ -22,6 +22,7 @@ from jupyter_dev_proxy.auth import COOKIE_NAME, hub_token_for
 from jupyter_dev_proxy.config import Settings
 from jupyter_dev_proxy.demo import DemoServer
 from jupyter_dev_proxy.errors import ProxyError
+from jupyter_dev_proxy.timeouts import timeout
 from tests.kit.env import server_env
 from tests.kit.fakehubs import fake_hub
 from tests.kit.process import ProxyProcess, run_proxy
@@ -231,10 +232,10 @@ async def test_when_the_ide_hangs_up_the_hub_request_is_cancelled_and_its_connec
         proxy = await start_proxy(make_settings(f"http://127.0.0.1:{port}", None, None))
         reader, writer = await asyncio.open_connection("127.0.0.1", proxy.url.port)
         writer.write(request_head("POST", "/api/kernels", LOCAL_TOKEN, "Content-Length: 0"))
-        async with asyncio.timeout(5):
+        async with timeout(5):
             await request_arrived.wait()  # a proxy that failed the request at once never gets this far
         writer.close()  # the IDE gives up
-        async with asyncio.timeout(5):
+        async with timeout(5):
             await hub_hung_up.wait()
 
 
@@ -249,7 +250,7 @@ async def test_a_connection_that_never_finishes_its_head_is_closed(
         for _ in range(3):  # a slowloris: a byte now and then, never the end of the head
             await asyncio.sleep(0.2)
             writer.write(b"X")
-        async with asyncio.timeout(5):
+        async with timeout(5):
             assert await reader.read() == b""
     finally:
         writer.close()
@@ -265,7 +266,7 @@ async def test_an_idle_keep_alive_connection_is_closed_but_an_idle_websocket_is_
         writer.write(request_head("GET", "/api/status", LOCAL_TOKEN))
         answer = await read_answer(reader)
         assert answer.status == 200 and not answer.closed
-        async with asyncio.timeout(5):
+        async with timeout(5):
             assert await reader.read() == b""
     finally:
         writer.close()

@@ -14,6 +14,7 @@ import pytest
 
 from jupyter_dev_proxy.config import Settings
 from jupyter_dev_proxy.demo import DemoServer, start_demo_server
+from jupyter_dev_proxy.timeouts import timeout
 from tests.kit.ide import new_notebook, start_session
 from tests.kit.kernel import KERNEL_PROTOCOL, KernelChannel, reply_content, result_text
 from tests.kit.settings import Proxy, make_settings
@@ -107,7 +108,7 @@ async def test_terminal_websocket_outside_api_is_routed(jupyter_proxy: Proxy) ->
         async with client.ws_connect(f"/terminals/websocket/{name}") as ws:
             await ws.send_str(json.dumps(["stdin", "echo through-the-$((6*7))-proxy\r"]))
             seen = ""
-            async with asyncio.timeout(30):
+            async with timeout(30):
                 while "through-the-42-proxy" not in seen:
                     message = json.loads(await ws.receive_str())
                     if message[0] == "stdout":

@@ -17,6 +17,7 @@ from yarl import URL
 from jupyter_dev_proxy import transport
 from jupyter_dev_proxy.app import ProxyRunner
 from jupyter_dev_proxy.config import Settings
+from jupyter_dev_proxy.timeouts import timeout
 from jupyter_dev_proxy.ws_relay import accept_key
 from tests.kit.fakehubs import CLOSE_CODES, StaleConnectionUpstream, echo_app, fake_hub
 from tests.kit.frames import read_handshake_key, switching_protocols
@@ -173,7 +174,7 @@ async def test_expect_100_continue_is_answered_only_for_an_allowed_request(
     try:
         writer.write((f"PUT /api/contents/big.bin HTTP/1.1\r\nHost: localhost\r\nAuthorization: token {token}\r\n"
                       f"Content-Length: {len(body)}\r\nExpect: 100-continue\r\n\r\n").encode())
-        async with asyncio.timeout(5):
+        async with timeout(5):
             status_line = await reader.readline()
             assert status_line.split()[1].decode() == first_answer
             if first_answer != "100":
@@ -283,7 +284,7 @@ async def test_websocket_close_codes_cross_both_ways(echo_proxy: Proxy, echo_ups
             assert ws.close_code == 4001
         ws = await client.ws_connect("/ws")
         await ws.close(code=4002)
-    async with asyncio.timeout(5):
+    async with timeout(5):
         while 4002 not in echo_upstream.app[CLOSE_CODES]:
             await asyncio.sleep(0.01)
 
@@ -301,7 +302,7 @@ async def test_when_one_side_vanishes_the_other_is_closed_promptly(echo_proxy: P
         assert await ide.receive_str() == "hello"
         assert ide._response.connection is not None
         ide._response.connection.transport.abort()  # the IDE is gone without a close frame
-    async with asyncio.timeout(5):
+    async with timeout(5):
         while len(echo_upstream.app[CLOSE_CODES]) < 2:
             await asyncio.sleep(0.01)
     assert echo_upstream.app[CLOSE_CODES][-1] in (1001, 1011)

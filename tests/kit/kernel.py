@@ -14,6 +14,8 @@ from typing import Any
 
 import aiohttp
 
+from jupyter_dev_proxy import timeouts
+
 KERNEL_PROTOCOL = "v1.kernel.websocket.jupyter.org"
 _PARTS = ("header", "parent_header", "metadata", "content")
 
@@ -89,7 +91,7 @@ class KernelChannel:
         """Every message answering ``msg_id`` up to and including the first of type ``msg_type``: a test waits
         for what the kernel says it is doing (``execute_input``: it is running the cell) instead of sleeping."""
         seen: list[dict[str, Any]] = []
-        async with asyncio.timeout(timeout):
+        async with timeouts.timeout(timeout):
             while not seen or seen[-1]["header"]["msg_type"] != msg_type:
                 message = await self.receive()
                 if message["parent_header"].get("msg_id") == msg_id:
@@ -100,7 +102,7 @@ class KernelChannel:
         """Every message answering ``msg_id`` until its execute_reply and the kernel's idle status."""
         replies: list[dict[str, Any]] = []
         got_reply = got_idle = False
-        async with asyncio.timeout(timeout):
+        async with timeouts.timeout(timeout):
             while not (got_reply and got_idle):
                 message = await self.receive()
                 if message["parent_header"].get("msg_id") != msg_id:
