@@ -6,11 +6,12 @@ PYTHON ?= python3
 VENV ?= .venv
 PY := $(VENV)/bin/python
 NODE_PREFIX := .cache/node
-# The suite mostly waits (for servers, kernels, timeouts), so it runs in parallel: 3 workers on a 2-core machine
-# (measured against 1, see the commit that set it). --dist loadgroup keeps the tests that share a module's real hub,
-# tinyproxy or nginx on one worker, which starts it once (tests/conftest.py); every other test goes where a worker
-# is free.
-WORKERS ?= 3
+# The suite waits a lot (servers, kernels, timeouts), so it runs in parallel. On a 2-core machine 2 workers were as
+# fast as 3 (247 s and 249 s) and used 310 CPU s instead of 390: each worker starts its own demo Jupyter server, and
+# the real hubs and their single-user servers make the rest CPU-bound. --dist loadgroup keeps the tests that share
+# a module's real hub, tinyproxy or nginx on one worker, which starts it once (tests/conftest.py); every other
+# test goes where a worker is free.
+WORKERS ?= 2
 # More pytest options, e.g. PYTEST_ARGS="--event-loop uvloop" (the loop the in-process tests run on; default asyncio).
 PYTEST_ARGS ?=
 PYTEST := $(PY) -m pytest -n $(WORKERS) --dist loadgroup $(PYTEST_ARGS)
