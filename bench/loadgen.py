@@ -15,11 +15,14 @@ import ssl
 import sys
 import time
 import uuid
+from pathlib import Path
 from typing import Any
 
 import aiohttp
 
-KERNEL_PROTOCOL = "v1.kernel.websocket.jupyter.org"
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent))  # run as a script: the repository's packages
+
+from tests.kit.kernel import KERNEL_PROTOCOL, decode_v1, encode_v1, execute_request  # noqa: E402
 MiB = 1024 * 1024
 _PAYLOAD = bytes(range(256)) * (4 * MiB // 256)  # source of every body and message sent
 _SSL: dict[str, ssl.SSLContext] = {}
@@ -267,24 +270,6 @@ async def ws_check_close_all(cmd: dict[str, Any]) -> dict[str, Any]:
     return {"echoed": echoed, "closed": len(sockets)}
 
 
-def _encode_v1(channel: str, msg: dict[str, Any]) -> bytes:
-    parts = [json.dumps(msg[k]).encode() for k in ("header", "parent_header", "metadata", "content")]
-    ch = channel.encode()
-    offsets = [8 * (1 + 1 + len(parts) + 1)]
-    offsets.append(offsets[-1] + len(ch))
-    for part in parts:
-        offsets.append(offsets[-1] + len(part))
-    return (len(offsets).to_bytes(8, "little") + b"".join(o.to_bytes(8, "little") for o in offsets)
-            + ch + b"".join(parts))
-
-
-def _decode_v1(frame: bytes) -> tuple[str, dict[str, Any], dict[str, Any], dict[str, Any]]:
-    count = int.from_bytes(frame[:8], "little")
-    offs = [int.from_bytes(frame[8 * (i + 1):8 * (i + 2)], "little") for i in range(count)] + [len(frame)]
-    pieces = [frame[offs[i]:offs[i + 1]] for i in range(count)]
-    return (pieces[0].decode(), json.loads(pieces[1]), json.loads(pieces[2]), json.loads(pieces[4]))
-
-
 async def kernel_start(cmd: dict[str, Any]) -> dict[str, Any]:
     async with _session(cmd) as session:
         async with asyncio.timeout(cmd.get("max_s", 60)):
@@ -297,13 +282,9 @@ async def kernel_start(cmd: dict[str, Any]) -> dict[str, Any]:
 async def _execute_once(ws: aiohttp.ClientWebSocketResponse, session_id: str, code: str,
                         results: set[str]) -> int:
     """Send one execute_request; ns until both its execute_reply and its idle status have arrived."""
-    msg_id = uuid.uuid4().hex
-    msg = {"header": {"msg_id": msg_id, "msg_type": "execute_request", "session": session_id,
-                      "username": "bench", "version": "5.3", "date": "2026-11-22T00:00:00Z"},
-           "parent_header": {}, "metadata": {},
-           "content": {"code": code, "silent": False, "store_history": False,
-                       "user_expressions": {}, "allow_stdin": False, "stop_on_error": True}}
-    frame = _encode_v1("shell", msg)
+    msg = execute_request(code, session_id, username="bench")
+    msg_id = msg["header"]["msg_id"]
+    frame = encode_v1("shell", msg)
     t0 = time.perf_counter_ns()
     await ws.send_bytes(frame)
     got_reply = got_idle = False
@@ -312,7 +293,8 @@ async def _execute_once(ws: aiohttp.ClientWebSocketResponse, session_id: str, co
             reply = await ws.receive()
             if reply.type is not aiohttp.WSMsgType.BINARY:
                 raise RuntimeError(f"kernel websocket: unexpected {reply.type}")
-            _, header, parent, content = _decode_v1(reply.data)
+            message = decode_v1(reply.data)
+            header, parent, content = message["header"], message["parent_header"], message["content"]
             if parent.get("msg_id") != msg_id:
                 continue  # another connection's execution (iopub is broadcast), or an older one
             kind = header["msg_type"]

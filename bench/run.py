@@ -47,7 +47,6 @@ from bench.processes import CLEANUPS, LineReader, cleanup, exit_on_signal, spawn
 MiB = 1024 * 1024
 USER = "alice"
 PREFIX = f"/user/{USER}/"
-KERNEL_PROTOCOL = "v1.kernel.websocket.jupyter.org"
 TLS_NAME = "jupyterhub"
 PROXY_CORE, REST_CORE = 1, 0
 

@@ -58,8 +58,8 @@ from jupyter_dev_proxy.app import ProxyRunner  # noqa: E402
 from jupyter_dev_proxy.config import Settings  # noqa: E402
 from jupyter_dev_proxy.demo import DemoServer  # noqa: E402
 # The IDE's steps and the kernel wire format, shared with the tests rather than copied once more.
-from tests.ide import ide_session, new_notebook, start_session  # noqa: E402
-from tests.kernel_client import KERNEL_PROTOCOL, decode_v1, encode_v1, request  # noqa: E402
+from tests.kit.ide import ide_session, new_notebook, start_session  # noqa: E402
+from tests.kit.kernel import KERNEL_PROTOCOL, decode_v1, encode_v1, request  # noqa: E402
 
 USER = "alice"
 LINE_INTERVAL_S = 0.25       # the counting cell's pace, and the control requests' (the issue's soak)

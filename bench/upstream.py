@@ -26,10 +26,13 @@ import os
 import signal
 import ssl
 import sys
+from pathlib import Path
 
 from aiohttp import WSMsgType, web
 
-KERNEL_PROTOCOL = "v1.kernel.websocket.jupyter.org"
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent))  # run as a script: the repository's packages
+
+from tests.kit.kernel import KERNEL_PROTOCOL  # noqa: E402
 CHUNK = 256 * 1024
 _BLOB = bytes(range(256)) * (CHUNK // 256)
 _MAX_BLOB_BYTES = 8 * 1024**3  # a bound on what one request may ask for

@@ -3,53 +3,63 @@ event loop or as a process."""
 
 from __future__ import annotations
 
-import dataclasses
+import asyncio
+import enum
 import logging
-from dataclasses import replace
 import ssl
-from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterator, Mapping
 from pathlib import Path
 from typing import Any
 
-import aiohttp
 import pytest
 import trustme
 from aiohttp import web
 from yarl import URL
 
-from jupyter_dev_proxy.address import HubAddress
 from jupyter_dev_proxy.app import ProxyRunner
 from jupyter_dev_proxy.config import Settings
 from jupyter_dev_proxy.demo import DemoServer, start_demo_server
-from tests.proxyprocess import ProxyProcess
-from tests.upstreams import SEEN, echo_app
-
-LOCAL_TOKEN = "local-token-for-tests"
-HUB_TOKEN = "hub-token-for-tests"
+from tests.kit.fakehubs import SEEN, echo_app
+from tests.kit.process import ProxyProcess
+from tests.kit.settings import HUB_TOKEN, LOCAL_TOKEN, Proxy, make_settings
 
 
-@dataclasses.dataclass(frozen=True)
-class Proxy:
-    url: URL
-    settings: Settings
+class EventLoop(str, enum.Enum):
+    """The event loops the in-process tests can run on: the CLI runs uvloop when it is installed."""
 
-    def session(self, **kwargs: Any) -> aiohttp.ClientSession:
-        """A client that authenticates to the proxy as an IDE does (Authorization: token ...)."""
-        headers = {"Authorization": f"token {self.settings.local_token}", **kwargs.pop("headers", {})}
-        return aiohttp.ClientSession(base_url=self.url, headers=headers, **kwargs)
+    ASYNCIO = "asyncio"
+    UVLOOP = "uvloop"
 
 
-def make_settings(hub_url: str, ca_file: Path | None = None, tls_name: str | None = None, *, user: str = "alice",
-                  server: str = "", **overrides: Any) -> Settings:
-    """The one way tests build Settings: a hub URL (its path is the hub's base, as users write it), the CA and
-    certificate name to check, the user and server; anything else of Settings as a keyword."""
-    values: dict[str, Any] = {
-        "listen_host": "127.0.0.1", "listen_port": 0, "tls_name": tls_name, "ca_file": ca_file,
-        "hub": replace(HubAddress.parse(URL(hub_url)), user=user, server=server),
-        "hub_token": HUB_TOKEN, "local_token": LOCAL_TOKEN, "log_level": "info",
-    }
-    values.update(overrides)
-    return Settings(**values)
+def pytest_addoption(parser: pytest.Parser) -> None:
+    parser.addoption("--event-loop", choices=[loop.value for loop in EventLoop], default=EventLoop.ASYNCIO.value,
+                     help="the event loop every in-process async test and fixture runs on (default: asyncio; the "
+                          "proxy's CLI runs uvloop)")
+
+
+def pytest_asyncio_loop_factories(config: pytest.Config,
+                                  item: pytest.Item) -> Mapping[str, Callable[[], asyncio.AbstractEventLoop]]:
+    """pytest-asyncio's hook: one loop factory, the one ``--event-loop`` names, so test ids stay as they are."""
+    loop = EventLoop(config.getoption("event_loop"))
+    if loop is EventLoop.UVLOOP:
+        try:
+            import uvloop
+        except ImportError as missing:
+            raise pytest.UsageError("--event-loop uvloop needs uvloop (pip install uvloop; not on Windows)") \
+                from missing
+        return {loop.value: uvloop.new_event_loop}
+    return {loop.value: asyncio.new_event_loop}
+
+
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    """Under pytest-xdist (``--dist loadgroup``, as ``make test`` runs): the tests of a module that share a
+    module-scoped fixture (a real hub, tinyproxy, nginx) go to one worker, which starts it once; every other test
+    goes wherever a worker is free."""
+    for item in items:
+        fixtures = getattr(item, "_fixtureinfo", None)  # pytest's own record of the fixtures the test uses
+        if fixtures is not None and any(definitions[-1].scope == "module"
+                                        for definitions in fixtures.name2fixturedefs.values()):
+            item.add_marker(pytest.mark.xdist_group(item.nodeid.split("::")[0]))
 
 
 @pytest.fixture(autouse=True)
@@ -82,7 +92,7 @@ def tls_ca(tmp_path_factory: pytest.TempPathFactory) -> tuple[trustme.CA, Path]:
 @pytest.fixture
 async def echo_upstream(aiohttp_server: Callable[..., Awaitable[Any]],
                         tls_ca: tuple[trustme.CA, Path]) -> web.Application:
-    """The echo upstream (tests/upstreams.py) over TLS, with a certificate for 'jupyterhub'."""
+    """The echo upstream (tests/kit/fakehubs.py) over TLS, with a certificate for 'jupyterhub'."""
     ca, _ = tls_ca
     context = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
     ca.issue_cert("jupyterhub", "127.0.0.1").configure_cert(context)
@@ -129,7 +139,7 @@ def echo_seen(echo_upstream: Any) -> list[web.Request]:
 
 @pytest.fixture
 def proxies() -> Iterator[list[ProxyProcess]]:
-    """Proxy processes a test starts (``proxyprocess.run_proxy``); all stopped at its end."""
+    """Proxy processes a test starts (``tests.kit.process.run_proxy``); all stopped at its end."""
     started: list[ProxyProcess] = []
     yield started
     for proxy in started:

@@ -11,7 +11,7 @@ import pytest
 from aiohttp import web
 
 from jupyter_dev_proxy.config import CorsPolicy, Settings
-from tests.conftest import LOCAL_TOKEN, Proxy, make_settings
+from tests.kit.settings import LOCAL_TOKEN, Proxy, make_settings
 
 StartProxy = Callable[[Settings], Awaitable[Proxy]]
 DASHBOARD = "https://dash.example.org"

@@ -7,6 +7,7 @@ import base64
 import hashlib
 import signal
 import socket
+import sys
 import time
 import uuid
 from collections.abc import AsyncIterator
@@ -16,28 +17,22 @@ import aiohttp
 import pytest
 
 from jupyter_dev_proxy.demo import DemoServer
-from tests.kernel_client import KERNEL_PROTOCOL, KernelChannel, result_text
-from tests.proxyprocess import ProxyProcess, clean_env, failed_start, run_proxy
+from tests.kit.env import clean_env, server_env
+from tests.kit.ide import ide_session
+from tests.kit.kernel import KERNEL_PROTOCOL, KernelChannel, result_text
+from tests.kit.process import ProxyProcess, failed_start, run_proxy
 
 pytestmark = pytest.mark.timeout(300)
 
 
 @pytest.fixture
 def proxy_env(jupyter_upstream: DemoServer) -> dict[str, str]:
-    return clean_env(
-        JUPYTER_SERVER_IP_OR_NAME="127.0.0.1", JUPYTER_SERVER_PORT=jupyter_upstream.url.rsplit(":", 1)[1],
-        JUPYTER_USERNAME="alice", JUPYTER_CLUSTER_CA_CERT=str(jupyter_upstream.ca_file),
-        JUPYTERHUB_API_TOKEN=jupyter_upstream.token, JUPYTER_PROXY_PORT="0", JUPYTER_PROXY_IP_OR_NAME="127.0.0.1",
-    )
+    return server_env(jupyter_upstream)
 
 
 @pytest.fixture
 def running_proxy(proxy_env: dict[str, str], proxies: list[ProxyProcess]) -> ProxyProcess:
     return run_proxy(proxies, proxy_env)
-
-
-def _ide(url: str, token: str) -> aiohttp.ClientSession:
-    return aiohttp.ClientSession(base_url=url, headers={"Authorization": f"token {token}"})
 
 
 @pytest.mark.parametrize("event_loop", ["auto", "asyncio"], ids=["uvloop-when-installed", "asyncio"])
@@ -54,6 +49,8 @@ async def test_banner_prints_a_working_ide_url_and_sigterm_exits_cleanly(
         started = time.monotonic()
         running_proxy.process.send_signal(signal.SIGTERM)
         message = await ws.receive(timeout=10)
+        while message.type is aiohttp.WSMsgType.TEXT:  # the new kernel's status, said before the proxy stopped
+            message = await ws.receive(timeout=10)
         assert message.type is aiohttp.WSMsgType.CLOSE and ws.close_code == 1001
         assert await asyncio.to_thread(running_proxy.process.wait, 10) == 0
         assert time.monotonic() - started < 5
@@ -125,7 +122,7 @@ async def test_100_mb_upload_and_download_byte_identical_with_flat_memory(
     for _ in range(BLOCKS):
         expected.update(BLOCK)
     url, token = running_proxy.wait_for_banner()
-    async with _ide(url, token) as ide:
+    async with ide_session(url, token) as ide:
         async with ide.get("/api/status") as response:
             assert response.status == 200
         rss_before = running_proxy.peak_rss_kib()
@@ -151,7 +148,7 @@ async def test_a_48_mib_kernel_output_crosses_the_websocket_with_flat_memory(
         running_proxy: ProxyProcess, jupyter_upstream: DemoServer) -> None:
     """A cell printing a huge result: one 48 MiB websocket message, relayed as it arrives, never held whole."""
     url, token = running_proxy.wait_for_banner()
-    async with _ide(url, token) as ide:
+    async with ide_session(url, token) as ide:
         async with ide.post("/api/kernels") as response:
             kernel = (await response.json())["id"]
         async with ide.ws_connect(f"/api/kernels/{kernel}/channels", protocols=(KERNEL_PROTOCOL,),
@@ -189,7 +186,10 @@ def test_without_event_loop_signal_handlers_as_on_windows_sigterm_and_ctrl_c_sti
 
 
 def test_the_demo_extra_brings_what_the_demo_needs_and_its_hint_names_it() -> None:
-    import tomllib
+    if sys.version_info >= (3, 11):
+        import tomllib
+    else:  # the same parser, before it joined the standard library
+        import tomli as tomllib
     from jupyter_dev_proxy import demo
     root = Path(__file__).resolve().parent.parent
     extras = tomllib.loads((root / "pyproject.toml").read_text())["project"]["optional-dependencies"]

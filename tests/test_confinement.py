@@ -6,14 +6,14 @@ which would hide exactly what is tested here.
 
 from __future__ import annotations
 
-import asyncio
 import json
 from urllib.parse import unquote
 
 import pytest
 from aiohttp import web
 
-from tests.conftest import LOCAL_TOKEN, Proxy
+from tests.kit.rawhttp import RawAnswer, exchange, request_head
+from tests.kit.settings import LOCAL_TOKEN, Proxy
 
 REFUSED = [
     "/hub", "/hub/", "/hub/api", "/hub/api/users", "/hub/login", "/%68ub/api",
@@ -32,22 +32,17 @@ INSIDE = ["/api/contents/a%20b.ipynb", "/files/%C3%A9t%C3%A9.txt", "/USER/bob/ap
           "/api/contents/..hidden", "/api/contents/x..y"]
 
 
-async def _raw_get(proxy: Proxy, target: str) -> tuple[int, bytes]:
-    reader, writer = await asyncio.open_connection("127.0.0.1", proxy.url.port)
-    writer.write(f"GET {target} HTTP/1.1\r\nHost: localhost\r\nAuthorization: token {LOCAL_TOKEN}\r\n"
-                 "Connection: close\r\n\r\n".encode("latin-1"))
-    await writer.drain()
-    response = await reader.read()
-    writer.close()
-    head, _, body = response.partition(b"\r\n\r\n")
-    return int(head.split()[1]), body
+async def _raw_get(proxy: Proxy, target: str) -> RawAnswer:
+    assert proxy.url.port is not None
+    return await exchange(proxy.url.port, request_head("GET", target, LOCAL_TOKEN, "Connection: close"))
 
 
 @pytest.mark.parametrize("target", REFUSED)
 async def test_targets_outside_the_users_server_never_leave_the_proxy(
         echo_proxy: Proxy, echo_seen: list[web.Request], target: str) -> None:
-    status, body = await _raw_get(echo_proxy, target)
-    assert 400 <= status < 500, (status, body)
+    answer = await _raw_get(echo_proxy, target)
+    status, body = answer.status, answer.body
+    assert status is not None and 400 <= status < 500, (status, body)
     if status != 400 or body.startswith(b"{"):  # aiohttp itself rejects some targets before the proxy sees them
         assert set(json.loads(body)) == {"message", "reason"}
     assert echo_seen == []
@@ -56,8 +51,7 @@ async def test_targets_outside_the_users_server_never_leave_the_proxy(
 @pytest.mark.parametrize("target", INSIDE)
 async def test_odd_but_confined_targets_arrive_under_the_users_prefix(
         echo_proxy: Proxy, echo_seen: list[web.Request], target: str) -> None:
-    status, _ = await _raw_get(echo_proxy, target)
-    assert status == 200
+    assert (await _raw_get(echo_proxy, target)).status == 200
     [arrived] = echo_seen
     decoded = arrived.raw_path
     for _ in range(3):

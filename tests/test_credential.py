@@ -22,7 +22,7 @@ from jupyter_dev_proxy.config import Settings, TokenKind, TokenSource
 from jupyter_dev_proxy.status import StatusBoard
 from jupyter_dev_proxy.tokens import ExpiryWarnings, HubCredential, credential_for
 from jupyter_dev_proxy.watch import ServerWatch
-from tests.conftest import LOCAL_TOKEN, make_settings
+from tests.kit.settings import LOCAL_TOKEN, make_settings
 
 OLD_TOKEN, NEW_TOKEN = "old-token-0001", "new-token-0002"
 

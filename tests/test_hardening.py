@@ -22,9 +22,12 @@ from jupyter_dev_proxy.auth import COOKIE_NAME, hub_token_for
 from jupyter_dev_proxy.config import Settings
 from jupyter_dev_proxy.demo import DemoServer
 from jupyter_dev_proxy.errors import ProxyError
-from tests.conftest import HUB_TOKEN, LOCAL_TOKEN, Proxy, make_settings
-from tests.proxyprocess import ProxyProcess, clean_env, run_proxy
-from tests.rawhttp import exchange, fake_hub, read_answer, request_head
+from jupyter_dev_proxy.timeouts import timeout
+from tests.kit.env import server_env
+from tests.kit.fakehubs import fake_hub
+from tests.kit.process import ProxyProcess, run_proxy
+from tests.kit.rawhttp import exchange, read_answer, request_head
+from tests.kit.settings import HUB_TOKEN, LOCAL_TOKEN, Proxy, make_settings
 
 StartProxy = Callable[[Settings], Awaitable[Proxy]]
 
@@ -216,10 +219,11 @@ async def test_a_body_that_keeps_flowing_is_never_cut_by_the_answer_timeout(
 
 async def test_when_the_ide_hangs_up_the_hub_request_is_cancelled_and_its_connection_closed(
         start_proxy: StartProxy) -> None:
-    hub_hung_up = asyncio.Event()
+    request_arrived, hub_hung_up = asyncio.Event(), asyncio.Event()
 
     async def slow_hub(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
         await reader.readuntil(b"\r\n\r\n")
+        request_arrived.set()  # the hub is "starting a kernel"
         if await reader.read() == b"":  # nothing more comes, until the proxy closes its side
             hub_hung_up.set()
         writer.close()
@@ -228,9 +232,10 @@ async def test_when_the_ide_hangs_up_the_hub_request_is_cancelled_and_its_connec
         proxy = await start_proxy(make_settings(f"http://127.0.0.1:{port}", None, None))
         reader, writer = await asyncio.open_connection("127.0.0.1", proxy.url.port)
         writer.write(request_head("POST", "/api/kernels", LOCAL_TOKEN, "Content-Length: 0"))
-        await asyncio.sleep(0.3)  # the request is at the hub, which is "starting a kernel"
+        async with timeout(5):
+            await request_arrived.wait()  # a proxy that failed the request at once never gets this far
         writer.close()  # the IDE gives up
-        async with asyncio.timeout(5):
+        async with timeout(5):
             await hub_hung_up.wait()
 
 
@@ -245,7 +250,7 @@ async def test_a_connection_that_never_finishes_its_head_is_closed(
         for _ in range(3):  # a slowloris: a byte now and then, never the end of the head
             await asyncio.sleep(0.2)
             writer.write(b"X")
-        async with asyncio.timeout(5):
+        async with timeout(5):
             assert await reader.read() == b""
     finally:
         writer.close()
@@ -261,7 +266,7 @@ async def test_an_idle_keep_alive_connection_is_closed_but_an_idle_websocket_is_
         writer.write(request_head("GET", "/api/status", LOCAL_TOKEN))
         answer = await read_answer(reader)
         assert answer.status == 200 and not answer.closed
-        async with asyncio.timeout(5):
+        async with timeout(5):
             assert await reader.read() == b""
     finally:
         writer.close()
@@ -298,10 +303,7 @@ def test_library_log_paths_redact_tokens_in_messages_and_tracebacks(
 async def test_the_proxy_log_at_debug_level_holds_no_token_whatever_it_is_sent(
         jupyter_upstream: DemoServer, proxies: list[ProxyProcess]) -> None:
     local_token = "a1b2c3d4e5f6-local-token-of-this-test"
-    env = clean_env(JUPYTER_SERVER_IP_OR_NAME="127.0.0.1", JUPYTER_SERVER_PORT=jupyter_upstream.url.rsplit(":", 1)[1],
-                    JUPYTER_USERNAME="alice", JUPYTER_CLUSTER_CA_CERT=str(jupyter_upstream.ca_file),
-                    JUPYTERHUB_API_TOKEN=jupyter_upstream.token, JUPYTER_PROXY_TOKEN=local_token,
-                    JUPYTER_PROXY_PORT="0", JUPYTER_PROXY_IP_OR_NAME="127.0.0.1", PYTHONASYNCIODEBUG="1")
+    env = server_env(jupyter_upstream, JUPYTER_PROXY_TOKEN=local_token, PYTHONASYNCIODEBUG="1")
     proxy = run_proxy(proxies, env, "--log-level", "debug")
     url, _ = proxy.wait_for_banner()
     port = int(url.rsplit(":", 1)[1])

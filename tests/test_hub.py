@@ -14,26 +14,13 @@ import trustme
 from cryptography import x509
 from cryptography.x509.oid import NameOID
 
-from tests.hubserver import (
-    BROKEN_MESSAGE,
-    BROKEN_SERVER,
-    Hub,
-    module_hub,
-    require_real_servers,
-)
-from tests.proxyprocess import ProxyProcess, clean_env, failed_start, run_proxy
+from tests.kit.hub import BROKEN_MESSAGE, BROKEN_SERVER, Hub, hub_env, module_hub, require_real_servers
+from tests.kit.process import ProxyProcess, failed_start, run_proxy
 
 pytestmark = [pytest.mark.hub, pytest.mark.timeout(240)]
 
 require_real_servers()
 hub = module_hub()
-
-
-def hub_env(hub: Hub, token: str, **more: str) -> dict[str, str]:
-    """A user's settings for this hub: its URL, its CA file, a hub token; the proxy on a free local port."""
-    return clean_env(**{"JUPYTERHUB_URL": hub.url, "JUPYTER_CLUSTER_CA_CERT": str(hub.ca_file),
-                        "JUPYTERHUB_API_TOKEN": token, "JUPYTER_PROXY_PORT": "0",
-                        "JUPYTER_PROXY_IP_OR_NAME": "127.0.0.1", **more})
 
 
 # -- who am I ----------------------------------------------------------------------------------------------------

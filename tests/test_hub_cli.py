@@ -13,7 +13,8 @@ from pathlib import Path
 import pytest
 
 from jupyter_dev_proxy.demo import DemoServer, free_port
-from tests.proxyprocess import ProxyProcess, clean_env, failed_start, run_proxy
+from tests.kit.env import clean_env, upstream_env
+from tests.kit.process import ProxyProcess, failed_start, run_proxy
 
 pytestmark = pytest.mark.timeout(180)
 
@@ -30,15 +31,10 @@ def test_a_hub_name_that_does_not_resolve_is_named() -> None:
     assert "The hub's name hub.invalid could not be resolved" in message
 
 
-def _plain_env(server: DemoServer, **more: str) -> dict[str, str]:
-    return clean_env(**{"JUPYTERHUB_URL": server.url, "JUPYTER_CLUSTER_CA_CERT": str(server.ca_file),
-                        "JUPYTERHUB_API_TOKEN": server.token, "JUPYTER_PROXY_PORT": "0",
-                        "JUPYTER_PROXY_IP_OR_NAME": "127.0.0.1", **more})
-
-
 def test_a_server_without_a_hub_api_is_proxied_as_a_plain_server_with_one_log_line(
         jupyter_upstream: DemoServer, proxies: list[ProxyProcess]) -> None:
-    proxy = run_proxy(proxies, _plain_env(jupyter_upstream, JUPYTER_USERNAME="alice"))
+    proxy = run_proxy(proxies, upstream_env(jupyter_upstream.url, jupyter_upstream.ca_file, jupyter_upstream.token,
+                                            JUPYTER_USERNAME="alice"))
     proxy.wait_for_banner()
     assert len(re.findall("is a plain Jupyter server, not a JupyterHub", proxy.output)) == 1
     assert "Upstream: a plain Jupyter server at /user/alice/ (no hub API), running." in proxy.output
@@ -47,12 +43,13 @@ def test_a_server_without_a_hub_api_is_proxied_as_a_plain_server_with_one_log_li
 
 
 def test_a_plain_server_needs_the_username_of_its_path(jupyter_upstream: DemoServer) -> None:
-    message = failed_start(_plain_env(jupyter_upstream))
+    message = failed_start(upstream_env(jupyter_upstream.url, jupyter_upstream.ca_file, jupyter_upstream.token))
     assert "has no hub API" in message and "set JUPYTER_USERNAME" in message
 
 
 def test_a_plain_server_under_another_path_is_reported(jupyter_upstream: DemoServer) -> None:
-    message = failed_start(_plain_env(jupyter_upstream, JUPYTER_USERNAME="zed"))
+    message = failed_start(upstream_env(jupyter_upstream.url, jupyter_upstream.ca_file, jupyter_upstream.token,
+                                        JUPYTER_USERNAME="zed"))
     assert f"Nothing answers at {jupyter_upstream.url}/user/zed/" in message
 
 

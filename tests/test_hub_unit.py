@@ -28,7 +28,7 @@ from jupyter_dev_proxy.errors import ServerNotRunning, json_error
 from jupyter_dev_proxy.hubapi import HubError, grants, start_scope_name
 from jupyter_dev_proxy.startup import Progress, check_hub
 from jupyter_dev_proxy.tokens import ExpiryWarnings, TokenStore, credential_for, describe_expiry
-from tests.conftest import LOCAL_TOKEN, make_settings
+from tests.kit.settings import LOCAL_TOKEN, make_settings
 
 
 @pytest.mark.parametrize("scopes,expected", [

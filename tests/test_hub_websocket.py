@@ -12,10 +12,10 @@ import pytest
 
 from bench.linkemu import LinkEmulator
 from jupyter_dev_proxy.config import Settings
-from tests.conftest import Proxy, make_settings
-from tests.hubserver import Hub, module_hub, require_real_servers
-from tests.ide import new_notebook, start_session
-from tests.kernel_client import KERNEL_PROTOCOL, KernelChannel, reply_content
+from tests.kit.settings import Proxy, make_settings
+from tests.kit.hub import Hub, module_hub, require_real_servers
+from tests.kit.ide import new_notebook, start_session
+from tests.kit.kernel import KERNEL_PROTOCOL, KernelChannel, reply_content
 
 pytestmark = [pytest.mark.hub, pytest.mark.timeout(240)]
 

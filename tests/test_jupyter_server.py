@@ -14,11 +14,14 @@ import pytest
 
 from jupyter_dev_proxy.config import Settings
 from jupyter_dev_proxy.demo import DemoServer, start_demo_server
-from tests.conftest import Proxy, make_settings
-from tests.ide import new_notebook, start_session
-from tests.kernel_client import KERNEL_PROTOCOL, KernelChannel, reply_content, result_text
+from jupyter_dev_proxy.timeouts import timeout
+from tests.kit.ide import new_notebook, start_session
+from tests.kit.kernel import KERNEL_PROTOCOL, KernelChannel, reply_content, result_text
+from tests.kit.settings import Proxy, make_settings
 
 pytestmark = pytest.mark.timeout(180)
+
+PING_SECONDS = 0.5  # how often the impatient server pings; it gives up after two of these without a pong
 
 
 async def test_notebook_contents_create_rename_save_and_read(jupyter_proxy: Proxy) -> None:
@@ -77,11 +80,10 @@ async def test_interrupt_restart_and_delete_a_kernel(jupyter_proxy: Proxy) -> No
             channel = KernelChannel(ws, ids["session"])
             assert result_text(await channel.execute("40 + 2")) == "42"
             msg_id = await channel.start_execute("import time; time.sleep(60)")
-            replies = asyncio.ensure_future(channel.replies_to(msg_id))
-            await asyncio.sleep(1)  # the kernel must be inside sleep(); nothing observable says so sooner
+            await channel.until(msg_id, "execute_input")  # the kernel is running the cell: interrupt it there
             async with client.post(f"{kernel}/interrupt") as response:
                 assert response.status == 204
-            assert reply_content(await replies)["ename"] == "KeyboardInterrupt"
+            assert reply_content(await channel.replies_to(msg_id))["ename"] == "KeyboardInterrupt"
 
         async with client.post(f"{kernel}/restart") as response:
             assert response.status == 200
@@ -106,7 +108,7 @@ async def test_terminal_websocket_outside_api_is_routed(jupyter_proxy: Proxy) ->
         async with client.ws_connect(f"/terminals/websocket/{name}") as ws:
             await ws.send_str(json.dumps(["stdin", "echo through-the-$((6*7))-proxy\r"]))
             seen = ""
-            async with asyncio.timeout(30):
+            async with timeout(30):
                 while "through-the-42-proxy" not in seen:
                     message = json.loads(await ws.receive_str())
                     if message[0] == "stdout":
@@ -129,10 +131,12 @@ async def test_large_kernel_output_crosses_the_4_mib_default_cap(jupyter_proxy: 
 
 @pytest.fixture(scope="module")
 def impatient_upstream() -> Iterator[DemoServer]:
-    """A real server that pings every second and drops a websocket after 2 s without a pong."""
-    # jupyter_server's kernel websocket reads these two (in ms), not ServerApp.websocket_ping_*.
+    """A real server that pings every 0.5 s and drops a websocket after 1 s without a pong."""
+    # jupyter_server's kernel websocket reads these two (in ms), not ServerApp.websocket_ping_*. Short, so that
+    # idling through several timeouts is quick; not shorter, so that a busy CI machine does not miss a pong.
     server = start_demo_server("alice", extra_args=(
-        "--ServerApp.tornado_settings={'ws_ping_interval': 1000, 'ws_ping_timeout': 2000}",))
+        f"--ServerApp.tornado_settings={{'ws_ping_interval': {PING_SECONDS * 1000:.0f}, "
+        f"'ws_ping_timeout': {2 * PING_SECONDS * 1000:.0f}}}",))
     try:
         yield server
     finally:
@@ -149,7 +153,7 @@ async def test_an_idle_kernel_websocket_outlives_the_servers_ping_timeout(
                                      protocols=(KERNEL_PROTOCOL,), autoping=True) as ws:
             channel = KernelChannel(ws, ids["session"])
             assert result_text(await channel.execute("1 + 1")) == "2"
-            await asyncio.sleep(6)  # idle for three of the server's ping timeouts
+            await asyncio.sleep(3 * 2 * PING_SECONDS)  # idle for three of the server's ping timeouts
             assert not ws.closed
             assert result_text(await channel.execute("2 + 2")) == "4"
 

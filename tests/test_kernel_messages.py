@@ -21,7 +21,7 @@ from jupyter_server.services.kernels.connection.base import serialize_msg_to_ws_
 
 from jupyter_dev_proxy.ws_frames import read_frame_header, unmask
 from jupyter_dev_proxy.kernel_messages import KernelMessage, MessageReader
-from tests.kernel_client import encode_v1, request
+from tests.kit.kernel import encode_v1, request
 
 _TEXT, _BINARY, _CONTINUATION, _PING = 0x1, 0x2, 0x0, 0x9
 

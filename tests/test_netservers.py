@@ -1,4 +1,4 @@
-"""The network servers of tests/netservers.py really do what the proxy's tests rely on them for."""
+"""The network servers of tests/kit/netservers.py really do what the proxy's tests rely on them for."""
 
 from __future__ import annotations
 
@@ -15,22 +15,23 @@ import aiohttp
 import pytest
 import trustme
 
-from tests.netservers import (
+from tests.kit.fakehubs import echo_app
+from tests.kit.netservers import (
     ClientCert,
     ForwardProxy,
     Gateway,
     ResolvingConnectProxy,
     missing_programs,
+    real_servers_required,
     start_nginx_gateway,
     start_tinyproxy,
     wait_until_idle,
     write_client_cert,
 )
-from tests.upstreams import echo_app
 
 _missing_tinyproxy = missing_programs("tinyproxy")
 _missing_nginx = missing_programs("nginx")
-if os.environ.get("CI") == "true" and (_missing := missing_programs("tinyproxy", "nginx")):
+if real_servers_required() and (_missing := missing_programs("tinyproxy", "nginx")):
     raise RuntimeError(f"CI must run the network-server tests, but {_missing}")
 needs_tinyproxy = pytest.mark.skipif(_missing_tinyproxy is not None, reason=str(_missing_tinyproxy))
 needs_nginx = pytest.mark.skipif(_missing_nginx is not None, reason=str(_missing_nginx))

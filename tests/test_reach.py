@@ -14,9 +14,9 @@ import pytest
 import trustme
 
 from jupyter_dev_proxy.demo import free_port
-from tests.hubserver import Hub, module_hub, require_real_servers
-from tests.ide import ide_session, whole_lifecycle
-from tests.netservers import (
+from tests.kit.hub import Hub, hub_env, module_hub, require_real_servers
+from tests.kit.ide import ide_session, whole_lifecycle
+from tests.kit.netservers import (
     ClientCert,
     Gateway,
     ResolvingConnectProxy,
@@ -24,7 +24,7 @@ from tests.netservers import (
     start_tinyproxy,
     write_client_cert,
 )
-from tests.proxyprocess import ProxyProcess, clean_env, failed_start, run_proxy
+from tests.kit.process import ProxyProcess, failed_start, run_proxy
 
 pytestmark = [pytest.mark.hub, pytest.mark.timeout(300)]
 
@@ -35,9 +35,7 @@ hub = module_hub(BASE)
 
 def reach_env(hub: Hub, token: str, **more: str) -> dict[str, str]:
     """A user's settings for the hub under its base path, as pasted from the browser's address bar."""
-    return clean_env(**{"JUPYTERHUB_URL": f"{hub.address}/hub/home", "JUPYTER_CLUSTER_CA_CERT": str(hub.ca_file),
-                        "JUPYTERHUB_API_TOKEN": token, "JUPYTER_PROXY_PORT": "0",
-                        "JUPYTER_PROXY_IP_OR_NAME": "127.0.0.1", **more})
+    return hub_env(hub, token, **{"JUPYTERHUB_URL": f"{hub.address}/hub/home", **more})
 
 
 # -- a hub under a path -------------------------------------------------------------------------------------------

@@ -28,13 +28,14 @@ from jupyter_dev_proxy.app import ProxyRunner
 from jupyter_dev_proxy.config import Settings, TokenKind, TokenSource
 from jupyter_dev_proxy.demo import DemoServer
 from jupyter_dev_proxy.timeouts import timeout
+from jupyter_dev_proxy.ws_frames import SERVICE_RESTART, accept_key
 from jupyter_dev_proxy.ws_handshake import HubConnection
 from jupyter_dev_proxy.ws_relay import Relay, RelayState
-from jupyter_dev_proxy.ws_frames import SERVICE_RESTART, accept_key
-from tests.conftest import Proxy, make_settings
-from tests.ide import new_notebook, start_session
-from tests.kernel_client import KERNEL_PROTOCOL, KernelChannel, decode_v1, encode_v1, reply_content, request
-from tests.rawhttp import fake_hub
+from tests.kit.fakehubs import fake_hub
+from tests.kit.frames import frame, read_frame, switching_protocols
+from tests.kit.ide import new_notebook, start_session
+from tests.kit.kernel import KERNEL_PROTOCOL, KernelChannel, decode_v1, encode_v1, reply_content, request
+from tests.kit.settings import Proxy, make_settings
 
 pytestmark = pytest.mark.timeout(120)
 
@@ -152,25 +153,14 @@ async def test_the_frame_the_ide_was_sending_when_the_hub_broke_arrives_whole(st
         nonlocal connections
         connections += 1
         number = connections
-        head = (await reader.readuntil(b"\r\n\r\n")).decode()
-        key = next(line.split(":", 1)[1].strip() for line in head.split("\r\n")
-                   if line.lower().startswith("sec-websocket-key:"))
-        writer.write(f"HTTP/1.1 101 Switching Protocols\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n"
-                     f"Sec-WebSocket-Accept: {accept_key(key)}\r\n\r\n".encode())
+        writer.write(_upgrade((await reader.readuntil(b"\r\n\r\n")).decode()))
         if number == 1:
             await reader.readexactly(100_000)  # part of the IDE's frame, then the connection breaks
             writer.transport.abort()
             return
         while True:
-            first, second = await reader.readexactly(2)
-            length = second & 0x7F
-            if length == 126:
-                length = int.from_bytes(await reader.readexactly(2), "big")
-            elif length == 127:
-                length = int.from_bytes(await reader.readexactly(8), "big")
-            mask = await reader.readexactly(4)
-            payload = bytes(b ^ mask[i % 4] for i, b in enumerate(await reader.readexactly(length)))
-            if first & 0x0F == 0x8:
+            opcode, payload = await read_frame(reader)
+            if opcode == 0x8:
                 break
             received.append((number, hashlib.sha256(payload).hexdigest()))
         writer.close()
@@ -191,11 +181,9 @@ async def test_the_frame_the_ide_was_sending_when_the_hub_broke_arrives_whole(st
 # -- faults the first version did not survive (review-2026-12 #2, #4, #5, #6, S7, S8; audit P3, P5, P6) ------------------
 
 def _upgrade(head: str, protocol: str | None = None) -> bytes:
-    key = next(line.split(":", 1)[1].strip() for line in head.split("\r\n")
-               if line.lower().startswith("sec-websocket-key:"))
-    chosen = f"Sec-WebSocket-Protocol: {protocol}\r\n" if protocol else ""
-    return (f"HTTP/1.1 101 Switching Protocols\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n{chosen}"
-            f"Sec-WebSocket-Accept: {accept_key(key)}\r\n\r\n").encode()
+    """The fake hub's 101 to the handshake ``head`` (with ``protocol`` chosen)."""
+    chosen = f"\r\nSec-WebSocket-Protocol: {protocol}" if protocol else ""
+    return switching_protocols(f"Sec-WebSocket-Accept: {accept_key(_header(head, 'Sec-WebSocket-Key'))}{chosen}")
 
 
 def _header(head: str, name: str) -> str:
@@ -203,23 +191,9 @@ def _header(head: str, name: str) -> str:
                  if line.lower().startswith(name.lower() + ":")), "")
 
 
-async def _read_frame(reader: asyncio.StreamReader) -> tuple[int, bytes]:
-    """One frame from the IDE's side (masked): (opcode, unmasked payload)."""
-    first, second = await reader.readexactly(2)
-    length = second & 0x7F
-    if length == 126:
-        length = int.from_bytes(await reader.readexactly(2), "big")
-    elif length == 127:
-        length = int.from_bytes(await reader.readexactly(8), "big")
-    mask = await reader.readexactly(4)
-    return first & 0x0F, bytes(b ^ mask[i % 4] for i, b in enumerate(await reader.readexactly(length)))
-
-
 def _hub_frame(payload: bytes) -> bytes:
     """A binary frame as a server sends it (unmasked)."""
-    size = len(payload)
-    head = bytes((0x82, size)) if size < 126 else bytes((0x82, 126)) + size.to_bytes(2, "big")
-    return head + payload
+    return frame(0x2, payload, masked=False)
 
 
 def _reply_to(request: dict[str, Any], msg_type: str, channel: str = "shell") -> bytes:
@@ -331,11 +305,6 @@ class _FakeTransport:
         self.closing = True
 
 
-def _masked(payload: bytes) -> bytes:
-    key = b"\x01\x02\x03\x04"
-    return bytes((0x82, 0x80 | len(payload))) + key + bytes(b ^ key[i % 4] for i, b in enumerate(payload))
-
-
 async def test_a_frame_the_ide_sends_in_the_same_instant_as_the_break_is_delivered() -> None:
     """Review #5: bytes the IDE sends between the hub's drop and the reconnection's first step are held, not
     overwritten when the reconnection starts."""
@@ -348,12 +317,13 @@ async def test_a_frame_the_ide_sends_in_the_same_instant_as_the_break_is_deliver
         return new
     relay = Relay(request, None, old, reconnect, reconnect_seconds=10, label="k")  # type: ignore[arg-type]
     old.attach(relay)
-    relay.feed_data(_masked(b"execute_request #1"))
+    second = frame(0x2, b"execute_request #2", masked=True)
+    relay.feed_data(frame(0x2, b"execute_request #1", masked=True))
     old.transport.closing = True  # type: ignore[union-attr]
     old.connection_lost(ConnectionResetError())
-    relay.feed_data(_masked(b"execute_request #2"))  # the same loop iteration as the drop
+    relay.feed_data(second)  # the same loop iteration as the drop
     await _until(lambda: relay.state is RelayState.OPEN)
-    assert b"".join(new.transport.written) == _masked(b"execute_request #2")  # type: ignore[union-attr]
+    assert b"".join(new.transport.written) == second  # type: ignore[union-attr]
     relay.close()
 
 
@@ -368,7 +338,7 @@ async def test_a_safe_request_in_flight_at_the_break_is_sent_again_and_answered(
         await writer.drain()
         while True:
             try:
-                opcode, payload = await _read_frame(reader)
+                opcode, payload = await read_frame(reader)
             except (asyncio.IncompleteReadError, ConnectionError):
                 return
             if opcode != 0x2:
@@ -411,7 +381,7 @@ async def test_an_execute_whose_reply_was_lost_with_the_connection_closes_the_id
         await writer.drain()
         while True:
             try:
-                opcode, payload = await _read_frame(reader)
+                opcode, payload = await read_frame(reader)
             except (asyncio.IncompleteReadError, ConnectionError):
                 return
             if opcode != 0x2:
@@ -453,7 +423,7 @@ async def test_an_execute_still_running_across_a_break_is_not_given_up(start_pro
         await writer.drain()
         while True:
             try:
-                opcode, payload = await _read_frame(reader)
+                opcode, payload = await read_frame(reader)
             except (asyncio.IncompleteReadError, ConnectionError):
                 return
             if opcode != 0x2:

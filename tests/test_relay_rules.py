@@ -17,10 +17,12 @@ from yarl import URL
 from jupyter_dev_proxy import transport
 from jupyter_dev_proxy.app import ProxyRunner
 from jupyter_dev_proxy.config import Settings
+from jupyter_dev_proxy.timeouts import timeout
 from jupyter_dev_proxy.ws_frames import accept_key
-from tests.conftest import HUB_TOKEN, LOCAL_TOKEN, Proxy, make_settings
-from tests.rawhttp import fake_hub
-from tests.upstreams import CLOSE_CODES, KERNEL_PROTOCOL, StaleConnectionUpstream, echo_app
+from tests.kit.fakehubs import CLOSE_CODES, StaleConnectionUpstream, echo_app, fake_hub
+from tests.kit.frames import read_handshake_key, switching_protocols
+from tests.kit.kernel import KERNEL_PROTOCOL
+from tests.kit.settings import HUB_TOKEN, LOCAL_TOKEN, Proxy, make_settings
 
 
 def _headers(echo: dict[str, Any]) -> dict[str, list[str]]:
@@ -172,7 +174,7 @@ async def test_expect_100_continue_is_answered_only_for_an_allowed_request(
     try:
         writer.write((f"PUT /api/contents/big.bin HTTP/1.1\r\nHost: localhost\r\nAuthorization: token {token}\r\n"
                       f"Content-Length: {len(body)}\r\nExpect: 100-continue\r\n\r\n").encode())
-        async with asyncio.timeout(5):
+        async with timeout(5):
             status_line = await reader.readline()
             assert status_line.split()[1].decode() == first_answer
             if first_answer != "100":
@@ -242,18 +244,6 @@ async def _read_and_say_nothing(reader: asyncio.StreamReader, writer: asyncio.St
     writer.close()
 
 
-async def _read_handshake_key(reader: asyncio.StreamReader) -> str:
-    """A fake hub's side of a websocket handshake: read the request, return its Sec-WebSocket-Key."""
-    head = (await reader.readuntil(b"\r\n\r\n")).decode()
-    return next(line.split(":", 1)[1].strip() for line in head.split("\r\n")
-                if line.lower().startswith("sec-websocket-key:"))
-
-
-def _switching_protocols(headers: str) -> bytes:
-    return ("HTTP/1.1 101 Switching Protocols\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n"
-            + headers + "\r\n\r\n").encode()
-
-
 async def test_no_websocket_extension_is_negotiated_on_either_side(echo_proxy: Proxy) -> None:
     """Bytes are relayed as they are: a compressed frame would mean something else to the other side."""
     async with echo_proxy.session() as client:
@@ -273,8 +263,8 @@ async def test_no_websocket_extension_is_negotiated_on_either_side(echo_proxy: P
 async def test_a_hub_breaking_the_websocket_handshake_is_a_502(
         start_proxy: Callable[[Settings], Awaitable[Proxy]], answer: str) -> None:
     async def crooked_hub(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
-        key = await _read_handshake_key(reader)
-        writer.write(_switching_protocols(answer.format(accept=accept_key(key))))
+        key = await read_handshake_key(reader)
+        writer.write(switching_protocols(answer.format(accept=accept_key(key))))
         await _read_and_say_nothing(reader, writer)
 
     async with fake_hub(crooked_hub) as port:
@@ -294,7 +284,7 @@ async def test_websocket_close_codes_cross_both_ways(echo_proxy: Proxy, echo_ups
             assert ws.close_code == 4001
         ws = await client.ws_connect("/ws")
         await ws.close(code=4002)
-    async with asyncio.timeout(5):
+    async with timeout(5):
         while 4002 not in echo_upstream.app[CLOSE_CODES]:
             await asyncio.sleep(0.01)
 
@@ -312,7 +302,7 @@ async def test_when_one_side_vanishes_the_other_is_closed_promptly(echo_proxy: P
         assert await ide.receive_str() == "hello"
         assert ide._response.connection is not None
         ide._response.connection.transport.abort()  # the IDE is gone without a close frame
-    async with asyncio.timeout(5):
+    async with timeout(5):
         while len(echo_upstream.app[CLOSE_CODES]) < 2:
             await asyncio.sleep(0.01)
     assert echo_upstream.app[CLOSE_CODES][-1] in (1001, 1011)
@@ -411,9 +401,9 @@ async def test_a_hub_that_never_answers_the_websocket_handshake_is_a_504(
 
 async def test_a_websocket_accepted_while_the_proxy_stops_is_closed_with_1001() -> None:
     async def slow_hub(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
-        key = await _read_handshake_key(reader)
+        key = await read_handshake_key(reader)
         await asyncio.sleep(0.5)  # the proxy starts shutting down meanwhile
-        writer.write(_switching_protocols(f"Sec-WebSocket-Accept: {accept_key(key)}"))
+        writer.write(switching_protocols(f"Sec-WebSocket-Accept: {accept_key(key)}"))
         await reader.read(1)  # the proxy's close frame: hang up, as a server does
         writer.close()
 

@@ -23,8 +23,8 @@ from jupyter_dev_proxy.auth import COOKIE_NAME
 from jupyter_dev_proxy.config import ConfigError, Settings, load_settings, setting_origins
 from jupyter_dev_proxy.tokens import TokenStore
 from jupyter_dev_proxy.transport import HubTransport
-from tests.conftest import HUB_TOKEN, LOCAL_TOKEN, Proxy, make_settings
-from tests.netservers import missing_programs
+from tests.kit.settings import HUB_TOKEN, LOCAL_TOKEN, Proxy, make_settings
+from tests.kit.netservers import missing_programs
 
 StartProxy = Callable[[Settings], Awaitable[Proxy]]
 

@@ -25,7 +25,7 @@ from jupyter_dev_proxy.routing import (
     upstream_path_for,
     upstream_request_headers,
 )
-from tests.conftest import make_settings
+from tests.kit.settings import make_settings
 
 HUB_TOKEN = "hub-secret"
 

@@ -14,21 +14,16 @@ import pytest
 import trustme
 
 from jupyter_dev_proxy.demo import free_port
-from tests.hubserver import Hub, module_hub, require_real_servers
-from tests.ide import ide_session, new_notebook, start_session
-from tests.kernel_client import KERNEL_PROTOCOL, KernelChannel, result_text
-from tests.proxyprocess import PROXY, ProxyProcess, clean_env, run_proxy
+from tests.kit.hub import Hub, module_hub, require_real_servers
+from tests.kit.hub import hub_env as status_env
+from tests.kit.ide import ide_session, new_notebook, start_session
+from tests.kit.kernel import KERNEL_PROTOCOL, KernelChannel, result_text
+from tests.kit.process import PROXY, ProxyProcess, run_proxy
 
 pytestmark = [pytest.mark.hub, pytest.mark.timeout(240)]
 
 require_real_servers("chromium")
 hub = module_hub()
-
-
-def status_env(hub: Hub, token: str, **more: str) -> dict[str, str]:
-    return clean_env(**{"JUPYTERHUB_URL": hub.address, "JUPYTER_CLUSTER_CA_CERT": str(hub.ca_file),
-                        "JUPYTERHUB_API_TOKEN": token, "JUPYTER_PROXY_PORT": "0",
-                        "JUPYTER_PROXY_IP_OR_NAME": "127.0.0.1", **more})
 
 
 # -- the status page ----------------------------------------------------------------------------------------------

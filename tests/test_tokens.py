@@ -14,21 +14,16 @@ from pathlib import Path
 import pexpect
 import pytest
 
-from tests.hubserver import Hub, module_hub, require_real_servers
-from tests.ide import ide_session
-from tests.proxyprocess import PROXY, ProxyProcess, clean_env, failed_start, run_proxy
+from tests.kit.hub import Hub, module_hub, require_real_servers
+from tests.kit.hub import hub_env as token_env
+from tests.kit.ide import ide_session
+from tests.kit.process import PROXY, ProxyProcess, failed_start, run_proxy
 
 pytestmark = [pytest.mark.hub, pytest.mark.timeout(240)]
 
 require_real_servers()
 TEST_KEYRING = "tests.keyring_backend.FileKeyring"
 hub = module_hub()
-
-
-def token_env(hub: Hub, **more: str) -> dict[str, str]:
-    """A user's settings for the hub, without a token unless ``more`` gives one."""
-    return clean_env(**{"JUPYTERHUB_URL": hub.address, "JUPYTER_CLUSTER_CA_CERT": str(hub.ca_file),
-                        "JUPYTER_PROXY_PORT": "0", "JUPYTER_PROXY_IP_OR_NAME": "127.0.0.1", **more})
 
 
 # -- the first run ----------------------------------------------------------------------------------------------------

@@ -18,13 +18,13 @@ import trustme
 from aiohttp import web
 from cryptography.hazmat.primitives import serialization
 
-from jupyter_dev_proxy import transport
+from jupyter_dev_proxy import timeouts, transport
 from jupyter_dev_proxy.config import ConfigError, Settings
 from jupyter_dev_proxy.demo import free_port, terminate
 from jupyter_dev_proxy.transport import HubTransport, tls_context_for
-from tests.conftest import Proxy, make_settings
-from tests.netservers import ClientCert, write_client_cert
-from tests.upstreams import CountingUpstream
+from tests.kit.fakehubs import CountingUpstream
+from tests.kit.netservers import ClientCert, write_client_cert
+from tests.kit.settings import Proxy, make_settings
 
 StartProxy = Callable[[Settings], Awaitable[Proxy]]
 
@@ -146,7 +146,7 @@ def test_a_file_that_is_not_a_certificate_is_a_config_error(tmp_path: Path) -> N
 # -- connections kept ready ---------------------------------------------------------------------------------------------
 
 async def _until(condition: Callable[[], bool], what: str, timeout: float = 5.0) -> None:
-    async with asyncio.timeout(timeout):
+    async with timeouts.timeout(timeout):
         while not condition():
             await asyncio.sleep(0.02)
 

@@ -8,21 +8,9 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from jupyter_dev_proxy.ws_frames import FrameTracker, control_frame
+from tests.kit.frames import frame as _frame
 
 _DATA_OPCODES = (0x0, 0x1, 0x2)  # continuation, text, binary
-
-
-def _frame(opcode: int, payload: bytes, masked: bool) -> bytes:
-    """A frame as a peer sends it (masking is not applied: the tracker never looks at payloads)."""
-    size = len(payload)
-    if size < 126:
-        length = bytes((size,))
-    elif size < 1 << 16:
-        length = bytes((126,)) + size.to_bytes(2, "big")
-    else:
-        length = bytes((127,)) + size.to_bytes(8, "big")
-    length = bytes((length[0] | (0x80 if masked else 0),)) + length[1:]
-    return bytes((0x80 | opcode,)) + length + (os.urandom(4) if masked else b"") + payload
 
 
 _frames = st.lists(st.one_of(

@@ -1,14 +1,12 @@
-"""``python proxy.py`` as a user runs it: a subprocess with its own environment, its output and its exit status.
+"""``python proxy.py`` as a user runs it: a subprocess with its own environment (``tests.kit.env``), its output and
+its exit status.
 
-Requests go over a raw socket so that a path reaches the proxy exactly as written (no client normalises '..').
+Requests go over a raw socket (``tests.kit.rawhttp``) so that a path reaches the proxy exactly as written.
 """
 
 from __future__ import annotations
 
-import json
-import os
 import re
-import socket
 import subprocess
 import sys
 import tempfile
@@ -18,8 +16,9 @@ from pathlib import Path
 from typing import Any
 
 from jupyter_dev_proxy.demo import terminate
+from tests.kit.rawhttp import request
 
-PROXY = Path(__file__).resolve().parent.parent / "proxy.py"
+PROXY = Path(__file__).resolve().parents[2] / "proxy.py"
 
 BANNER = re.compile(r"Authorization URL with token for IDE: (http://\S+)/\?token=(\S+)")
 START_SECONDS = 120.0  # includes the hub starting the user's server
@@ -27,17 +26,6 @@ STOP_SECONDS = 15.0  # SIGTERM closes connections within a few seconds; after th
 
 # Where a proxy that refuses to start says why (cli.py); exit status 2 is its EXIT_USAGE.
 MESSAGE_PREFIX = "jupyter-dev-proxy: "
-
-
-# The forward-proxy variables the proxy reads as curl does: a test names its own, or none.
-_PROXY_VARIABLES = frozenset({"http_proxy", "https_proxy", "all_proxy", "no_proxy"})
-
-
-def clean_env(**values: str) -> dict[str, str]:
-    """The test's environment without any setting of the proxy, the hub or a forward proxy, plus ``values``."""
-    env = {k: v for k, v in os.environ.items() if not k.startswith("JUPYTER") and k.lower() not in _PROXY_VARIABLES}
-    env.update(values)
-    return env
 
 
 def failed_start(env: dict[str, str], *args: str, after_log: bool = False) -> str:
@@ -123,7 +111,7 @@ class ProxyProcess:
 
     def get(self, path: str) -> tuple[int, Any]:
         """GET ``path`` through the proxy as an IDE does (Authorization: token); (status, JSON or text)."""
-        return _raw_request(self.url, "GET", path, self.token)
+        return self._request("GET", path)
 
     def reached(self, targets: list[str]) -> dict[str, tuple[int, Any]]:
         """Which of ``targets`` the proxy answered without refusing (status below 400), with their answers."""
@@ -131,7 +119,12 @@ class ProxyProcess:
         return {target: answer for target, answer in answers.items() if answer[0] < 400}
 
     def post_json(self, path: str, body: str = "{}") -> tuple[int, Any]:
-        return _raw_request(self.url, "POST", path, self.token, body.encode())
+        return self._request("POST", path, body.encode())
+
+    def _request(self, method: str, target: str, body: bytes | None = None) -> tuple[int, Any]:
+        answer = request(self.url, method, target, self.token, body)
+        assert answer.status is not None, f"the proxy closed the connection without answering {method} {target}"
+        return answer.status, answer.parsed()
 
 
 def run_proxy(proxies: list[ProxyProcess], env: dict[str, str], *args: str, cwd: Path | None = None) -> ProxyProcess:
@@ -140,35 +133,3 @@ def run_proxy(proxies: list[ProxyProcess], env: dict[str, str], *args: str, cwd:
     proxies.append(proxy)
     return proxy
 
-
-def _raw_request(base_url: str, method: str, target: str, token: str, body: bytes | None = None) -> tuple[int, Any]:
-    """One request with ``target`` written as is; (status, parsed JSON or text)."""
-    host, port = base_url.removeprefix("http://").split(":")
-    head = (f"{method} {target} HTTP/1.1\r\nHost: {host}:{port}\r\nAuthorization: token {token}\r\n"
-            "Connection: close\r\n")
-    if body is not None:
-        head += f"Content-Type: application/json\r\nContent-Length: {len(body)}\r\n"
-    with socket.create_connection((host, int(port)), timeout=30) as sock:
-        sock.sendall(head.encode("latin-1") + b"\r\n" + (body or b""))
-        chunks = []
-        while chunk := sock.recv(65536):
-            chunks.append(chunk)
-    head_bytes, _, payload = b"".join(chunks).partition(b"\r\n\r\n")
-    if b"transfer-encoding: chunked" in head_bytes.lower():
-        payload = _dechunk(payload)
-    try:
-        parsed: Any = json.loads(payload)
-    except ValueError:
-        parsed = payload.decode(errors="replace")
-    return int(head_bytes.split()[1]), parsed
-
-
-def _dechunk(body: bytes) -> bytes:
-    out = b""
-    while body:
-        size_line, _, body = body.partition(b"\r\n")
-        size = int(size_line.split(b";")[0], 16)
-        if size == 0:
-            break
-        out, body = out + body[:size], body[size + 2:]
-    return out

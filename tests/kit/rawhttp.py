@@ -1,23 +1,28 @@
 """Raw HTTP on a socket, for what a client library would refuse to send or hide: malformed requests, exact
-targets, and hubs that answer in broken ways.
+targets (no client normalises '..'), and answers read byte by byte.
 
 ``exchange`` sends bytes exactly as given and reads one answer, telling whether the connection was then closed;
-``fake_hub`` is a raw TCP server standing in for a hub that misbehaves in one precise way.
+``request`` does the same for a blocking test (one talking to a proxy process).
 """
 
 from __future__ import annotations
 
 import asyncio
 import json
-from collections.abc import AsyncIterator, Awaitable, Callable
-from contextlib import asynccontextmanager
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from typing import Any
 
 from multidict import CIMultiDict
+from yarl import URL
 
-# How long a connection may stay silent after an answer before the test takes it as kept open.
-OPEN_AFTER_SECONDS = 0.5
+from jupyter_dev_proxy.timeouts import timeout as deadline
+
+# How long a connection may stay silent after an answer before the test takes it as kept open. A server that closes
+# after an answer sends its FIN right behind the answer's last byte, so a closed connection shows at once and only a
+# kept-open one waits this long. It stays well below the shortest idle close a test sets (app.IDE_IDLE_SECONDS = 0.5
+# in test_hardening), so a connection closed for being idle is never taken for one closed after the answer.
+OPEN_AFTER_SECONDS = 0.1
 
 
 @dataclass(frozen=True)
@@ -31,6 +36,13 @@ class RawAnswer:
 
     def json(self) -> Any:
         return json.loads(self.body)
+
+    def parsed(self) -> Any:
+        """The body as JSON, or as text when it is not JSON."""
+        try:
+            return self.json()
+        except ValueError:
+            return self.body.decode(errors="replace")
 
 
 async def _read_body(reader: asyncio.StreamReader, headers: CIMultiDict[str]) -> bytes:
@@ -65,7 +77,7 @@ async def read_answer(reader: asyncio.StreamReader, head_request: bool = False) 
     body = b"" if head_request or status in (204, 304) else await _read_body(reader, headers)
     try:
         closed = await asyncio.wait_for(reader.read(1), OPEN_AFTER_SECONDS) == b""
-    except TimeoutError:
+    except asyncio.TimeoutError:  # on Python 3.10 not the builtin TimeoutError
         closed = False
     return RawAnswer(status, headers, body, closed)
 
@@ -75,7 +87,7 @@ async def exchange(port: int, data: bytes, timeout: float = 10.0, host: str = "1
     reader, writer = await asyncio.open_connection(host, port)
     try:
         writer.write(data)
-        async with asyncio.timeout(timeout):
+        async with deadline(timeout):
             return await read_answer(reader, head_request=data.startswith(b"HEAD "))
     finally:
         writer.close()
@@ -91,15 +103,16 @@ def request_head(method: str, target: str, token: str | None, *extra: str, versi
     return ("\r\n".join(lines) + "\r\n\r\n").encode("utf-8", "surrogateescape")
 
 
-Handle = Callable[[asyncio.StreamReader, asyncio.StreamWriter], Awaitable[None]]
-
-
-@asynccontextmanager
-async def fake_hub(handle: Handle) -> AsyncIterator[int]:
-    """A raw TCP server standing in for a hub that misbehaves in one precise way; yields its port."""
-    server = await asyncio.start_server(handle, "127.0.0.1", 0)
-    try:
-        yield server.sockets[0].getsockname()[1]
-    finally:
-        server.close()
-        await server.wait_closed()
+def request(url: str | URL, method: str, target: str, token: str, body: bytes | None = None,
+            timeout: float = 30.0) -> RawAnswer:
+    """Blocking: one request to ``url`` (the proxy's origin) with ``target`` written as is, the IDE's token, and a
+    JSON ``body`` if given. It runs ``exchange`` in a thread of its own, so a test may call it with or without an
+    event loop running."""
+    origin = URL(str(url))
+    assert origin.host is not None and origin.port is not None, url
+    extra = ["Connection: close"]
+    if body is not None:
+        extra += ["Content-Type: application/json", f"Content-Length: {len(body)}"]
+    data = request_head(method, target, token, *extra, host=f"{origin.host}:{origin.port}") + (body or b"")
+    with ThreadPoolExecutor(max_workers=1) as thread:
+        return thread.submit(asyncio.run, exchange(origin.port, data, timeout, origin.host)).result()

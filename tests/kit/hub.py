@@ -29,10 +29,11 @@ import pytest
 import trustme
 
 from jupyter_dev_proxy.demo import free_port, terminate
-from tests.proxyprocess import clean_env
+from tests.kit.env import clean_env, upstream_env
+from tests.kit.netservers import missing_programs, real_servers_required
 
 # Where `make test` installs configurable-http-proxy (npm install --prefix <this>), if it is not on PATH.
-CHP_PREFIX = Path(__file__).resolve().parent.parent / ".cache" / "node"
+CHP_PREFIX = Path(__file__).resolve().parents[2] / ".cache" / "node"
 CHP_ENV = "JUPYTER_DEV_PROXY_CHP"
 
 # A hub starts in ~3 s and a single-user server in ~3 s on a quiet 2-core machine; CI machines are busier.
@@ -112,10 +113,9 @@ def find_chp() -> str | None:
 def require_real_servers(*programs: str) -> None:
     """At the top of a module of tests against a real hub (and ``programs``, Debian's daemons): skip the module
     when they are missing here, fail it in CI (where .ci/run installs them), so no test is silently skipped."""
-    from tests.netservers import missing_programs
     missing = missing_hub_tools() or missing_programs(*programs)
     if missing:
-        if os.environ.get("CI") == "true":
+        if real_servers_required():
             raise RuntimeError(f"CI must run the tests against real servers, but {missing}")
         pytest.skip(f"no real hub here: {missing}", allow_module_level=True)
 
@@ -277,6 +277,12 @@ class Hub:
                 pass
         _kill_pid_file(self.workdir / "chp.pid")
         shutil.rmtree(self.workdir, ignore_errors=True)
+
+
+def hub_env(hub: Hub, token: str | None = None, **more: str) -> dict[str, str]:
+    """A user's settings for this hub (its address as JUPYTERHUB_URL, its CA file), with ``token`` as the hub token
+    unless None; the proxy on a free local port."""
+    return upstream_env(hub.address, hub.ca_file, token, **more)
 
 
 def _server_path(user: str, server: str) -> str:

@@ -9,13 +9,16 @@ import uuid
 from typing import Any
 
 import aiohttp
+from yarl import URL
 
-from tests.kernel_client import KERNEL_PROTOCOL, KernelChannel, result_text
+from tests.kit.kernel import KERNEL_PROTOCOL, KernelChannel, result_text
 
 
-def ide_session(url: str, token: str, **kwargs: Any) -> aiohttp.ClientSession:
-    """A client that talks to the proxy as an IDE does (Authorization: token ...)."""
-    return aiohttp.ClientSession(base_url=url, headers={"Authorization": f"token {token}"}, **kwargs)
+def ide_session(url: str | URL, token: str, **kwargs: Any) -> aiohttp.ClientSession:
+    """A client that talks to the proxy at ``url`` as an IDE does (Authorization: token ...); ``headers`` in
+    ``kwargs`` are added to that one."""
+    headers = {"Authorization": f"token {token}", **kwargs.pop("headers", {})}
+    return aiohttp.ClientSession(base_url=url, headers=headers, **kwargs)
 
 
 async def new_notebook(client: aiohttp.ClientSession) -> str:
@@ -52,6 +55,7 @@ async def kernelspec_logo(client: aiohttp.ClientSession) -> str:
 
 
 async def start_session(client: aiohttp.ClientSession, path: str) -> dict[str, str]:
+    """A notebook session on ``path`` with a python3 kernel; its ``session`` and ``kernel`` ids."""
     async with client.post("/api/sessions", json={"kernel": {"name": "python3"}, "name": path, "path": path,
                                                    "type": "notebook"}) as response:
         assert response.status == 201, await response.text()

@@ -1,5 +1,6 @@
 """Purpose-built upstreams for what a real jupyter_server cannot show or do.
 
+``fake_hub`` serves a handler of the test's own on a raw socket: a hub that misbehaves in one precise way.
 ``echo_app`` reports what really arrived (method, raw path, headers, body digest) and can misbehave on
 request: redirect anywhere, set cookies, send gzip, break off mid-body, close a websocket with a code.
 ``StaleConnectionUpstream`` closes a kept-alive connection exactly when the next request arrives — the
@@ -11,12 +12,29 @@ from __future__ import annotations
 import asyncio
 import gzip
 import hashlib
+from collections.abc import AsyncIterator, Awaitable, Callable
+from contextlib import asynccontextmanager
 
 from aiohttp import WSMsgType, web
 
+from jupyter_dev_proxy.timeouts import timeout
+from tests.kit.kernel import KERNEL_PROTOCOL
+
 SEEN = web.AppKey("seen", list[web.Request])
 CLOSE_CODES = web.AppKey("close_codes", list[int | None])
-KERNEL_PROTOCOL = "v1.kernel.websocket.jupyter.org"
+
+Handle = Callable[[asyncio.StreamReader, asyncio.StreamWriter], Awaitable[None]]
+
+
+@asynccontextmanager
+async def fake_hub(handle: Handle) -> AsyncIterator[int]:
+    """A raw TCP server standing in for a hub that misbehaves in one precise way; yields its port."""
+    server = await asyncio.start_server(handle, "127.0.0.1", 0)
+    try:
+        yield server.sockets[0].getsockname()[1]
+    finally:
+        server.close()
+        await server.wait_closed()
 
 
 async def _echo(request: web.Request) -> web.Response:
@@ -191,12 +209,12 @@ class CountingUpstream:
         self.accepted_at.append(loop.time())
         try:
             while True:
-                async with asyncio.timeout(self.idle_close):
+                async with timeout(self.idle_close):
                     head = await reader.readuntil(b"\r\n\r\n")
                 self.requests.append((number, loop.time(), head.split(b"\r\n", 1)[0].decode("latin-1")))
                 writer.write(b"HTTP/1.1 200 OK\r\nContent-Type: application/json\r\nContent-Length: 2\r\n\r\n{}")
                 await writer.drain()
-        except (asyncio.IncompleteReadError, ConnectionError, TimeoutError):
+        except (asyncio.IncompleteReadError, ConnectionError, asyncio.TimeoutError):
             pass
         finally:
             self.closed.append(number)

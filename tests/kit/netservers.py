@@ -52,6 +52,12 @@ def find_program(name: str) -> str | None:
     return str(candidate) if os.access(candidate, os.X_OK) else None
 
 
+def real_servers_required() -> bool:
+    """In CI a test that needs a real server fails when it is missing, instead of being skipped: CI set to anything
+    but empty, "0" or "false" (CI services set "true", "1" or their name)."""
+    return os.environ.get("CI", "").strip().lower() not in ("", "0", "false")
+
+
 def missing_programs(*names: str) -> str | None:
     """Why these daemons cannot run here (with the command that installs them), or None when they can."""
     missing = [name for name in names if find_program(name) is None]
