@@ -17,8 +17,8 @@ at each break, what becomes of every request still unanswered:
                                                       unanswered then is lost, and the IDE is told (its
                                                       websocket closed with 1012, so its client fails the
                                                       request and reconnects) instead of waiting forever
-    messages without a reply (comm_msg, input_reply)  lost for certain when written after the hub last said
-                                                      anything on the connection that broke: the IDE is told
+    messages without a reply (comm_msg, input_reply,  lost for certain when written after the hub last said
+    anything that is not a kernel message)            anything on the connection that broke: the IDE is told
 
 Pure: messages in, decisions out; the relay does the I/O.
 """
@@ -45,6 +45,9 @@ PROBE_PREFIX = "jupyter-dev-proxy-probe-"
 # signature it has seen: "Duplicate Signature").
 RESENT_MARK = "jupyter_dev_proxy_sent_again"
 _V1_METADATA = 3  # channel, header, parent_header, metadata, content, buffers...
+# Bounds on what is remembered, for a client that never gets (or never wants) answers: the oldest is forgotten.
+_MAX_PENDING = 4096
+_MAX_UNANSWERABLE = 256
 
 
 @dataclass
@@ -82,8 +85,12 @@ class KernelLedger:
         if message.msg_type.endswith("_request") and message.msg_id != "?":
             raw = message.raw if message.msg_type in SAFE_TO_REPEAT else None
             self._pending[message.msg_id] = _Request(message.msg_type, raw, connection)
-        elif message.msg_type != "?":
-            self._unanswerable.append(message.msg_type)
+            if len(self._pending) > _MAX_PENDING:
+                forgotten = next(iter(self._pending))
+                del self._pending[forgotten]
+                self._doubtful.discard(forgotten)
+        elif len(self._unanswerable) < _MAX_UNANSWERABLE:
+            self._unanswerable.append(message.msg_type if message.msg_type != "?" else "a message (not a kernel one)")
 
     def received(self, message: KernelMessage) -> list[str] | None:
         """The hub sent ``message`` to the IDE. When it answers the proxy's probe: the msg_types of the doubtful

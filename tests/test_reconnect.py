@@ -165,7 +165,9 @@ async def test_the_frame_the_ide_was_sending_when_the_hub_broke_arrives_whole(st
             received.append((number, hashlib.sha256(payload).hexdigest()))
         writer.close()
 
-    big, small = b"x" * 3_000_000, b"after the break"
+    # Larger than the socket buffers between proxy and hub can hold (a few MiB each way), so that the frame is
+    # still being written when the hub breaks, whichever event loop writes it.
+    big, small = b"x" * 12_000_000, b"after the break"
     async with fake_hub(hub) as port:
         proxy = await start_proxy(make_settings(f"http://127.0.0.1:{port}", keep_warm_minutes=0))
         async with proxy.session() as client:
@@ -614,3 +616,22 @@ async def test_a_safe_request_in_flight_at_a_link_reset_is_answered_by_the_real_
             assert reply["content"]["status"] == "ok"
             assert not channel.ws.closed
             await channel.ws.close()
+
+
+async def test_a_message_written_whole_into_the_connection_that_broke_is_told_not_dropped(
+        start_proxy: StartProxy, caplog: pytest.LogCaptureFixture) -> None:
+    """Review #6: a message the proxy wrote whole into the hub's connection before it broke, with no answer from
+    the hub since, may or may not have arrived: the IDE is told (1012), never left waiting."""
+    async def hub(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        writer.write(_upgrade((await reader.readuntil(b"\r\n\r\n")).decode()))
+        await read_frame(reader)  # the IDE's message, read, never answered
+        writer.transport.abort()
+
+    async with fake_hub(hub) as port:
+        proxy = await start_proxy(make_settings(f"http://127.0.0.1:{port}", keep_warm_minutes=0))
+        async with proxy.session() as client:
+            ws = await client.ws_connect("/api/kernels/k1/channels?session_id=s1")
+            await ws.send_bytes(b"not a kernel message")
+            message = await ws.receive(timeout=10)
+            assert message.type is aiohttp.WSMsgType.CLOSE and ws.close_code == SERVICE_RESTART
+    assert any("was lost when the connection to the hub broke" in r.getMessage() for r in caplog.records)
