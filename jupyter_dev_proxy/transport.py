@@ -154,31 +154,42 @@ class _Peek(asyncio.Protocol):
 
 class _Spare(asyncio.Protocol):
     """A ready connection that has carried nothing yet, waiting to be handed to a protocol. The hub sends nothing
-    before a request, so anything it does (bytes, closing) means the connection must not be used."""
+    before a request, so anything it does (bytes, closing) means the connection must not be used.
+
+    A transport may have bound a callback to this protocol before it was handed on (Python 3.10's TLS transport
+    schedules connection_lost with the protocol it has at that moment, and its is_closing() does not tell): such a
+    late callback is passed to the protocol the connection went to, which would otherwise never hear of it."""
 
     def __init__(self) -> None:
         self.transport: asyncio.Transport | None = None
         self.born = asyncio.get_running_loop().time()
         self.usable = True
+        self._handed: asyncio.BaseProtocol | None = None
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
         self.transport = cast(asyncio.Transport, transport)
 
     def data_received(self, data: bytes) -> None:
+        if isinstance(self._handed, asyncio.Protocol):
+            self._handed.data_received(data)
+            return
         self.discard()
 
     def eof_received(self) -> bool:
         self.usable = False
+        if isinstance(self._handed, asyncio.Protocol):
+            return bool(self._handed.eof_received())
         return False
 
     def connection_lost(self, exc: Exception | None) -> None:
         self.usable = False
+        if self._handed is not None:
+            self._handed.connection_lost(exc)
 
     @property
     def ready(self) -> bool:
         """Usable, and its transport is not closing: a reset may already be queued for this protocol (a TLS
-        transport schedules connection_lost with the protocol it has then), and a connection handed out in that
-        moment would never hear that it is gone."""
+        transport schedules connection_lost with the protocol it has then)."""
         return self.usable and self.transport is not None and not self.transport.is_closing()
 
     def discard(self) -> None:
@@ -189,6 +200,7 @@ class _Spare(asyncio.Protocol):
     def hand_to(self, protocol: _P) -> _P:
         assert self.transport is not None
         self.usable = False
+        self._handed = protocol
         self.transport.set_protocol(protocol)
         protocol.connection_made(self.transport)
         return protocol
