@@ -372,6 +372,11 @@ def _without_userinfo(url: str) -> str:
 # in the working directory may have come with a cloned project, so these are taken from it only when the user
 # names the file (--env-file); flags and the environment are the user's own.
 _TRUSTED_SOURCE_ONLY = frozenset({"listen_host", "hub_proxy", "ca_file", "allow_origin", "allowed_hosts"})
+# The hub's address may come from ./.env (the README's workflow) with the token beside it; but a hub address from
+# ./.env while the token comes from elsewhere (the environment, a token file) would send that token to whatever
+# hub the file names. A token kept by a first run is looked up for the named hub only, so it is not exposed.
+_HUB_ADDRESS = ("hub_url", "server_host")
+_HUB_TOKEN = ("hub_token", "hub_token_file")
 
 
 def _could_expose(dest: str, value: str) -> bool:
@@ -385,9 +390,14 @@ def _could_expose(dest: str, value: str) -> bool:
 def _exposing(ranked: Mapping[str, tuple[int, str | None]], ignored: set[str]) -> list[str]:
     """The guarded settings whose value comes from the .env file and could expose the hub token."""
     from_dotenv = _ORIGINS.index(".env")
-    return [option.env or option.dest for option in OPTIONS if option.dest in _TRUSTED_SOURCE_ONLY - ignored
-            for rank, value in [ranked[option.dest]]
-            if rank == from_dotenv and value is not None and _could_expose(option.dest, value)]
+    exposing = [option.env or option.dest for option in OPTIONS if option.dest in _TRUSTED_SOURCE_ONLY - ignored
+                for rank, value in [ranked[option.dest]]
+                if rank == from_dotenv and value is not None and _could_expose(option.dest, value)]
+    token_elsewhere = any(ranked[dest][1] is not None and ranked[dest][0] != from_dotenv for dest in _HUB_TOKEN)
+    if token_elsewhere and "hub_url" not in ignored:
+        exposing += [option.env or option.dest for option in OPTIONS if option.dest in _HUB_ADDRESS
+                     and ranked[option.dest][0] == from_dotenv and ranked[option.dest][1] is not None]
+    return exposing
 
 
 def _refuse_from_implicit_dotenv(path: Path, names: Sequence[str]) -> None:
@@ -734,7 +744,7 @@ def load_settings(argv: Sequence[str], environ: Mapping[str, str], cwd: Path,
     values = _merged(args, environ, dotenv)
     implicit_dotenv = cwd / ".env" if args.env_file is None and dotenv else None
     if implicit_dotenv is not None:
-        ignored = {"hub_proxy", "ca_file"} if upstream is not None else set()  # the demo server's own are used
+        ignored = {"hub_proxy", "ca_file", "hub_url"} if upstream is not None else set()  # the demo's own are used
         _refuse_from_implicit_dotenv(implicit_dotenv, _exposing(_ranked(args, environ, dotenv), ignored))
     if upstream is not None:
         values.update(hub_url=str(upstream.url), server_host=None, server_base_url=None, tls_name=upstream.tls_name,

@@ -405,3 +405,18 @@ def test_a_company_proxy_from_the_environment_wins_over_one_in_an_implicit_doten
     settings = load_settings([], {**MINIMAL_ENV, "JUPYTER_SERVER_IP_OR_NAME": "hub.example.org",
                                   "https_proxy": "http://proxy.corp:3128"}, cwd)
     assert settings.forward_proxy is not None and settings.forward_proxy.host == "proxy.corp"
+
+
+@pytest.mark.parametrize("line", ["JUPYTERHUB_URL=https://evil.example/", "JUPYTER_SERVER_IP_OR_NAME=evil.example"])
+def test_an_implicit_dotenv_cannot_send_the_environments_hub_token_to_another_hub(
+        tmp_path: Path, line: str) -> None:
+    """The attack review: a cloned project's ./.env naming the hub while the token comes from the environment
+    would send that token to the file's hub."""
+    (tmp_path / ".env").write_text("\n".join([line, "JUPYTER_USERNAME=alice"]) + "\n")
+    with pytest.raises(ConfigError, match="--env-file"):
+        load_settings([], {"JUPYTERHUB_API_TOKEN": "real-hub-token-from-my-shell-0001"}, tmp_path)
+
+
+def test_a_dotenv_with_the_hub_and_its_token_together_still_works(tmp_path: Path) -> None:
+    (tmp_path / ".env").write_text("JUPYTERHUB_URL=https://hub.example.org/\nJUPYTERHUB_API_TOKEN=token-0123456789\n")
+    assert str(load_settings([], {}, tmp_path).hub) == "https://hub.example.org"
