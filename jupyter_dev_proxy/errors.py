@@ -12,7 +12,7 @@
                                     wrong local token)
                  transport         (each hop to the hub: the company proxy,   502 / 504
                                     TLS, the hub; a request broken off)
-      HubUnreachable               no connection could be made, nothing was   502 / 504 (tried again by
+      HubUnreachable               no connection could be made, nothing was   502 (tried again by
                                    sent                                       http_relay while the hub was
                                                                               reached moments ago)
                  ws_relay          (the hub refused the handshake)            its status, or 502

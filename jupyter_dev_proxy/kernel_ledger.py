@@ -48,6 +48,13 @@ _V1_METADATA = 3  # channel, header, parent_header, metadata, content, buffers..
 # Bounds on what is remembered, for a client that never gets (or never wants) answers: the oldest is forgotten.
 _MAX_PENDING = 4096
 _MAX_UNANSWERABLE = 256
+# What the copies of safe requests may hold in all (a 60 KB inspect_request each time the IDE's help updates).
+_MAX_RAW_BYTES = 4 * 1024 * 1024
+# A message without a reply written this long before the hub's connection still carried something has arrived: a
+# connection that breaks loses what was in flight, a few round trips' worth, not what went seconds earlier.
+_DELIVERED_AFTER_SECONDS = 5.0
+# The iopub execution states of a kernel (re)starting: requests to the kernel before it will never be answered.
+_KERNEL_STARTS = frozenset({"starting", "restarting", "dead"})
 
 
 @dataclass
@@ -71,8 +78,14 @@ class KernelLedger:
     def __init__(self, binary: bool) -> None:
         self.binary = binary  # the v1 protocol (binary frames); else legacy JSON text frames
         self._pending: dict[str, _Request] = {}
+        self._raw_bytes = 0  # what the safe requests' copies hold
         self._doubtful: set[str] = set()  # unsafe requests that were in flight at a break
-        self._unanswerable: list[str] = []  # messages without a reply written since the hub last said anything
+        # Messages without a reply (sequence number, msg_type) not yet known to have been read by the kernel, and
+        # the sequence number of every recent message with an id: a reply or status whose parent was sent after
+        # one of them shows that the kernel read it (it reads a channel in order).
+        self._unanswerable: list[tuple[int, float, str]] = []
+        self._sequence: dict[str, int] = {}
+        self._sent = 0
         self._probe: tuple[str, int] | None = None  # the probe's msg_id and the connection it went on
         self.connection = 0  # the hub connection the IDE's bytes go to now
 
@@ -80,38 +93,63 @@ class KernelLedger:
     def pending(self) -> int:
         return len(self._pending)
 
-    def sent(self, message: KernelMessage, connection: int) -> None:
-        """The IDE sent ``message``; its bytes go to hub connection ``connection``."""
+    @property
+    def kept_bytes(self) -> int:
+        """What the copies of safe requests hold (at most _MAX_RAW_BYTES)."""
+        return self._raw_bytes
+
+    def sent(self, message: KernelMessage, connection: int, now: float) -> None:
+        """The IDE sent ``message`` at ``now``; its bytes go to hub connection ``connection``."""
+        self._sent += 1
+        if message.msg_id != "?":
+            self._sequence[message.msg_id] = self._sent
+            if len(self._sequence) > _MAX_PENDING:
+                del self._sequence[next(iter(self._sequence))]
         if message.msg_type.endswith("_request") and message.msg_id != "?":
             raw = message.raw if message.msg_type in SAFE_TO_REPEAT else None
+            if raw is not None and self._raw_bytes + len(raw) > _MAX_RAW_BYTES:
+                raw = None  # past the budget a safe request is treated as any other: in doubt at a break
+            self._raw_bytes += len(raw or b"")
             self._pending[message.msg_id] = _Request(message.msg_type, raw, connection)
             if len(self._pending) > _MAX_PENDING:
-                forgotten = next(iter(self._pending))
-                del self._pending[forgotten]
-                self._doubtful.discard(forgotten)
+                self._forget(next(iter(self._pending)))
         elif len(self._unanswerable) < _MAX_UNANSWERABLE:
-            self._unanswerable.append(message.msg_type if message.msg_type != "?" else "a message (not a kernel one)")
+            kind = message.msg_type if message.msg_type != "?" else "a message (not a kernel one)"
+            self._unanswerable.append((self._sent, now, kind))
 
-    def received(self, message: KernelMessage) -> list[str] | None:
-        """The hub sent ``message`` to the IDE. When it answers the proxy's probe: the msg_types of the doubtful
-        requests still unanswered (lost; [] when none). None otherwise."""
-        self._unanswerable.clear()  # the hub is answering: what was written before it read has arrived
+    def _forget(self, msg_id: str) -> _Request | None:
+        request = self._pending.pop(msg_id, None)
+        if request is not None:
+            self._raw_bytes -= len(request.raw or b"")
+        self._doubtful.discard(msg_id)
+        return request
+
+    def received(self, message: KernelMessage, now: float) -> list[str] | None:
+        """The hub sent ``message`` to the IDE at ``now``. When it answers the proxy's probe: the msg_types of the
+        doubtful requests still unanswered (lost; [] when none). None otherwise."""
         parent = message.parent_msg_id
+        read_up_to = self._sequence.get(parent, 0) if parent else 0
+        if self._unanswerable:  # read by the kernel: before a message it answered, or long enough ago
+            self._unanswerable = [(number, at, kind) for number, at, kind in self._unanswerable
+                                  if number > read_up_to and now - at < _DELIVERED_AFTER_SECONDS]
+        if message.exec_state in _KERNEL_STARTS:  # a restarted kernel answers nothing asked of the old one
+            for msg_id in list(self._pending):
+                self._forget(msg_id)
+            self._unanswerable.clear()
+            return None
         if not message.msg_type.endswith("_reply") or not parent:
             return None
         if self._probe is not None and parent == self._probe[0]:
             self._probe = None
-            lost = [self._pending.pop(msg_id).msg_type for msg_id in sorted(self._doubtful)
-                    if msg_id in self._pending]
+            lost = [request.msg_type for msg_id in sorted(self._doubtful) if (request := self._forget(msg_id))]
             self._doubtful.clear()
             return lost
-        if self._pending.pop(parent, None) is not None:
-            self._doubtful.discard(parent)
+        self._forget(parent)
         return None
 
     def broke(self, connection: int) -> BreakOutcome:
         """Hub connection ``connection`` broke; the IDE's bytes go to ``connection + 1`` from now on."""
-        outcome = BreakOutcome(lost=list(self._unanswerable))
+        outcome = BreakOutcome(lost=[kind for _, _, kind in self._unanswerable])
         self._unanswerable.clear()
         self.connection = connection + 1
         for msg_id, request in self._pending.items():

@@ -413,9 +413,9 @@ class HubTransport:
             return HubUnreachable(502, "hub-unknown", f"The hub's name {hub.origin.host} could not be resolved: check "
                                                   "the hub address and your network or VPN (or set "
                                                   "HTTPS_PROXY if only your company proxy can reach it).")
-        if isinstance(exc, TimeoutError):
-            return HubUnreachable(504, "hub-timeout", f"The hub at {hub} did not answer in time{via}: it may be "
-                                                      "overloaded, or your network or VPN may be down.")
+        if isinstance(exc, TimeoutError):  # not HubUnreachable: trying again would make the IDE wait minutes
+            return ProxyError(504, "hub-timeout", f"The hub at {hub} did not answer in time{via}: it may be "
+                                                  "overloaded, or your network or VPN may be down.")
         return HubUnreachable(502, "hub-unreachable", f"The hub at {hub} could not be reached{via} "
                                                   f"({exc.strerror or exc}): check the hub address and your "
                                                   "network or VPN.")

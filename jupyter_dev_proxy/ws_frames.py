@@ -75,18 +75,37 @@ class FrameTracker:
     hub's (unmasked) pings by default, the IDE's (masked, unmasked here) with ``masked_pings``.
     """
 
-    __slots__ = ("_skip", "_partial", "_masked_pings", "closed", "last_boundary")
+    __slots__ = ("_skip", "_partial", "_masked_pings", "_fragmented", "_ends_message", "closed", "last_boundary",
+                 "last_message_boundary")
 
     def __init__(self, masked_pings: bool = False) -> None:
         self._skip = 0  # bytes of the current frame still to come
         self._partial = b""  # the start of a frame cut by a read: its header, or a control frame
         self._masked_pings = masked_pings
+        self._fragmented = False  # inside a message sent in fragments (a data frame without FIN came last)
+        self._ends_message = True  # the frame being followed ends a message (or is a control frame between two)
         self.closed = False  # a close frame has passed: this direction said goodbye itself
         self.last_boundary = -1  # where in the last data fed the last frame ending in it ended; -1: none did
+        self.last_message_boundary = -1  # the same for the last frame that ended a whole message
 
     @property
     def at_boundary(self) -> bool:
         return self._skip == 0 and not self._partial
+
+    @property
+    def at_message_boundary(self) -> bool:
+        """Between two whole messages: where a message of the proxy's own, or one sent again, may go."""
+        return self.at_boundary and not self._fragmented
+
+    @property
+    def in_message(self) -> bool:
+        """Inside a message sent in fragments: some of its frames have passed, not its last."""
+        return self._fragmented
+
+    def _frame_ended(self, at: int) -> None:
+        self.last_boundary = at
+        if self._ends_message:
+            self.last_message_boundary = at
 
     @property
     def frame_left(self) -> int:
@@ -96,11 +115,11 @@ class FrameTracker:
     def feed(self, data: bytes) -> list[bytes]:
         """Note ``data`` as relayed; return the payloads of the pings in it (see the class)."""
         pings: list[bytes] = []
-        self.last_boundary = -1
+        self.last_boundary = self.last_message_boundary = -1
         if self._skip >= len(data):
             self._skip -= len(data)
             if self._skip == 0:
-                self.last_boundary = len(data)
+                self._frame_ended(len(data))
             return pings
         carried = len(self._partial)  # bytes before ``data`` in the buffer parsed below
         if self._partial:
@@ -109,7 +128,7 @@ class FrameTracker:
             pos = self._skip
         end = len(data)
         if carried < pos <= end:  # the frame skipped through ended in this data
-            self.last_boundary = pos - carried
+            self._frame_ended(pos - carried)
         while end - pos >= 2:
             first, second = data[pos], data[pos + 1]
             length, header = second & 0x7F, (6 if second & 0x80 else 2)  # 4 bytes of mask key when masked
@@ -124,15 +143,19 @@ class FrameTracker:
             if first & 0x08 and length <= 125:  # a (legal) control frame
                 if pos + header + length > end:
                     break
+                self._ends_message = not self._fragmented
                 if first & 0x0F == Opcode.CLOSE:
                     self.closed = True
                 elif first & 0x0F == Opcode.PING and (header == 2) != self._masked_pings:
                     payload = data[pos + header:pos + header + length]
                     key = data[pos + 2:pos + 6]
                     pings.append(unmask(payload, key) if header == 6 else payload)
+            else:  # a data frame: the message goes on unless FIN is set
+                self._ends_message = bool(first & 0x80)
+                self._fragmented = not self._ends_message
             pos += header + length
             if carried < pos <= end:
-                self.last_boundary = pos - carried
+                self._frame_ended(pos - carried)
         self._skip = max(pos - end, 0)
         self._partial = data[pos:] if pos < end else b""
         return pings

@@ -178,7 +178,7 @@ class Relay:
             self._hold(data, pings)
         elif self.state is not RelayState.CLOSED and not self._hub_transport.is_closing():
             self._hub_transport.write(data)  # too much queued: HubConnection.pause_writing pauses the IDE
-            if self._probe is not None and self.to_hub.at_boundary:
+            if self._probe is not None and self.to_hub.at_message_boundary:
                 self._hub_transport.write(self._probe)
                 self._probe = None
         if self.to_hub.closed and self.state is RelayState.OPEN:
@@ -191,11 +191,12 @@ class Relay:
         if self._trace is not None:
             self._trace[0].log(message)
         if self._ledger is not None:
-            self._ledger.sent(message, self._ledger.connection)
+            self._ledger.sent(message, self._ledger.connection, asyncio.get_running_loop().time())
 
     def _note_unsent(self, data: bytes) -> None:
-        """Keep the IDE's bytes since its last frame boundary: if the hub side breaks now, they go again."""
-        boundary = self.to_hub.last_boundary
+        """Keep the IDE's bytes since the end of its last whole message (a message sent in fragments is kept from
+        its first): if the hub side breaks now, they go again."""
+        boundary = self.to_hub.last_message_boundary
         if boundary >= 0:
             self._unsent = [data[boundary:]] if boundary < len(data) else []
             self._unsent_bytes = len(data) - boundary
@@ -250,7 +251,7 @@ class Relay:
             self._trace[1].log(message)
         if self._ledger is None:
             return []
-        return self._ledger.received(message) or []
+        return self._ledger.received(message, asyncio.get_running_loop().time()) or []
 
     def _write_whole_frames(self, data: bytes) -> None:
         """Write the hub's bytes to the IDE, except the start of a small frame, kept until it is whole."""
@@ -288,7 +289,7 @@ class Relay:
         if hub is not self._hub or self.state in (RelayState.CLOSED, RelayState.RECONNECTING):
             return  # a connection already replaced, or a relay already over
         if (self.state is RelayState.OPEN and self._reconnect is not None and self._unsent is not None
-                and not self._ide_mid_frame and self._hang_up is None):
+                and not self._ide_mid_frame and not self.to_ide.in_message and self._hang_up is None):
             self._start_reconnecting()
             return
         self.goodbye_to_ide(INTERNAL_ERROR, b"the hub closed the connection")
@@ -390,7 +391,7 @@ class Relay:
         if probe is not None:
             frame = data_frame(Opcode.BINARY if self._ledger is not None and self._ledger.binary else Opcode.TEXT, probe,
                                masked=True)
-            if self.to_hub.at_boundary:
+            if self.to_hub.at_message_boundary:
                 self._hub_transport.write(frame)
             else:
                 self._probe = frame
