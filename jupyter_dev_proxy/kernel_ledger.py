@@ -25,6 +25,7 @@ Pure: messages in, decisions out; the relay does the I/O.
 
 from __future__ import annotations
 
+import collections
 import json
 import uuid
 from dataclasses import dataclass, field
@@ -83,7 +84,7 @@ class KernelLedger:
         # Messages without a reply (sequence number, msg_type) not yet known to have been read by the kernel, and
         # the sequence number of every recent message with an id: a reply or status whose parent was sent after
         # one of them shows that the kernel read it (it reads a channel in order).
-        self._unanswerable: list[tuple[int, float, str]] = []
+        self._unanswerable: collections.deque[tuple[int, float, str]] = collections.deque()  # in sending order
         self._sequence: dict[str, int] = {}
         self._sent = 0
         self._probe: tuple[str, int] | None = None  # the probe's msg_id and the connection it went on
@@ -92,6 +93,12 @@ class KernelLedger:
     @property
     def pending(self) -> int:
         return len(self._pending)
+
+    @property
+    def listening(self) -> bool:
+        """Whether the hub's messages matter now: a request waits for its reply, a message without one is not
+        known to have been read, or the probe is out."""
+        return bool(self._pending or self._unanswerable or self._probe)
 
     @property
     def kept_bytes(self) -> int:
@@ -129,9 +136,9 @@ class KernelLedger:
         doubtful requests still unanswered (lost; [] when none). None otherwise."""
         parent = message.parent_msg_id
         read_up_to = self._sequence.get(parent, 0) if parent else 0
-        if self._unanswerable:  # read by the kernel: before a message it answered, or long enough ago
-            self._unanswerable = [(number, at, kind) for number, at, kind in self._unanswerable
-                                  if number > read_up_to and now - at < _DELIVERED_AFTER_SECONDS]
+        unanswerable = self._unanswerable  # read by the kernel: before a message it answered, or long enough ago
+        while unanswerable and (unanswerable[0][0] <= read_up_to or now - unanswerable[0][1] >= _DELIVERED_AFTER_SECONDS):
+            unanswerable.popleft()
         if message.exec_state in _KERNEL_STARTS:  # a restarted kernel answers nothing asked of the old one
             for msg_id in list(self._pending):
                 self._forget(msg_id)

@@ -156,7 +156,7 @@ class Relay:
         self._ledger = ledger
         self._session = session
         self._from_ide = MessageReader(keep_raw=_RESENDABLE_BYTES) if ledger is not None or trace else None
-        self._from_hub = MessageReader() if ledger is not None or trace else None
+        self._from_hub: MessageReader | None = None  # started when the hub's messages matter (_hub_reader)
         self._trace = trace  # with --trace: the log of each direction's messages
         self.finished: asyncio.Future[None] = asyncio.get_running_loop().create_future()
         # What the status page shows of it.
@@ -229,12 +229,14 @@ class Relay:
         if self.state is RelayState.CLOSED or self._ide_transport.is_closing():
             return
         self.bytes_to_ide += len(data)
+        at_message_boundary = self.to_ide.at_message_boundary
         pings = self.to_ide.feed(data)
         if pings:
             self._pong_to_hub(pings)
         lost: list[str] = []
-        if self._from_hub is not None:
-            for message in self._from_hub.feed(data):
+        reader = self._hub_reader(data, at_message_boundary)
+        if reader is not None:
+            for message in reader:
                 lost += self._note_from_hub(message)
         self._write_whole_frames(data)
         if self.to_ide.closed and self.state is RelayState.OPEN:
@@ -245,6 +247,26 @@ class Relay:
         if self._ide_protocol.writing_paused and not self.hub_paused:
             self._hub_transport.pause_reading()
             self._resuming = asyncio.ensure_future(self._resume_hub_when_drained(self._hub_transport))
+
+    def _hub_reader(self, data: bytes, was_at_message_boundary: bool) -> list[KernelMessage] | None:
+        """The hub's messages completed by ``data``, read only while they matter (the trace, or the ledger waiting
+        for replies): most of a kernel's traffic is output nobody waits on, and reading it costs a parse each.
+        Reading starts at a message boundary, so that it never begins inside a message."""
+        wanted = self._trace is not None or (self._ledger is not None and self._ledger.listening)
+        if self._from_hub is None:
+            if not wanted:
+                return None
+            if was_at_message_boundary:
+                self._from_hub = MessageReader()
+            elif self.to_ide.last_message_boundary >= 0:
+                self._from_hub = MessageReader()
+                data = data[self.to_ide.last_message_boundary:]
+            else:
+                return None
+        messages = self._from_hub.feed(data)
+        if not wanted and self.to_ide.at_message_boundary:
+            self._from_hub = None
+        return messages
 
     def _note_from_hub(self, message: KernelMessage) -> list[str]:
         if self._trace is not None:
@@ -305,7 +327,7 @@ class Relay:
         self._held, self._held_bytes = list(self._unsent or ()), self._unsent_bytes
         self._hub_tail, self._probe = b"", None
         self.to_ide = FrameTracker()
-        self._from_hub = MessageReader() if self._from_hub is not None else None
+        self._from_hub = None
         if self._resuming is not None:
             self._resuming.cancel()
         self.resume_ide()  # it may have been paused for the old connection: its bytes are held now
