@@ -59,12 +59,12 @@ REPO = BENCH.parent
 sys.path.insert(0, str(REPO))
 
 from bench.processes import CLEANUPS, LineReader, cleanup, exit_on_signal, spawn, stop  # noqa: E402
+from tests.kit.kernel import KERNEL_PROTOCOL, decode_v1, encode_v1  # noqa: E402
 
 KiB, MiB = 1024, 1024 * 1024
 USER = "alice"
 PREFIX = f"/user/{USER}/"
 TLS_NAME = "jupyterhub"
-KERNEL_PROTOCOL = "v1.kernel.websocket.jupyter.org"
 OPEN_NOTEBOOK = "wan-open.ipynb"          # ~50 KB, written at setup, opened by open_notebook_after_pause
 BURST_DIR = "wan-dir"                     # a folder of 20 small files, listed by burst_after_pause
 SAVE_NOTEBOOK = "wan-save-{path}.ipynb"   # ~2 MB, saved and loaded by save_load_2mb (one file per path)
@@ -238,31 +238,7 @@ def save_body(path_name: str) -> bytes:
 
 
 # ------------------------------------------------------------------------------------------ kernel protocol
-# The v1.kernel.websocket.jupyter.org wire format, as in tests/kernel_client.py (copied: bench/ does not
-# import the tests): [n][n offsets, little-endian uint64][channel][header][parent][metadata][content][buffers]
-
-_PARTS = ("header", "parent_header", "metadata", "content")
-
-
-def encode_v1(channel: str, message: dict[str, Any]) -> bytes:
-    parts = [json.dumps(message[k]).encode() for k in _PARTS]
-    channel_bytes = channel.encode()
-    offsets = [8 * (1 + 1 + len(parts) + 1)]
-    offsets.append(offsets[-1] + len(channel_bytes))
-    for part in parts:
-        offsets.append(offsets[-1] + len(part))
-    head = len(offsets).to_bytes(8, "little") + b"".join(o.to_bytes(8, "little") for o in offsets)
-    return head + channel_bytes + b"".join(parts)
-
-
-def decode_v1(frame: bytes) -> dict[str, Any]:
-    count = int.from_bytes(frame[:8], "little")
-    offsets = [int.from_bytes(frame[8 * (i + 1):8 * (i + 2)], "little") for i in range(count)]
-    offsets.append(len(frame))
-    pieces = [frame[offsets[i]:offsets[i + 1]] for i in range(count)]
-    message: dict[str, Any] = {k: json.loads(p) for k, p in zip(_PARTS, pieces[1:5])}
-    message["channel"] = pieces[0].decode()
-    return message
+# The v1.kernel.websocket.jupyter.org wire format: the tests' own codec (tests/kit/kernel.py).
 
 
 def kernel_request(msg_type: str, content: dict[str, Any], session: str) -> dict[str, Any]:

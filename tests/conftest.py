@@ -144,3 +144,11 @@ def proxies() -> Iterator[list[ProxyProcess]]:
     yield started
     for proxy in started:
         proxy.stop()
+
+
+@pytest.fixture
+def cwd(tmp_path: Path) -> Path:
+    """An empty working directory: no .env unless a test writes one."""
+    directory = tmp_path / "cwd"
+    directory.mkdir()
+    return directory

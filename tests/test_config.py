@@ -18,21 +18,8 @@ from yarl import URL
 
 from jupyter_dev_proxy import __version__
 from jupyter_dev_proxy.config import ConfigError, Settings, Upstream, load_settings, wants_demo
+from tests.kit.settings import MINIMAL_ENV, load
 
-# The least a user must set: where the hub is and who they are.
-MINIMAL_ENV = {"JUPYTER_SERVER_IP_OR_NAME": "10.0.0.5", "JUPYTER_USERNAME": "alice"}
-
-
-@pytest.fixture
-def cwd(tmp_path: Path) -> Path:
-    """An empty working directory: no .env unless a test writes one."""
-    directory = tmp_path / "cwd"
-    directory.mkdir()
-    return directory
-
-
-def load(cwd: Path, *argv: str, **environ: str) -> Settings:
-    return load_settings(list(argv), {**MINIMAL_ENV, **environ}, cwd)
 
 
 def load_error(cwd: Path, *argv: str, **environ: str) -> str:

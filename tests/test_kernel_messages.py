@@ -21,6 +21,7 @@ from jupyter_server.services.kernels.connection.base import serialize_msg_to_ws_
 
 from jupyter_dev_proxy.ws_frames import read_frame_header, unmask
 from jupyter_dev_proxy.kernel_messages import KernelMessage, MessageReader
+from tests.kit.frames import frame as _frame
 from tests.kit.kernel import encode_v1, request
 
 _TEXT, _BINARY, _CONTINUATION, _PING = 0x1, 0x2, 0x0, 0x9
@@ -28,23 +29,6 @@ _TEXT, _BINARY, _CONTINUATION, _PING = 0x1, 0x2, 0x0, 0x9
 
 def _mask(payload: bytes, key: bytes) -> bytes:
     return bytes(map(operator.xor, payload, cycle(key)))
-
-
-def _frame(opcode: int, payload: bytes, masked: bool, fin: bool = True) -> bytes:
-    """A frame as a peer sends it, masked for real when ``masked``."""
-    size = len(payload)
-    if size < 126:
-        length = bytes((size,))
-    elif size < 1 << 16:
-        length = bytes((126,)) + size.to_bytes(2, "big")
-    else:
-        length = bytes((127,)) + size.to_bytes(8, "big")
-    length = bytes((length[0] | (0x80 if masked else 0),)) + length[1:]
-    head = bytes(((0x80 if fin else 0) | opcode,)) + length
-    if not masked:
-        return head + payload
-    key = os.urandom(4)
-    return head + key + _mask(payload, key)
 
 
 def _fragmented(opcode: int, payload: bytes, masked: bool, cuts: Sequence[int] = (), pings: bool = False) -> bytes:

@@ -205,6 +205,32 @@ def _reply_to(request: dict[str, Any], msg_type: str, channel: str = "shell") ->
     return _hub_frame(encode_v1(channel, message))
 
 
+KernelAnswer = Callable[[int, dict[str, Any], asyncio.StreamWriter], bool]
+
+
+def _kernel_hub(answer: KernelAnswer) -> Callable[[asyncio.StreamReader, asyncio.StreamWriter], Awaitable[None]]:
+    """A fake hub speaking v1 that hands each message the IDE sends, with the number of its connection, to
+    ``answer``; an answer of False breaks that connection (a reset)."""
+    connections = 0
+
+    async def hub(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        nonlocal connections
+        connections += 1
+        number = connections
+        writer.write(_upgrade((await reader.readuntil(b"\r\n\r\n")).decode(), KERNEL_PROTOCOL))
+        while True:
+            try:
+                opcode, payload = await read_frame(reader)
+            except (asyncio.IncompleteReadError, ConnectionError):
+                return
+            if opcode != 0x2:
+                return  # the proxy's close frame
+            if not answer(number, decode_v1(payload), writer):
+                writer.transport.abort()
+                return
+    return hub
+
+
 async def _v1_channel(client: aiohttp.ClientSession) -> KernelChannel:
     ws = await client.ws_connect("/api/kernels/k1/channels?session_id=s1", protocols=(KERNEL_PROTOCOL,))
     return KernelChannel(ws, "s1")
@@ -333,24 +359,13 @@ async def test_a_safe_request_in_flight_at_the_break_is_sent_again_and_answered(
     """A kernel_info_request the first connection read but never answered is sent again on the next."""
     asked: list[tuple[int, str]] = []
 
-    async def hub(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
-        number = len({n for n, _ in asked}) + 1 if asked else 1
-        head = (await reader.readuntil(b"\r\n\r\n")).decode()
-        writer.write(_upgrade(head, KERNEL_PROTOCOL))
-        await writer.drain()
-        while True:
-            try:
-                opcode, payload = await read_frame(reader)
-            except (asyncio.IncompleteReadError, ConnectionError):
-                return
-            if opcode != 0x2:
-                return  # the proxy's close frame
-            message = decode_v1(payload)
-            asked.append((number, message["header"]["msg_type"]))
-            if number == 1:
-                writer.transport.abort()  # read, never answered: the answer was "lost" with the connection
-                return
-            writer.write(_reply_to(message, "kernel_info_reply", message["channel"]))
+    def answer(number: int, message: dict[str, Any], writer: asyncio.StreamWriter) -> bool:
+        asked.append((number, message["header"]["msg_type"]))
+        if number == 1:
+            return False  # read, never answered: the answer was "lost" with the connection
+        writer.write(_reply_to(message, "kernel_info_reply", message["channel"]))
+        return True
+    hub = _kernel_hub(answer)
 
     async with fake_hub(hub) as port:
         proxy = await start_proxy(make_settings(f"http://127.0.0.1:{port}", keep_warm_minutes=0))
@@ -371,30 +386,16 @@ async def test_an_execute_whose_reply_was_lost_with_the_connection_closes_the_id
     """Review #6/S8: the first connection reads an execute_request and breaks before its reply reaches the IDE;
     the server never replays it. The proxy's probe is answered on the next connection, the execute is still
     unanswered: the IDE is told (1012) instead of leaving the cell running forever."""
-    connections = 0
     probes: list[str] = []
 
-    async def hub(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
-        nonlocal connections
-        connections += 1
-        number = connections
-        head = (await reader.readuntil(b"\r\n\r\n")).decode()
-        writer.write(_upgrade(head, KERNEL_PROTOCOL))
-        await writer.drain()
-        while True:
-            try:
-                opcode, payload = await read_frame(reader)
-            except (asyncio.IncompleteReadError, ConnectionError):
-                return
-            if opcode != 0x2:
-                return  # the proxy's close frame
-            message = decode_v1(payload)
-            if number == 1:
-                writer.transport.abort()
-                return
-            if message["header"]["msg_type"] == "kernel_info_request":
-                probes.append(message["header"]["msg_id"])
-                writer.write(_reply_to(message, "kernel_info_reply"))
+    def answer(number: int, message: dict[str, Any], writer: asyncio.StreamWriter) -> bool:
+        if number == 1:
+            return False
+        if message["header"]["msg_type"] == "kernel_info_request":
+            probes.append(message["header"]["msg_id"])
+            writer.write(_reply_to(message, "kernel_info_reply"))
+        return True
+    hub = _kernel_hub(answer)
 
     async with fake_hub(hub) as port:
         proxy = await start_proxy(make_settings(f"http://127.0.0.1:{port}", keep_warm_minutes=0))
@@ -413,30 +414,16 @@ async def test_an_execute_whose_reply_was_lost_with_the_connection_closes_the_id
 async def test_an_execute_still_running_across_a_break_is_not_given_up(start_proxy: StartProxy) -> None:
     """The probe waits behind the execute on the shell channel: its reply, sent after the break, arrives before
     the probe's, and the IDE's websocket stays open."""
-    connections = 0
     running: dict[str, Any] = {}
 
-    async def hub(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
-        nonlocal connections
-        connections += 1
-        number = connections
-        head = (await reader.readuntil(b"\r\n\r\n")).decode()
-        writer.write(_upgrade(head, KERNEL_PROTOCOL))
-        await writer.drain()
-        while True:
-            try:
-                opcode, payload = await read_frame(reader)
-            except (asyncio.IncompleteReadError, ConnectionError):
-                return
-            if opcode != 0x2:
-                return  # the proxy's close frame
-            message = decode_v1(payload)
-            if number == 1:  # the execute starts running, then the link breaks
-                running["execute"] = message
-                writer.transport.abort()
-                return
-            # shell replies in order: first the execute's (finished meanwhile), then the probe's
-            writer.write(_reply_to(running["execute"], "execute_reply") + _reply_to(message, "kernel_info_reply"))
+    def answer(number: int, message: dict[str, Any], writer: asyncio.StreamWriter) -> bool:
+        if number == 1:  # the execute starts running, then the link breaks
+            running["execute"] = message
+            return False
+        # shell replies in order: first the execute's (finished meanwhile), then the probe's
+        writer.write(_reply_to(running["execute"], "execute_reply") + _reply_to(message, "kernel_info_reply"))
+        return True
+    hub = _kernel_hub(answer)
 
     async with fake_hub(hub) as port:
         proxy = await start_proxy(make_settings(f"http://127.0.0.1:{port}", keep_warm_minutes=0))

@@ -23,25 +23,11 @@ from jupyter_dev_proxy.auth import COOKIE_NAME
 from jupyter_dev_proxy.config import ConfigError, Settings, load_settings, setting_origins
 from jupyter_dev_proxy.tokens import TokenStore
 from jupyter_dev_proxy.transport import HubTransport
-from tests.kit.settings import HUB_TOKEN, LOCAL_TOKEN, Proxy, make_settings
+from tests.kit.settings import HUB_TOKEN, LOCAL_TOKEN, MINIMAL_ENV, Proxy, load, make_settings
 from tests.kit.netservers import missing_programs
 
 StartProxy = Callable[[Settings], Awaitable[Proxy]]
 
-# The least a user must set: where the hub is and who they are.
-MINIMAL_ENV = {"JUPYTER_SERVER_IP_OR_NAME": "10.0.0.5", "JUPYTER_USERNAME": "alice"}
-
-
-@pytest.fixture
-def cwd(tmp_path: Path) -> Path:
-    """An empty working directory: no .env unless a test writes one."""
-    directory = tmp_path / "cwd"
-    directory.mkdir()
-    return directory
-
-
-def load(cwd: Path, *argv: str, **environ: str) -> Settings:
-    return load_settings(list(argv), {**MINIMAL_ENV, **environ}, cwd)
 
 
 def load_error(cwd: Path, *argv: str, **environ: str) -> str:

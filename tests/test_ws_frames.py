@@ -88,12 +88,6 @@ def test_a_boundary_followed_by_one_byte_of_the_next_frame_is_found() -> None:
     assert tracker.last_boundary == len(first) and not tracker.at_boundary
 
 
-def _fin_frame(opcode: int, payload: bytes, fin: bool) -> bytes:
-    """A server's (unmasked) frame, with or without FIN."""
-    whole = _frame(opcode, payload, masked=False)
-    return bytes((whole[0] & 0x7F | (0x80 if fin else 0),)) + whole[1:]
-
-
 @settings(max_examples=300, deadline=None)
 @given(messages=st.lists(st.tuples(st.lists(st.integers(0, 70_000), min_size=1, max_size=4), st.booleans()),
                          min_size=1, max_size=6),
@@ -105,7 +99,7 @@ def test_message_boundaries_skip_fragments_and_the_pings_between_them(
     wire, message_ends = b"", {0}
     for sizes, ping_between in messages:
         for index, size in enumerate(sizes):
-            wire += _fin_frame(0x2 if index == 0 else 0x0, os.urandom(size), fin=index == len(sizes) - 1)
+            wire += _frame(0x2 if index == 0 else 0x0, os.urandom(size), masked=False, fin=index == len(sizes) - 1)
             if ping_between and index < len(sizes) - 1:
                 wire += control_frame(0x9, b"ping", masked=False)
         message_ends.add(len(wire))

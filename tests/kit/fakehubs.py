@@ -143,14 +143,10 @@ def echo_app() -> web.Application:
     return app
 
 
-class StaleConnectionUpstream:
-    """Answers the first request on each connection (keep-alive), then drops the connection when the next
-    request arrives on it, without answering — as if its idle timer fired just as the request was sent."""
+class _RawUpstream:
+    """A raw HTTP/1.1 server on an ephemeral port, serving each connection with ``_serve``."""
 
-    def __init__(self) -> None:
-        self.connections = 0
-        self.answered: list[str] = []
-        self._server: asyncio.Server | None = None
+    _server: asyncio.Server | None = None
 
     async def start(self) -> int:
         self._server = await asyncio.start_server(self._serve, "127.0.0.1", 0)
@@ -160,6 +156,19 @@ class StaleConnectionUpstream:
         if self._server is not None:
             self._server.close()
             await self._server.wait_closed()
+
+    async def _serve(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        raise NotImplementedError
+
+
+class StaleConnectionUpstream(_RawUpstream):
+    """Answers the first request on each connection (keep-alive), then drops the connection when the next
+    request arrives on it, without answering — as if its idle timer fired just as the request was sent."""
+
+    def __init__(self) -> None:
+        self.connections = 0
+        self.answered: list[str] = []
+        self._server: asyncio.Server | None = None
 
     async def _serve(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
         self.connections += 1
@@ -181,7 +190,7 @@ class StaleConnectionUpstream:
             writer.close()
 
 
-class CountingUpstream:
+class CountingUpstream(_RawUpstream):
     """A raw HTTP/1.1 server that answers every request with 200 on a kept-alive connection and records, per
     connection, when it was accepted and which requests came on it: what a test needs to see whether a request
     went out on a connection opened beforehand, and whether anything at all was sent on the others. With
@@ -193,15 +202,6 @@ class CountingUpstream:
         self.requests: list[tuple[int, float, str]] = []  # (connection number, when, request line)
         self.closed: list[int] = []  # connections that ended (closed by either side)
         self._server: asyncio.Server | None = None
-
-    async def start(self) -> int:
-        self._server = await asyncio.start_server(self._serve, "127.0.0.1", 0)
-        return int(self._server.sockets[0].getsockname()[1])
-
-    async def close(self) -> None:
-        if self._server is not None:
-            self._server.close()
-            await self._server.wait_closed()
 
     async def _serve(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
         loop = asyncio.get_running_loop()

@@ -15,8 +15,9 @@ def mask(payload: bytes, key: bytes) -> bytes:
     return (int.from_bytes(payload, "big") ^ int.from_bytes(stream, "big")).to_bytes(size, "big")
 
 
-def frame(opcode: int, payload: bytes, masked: bool) -> bytes:
-    """One final frame as a peer sends it: a client's masked with a random key, a server's not."""
+def frame(opcode: int, payload: bytes, masked: bool, fin: bool = True) -> bytes:
+    """One frame as a peer sends it (the last of its message unless ``fin`` is False): a client's masked with a
+    random key, a server's not."""
     size = len(payload)
     if size < 126:
         length = bytes((size,))
@@ -24,10 +25,11 @@ def frame(opcode: int, payload: bytes, masked: bool) -> bytes:
         length = bytes((126,)) + size.to_bytes(2, "big")
     else:
         length = bytes((127,)) + size.to_bytes(8, "big")
+    first = (0x80 if fin else 0) | opcode
     if not masked:
-        return bytes((0x80 | opcode,)) + length + payload
+        return bytes((first,)) + length + payload
     key = os.urandom(4)
-    return bytes((0x80 | opcode, length[0] | 0x80)) + length[1:] + key + mask(payload, key)
+    return bytes((first, length[0] | 0x80)) + length[1:] + key + mask(payload, key)
 
 
 async def read_frame(reader: asyncio.StreamReader) -> tuple[int, bytes]:

@@ -11,7 +11,7 @@ import aiohttp
 from yarl import URL
 
 from jupyter_dev_proxy.address import HubAddress
-from jupyter_dev_proxy.config import Settings
+from jupyter_dev_proxy.config import Settings, load_settings
 from tests.kit.ide import ide_session
 
 # The two tokens every in-process proxy is given; the autouse fixture in conftest checks no log line holds either.
@@ -42,3 +42,12 @@ def make_settings(hub_url: str, ca_file: Path | None = None, tls_name: str | Non
     }
     values.update(overrides)
     return Settings(**values)
+
+
+# The least a user must set: where the hub is and who they are.
+MINIMAL_ENV = {"JUPYTER_SERVER_IP_OR_NAME": "10.0.0.5", "JUPYTER_USERNAME": "alice"}
+
+
+def load(cwd: Path, *argv: str, **environ: str) -> Settings:
+    """Settings as the command line builds them, from ``argv`` and the minimal environment plus ``environ``."""
+    return load_settings(list(argv), {**MINIMAL_ENV, **environ}, cwd)
