@@ -7,8 +7,8 @@ re-framed, whatever the message size, and the closing handshake travels end to e
 on either side). The proxy follows frame boundaries (``FrameTracker``) to write frames of its own only between
 frames: a close when a side vanishes or the proxy stops, a pong for an IDE that is not reading. A hub frame of
 at most 64 KiB reaches the IDE only whole, so a break never leaves the IDE inside a small frame. On a kernel
-channel the proxy also reads each message's header (``kernel_messages``) for the request ledger
-(``kernel_ledger``) and, with ``--trace``, the log.
+channel the proxy also reads the header of each message the IDE sends, and of the hub's while a request waits
+for its reply (``kernel_messages``), for the request ledger (``kernel_ledger``) and, with ``--trace``, the log.
 
 The relay's states, and everything that moves between them (nothing else decides what may happen next):
 
