@@ -161,7 +161,10 @@ _BROKEN_ANSWERS = {
 async def test_a_hub_answering_something_that_is_not_http_is_a_502_that_says_so(
         start_proxy: StartProxy, caplog: pytest.LogCaptureFixture, answer: bytes) -> None:
     async def broken_hub(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
-        await reader.readuntil(b"\r\n\r\n")
+        try:
+            await reader.readuntil(b"\r\n\r\n")
+        except asyncio.IncompleteReadError:
+            return  # a ready connection the proxy kept and closed unused, as it should
         writer.write(answer)
         await writer.drain()
         writer.close()
