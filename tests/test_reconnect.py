@@ -56,6 +56,17 @@ async def _through_a_link(server: DemoServer, start_proxy: StartProxy,
         yield link, proxy
 
 
+@asynccontextmanager
+async def _ide_facing(hub: Callable[[asyncio.StreamReader, asyncio.StreamWriter], Awaitable[None]],
+                      start_proxy: StartProxy, **overrides: Any) -> AsyncIterator[aiohttp.ClientSession]:
+    """An IDE's session through the proxy to the fake ``hub``, with no ready connections (the tests count the
+    hub's connections themselves)."""
+    async with fake_hub(hub) as port:
+        proxy = await start_proxy(make_settings(f"http://127.0.0.1:{port}", keep_warm_minutes=0, **overrides))
+        async with proxy.session() as client:
+            yield client
+
+
 def _stream_text(replies: list[dict[str, Any]]) -> str:
     return "".join(m["content"]["text"] for m in replies if m["header"]["msg_type"] == "stream")
 
@@ -168,14 +179,12 @@ async def test_the_frame_the_ide_was_sending_when_the_hub_broke_arrives_whole(st
     # Larger than the socket buffers between proxy and hub can hold (a few MiB each way), so that the frame is
     # still being written when the hub breaks, whichever event loop writes it.
     big, small = b"x" * 12_000_000, b"after the break"
-    async with fake_hub(hub) as port:
-        proxy = await start_proxy(make_settings(f"http://127.0.0.1:{port}", keep_warm_minutes=0))
-        async with proxy.session() as client:
-            ws = await client.ws_connect("/api/kernels/k1/channels?session_id=s1")
-            await ws.send_bytes(big)
-            await ws.send_bytes(small)
-            await asyncio.sleep(1)
-            await ws.close()
+    async with _ide_facing(hub, start_proxy) as client:
+        ws = await client.ws_connect("/api/kernels/k1/channels?session_id=s1")
+        await ws.send_bytes(big)
+        await ws.send_bytes(small)
+        await asyncio.sleep(1)
+        await ws.close()
     # The hub saw each message once, whole, on the new connection.
     assert received == [(2, hashlib.sha256(big).hexdigest()), (2, hashlib.sha256(small).hexdigest())]
 
@@ -251,13 +260,11 @@ async def test_a_hub_that_accepts_and_drops_every_reconnection_is_not_hammered(
             await asyncio.sleep(0.3)
         writer.transport.abort()
 
-    async with fake_hub(hub) as port:
-        proxy = await start_proxy(make_settings(f"http://127.0.0.1:{port}", keep_warm_minutes=0, reconnect_seconds=60))
-        async with proxy.session() as client:
-            ws = await client.ws_connect("/api/kernels/k1/channels?session_id=s1")
-            await asyncio.sleep(3.0)
-            assert not ws.closed
-            await ws.close()
+    async with _ide_facing(hub, start_proxy, reconnect_seconds=60) as client:
+        ws = await client.ws_connect("/api/kernels/k1/channels?session_id=s1")
+        await asyncio.sleep(3.0)
+        assert not ws.closed
+        await ws.close()
     assert connections < 12, connections
     warnings = [r for r in caplog.records if r.levelname == "WARNING" and "kernel k1" in r.getMessage()]
     assert len(warnings) == 1, [r.getMessage() for r in warnings]
@@ -367,17 +374,15 @@ async def test_a_safe_request_in_flight_at_the_break_is_sent_again_and_answered(
         return True
     hub = _kernel_hub(answer)
 
-    async with fake_hub(hub) as port:
-        proxy = await start_proxy(make_settings(f"http://127.0.0.1:{port}", keep_warm_minutes=0))
-        async with proxy.session() as client:
-            channel = await _v1_channel(client)
-            message = request("kernel_info_request", {}, "s1")
-            message["channel"] = "control"
-            await channel.send(message)
-            reply = await asyncio.wait_for(channel.receive(), 10)
-            assert reply["parent_header"]["msg_id"] == message["header"]["msg_id"]
-            assert not channel.ws.closed
-            await channel.ws.close()
+    async with _ide_facing(hub, start_proxy) as client:
+        channel = await _v1_channel(client)
+        message = request("kernel_info_request", {}, "s1")
+        message["channel"] = "control"
+        await channel.send(message)
+        reply = await asyncio.wait_for(channel.receive(), 10)
+        assert reply["parent_header"]["msg_id"] == message["header"]["msg_id"]
+        assert not channel.ws.closed
+        await channel.ws.close()
     assert asked[:2] == [(1, "kernel_info_request"), (2, "kernel_info_request")]
 
 
@@ -397,16 +402,14 @@ async def test_an_execute_whose_reply_was_lost_with_the_connection_closes_the_id
         return True
     hub = _kernel_hub(answer)
 
-    async with fake_hub(hub) as port:
-        proxy = await start_proxy(make_settings(f"http://127.0.0.1:{port}", keep_warm_minutes=0))
-        async with proxy.session() as client:
-            channel = await _v1_channel(client)
-            await channel.start_execute("40 + 2")
+    async with _ide_facing(hub, start_proxy) as client:
+        channel = await _v1_channel(client)
+        await channel.start_execute("40 + 2")
+        closing = await asyncio.wait_for(channel.ws.receive(), 10)
+        while closing.type is aiohttp.WSMsgType.BINARY:  # the probe's answer reaches the IDE too
             closing = await asyncio.wait_for(channel.ws.receive(), 10)
-            while closing.type is aiohttp.WSMsgType.BINARY:  # the probe's answer reaches the IDE too
-                closing = await asyncio.wait_for(channel.ws.receive(), 10)
-            assert closing.type is aiohttp.WSMsgType.CLOSE
-            assert channel.ws.close_code == SERVICE_RESTART
+        assert closing.type is aiohttp.WSMsgType.CLOSE
+        assert channel.ws.close_code == SERVICE_RESTART
     assert len(probes) == 1 and probes[0].startswith("jupyter-dev-proxy-probe-")
     assert any("execute_request the IDE sent was lost" in r.getMessage() for r in caplog.records)
 
@@ -425,19 +428,17 @@ async def test_an_execute_still_running_across_a_break_is_not_given_up(start_pro
         return True
     hub = _kernel_hub(answer)
 
-    async with fake_hub(hub) as port:
-        proxy = await start_proxy(make_settings(f"http://127.0.0.1:{port}", keep_warm_minutes=0))
-        async with proxy.session() as client:
-            channel = await _v1_channel(client)
-            msg_id = await channel.start_execute("import time; time.sleep(1)")
-            reply = await asyncio.wait_for(channel.receive(), 10)
-            assert reply["header"]["msg_type"] == "execute_reply"
-            assert reply["parent_header"]["msg_id"] == msg_id
-            probe_reply = await asyncio.wait_for(channel.receive(), 10)
-            assert probe_reply["parent_header"]["msg_id"].startswith("jupyter-dev-proxy-probe-")
-            await asyncio.sleep(0.3)
-            assert not channel.ws.closed
-            await channel.ws.close()
+    async with _ide_facing(hub, start_proxy) as client:
+        channel = await _v1_channel(client)
+        msg_id = await channel.start_execute("import time; time.sleep(1)")
+        reply = await asyncio.wait_for(channel.receive(), 10)
+        assert reply["header"]["msg_type"] == "execute_reply"
+        assert reply["parent_header"]["msg_id"] == msg_id
+        probe_reply = await asyncio.wait_for(channel.receive(), 10)
+        assert probe_reply["parent_header"]["msg_id"].startswith("jupyter-dev-proxy-probe-")
+        await asyncio.sleep(0.3)
+        assert not channel.ws.closed
+        await channel.ws.close()
 
 
 async def test_a_server_stopped_from_the_hub_closes_the_ides_websocket_within_seconds(
@@ -461,12 +462,10 @@ async def test_a_server_stopped_from_the_hub_closes_the_ides_websocket_within_se
         await writer.drain()
         writer.close()
 
-    async with fake_hub(hub) as port:
-        proxy = await start_proxy(make_settings(f"http://127.0.0.1:{port}", keep_warm_minutes=0, reconnect_seconds=60))
-        async with proxy.session() as client:
-            ws = await client.ws_connect("/api/kernels/k1/channels?session_id=s1")
-            message = await ws.receive(timeout=5)
-            assert message.type is aiohttp.WSMsgType.CLOSE and ws.close_code == 1011
+    async with _ide_facing(hub, start_proxy, reconnect_seconds=60) as client:
+        ws = await client.ws_connect("/api/kernels/k1/channels?session_id=s1")
+        message = await ws.receive(timeout=5)
+        assert message.type is aiohttp.WSMsgType.CLOSE and ws.close_code == 1011
     assert any("your server on the hub has stopped" in r.getMessage() for r in caplog.records)
 
 
@@ -491,14 +490,12 @@ async def test_a_reconnection_that_gets_no_answer_is_abandoned_for_a_fresh_conne
             return
         await reader.read()
 
-    async with fake_hub(hub) as port:
-        proxy = await start_proxy(make_settings(f"http://127.0.0.1:{port}", keep_warm_minutes=0, reconnect_seconds=30))
-        async with proxy.session() as client:
-            ws = await client.ws_connect("/api/kernels/k1/channels?session_id=s1")
-            await _until(lambda: handshakes >= 3, 12)
-            await asyncio.sleep(0.2)
-            assert not ws.closed
-            await ws.close()
+    async with _ide_facing(hub, start_proxy, reconnect_seconds=30) as client:
+        ws = await client.ws_connect("/api/kernels/k1/channels?session_id=s1")
+        await _until(lambda: handshakes >= 3, 12)
+        await asyncio.sleep(0.2)
+        assert not ws.closed
+        await ws.close()
 
 
 @pytest.mark.parametrize("gap", ["same-instant", "one-iteration-later"])
@@ -567,14 +564,12 @@ async def test_the_ides_close_while_the_hub_is_away_is_answered_at_once(start_pr
         await reader.read()  # later connections never answer: the proxy stays reconnecting
     hub_state: list[str] = []
 
-    async with fake_hub(hub) as port:
-        proxy = await start_proxy(make_settings(f"http://127.0.0.1:{port}", keep_warm_minutes=0, reconnect_seconds=60))
-        async with proxy.session() as client:
-            ws = await client.ws_connect("/api/kernels/k1/channels?session_id=s1")
-            await asyncio.sleep(0.6)
-            started = time.monotonic()
-            await asyncio.wait_for(ws.close(), 3)
-            assert time.monotonic() - started < 2
+    async with _ide_facing(hub, start_proxy, reconnect_seconds=60) as client:
+        ws = await client.ws_connect("/api/kernels/k1/channels?session_id=s1")
+        await asyncio.sleep(0.6)
+        started = time.monotonic()
+        await asyncio.wait_for(ws.close(), 3)
+        assert time.monotonic() - started < 2
 
 
 async def test_a_safe_request_in_flight_at_a_link_reset_is_answered_by_the_real_kernel(
@@ -614,11 +609,9 @@ async def test_a_message_written_whole_into_the_connection_that_broke_is_told_no
         await read_frame(reader)  # the IDE's message, read, never answered
         writer.transport.abort()
 
-    async with fake_hub(hub) as port:
-        proxy = await start_proxy(make_settings(f"http://127.0.0.1:{port}", keep_warm_minutes=0))
-        async with proxy.session() as client:
-            ws = await client.ws_connect("/api/kernels/k1/channels?session_id=s1")
-            await ws.send_bytes(b"not a kernel message")
-            message = await ws.receive(timeout=10)
-            assert message.type is aiohttp.WSMsgType.CLOSE and ws.close_code == SERVICE_RESTART
+    async with _ide_facing(hub, start_proxy) as client:
+        ws = await client.ws_connect("/api/kernels/k1/channels?session_id=s1")
+        await ws.send_bytes(b"not a kernel message")
+        message = await ws.receive(timeout=10)
+        assert message.type is aiohttp.WSMsgType.CLOSE and ws.close_code == SERVICE_RESTART
     assert any("was lost when the connection to the hub broke" in r.getMessage() for r in caplog.records)
