@@ -172,9 +172,21 @@ async def ws_rtt(cmd: dict[str, Any]) -> dict[str, Any]:
     return _lat_result(samples, len(samples) < n)
 
 
+def _comm_msg(size: int) -> bytes:
+    """A v1 kernel message of about ``size`` bytes: a widget's comm_msg, which the proxy's kernel ledger reads
+    (random bytes it rejects from their first 8)."""
+    message = {"header": {"msg_id": uuid.uuid4().hex, "msg_type": "comm_msg", "username": "ide",
+                          "session": uuid.uuid4().hex, "date": "2026-12-02T00:00:00.000000Z", "version": "5.3"},
+               "parent_header": {}, "metadata": {}, "content": {"comm_id": uuid.uuid4().hex, "data": {}}}
+    padding = size - len(encode_v1("shell", message))
+    message["content"]["data"] = {"value": "x" * max(0, padding - 13)}
+    return encode_v1("shell", message)
+
+
 async def ws_pipelined(cmd: dict[str, Any]) -> dict[str, Any]:
-    """Send ``count`` messages back to back while a second task reads the echoes; rate = echoes / time."""
-    msg = _PAYLOAD[:cmd["size"]]
+    """Send ``count`` messages back to back while a second task reads the echoes; rate = echoes / time. With
+    ``kernel``: each message a kernel's comm_msg, else random bytes."""
+    msg = _comm_msg(cmd["size"]) if cmd.get("kernel") else _PAYLOAD[:cmd["size"]]
     count = cmd["count"]
     async with _session(cmd) as session:
         ws = await _ws(session, cmd["url"])

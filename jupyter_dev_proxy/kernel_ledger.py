@@ -17,8 +17,10 @@ at each break, what becomes of every request still unanswered:
                                                       unanswered then is lost, and the IDE is told (its
                                                       websocket closed with 1012, so its client fails the
                                                       request and reconnects) instead of waiting forever
-    messages without a reply (comm_msg, input_reply,  lost for certain when written after the hub last said
-    anything that is not a kernel message)            anything on the connection that broke: the IDE is told
+    messages without a reply (comm_msg, input_reply)  lost for certain when written after the hub last said
+                                                      anything on the connection that broke: the IDE is told
+    frames that are not kernel messages               not followed: the server cannot give them to a kernel,
+                                                      so losing one changes nothing
 
 Pure: messages in, decisions out; the relay does the I/O.
 """
@@ -120,9 +122,8 @@ class KernelLedger:
             self._pending[message.msg_id] = _Request(message.msg_type, raw, connection)
             if len(self._pending) > _MAX_PENDING:
                 self._forget(next(iter(self._pending)))
-        elif len(self._unanswerable) < _MAX_UNANSWERABLE:
-            kind = message.msg_type if message.msg_type != "?" else "a message (not a kernel one)"
-            self._unanswerable.append((self._sent, now, kind))
+        elif message.channel != "?" and len(self._unanswerable) < _MAX_UNANSWERABLE:
+            self._unanswerable.append((self._sent, now, message.msg_type))
 
     def _forget(self, msg_id: str) -> _Request | None:
         request = self._pending.pop(msg_id, None)

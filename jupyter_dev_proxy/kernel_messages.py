@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import json
 import re
+import struct
 from dataclasses import dataclass
 from typing import Any
 
@@ -42,7 +43,7 @@ _CHANNELS = frozenset({"shell", "iopub", "control", "stdin"})
 _TRAILING_CHANNEL = re.compile(rb'"channel"\s*:\s*"([^"\\]{0,100})"\s*\}\s*$')
 
 
-@dataclass(frozen=True, slots=False)
+@dataclass(slots=True)  # not frozen: a frozen dataclass costs twice as much to build, once per message
 class KernelMessage:
     """One kernel message as it passed. Unknown fields are ``"?"`` (never a real id: do not match on it)."""
 
@@ -73,10 +74,13 @@ def _as_dict(value: object) -> dict[str, Any]:
     return value if isinstance(value, dict) else {}
 
 
-def _loads(data: bytes | str) -> object:
-    """JSON, or None when it is not (or is not whole)."""
+_JSON = json.JSONDecoder()
+
+
+def _loads(data: bytes) -> object:
+    """JSON, or None when it is not (or is not whole). Kernel messages are UTF-8 (json.loads would first guess)."""
     try:
-        return json.loads(data)
+        return _JSON.decode(data.decode())
     except (ValueError, RecursionError):  # UnicodeDecodeError is a ValueError
         return None
 
@@ -88,25 +92,40 @@ def _message(channel: object, header: object, parent: object, content: object, s
     exec_state = ""
     if clean_channel == "iopub" and msg_type == "status":
         exec_state = _clean(_as_dict(content).get("execution_state"), _UNKNOWN)
-    return KernelMessage(channel=clean_channel, msg_type=msg_type, msg_id=_clean(header.get("msg_id"), _UNKNOWN),
-                         parent_msg_id=_clean(parent.get("msg_id"), ""),
-                         parent_msg_type=_clean(parent.get("msg_type"), ""), size=size, raw=raw, exec_state=exec_state)
+    return KernelMessage(clean_channel, msg_type, _clean(header.get("msg_id"), _UNKNOWN),
+                         _clean(parent.get("msg_id"), ""), _clean(parent.get("msg_type"), ""), size, raw, exec_state)
 
 
 def _unknown(size: int, raw: bytes | None) -> KernelMessage:
-    return _message(None, None, None, None, size, raw)
+    """Not a kernel message (or not one that can be read): counted, never matched."""
+    return KernelMessage(_UNKNOWN, _UNKNOWN, _UNKNOWN, "", "", size, raw, "")
+
+
+# The v1 count and the first _V1_OFFSETS_READ offsets: little-endian uint64s.
+_V1_WORDS = struct.Struct(f"<{_V1_OFFSETS_READ + 1}Q")
+_V1_WORD = struct.Struct("<Q")
+
+
+def _plausible_v1_count(count: int, size: int) -> bool:
+    """Whether a v1 message of ``size`` bytes can have ``count`` parts: at least channel, header and parent, and
+    its table of offsets (8 bytes each, after the count) inside it."""
+    return 3 <= count < size // 8
 
 
 def _read_v1(head: bytes, size: int, raw: bytes | None) -> KernelMessage:
     """A v1 binary message from its first bytes: [n][n offsets][channel][header][parent][metadata][content]..."""
     if len(head) < 8:
         return _unknown(size, raw)
-    count = int.from_bytes(head[:8], "little")
-    read = min(count, _V1_OFFSETS_READ)
-    if count < 3 or len(head) < 8 * (read + 1):
+    count = _V1_WORD.unpack_from(head)[0]
+    if not _plausible_v1_count(count, size):
         return _unknown(size, raw)
-    offsets = [int.from_bytes(head[8 * (i + 1):8 * (i + 2)], "little") for i in range(read)]
-    if count == read:
+    if count >= _V1_OFFSETS_READ and len(head) >= _V1_WORDS.size:
+        offsets = list(_V1_WORDS.unpack_from(head)[1:])
+    elif len(head) >= 8 * (min(count, _V1_OFFSETS_READ) + 1):
+        offsets = list(struct.unpack_from(f"<{min(count, _V1_OFFSETS_READ)}Q", head, 8))
+    else:
+        return _unknown(size, raw)
+    if count == len(offsets):
         offsets.append(size)  # the last part runs to the message's end
     if offsets != sorted(offsets) or offsets[-1] > size:
         return _unknown(size, raw)
@@ -116,7 +135,7 @@ def _read_v1(head: bytes, size: int, raw: bytes | None) -> KernelMessage:
             return None
         return head[offsets[index]:offsets[index + 1]]
 
-    channel_part, header_part, parent_part = part(0), part(1), part(2)
+    channel_part, header_part = part(0), part(1)
     if channel_part is None or header_part is None:
         return _unknown(size, raw)
     try:
@@ -124,6 +143,7 @@ def _read_v1(head: bytes, size: int, raw: bytes | None) -> KernelMessage:
     except UnicodeDecodeError:
         return _unknown(size, raw)
     header = _loads(header_part)
+    parent_part = part(2)
     parent = _loads(parent_part) if parent_part is not None else None
     content = None
     if channel == "iopub" and _as_dict(header).get("msg_type") == "status":
@@ -183,6 +203,9 @@ def _read_json(head: bytes, tail: bytes, size: int, raw: bytes | None) -> Kernel
     return _message(channel, found.get("header"), found.get("parent_header"), None, size, raw)
 
 
+_DATA_OPCODES = (Opcode.TEXT, Opcode.BINARY)
+
+
 class MessageReader:
     """One direction of one websocket: frames in, complete kernel messages out.
 
@@ -213,6 +236,14 @@ class MessageReader:
         messages: list[KernelMessage] = []
         position, end = 0, len(data)
         while position < end:
+            if self._left is None and self._opcode is None and not self._partial:
+                # The common case, a whole message in one frame that ``data`` holds: read it where it lies
+                header = read_frame_header(data, position)
+                if header is not None and header[3] and header[2] in _DATA_OPCODES \
+                        and position + header[0] + header[1] <= end:
+                    messages.append(self._whole_message(data, position, header))
+                    position += header[0] + header[1]
+                    continue
             if self._left is None:
                 buffer = self._partial + data[position:position + MAX_FRAME_HEADER]
                 header = read_frame_header(buffer)
@@ -231,6 +262,28 @@ class MessageReader:
             if self._left == 0:
                 self._end_frame(messages)
         return messages
+
+    def _whole_message(self, data: bytes, position: int, header: FrameHeader) -> KernelMessage:
+        """The message of the single frame at ``data[position]``, all of which ``data`` holds."""
+        length, size, opcode, _, masked = header
+        start, stop = position + length, position + length + size
+        key = data[start - 4:start] if masked else b""
+        raw = data[position:stop] if self._keep_raw and length + size <= self._keep_raw else None
+        if opcode == Opcode.BINARY:
+            first = data[start:start + 8]
+            count = _V1_WORD.unpack(unmask(first, key) if key else first)[0] if size >= 8 else 0
+            if not _plausible_v1_count(count, size):  # not a kernel message: unmask no more of it
+                return _unknown(size, raw)
+            keep = min(size, _PREFIX_BYTES)
+            head = unmask(data[start:start + keep], key) if key else data[start:start + keep]
+            return _read_v1(head, size, raw)
+        keep = size if size <= _JSON_WHOLE_BYTES else _PREFIX_BYTES  # parsed whole, else read from both ends
+        head = unmask(data[start:start + keep], key) if key else data[start:start + keep]
+        if keep == size:
+            return _read_json(head, b"", size, raw)
+        tail_from = size - _JSON_TAIL_BYTES
+        tail = data[start + tail_from:stop]
+        return _read_json(head, unmask(tail, key, tail_from) if key else tail, size, raw)
 
     def _start_frame(self, header: FrameHeader, header_bytes: bytes) -> None:
         length, payload, opcode, fin, masked = header

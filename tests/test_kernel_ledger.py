@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 
 from jupyter_dev_proxy.kernel_ledger import KernelLedger
+from jupyter_dev_proxy.kernel_messages import MessageReader
 from jupyter_dev_proxy.ws_relay import RelayState
 from tests.kit.frames import frame, mask
 from tests.kit.kernel import execute_request
@@ -71,6 +72,17 @@ async def test_a_comm_msg_crossing_the_kernels_output_at_the_break_is_not_lost_s
     ide_got = b"".join(relay._ide_transport.written)  # type: ignore[attr-defined]
     relay.close()
     assert b"\x88" in ide_got or b"c1" in mask_free(sent_again), "the comm_msg vanished and the IDE was not told"
+
+
+def test_a_frame_that_is_not_a_kernel_message_is_not_followed() -> None:
+    """The server gives no kernel a frame it cannot read as a kernel message, so losing one at a break changes
+    nothing: the IDE's websocket is not closed for it, and the hub's messages need not be read for it."""
+    ledger = KernelLedger(binary=True)
+    for payload in (b"not a kernel message", bytes(range(256)) * 4):
+        message, = MessageReader(keep_raw=1_000).feed(frame(0x2, payload, masked=True))
+        ledger.sent(message, ledger.connection, 0.0)
+    assert not ledger.listening
+    assert ledger.broke(ledger.connection).lost == []
 
 
 def mask_free(stream: bytes) -> bytes:

@@ -168,6 +168,26 @@ def test_a_data_message_that_is_not_a_kernel_message_is_counted_as_unknown() -> 
         ("?", "?", "?", "", 5), ("?", "?", "?", "", 20)]
 
 
+_v1_tables = st.builds(
+    lambda count, offsets, rest: count.to_bytes(8, "little") + b"".join(o.to_bytes(8, "little") for o in offsets)
+    + rest,
+    st.integers(0, 80), st.lists(st.integers(0, 400), max_size=8), st.binary(max_size=300))
+
+
+@settings(max_examples=300, deadline=None)
+@given(payloads=st.lists(st.tuples(st.sampled_from([_TEXT, _BINARY]), st.one_of(st.binary(max_size=300), _v1_tables)),
+                         min_size=1, max_size=6),
+       masked=st.booleans(), keep_raw=st.sampled_from([0, 100, 80_000]))
+def test_any_frame_is_read_the_same_whole_in_one_read_or_byte_by_byte(
+        payloads: list[tuple[int, bytes]], masked: bool, keep_raw: int) -> None:
+    """A whole frame in one read takes the reader's short way (it stops at a part count no kernel message can
+    have); frames cut by reads take the long one: both give the same messages, malformed ones included."""
+    wire = b"".join(_frame(opcode, payload, masked) for opcode, payload in payloads)
+    whole = MessageReader(keep_raw).feed(wire)
+    by_byte = _feed_in_pieces(MessageReader(keep_raw), wire, list(range(len(wire))))
+    assert whole == by_byte and len(whole) == len(payloads)
+
+
 def _large_display_data(size: int) -> tuple[_Sent, dict[str, Any]]:
     """Review #12's reproduction: user output that holds a ``channel`` key, and a ``header`` of its own."""
     user_data = {"channel": "xoxb-SLACK-BOT-TOKEN-from-the-users-output", "rows": "x" * size,

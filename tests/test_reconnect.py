@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import asyncio
 import hashlib
+import json
 import socket
 import ssl
 import struct
@@ -603,7 +604,8 @@ async def test_a_safe_request_in_flight_at_a_link_reset_is_answered_by_the_real_
 async def test_a_message_written_whole_into_the_connection_that_broke_is_told_not_dropped(
         start_proxy: StartProxy, caplog: pytest.LogCaptureFixture) -> None:
     """Review #6: a message the proxy wrote whole into the hub's connection before it broke, with no answer from
-    the hub since, may or may not have arrived: the IDE is told (1012), never left waiting."""
+    the hub since, may or may not have arrived: the IDE is told (1012), never left waiting. (A widget's comm_msg:
+    it has no reply, and sending it twice could apply a change twice.)"""
     async def hub(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
         writer.write(_upgrade((await reader.readuntil(b"\r\n\r\n")).decode()))
         await read_frame(reader)  # the IDE's message, read, never answered
@@ -611,7 +613,8 @@ async def test_a_message_written_whole_into_the_connection_that_broke_is_told_no
 
     async with _ide_facing(hub, start_proxy) as client:
         ws = await client.ws_connect("/api/kernels/k1/channels?session_id=s1")
-        await ws.send_bytes(b"not a kernel message")
+        await ws.send_str(json.dumps({**request("comm_msg", {"comm_id": "w1", "data": {"value": 42}}, "s1"),
+                                      "channel": "shell"}))
         message = await ws.receive(timeout=10)
         assert message.type is aiohttp.WSMsgType.CLOSE and ws.close_code == SERVICE_RESTART
     assert any("was lost when the connection to the hub broke" in r.getMessage() for r in caplog.records)
