@@ -33,7 +33,7 @@ from jupyter_dev_proxy.ws_frames import SERVICE_RESTART, accept_key
 from jupyter_dev_proxy.ws_handshake import HubConnection
 from jupyter_dev_proxy.ws_relay import Relay, RelayState
 from tests.kit.fakehubs import fake_hub
-from tests.kit.frames import frame, read_frame, switching_protocols
+from tests.kit.frames import answer_until_closed, frame, read_frame, switching_protocols
 from tests.kit.ide import new_notebook, start_session
 from tests.kit.kernel import KERNEL_PROTOCOL, KernelChannel, decode_v1, encode_v1, reply_content, request
 from tests.kit.settings import Proxy, make_settings
@@ -43,7 +43,7 @@ pytestmark = pytest.mark.timeout(120)
 StartProxy = Callable[[Settings], Awaitable[Proxy]]
 
 # A cell that prints a numbered line every 0.5 s for 12 s: a break anywhere in it must lose no line.
-COUNTING_CELL = "import time\nfor i in range(24):\n    print(f'line {i}', flush=True)\n    time.sleep(0.5)"
+COUNTING_CELL = "import time\nfor i in range(24):\n    print(f'line {i}', flush=True)\n    time.sleep(0.25)"
 ALL_LINES = "".join(f"line {i}\n" for i in range(24))
 
 
@@ -86,19 +86,21 @@ async def test_a_client_that_never_reconnects_gets_every_line_through_a_break(
             ids = await start_session(client, await new_notebook(client))
             channel = await _open_channel(client, ids)
             counting = asyncio.ensure_future(channel.replies_to(await channel.start_execute(COUNTING_CELL), 90))
-            await asyncio.sleep(3)
+            await asyncio.sleep(1.6)  # between two lines
             if fault == "reset":
                 link.reset_all()  # a hub proxy restart, an ingress reload, a VPN reconnect
                 await asyncio.sleep(0.2)
                 answer = await channel.start_execute("40 + 2")  # sent while the hub side is away: held
             else:
-                link.hold(10)  # a link that goes silent for 10 s without a reset
+                link.hold(6)  # a link that goes silent for 6 s without a reset
                 answer = await channel.start_execute("40 + 2")
             replies = await counting
             assert _stream_text(replies) == ALL_LINES
             assert reply_content(replies)["status"] == "ok"
             assert reply_content(await channel.replies_to(answer))["status"] == "ok"
             assert not channel.ws.closed
+            if fault == "reset":  # the episode's summary comes once the new connection has lived 5 s
+                await _until(lambda: any("reconnected to the hub after" in r.getMessage() for r in caplog.records))
             await channel.ws.close()
     broke = [r.getMessage() for r in caplog.records if "the connection to the hub broke" in r.getMessage()]
     recovered = [r.getMessage() for r in caplog.records if "reconnected to the hub after" in r.getMessage()]
@@ -233,8 +235,12 @@ def _kernel_hub(answer: KernelAnswer) -> Callable[[asyncio.StreamReader, asyncio
                 opcode, payload = await read_frame(reader)
             except (asyncio.IncompleteReadError, ConnectionError):
                 return
+            if opcode == 0x8:  # the IDE's close, relayed: answered as a server does
+                writer.write(frame(0x8, payload, masked=False))
+                writer.close()
+                return
             if opcode != 0x2:
-                return  # the proxy's close frame
+                return
             if not answer(number, decode_v1(payload), writer):
                 writer.transport.abort()
                 return
@@ -293,7 +299,7 @@ async def test_a_reconnection_after_the_token_changed_carries_the_new_token(
             await drop_first.wait()
             writer.transport.abort()
             return
-        await reader.read()
+        await answer_until_closed(reader, writer)
 
     async with fake_hub(hub) as port:
         settings = make_settings(f"http://127.0.0.1:{port}", keep_warm_minutes=0, hub_token="old-token-0001",
@@ -489,7 +495,7 @@ async def test_a_reconnection_that_gets_no_answer_is_abandoned_for_a_fresh_conne
             await asyncio.sleep(0.3)
             writer.transport.abort()
             return
-        await reader.read()
+        await answer_until_closed(reader, writer)
 
     async with _ide_facing(hub, start_proxy, reconnect_seconds=30) as client:
         ws = await client.ws_connect("/api/kernels/k1/channels?session_id=s1")
@@ -519,8 +525,7 @@ async def test_a_spare_reset_just_after_the_kernel_connection_is_not_handed_to_t
         writer.write(_upgrade(head))
         await writer.drain()
         websockets.append(writer)
-        with suppress(ConnectionError, ssl.SSLError):
-            await reader.read()
+        await answer_until_closed(reader, writer)
 
     def rst(writer: asyncio.StreamWriter) -> None:
         writer.get_extra_info("socket").setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
@@ -577,14 +582,12 @@ async def test_a_safe_request_in_flight_at_a_link_reset_is_answered_by_the_real_
         jupyter_upstream: DemoServer, start_proxy: StartProxy) -> None:
     """Sent again, the request must differ from its first copy: the kernel's Session drops a message whose
     signature it has seen, and jupyter_server signs the same bytes the same way."""
-    port = int(jupyter_upstream.url.rsplit(":", 1)[1])
-    async with LinkEmulator("127.0.0.1", port, delay=0.3) as link:
-        proxy = await start_proxy(make_settings(f"https://127.0.0.1:{link.port}", jupyter_upstream.ca_file,
-                                                jupyter_upstream.tls_name, hub_token=jupyter_upstream.token))
+    async with _through_a_link(jupyter_upstream, start_proxy) as (link, proxy):
         async with proxy.session() as client:
             ids = await start_session(client, await new_notebook(client))
             channel = await _open_channel(client, ids)
             assert reply_content(await channel.execute("1 + 1"))["status"] == "ok"
+            link.delay = 0.3  # from now on: a slow link, so that the reply is still on its way at the reset
             message = request("kernel_info_request", {}, ids["session"])
             message["channel"] = "control"
             await channel.send(message)

@@ -6,6 +6,8 @@ from __future__ import annotations
 
 import asyncio
 import os
+import ssl
+from contextlib import suppress
 
 
 def mask(payload: bytes, key: bytes) -> bytes:
@@ -43,6 +45,20 @@ async def read_frame(reader: asyncio.StreamReader) -> tuple[int, bytes]:
     key = await reader.readexactly(4) if second & 0x80 else b""
     payload = await reader.readexactly(length)
     return first & 0x0F, mask(payload, key) if key else payload
+
+
+async def answer_until_closed(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+    """A fake hub's websocket after its handshake: read frames until the proxy's close frame, answer it as a server
+    does, and hang up (or stop when the connection is gone). A hub that never answers a close keeps the IDE's
+    client waiting out its own close timeout (aiohttp's: 10 s)."""
+    with suppress(asyncio.IncompleteReadError, ConnectionError, ssl.SSLError):
+        while True:
+            opcode, payload = await read_frame(reader)
+            if opcode == 0x8:
+                writer.write(frame(0x8, payload, masked=False))
+                await writer.drain()
+                break
+    writer.close()
 
 
 async def read_handshake_key(reader: asyncio.StreamReader) -> str:
