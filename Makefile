@@ -6,15 +6,17 @@ PYTHON ?= python3
 VENV ?= .venv
 PY := $(VENV)/bin/python
 NODE_PREFIX := .cache/node
-# The suite waits a lot (servers, kernels, timeouts), so it runs in parallel. On a 2-core machine 2 workers were as
-# fast as 3 (247 s and 249 s) and used 310 CPU s instead of 390: each worker starts its own demo Jupyter server, and
-# the real hubs and their single-user servers make the rest CPU-bound. --dist loadgroup keeps the tests that share
-# a module's real hub, tinyproxy or nginx on one worker, which starts it once (tests/conftest.py); every other
-# test goes where a worker is free.
-WORKERS ?= 2
+# The suite waits a lot (servers, kernels, links that hold, timeouts), so it runs in parallel, with more workers
+# than cores: on this 2-core machine 3 workers took 151 s and 4 took 142 s (230 and 241 CPU s; each worker starts
+# its own demo Jupyter server). --dist loadgroup keeps the tests that share a module's real hub,
+# tinyproxy or nginx on one worker, which starts it once (tests/conftest.py); every other test goes where a
+# worker is free.
+WORKERS ?= 4
 # More pytest options, e.g. PYTEST_ARGS="--event-loop uvloop" (the loop the in-process tests run on; default asyncio).
 PYTEST_ARGS ?=
-PYTEST := $(PY) -m pytest -n $(WORKERS) --dist loadgroup $(PYTEST_ARGS)
+# PYTHONDONTWRITEBYTECODE emptied: the tests start ~100 Python processes (workers, proxies, servers), and where the
+# machine sets it (this one does) each compiled this repository's modules and rewrote the tests' asserts again.
+PYTEST := PYTHONDONTWRITEBYTECODE= $(PY) -m pytest -n $(WORKERS) --dist loadgroup $(PYTEST_ARGS)
 
 .PHONY: run demo test test-fast bench clean
 
