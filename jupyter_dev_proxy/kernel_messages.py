@@ -270,8 +270,9 @@ class MessageReader:
         key = data[start - 4:start] if masked else b""
         raw = data[position:stop] if self._keep_raw and length + size <= self._keep_raw else None
         if opcode == Opcode.BINARY:
-            first = data[start:start + 8]
-            count = _V1_WORD.unpack(unmask(first, key) if key else first)[0] if size >= 8 else 0
+            count = int.from_bytes(data[start:start + 8], "little") if size >= 8 else 0
+            if key:  # only the count is unmasked: the first 8 payload bytes, the key twice
+                count ^= int.from_bytes(key + key, "little")
             if not _plausible_v1_count(count, size):  # not a kernel message: unmask no more of it
                 return _unknown(size, raw)
             keep = min(size, _PREFIX_BYTES)
