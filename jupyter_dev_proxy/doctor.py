@@ -8,7 +8,6 @@ user can paste it into a bug report. Exit 0 when every link holds.
 from __future__ import annotations
 
 import asyncio
-import base64
 import os
 import socket
 import ssl
@@ -18,9 +17,10 @@ from datetime import datetime, timezone
 from pathlib import Path
 from typing import TextIO, cast
 
+from multidict import CIMultiDict, CIMultiDictProxy
+
 from .config import Settings, setting_origins
 from .errors import ProxyError
-from .http1 import parse_answer_head
 from .hubapi import (
     HubClient,
     HubError,
@@ -31,9 +31,11 @@ from .hubapi import (
     hub_client,
     start_scope_name,
 )
+from .routing import upstream_url_for
 from .timeouts import timeout
 from .tokens import credential_for, describe_expiry
 from .transport import HubTransport
+from .ws_handshake import open_hub_websocket
 
 _TIMEOUT_SECONDS = 15.0
 
@@ -56,22 +58,13 @@ class _Report:
 
 
 class _Opened(asyncio.Protocol):
-    """A connection the doctor opens to look at it, and the first bytes the hub sends on it."""
+    """A connection the doctor opens to look at its tunnel and TLS, and closes."""
 
     def __init__(self) -> None:
         self.transport: asyncio.Transport | None = None
-        self.first_bytes: asyncio.Future[bytes] = asyncio.get_running_loop().create_future()
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
         self.transport = cast(asyncio.Transport, transport)
-
-    def data_received(self, data: bytes) -> None:
-        if not self.first_bytes.done():
-            self.first_bytes.set_result(data)
-
-    def connection_lost(self, exc: Exception | None) -> None:
-        if not self.first_bytes.done():
-            self.first_bytes.set_result(b"")
 
 
 def _settings_lines(report: _Report, argv: Sequence[str], cwd: Path, settings: Settings) -> None:
@@ -209,30 +202,21 @@ async def _kernelspecs_and_websocket(report: _Report, hub: HubClient, transport:
         report.bad("kernelspecs", f"{address.server_prefix}api/kernelspecs answered {status}: check the server's "
                                   "log on the hub")
         return
-    # A websocket that starts nothing: jupyter_server's event stream.
-    opened = await transport.open(_Opened)
-    assert opened.transport is not None
-    key = base64.b64encode(os.urandom(16)).decode()
-    headers = [f"GET {address.server_prefix}api/events/subscribe HTTP/1.1",
-               f"Host: {address.origin.host_port_subcomponent}", "Upgrade: websocket", "Connection: Upgrade",
-               f"Sec-WebSocket-Key: {key}", "Sec-WebSocket-Version: 13",
-               *(f"{name}: {value}" for name, value in hub.authorization().items()),
-               *(f"{name}: {value}" for name, value in transport.gateway_headers)]
-    opened.transport.write(("\r\n".join(headers) + "\r\n\r\n").encode())
+    # A websocket that starts nothing, opened as the relay opens a kernel's: jupyter_server's event stream.
+    url = upstream_url_for(hub.settings, "/api/events/subscribe")
     try:
-        async with timeout(_TIMEOUT_SECONDS):
-            first = await opened.first_bytes
-        answer = parse_answer_head(first.split(b"\r\n\r\n", 1)[0])
-        head = (first.split(b"\r\n", 1)[0].decode("latin-1", "replace")[:80] or "the connection closed")
-    except asyncio.TimeoutError:
-        answer, head = None, "no answer"
-    finally:
-        opened.transport.abort()
-    if answer is not None and answer.status == 101:
-        report.ok("websocket", f"a handshake with {address.server_prefix}api/events/subscribe was accepted")
-    else:
-        report.bad("websocket", f"a handshake with {address.server_prefix}api/events/subscribe got '{head}': a "
-                                "gateway or ingress in front of the hub may not pass websockets")
+        opened, _ = await open_hub_websocket(hub.settings, transport, url, CIMultiDictProxy(CIMultiDict()), [],
+                                             lambda: hub.credential.token if hub.credential else "",
+                                             answer_seconds=_TIMEOUT_SECONDS)
+    except (ProxyError, HubError, asyncio.TimeoutError) as exc:
+        found = (exc.message if isinstance(exc, ProxyError) else str(exc)
+                 or f"the hub did not answer within {_TIMEOUT_SECONDS:.0f} s.")
+        report.bad("websocket", f"a handshake with {address.server_prefix}api/events/subscribe failed: {found} A "
+                                "gateway or ingress in front of the hub may not pass websockets.")
+        return
+    assert opened.transport is not None
+    opened.transport.abort()
+    report.ok("websocket", f"a handshake with {address.server_prefix}api/events/subscribe was accepted")
 
 
 async def run_doctor(settings: Settings, argv: Sequence[str], cwd: Path, out: TextIO) -> int:

@@ -4,21 +4,28 @@ that can be produced here."""
 
 from __future__ import annotations
 
+import io
 import json
 import subprocess
 import sys
 import tempfile
 from pathlib import Path
+from typing import Any
 
 import pytest
 import trustme
+from aiohttp import web
 
+from jupyter_dev_proxy import doctor
 from jupyter_dev_proxy.demo import free_port
+from jupyter_dev_proxy.hubapi import FixedToken, hub_client
+from jupyter_dev_proxy.transport import HubTransport
 from tests.kit.hub import Hub, module_hub, require_real_servers
 from tests.kit.hub import hub_env as status_env
 from tests.kit.ide import ide_session, new_notebook, start_session
 from tests.kit.kernel import KERNEL_PROTOCOL, KernelChannel, result_text
 from tests.kit.process import PROXY, ProxyProcess, run_proxy
+from tests.kit.settings import HUB_TOKEN, make_settings
 
 pytestmark = [pytest.mark.hub, pytest.mark.timeout(240)]
 
@@ -138,3 +145,28 @@ def test_doctor_names_each_broken_link(hub: Hub, tmp_path: Path) -> None:
     status, output = _doctor(status_env(hub, token))
     assert status == 1 and "✗ server: default server /user/alice/ is not running" in output
     assert "✗ kernelspecs" not in output  # a stopped server is the first broken link; nothing after it is tried
+
+
+async def test_doctor_names_a_front_that_does_not_pass_websockets(aiohttp_server: Any) -> None:
+    """Behind an ingress that drops the Upgrade header, jupyter_server answers the handshake as a plain GET:
+    400 'Can "Upgrade" only to "WebSocket".' The doctor opens the websocket as the relay does and names the cause."""
+    async def kernelspecs(request: web.Request) -> web.Response:
+        return web.json_response({"default": "python3", "kernelspecs": {"python3": {}}})
+
+    async def subscribe(request: web.Request) -> web.Response:
+        return web.Response(status=400, text='Can "Upgrade" only to "WebSocket".')
+
+    app = web.Application()
+    app.router.add_get("/user/alice/api/kernelspecs", kernelspecs)
+    app.router.add_get("/user/alice/api/events/subscribe", subscribe)
+    server = await aiohttp_server(app)
+    settings = make_settings(f"http://127.0.0.1:{server.port}")
+    out = io.StringIO()
+    report = doctor._Report(out)
+    async with hub_client(settings, FixedToken(HUB_TOKEN)) as hub:
+        await doctor._kernelspecs_and_websocket(report, hub, HubTransport(settings))
+    lines = out.getvalue().splitlines()
+    assert lines[0].startswith("✓ kernelspecs: 1 kernels")
+    assert lines[1].startswith("✗ websocket: a handshake with /user/alice/api/events/subscribe failed: The hub "
+                               "answered the websocket handshake with HTTP 400")
+    assert "may not pass websockets" in lines[1] and not report.healthy
