@@ -4,6 +4,9 @@ from __future__ import annotations
 
 import json
 
+from jupyter_client.session import Session
+from jupyter_server.services.kernels.connection.base import serialize_binary_message
+
 from jupyter_dev_proxy.kernel_ledger import KernelLedger
 from jupyter_dev_proxy.kernel_messages import MessageReader
 from jupyter_dev_proxy.ws_relay import RelayState
@@ -83,6 +86,19 @@ def test_a_frame_that_is_not_a_kernel_message_is_not_followed() -> None:
         ledger.sent(message, ledger.connection, 0.0)
     assert not ledger.listening
     assert ledger.broke(ledger.connection).lost == []
+
+
+def test_a_comm_msg_with_buffers_on_the_legacy_protocol_lost_at_a_break_is_told() -> None:
+    """On the legacy protocol a message with binary buffers (a FileUpload widget's file, a canvas's pixels) is a
+    binary frame in jupyter_server's own layout, which the server reads and gives the kernel: written just before
+    a break it may be lost, and the IDE must be told rather than the widget wait forever."""
+    session = Session()
+    comm_msg = {**session.msg("comm_msg", {"comm_id": "c1", "data": {"method": "update"}}), "channel": "shell",
+                "buffers": [b"the uploaded file"]}
+    ledger = KernelLedger(binary=False)
+    message, = MessageReader(keep_raw=1_000).feed(frame(0x2, serialize_binary_message(comm_msg), masked=True))
+    ledger.sent(message, ledger.connection, 0.0)
+    assert ledger.broke(ledger.connection).lost, "the comm_msg was lost at the break and the IDE was not told"
 
 
 def mask_free(stream: bytes) -> bytes:
