@@ -19,8 +19,11 @@ at each break, what becomes of every request still unanswered:
                                                       request and reconnects) instead of waiting forever
     messages without a reply (comm_msg, input_reply)  lost for certain when written after the hub last said
                                                       anything on the connection that broke: the IDE is told
-    frames that are not kernel messages               not followed: the server cannot give them to a kernel,
-                                                      so losing one changes nothing
+    v1 frames that are not kernel messages            not followed: the server cannot give them to a kernel,
+                                                      so losing one changes nothing (on the legacy protocol
+                                                      they are followed as messages without a reply: the
+                                                      server reads a message with buffers, which is binary,
+                                                      and one without a channel)
 
 Pure: messages in, decisions out; the relay does the I/O.
 """
@@ -109,8 +112,8 @@ class KernelLedger:
 
     def sent(self, message: KernelMessage, connection: int, now: float) -> None:
         """The IDE sent ``message`` at ``now``; its bytes go to hub connection ``connection``."""
-        if message.channel == "?":
-            return  # not a kernel message: the server gives it to no kernel, nothing waits on it
+        if message.channel == "?" and self.binary:
+            return  # not a v1 kernel message: the server gives it to no kernel (see the module's table)
         self._sent += 1
         if message.msg_id != "?":
             self._sequence[message.msg_id] = self._sent
@@ -125,7 +128,8 @@ class KernelLedger:
             if len(self._pending) > _MAX_PENDING:
                 self._forget(next(iter(self._pending)))
         elif len(self._unanswerable) < _MAX_UNANSWERABLE:
-            self._unanswerable.append((self._sent, now, message.msg_type))
+            kind = message.msg_type if message.msg_type != "?" else "a message the proxy could not read"
+            self._unanswerable.append((self._sent, now, kind))
 
     def _forget(self, msg_id: str) -> _Request | None:
         request = self._pending.pop(msg_id, None)
