@@ -3,7 +3,9 @@
 Both wire formats jupyter_server speaks are read: ``v1.kernel.websocket.jupyter.org`` (binary frames: a
 little-endian uint64 count n, n uint64 offsets, then the parts channel, header, parent_header, metadata, content,
 buffers...) and the legacy JSON text frames (``{"header", "parent_header", "metadata", "content", "channel"}`` in
-any key order; jupyter_server writes ``header`` first and ``channel`` last).
+any key order; jupyter_server writes ``header`` first and ``channel`` last). A legacy message with buffers travels
+in the server's own binary layout (big-endian offsets), which is not read: it comes out unknown, and the ledger
+follows it as a message without a reply.
 
 Only what names a message is read, and only from where the message itself puts it: a value inside ``content``
 is user data and never taken for a field. Every string returned is restricted to ``[A-Za-z0-9_.:-]``, so it can

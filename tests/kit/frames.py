@@ -51,14 +51,16 @@ async def answer_until_closed(reader: asyncio.StreamReader, writer: asyncio.Stre
     """A fake hub's websocket after its handshake: read frames until the proxy's close frame, answer it as a server
     does, and hang up (or stop when the connection is gone). A hub that never answers a close keeps the IDE's
     client waiting out its own close timeout (aiohttp's: 10 s)."""
-    with suppress(asyncio.IncompleteReadError, ConnectionError, ssl.SSLError):
-        while True:
-            opcode, payload = await read_frame(reader)
-            if opcode == 0x8:
-                writer.write(frame(0x8, payload, masked=False))
-                await writer.drain()
-                break
-    writer.close()
+    try:
+        with suppress(asyncio.IncompleteReadError, ConnectionError, ssl.SSLError):
+            while True:
+                opcode, payload = await read_frame(reader)
+                if opcode == 0x8:
+                    writer.write(frame(0x8, payload, masked=False))
+                    await writer.drain()
+                    break
+    finally:
+        writer.close()
 
 
 async def read_handshake_key(reader: asyncio.StreamReader) -> str:
