@@ -134,6 +134,10 @@ class Lines:
         return {"expected": self.expected, "received": received, "missing": self.expected - received,
                 "duplicated": duplicated, "out_of_order": out_of_order}
 
+    def missing(self) -> list[int]:
+        """The numbers of the lines that never arrived (line n is printed about n/4 s after the cell starts)."""
+        return sorted(set(range(self.expected)) - set(self.arrived))
+
 
 @dataclasses.dataclass
 class ControlRequests:
@@ -335,6 +339,7 @@ class SoakReport:
     faults: dict[str, int]
     fault_times: list[tuple[float, str]]
     lines: dict[str, int]
+    missing_lines: list[int]
     control: dict[str, int]
     execute_reply: str | None          # its status ("ok"), or None: it never came
     ws_closes: list[dict[str, Any]]
@@ -359,7 +364,8 @@ class SoakReport:
             Verdict("no line duplicated or out of order", lines["duplicated"] == 0 and lines["out_of_order"] == 0,
                     f"{lines['duplicated']} duplicated, {lines['out_of_order']} out of order"),
             Verdict(f"≤ {allowed_lost} line(s) lost", lines["missing"] <= allowed_lost,
-                    f"{lines['received']}/{lines['expected']} received, {lines['missing']} missing"),
+                    f"{lines['received']}/{lines['expected']} received, {lines['missing']} missing"
+                    + (f" (lines {', '.join(map(str, self.missing_lines))})" if self.missing_lines else "")),
             Verdict("every acknowledged write intact", not http["bad_writes"],
                     f"{len(http['bad_writes'])} of {http['acknowledged_writes']} bad"),
             Verdict("≤ 1 failed HTTP request per fault", http["failed"] <= faults,
@@ -566,7 +572,7 @@ async def run_soak(server: DemoServer, options: SoakOptions,
     return SoakReport(
         options=dataclasses.asdict(options), seconds=soak.loop.time() - started, event_loop=_loop_name(soak.loop),
         faults={k.value: sum(1 for _, kind in soak.fault_times if kind == k.value) for k in FaultKind},
-        fault_times=soak.fault_times, lines=soak.lines.summary(), control=soak.control.summary(),
+        fault_times=soak.fault_times, lines=soak.lines.summary(), missing_lines=soak.lines.missing(), control=soak.control.summary(),
         execute_reply=soak.execute_reply.result() if soak.execute_reply.done() else None,
         ws_closes=kernel_ws.closes, ws_open_failures=dict(kernel_ws.open_failures), http=http.summary(),
         reconnect_log=dict(reconnect_log.counts), reconnect_log_lines=reconnect_log.lines, link=link_stats)
