@@ -7,8 +7,8 @@ VENV ?= .venv
 PY := $(VENV)/bin/python
 NODE_PREFIX := .cache/node
 # The suite waits a lot (servers, kernels, links that hold, timeouts), so it runs in parallel, with more workers
-# than cores: on this 2-core machine 3 workers took 151 s and 4 took 142 s (230 and 241 CPU s; each worker starts
-# its own demo Jupyter server). --dist loadgroup keeps the tests that share a module's real hub,
+# than cores: on this 2-core machine (Python 3.11) 3 workers took 151 s, 4 took 138-142 s, 6 took 151 s (230, 241,
+# 280 CPU s: each worker starts its own demo Jupyter server); Python 3.10 takes 164 s with 4. --dist loadgroup keeps the tests that share a module's real hub,
 # tinyproxy or nginx on one worker, which starts it once (tests/conftest.py); every other test goes where a
 # worker is free.
 WORKERS ?= 4

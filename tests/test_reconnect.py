@@ -38,7 +38,7 @@ from tests.kit.ide import new_notebook, start_session
 from tests.kit.kernel import KERNEL_PROTOCOL, KernelChannel, decode_v1, encode_v1, reply_content, request
 from tests.kit.settings import Proxy, make_settings
 
-pytestmark = pytest.mark.timeout(120)
+pytestmark = [pytest.mark.timeout(120), pytest.mark.waits]
 
 StartProxy = Callable[[Settings], Awaitable[Proxy]]
 

@@ -13,7 +13,7 @@ from bench.soak import SoakOptions, SoakReport, run_soak
 from jupyter_dev_proxy.demo import DemoServer
 
 # 30 s of soak, up to 10 s for the cell's reply afterwards, the setup through a 40 ms link: well under this.
-pytestmark = pytest.mark.timeout(90)
+pytestmark = [pytest.mark.timeout(90), pytest.mark.waits]
 
 SOAK_SECONDS = 30.0
 SEED = 3  # its first 30 s: a reset at 5 s, a blackhole at 12, a reset at 19, a refusal at 24
