@@ -318,7 +318,7 @@ async def test_websocket_refused_by_the_hub_is_reported_as_json(echo_proxy: Prox
         assert not_websocket.value.status == 502
 
 
-@pytest.mark.parametrize("method,retried", [("GET", True), ("PUT", True), ("POST", False)])
+@pytest.mark.parametrize("method,retried", [("GET", True), ("PUT", True), ("POST", False), ("DELETE", False)])
 async def test_a_dead_pooled_connection_is_retried_only_when_safe(
         start_proxy: Callable[[Settings], Awaitable[Proxy]], method: str, retried: bool) -> None:
     upstream = StaleConnectionUpstream()
