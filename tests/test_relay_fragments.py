@@ -7,11 +7,13 @@ import json
 import os
 from types import SimpleNamespace
 
+import pytest
+
 from jupyter_dev_proxy.kernel_ledger import KernelLedger
 from jupyter_dev_proxy.ws_handshake import HubConnection
-from jupyter_dev_proxy.ws_relay import Relay, RelayState
+from jupyter_dev_proxy.ws_relay import HELD_LIMIT_BYTES, Relay, RelayState
 from jupyter_dev_proxy.timeouts import timeout
-from tests.kit.frames import mask
+from tests.kit.frames import frame, mask
 from tests.kit.kernel import execute_request
 
 
@@ -146,3 +148,30 @@ async def test_a_hub_message_cut_between_fragments_does_not_leave_the_ide_inside
             continue
         assert not (inside and op != 0), ("a new data frame inside the IDE's fragmented message", kinds)
         inside = not fin
+
+
+async def test_past_the_held_bytes_limit_the_ide_is_closed_once_and_it_is_logged_once(
+        caplog: pytest.LogCaptureFixture) -> None:
+    """Review S5: once the IDE has sent more than the proxy holds for an absent hub, its websocket is closed
+    (1011) and that is said once, however much more it sends before its side closes."""
+    request = SimpleNamespace(transport=T(), protocol=SimpleNamespace(writing_paused=False))
+    old = HubConnection()
+    old.connection_made(T())  # type: ignore[arg-type]
+    hub_never_answers = asyncio.Event()
+
+    async def reconnect() -> HubConnection:
+        await hub_never_answers.wait()
+        raise AssertionError("unreachable")
+    relay = Relay(request, None, old, reconnect, reconnect_seconds=30, label="k",  # type: ignore[arg-type]
+                  ledger=None, session="s1")
+    old.attach(relay)
+    old.transport.closing = True  # type: ignore[union-attr]
+    old.connection_lost(ConnectionResetError())
+    chunk = frame(0x2, b"x" * 1024 * 1024, masked=True)
+    for _ in range(HELD_LIMIT_BYTES // len(chunk) + 8):
+        relay.feed_data(chunk)
+    to_ide = b"".join(request.transport.written)  # the proxy's own frames, unmasked: only its close
+    assert to_ide[0] == 0x88 and int.from_bytes(to_ide[2:4], "big") == 1011 and len(to_ide) == 2 + to_ide[1]
+    said = [r for r in caplog.records if "while the hub was away; closing it" in r.getMessage()]
+    assert len(said) == 1
+    relay.close()
