@@ -15,6 +15,7 @@ from jupyter_dev_proxy.ws_relay import HELD_LIMIT_BYTES, Relay, RelayState
 from jupyter_dev_proxy.timeouts import timeout
 from tests.kit.frames import frame, mask
 from tests.kit.kernel import execute_request
+from tests.kit.kernel import request as request_message
 
 
 class T:
@@ -174,4 +175,38 @@ async def test_past_the_held_bytes_limit_the_ide_is_closed_once_and_it_is_logged
     assert to_ide[0] == 0x88 and int.from_bytes(to_ide[2:4], "big") == 1011 and len(to_ide) == 2 + to_ide[1]
     said = [r for r in caplog.records if "while the hub was away; closing it" in r.getMessage()]
     assert len(said) == 1
+    relay.close()
+
+
+async def test_a_request_held_while_the_hub_was_away_reaches_the_next_connection_when_the_first_new_one_dies(
+        ) -> None:
+    """Review S9: the first new connection is reset as soon as it is used: a request the IDE sent during the outage
+    (written to that dead connection) is sent again on the connection after it (a kernel channel always has its
+    ledger; a safe request goes again, anything else would be told to the IDE)."""
+    request = SimpleNamespace(transport=T(), protocol=SimpleNamespace(writing_paused=False))
+    old = HubConnection()
+    old.connection_made(T())  # type: ignore[arg-type]
+    news: list[HubConnection] = []
+
+    def reset(connection: HubConnection) -> None:
+        connection.transport.closing = True  # type: ignore[union-attr]
+        connection.connection_lost(ConnectionResetError())
+
+    async def reconnect() -> HubConnection:
+        new = HubConnection()
+        new.connection_made(T())  # type: ignore[arg-type]
+        news.append(new)
+        if len(news) == 1:
+            asyncio.get_running_loop().call_soon(reset, new)  # dies right after the switch
+        return new
+    relay = Relay(request, None, old, reconnect, reconnect_seconds=30, label="k",  # type: ignore[arg-type]
+                  ledger=KernelLedger(binary=False), session="s1")
+    old.attach(relay)
+    reset(old)
+    asked = {**request_message("kernel_info_request", {}, "s1"), "channel": "shell"}
+    relay.feed_data(frame(0x1, json.dumps(asked).encode(), masked=True))
+    await until(lambda: len(news) >= 2 and relay.state is RelayState.OPEN, 10)
+    sent_again = [json.loads(payload) for _, _, payload in frames_of(b"".join(news[1].transport.written))]  # type: ignore[union-attr]
+    assert [m["header"]["msg_id"] for m in sent_again] == [asked["header"]["msg_id"]]
+    assert not request.transport.written  # the IDE was not closed
     relay.close()
