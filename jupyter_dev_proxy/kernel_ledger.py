@@ -30,7 +30,6 @@ Pure: messages in, decisions out; the relay does the I/O.
 
 from __future__ import annotations
 
-import collections
 import json
 import uuid
 from dataclasses import dataclass, field
@@ -81,6 +80,9 @@ class BreakOutcome:
 class KernelLedger:
     """The unanswered requests of one kernel websocket, and the decisions a break calls for (see the module)."""
 
+    __slots__ = ("binary", "_pending", "_raw_bytes", "_doubtful", "_unanswerable", "_sequence", "_sent", "_probe",
+                 "connection")
+
     def __init__(self, binary: bool) -> None:
         self.binary = binary  # the v1 protocol (binary frames); else legacy JSON text frames
         self._pending: dict[str, _Request] = {}
@@ -89,7 +91,9 @@ class KernelLedger:
         # Messages without a reply (sequence number, msg_type) not yet known to have been read by the kernel, and
         # the sequence number of every recent message with an id: a reply or status whose parent was sent after
         # one of them shows that the kernel read it (it reads a channel in order).
-        self._unanswerable: collections.deque[tuple[int, float, str]] = collections.deque()  # in sending order
+        # A list, not a deque: it is short (at most _MAX_UNANSWERABLE) and usually empty, and an empty deque takes
+        # a 0.5 KiB block on every open kernel websocket.
+        self._unanswerable: list[tuple[int, float, str]] = []  # in sending order
         self._sequence: dict[str, int] = {}
         self._sent = 0
         self._probe: tuple[str, int] | None = None  # the probe's msg_id and the connection it went on
@@ -144,8 +148,11 @@ class KernelLedger:
         parent = message.parent_msg_id
         read_up_to = self._sequence.get(parent, 0) if parent else 0
         unanswerable = self._unanswerable  # read by the kernel: before a message it answered, or long enough ago
-        while unanswerable and (unanswerable[0][0] <= read_up_to or now - unanswerable[0][1] >= _DELIVERED_AFTER_SECONDS):
-            unanswerable.popleft()
+        read = 0
+        while read < len(unanswerable) and (unanswerable[read][0] <= read_up_to
+                                            or now - unanswerable[read][1] >= _DELIVERED_AFTER_SECONDS):
+            read += 1
+        del unanswerable[:read]
         if message.exec_state in _KERNEL_STARTS:  # a restarted kernel answers nothing asked of the old one
             for msg_id in list(self._pending):
                 self._forget(msg_id)

@@ -216,6 +216,9 @@ class MessageReader:
     kernel message comes out with msg_type "?", so it can still be counted.
     """
 
+    __slots__ = ("_keep_raw", "_partial", "_left", "_frame_size", "_frame_offset", "_key", "_fin", "_control",
+                 "_opcode", "_size", "_head", "_head_limit", "_tail", "_raw")
+
     def __init__(self, keep_raw: int = 0) -> None:
         self._keep_raw = keep_raw
         # The frame being read

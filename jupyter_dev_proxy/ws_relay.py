@@ -122,6 +122,13 @@ class Relay:
     """Both ends of one spliced websocket: aiohttp feeds it the IDE's bytes, ``HubConnection`` the hub's. Each
     side's bytes are written to the other as they come; when a side cannot take more, the other is paused."""
 
+    # Slots: one Relay per open websocket, and an IDE keeps one per notebook open (a dict would cost ~1 KiB each).
+    __slots__ = ("_episode", "_episode_end", "_from_hub", "_from_ide", "_hang_up", "_held", "_held_bytes", "_hub",
+                 "_hub_tail", "_hub_transport", "_ide", "_ide_answer", "_ide_mid_frame", "_ide_protocol", "_ide_told",
+                 "_ide_transport", "_label", "_ledger", "_probe", "_reconnect", "_reconnect_seconds", "_reconnecting",
+                 "_resend", "_resuming", "_session", "_trace", "_unsent", "_unsent_bytes", "bytes_to_hub",
+                 "bytes_to_ide", "finished", "kernel", "opened_at", "reconnects", "state", "to_hub", "to_ide")
+
     def __init__(self, request: web.BaseRequest, ide: AbstractStreamWriter, hub: HubConnection,
                  reconnect: Reconnect | None = None, reconnect_seconds: float = 0.0, label: str = "websocket",
                  ledger: KernelLedger | None = None, session: str = "",
