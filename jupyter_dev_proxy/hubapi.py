@@ -6,6 +6,9 @@
         .server(me) → ServerModel                  the user's server: ServerState, pending, last activity
         .token_info(me) → TokenInfo                the owner and scopes, and the expiry where the token may read it
         .progress() → (status, Progress events)    the hub's progress while it starts the server
+        .new_token(user, wanted, password) → NewToken   a token of the user's with a note, scopes and expiry, made
+                                                   with the credential or (password logins) the user's password
+        .revoke_token(user, token_id) → bool       the token gone from the hub
         .call(method, path) / .request(...)        anything else: (status, JSON, response), or the response
     grants(scopes, scope, user, server) whether a token's scopes allow something on the user's server
     HubError ─ UnexpectedAnswer ─ TokenRefused  a failure, as one sentence; the CLI exits with it at startup
@@ -19,7 +22,7 @@ import enum
 import json
 from collections.abc import AsyncIterator, Mapping, Sequence
 from contextlib import asynccontextmanager
-from dataclasses import dataclass, replace
+from dataclasses import dataclass, field, replace
 from datetime import datetime, timezone
 from typing import Any, Protocol
 
@@ -125,6 +128,24 @@ class TokenInfo:
 
 
 @dataclass(frozen=True)
+class WantedToken:
+    """What to ask the hub for in a new token: a note the user sees on the token page, scopes, an expiry."""
+
+    note: str
+    scopes: tuple[str, ...]
+    expires_in_seconds: int
+
+
+@dataclass(frozen=True)
+class NewToken:
+    """A token the hub made: its value (a secret), its id on the token page, and when it expires."""
+
+    token: str = field(repr=False)
+    token_id: str
+    expires_at: datetime | None
+
+
+@dataclass(frozen=True)
 class Progress:
     """One event of the hub's spawn progress stream."""
 
@@ -148,6 +169,14 @@ def grants(scopes: Sequence[str] | None, scope: str, user: str, server: str) -> 
     if any(s.startswith(f"{scope}!group=") for s in scopes):
         return None
     return False
+
+
+def _hub_time(value: object) -> datetime | None:
+    """A time in the hub's ISO 8601 (UTC, with or without its zone); None when absent. ValueError when malformed."""
+    if not value:
+        return None
+    moment = datetime.fromisoformat(str(value).replace("Z", "+00:00"))
+    return moment if moment.tzinfo is not None else moment.replace(tzinfo=timezone.utc)  # the hub writes UTC
 
 
 def from_jupyterhub_6(hub_version: str) -> bool:
@@ -254,12 +283,43 @@ class HubClient:
             return info
         expires = model.get("expires_at")
         try:
-            expires_at = datetime.fromisoformat(str(expires).replace("Z", "+00:00")) if expires else None
+            expires_at = _hub_time(expires)
         except ValueError:
             return info
-        if expires_at is not None and expires_at.tzinfo is None:
-            expires_at = expires_at.replace(tzinfo=timezone.utc)  # the hub writes UTC
         return TokenInfo(owner=info.owner, scopes=info.scopes, expires_at=expires_at, expiry_known=True)
+
+    async def new_token(self, user: str, wanted: WantedToken, password: str | None = None) -> NewToken:
+        """A new token of ``user``'s, made with the credential (which must hold ``tokens!user=<user>``) or, given
+        ``password``, with the user's own password (hubs with a password login). TokenRefused when the hub says
+        no; a hub whose limit on expiry is shorter gives its longest."""
+        address = self.settings.hub
+        body: dict[str, Any] = {"note": wanted.note, "scopes": list(wanted.scopes),
+                                "expires_in": wanted.expires_in_seconds}
+        if password is not None:
+            body["auth"] = {"username": user, "password": password}
+        path = address.api(f"users/{hub_escaped(user)}/tokens")
+        status, model, _ = await self.call("POST", path, auth=password is None, body=body)
+        if status == 400 and "expires_in" in str((model or {}).get("message", "")):
+            del body["expires_in"]  # longer than the hub allows (token_expires_in_max_seconds): its maximum then
+            status, model, _ = await self.call("POST", path, auth=password is None, body=body)
+        if status in _TOKEN_REFUSALS:
+            raise TokenRefused("The hub did not accept the user name and password." if password is not None else
+                               f"The token may not make tokens for {user} (it needs the tokens scope).", status)
+        if status != 201 or not isinstance(model, dict) or not model.get("token"):
+            message = (model or {}).get("message") if isinstance(model, dict) else None
+            raise UnexpectedAnswer(f"The hub answered {status} when asked for a new token"
+                                   f"{f': {message}' if message else ''}.", status)
+        try:
+            expires_at = _hub_time(model.get("expires_at"))
+        except ValueError:
+            expires_at = None  # said wrongly: the warnings ahead of expiry read it again from the hub
+        return NewToken(token=str(model["token"]), token_id=str(model.get("id", "")), expires_at=expires_at)
+
+    async def revoke_token(self, user: str, token_id: str) -> bool:
+        """Delete one of ``user``'s tokens from the hub; False when the credential may not (or it is gone)."""
+        status, _, _ = await self.call("DELETE", self.settings.hub.api(f"users/{hub_escaped(user)}/tokens/"
+                                                                       f"{hub_escaped(token_id)}"))
+        return status == 204
 
     @asynccontextmanager
     async def progress(self) -> AsyncIterator[tuple[int, AsyncIterator[Progress]]]:

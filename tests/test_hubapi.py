@@ -133,3 +133,29 @@ async def test_a_named_server_the_hub_does_not_list_is_said_with_what_to_do(api_
     async with api_of({"/hub/api/users/alice": web.json_response({"servers": {}})}, server="dev") as hub:
         with pytest.raises(hubapi.UnexpectedAnswer, match="'alice' has no server named 'dev'"):
             await hub.server()
+
+
+async def test_a_hub_whose_expiry_limit_is_shorter_gives_its_longest_token(aiohttp_server: Any) -> None:
+    """JupyterHub refuses an expires_in over token_expires_in_max_seconds (400); asked again without one, it
+    gives its maximum. The token's value never appears in its repr."""
+    bodies: list[dict[str, Any]] = []
+
+    async def tokens(request: web.Request) -> web.Response:
+        bodies.append(await request.json())
+        if "expires_in" in bodies[-1]:
+            return web.json_response({"status": 400, "message": "token expires_in: 2592000 must not exceed 86400"},
+                                     status=400)
+        return web.json_response({"token": "made-token-value", "id": "a7", "expires_at": "2026-12-03T12:00:00Z"},
+                                 status=201)
+    app = web.Application()
+    app.router.add_post("/hub/api/users/alice/tokens", tokens)
+    server = await aiohttp_server(app)
+    settings = make_settings(f"http://127.0.0.1:{server.port}")
+    wanted = hubapi.WantedToken(note="jupyter-dev-proxy on test", scopes=("read:servers!user=alice",),
+                                expires_in_seconds=30 * 24 * 3600)
+    async with hubapi.hub_client(settings, hubapi.FixedToken("pasted")) as hub:
+        made = await hub.new_token("alice", wanted)
+    assert (made.token, made.token_id, made.expires_at.isoformat()) == (
+        "made-token-value", "a7", "2026-12-03T12:00:00+00:00")
+    assert [sorted(body) for body in bodies] == [["expires_in", "note", "scopes"], ["note", "scopes"]]
+    assert "made-token-value" not in repr(made)
