@@ -62,7 +62,9 @@ c.ConfigurableHTTPProxy.pid_file = {chp_pid!r}
 c.ConfigurableHTTPProxy.should_start = True
 c.JupyterHub.cleanup_servers = True
 c.JupyterHub.allow_named_servers = True
-c.JupyterHub.authenticator_class = "dummy"
+# A password login (as on PAM, LDAP or Native hubs): every user's password is the shared one.
+c.JupyterHub.authenticator_class = "shared-password"
+c.SharedPasswordAuthenticator.user_password = {user_password!r}
 c.Authenticator.allowed_users = {{"alice", "bob"}}
 import json as _json
 from jupyterhub.spawner import SimpleLocalProcessSpawner
@@ -152,6 +154,7 @@ class Hub:
     ca_file: Path
     tls_name: str
     admin_token: str
+    user_password: str  # every user's, on this hub's password login
     version: str
     workdir: Path
     process: subprocess.Popen[bytes]
@@ -308,7 +311,7 @@ def start_hub(tls_name: str = "jupyterhub", base: str = "/") -> Hub:
     cert.private_key_pem.write_to_path(str(key_file))
     for i, pem in enumerate(cert.cert_chain_pems):
         pem.write_to_path(str(cert_file), append=i > 0)
-    admin_token = secrets.token_hex(32)
+    admin_token, user_password = secrets.token_hex(32), secrets.token_urlsafe(16)
     port = free_port()
     config = _CONFIG.format(
         port=port, hub_port=free_port(), chp_api_port=free_port(), cert=str(cert_file), key=str(key_file),
@@ -317,6 +320,7 @@ def start_hub(tls_name: str = "jupyterhub", base: str = "/") -> Hub:
         home_template=str(workdir / "home" / "{username}"),
         spawner_args=["--allow-root"] if os.geteuid() == 0 else [],
         broken=BROKEN_SERVER, broken_message=BROKEN_MESSAGE, admin_token=admin_token, base_url=base,
+        user_password=user_password,
         options_log=str(workdir / "spawn-options.jsonl"),
     )
     (workdir / "jupyterhub_config.py").write_text(config)
@@ -326,7 +330,7 @@ def start_hub(tls_name: str = "jupyterhub", base: str = "/") -> Hub:
                                    cwd=workdir, env=env, stdout=log, stderr=subprocess.STDOUT,
                                    stdin=subprocess.DEVNULL, start_new_session=True)
     hub = Hub(url=f"https://127.0.0.1:{port}", ca_file=ca_file, tls_name=tls_name, admin_token=admin_token,
-              version="", workdir=workdir, process=process, base=base)
+              user_password=user_password, version="", workdir=workdir, process=process, base=base)
     try:
         hub.version = _wait_for_api(hub)
     except BaseException:
