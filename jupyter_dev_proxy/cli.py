@@ -275,6 +275,20 @@ def _forget_token(argv: list[str]) -> int:
     return EXIT_OK
 
 
+def _login(argv: list[str]) -> int:
+    """``jupyter-dev-proxy login [--password] [settings]``: get a token for this hub and keep it, replacing a kept
+    one: pasted from the token page, or (``--password``, hubs with a password login) made with the password."""
+    with_password = "--password" in argv
+    settings = load_settings([a for a in argv if a != "--password"], os.environ, Path.cwd(), token_can_be_asked=True)
+    from .firstrun import ask_for_token, login_with_password  # the prompt and the browser, only when asked
+    store = TokenStore()
+    if with_password:
+        done = login_with_password(settings, store, sys.stderr)
+    else:
+        done = ask_for_token(settings, store, sys.stderr, why="and you asked for a new one (it replaces a kept one)")
+    return EXIT_OK if done is not None else EXIT_USAGE
+
+
 def _run(main: Coroutine[Any, Any, int], event_loop: str) -> int:
     """Run on uvloop when it is installed and wanted: it halves the proxy's CPU per request and, on TLS,
     its memory per connection (asyncio reserves a 256 KiB buffer for each)."""
@@ -294,6 +308,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     try:
         if argv[:1] == ["forget-token"]:
             return _forget_token(argv[1:])
+        if argv[:1] == ["login"]:
+            return _login(argv[1:])
         if argv[:1] == ["doctor"]:
             return _doctor(argv[1:])
         if wants_demo(argv, os.environ, Path.cwd()):

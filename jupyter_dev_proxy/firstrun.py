@@ -1,21 +1,42 @@
 """A first run on a terminal with a hub but no token: open the hub's token page, ask for the token without showing
-it, check it with the hub, and keep it (the keyring, else a file only the user may read) for later starts."""
+it, check it with the hub, and keep it (the keyring, else a file only the user may read) for later starts.
+
+A pasted token that may make tokens (the token page's default) is not kept: the proxy makes its own, with only the
+scopes it needs and an expiry, and revokes the pasted one. On a hub with a password login, ``login --password``
+makes that token with the user's password, which is never kept.
+"""
 
 from __future__ import annotations
 
 import asyncio
 import getpass
+import socket
 import webbrowser
 from collections.abc import Callable
 from dataclasses import replace
 from typing import TextIO
 
 from .config import Settings
-from .hubapi import FixedToken, HubError, TokenRefused, UnexpectedAnswer, grants, hub_client, start_scope_name
+from .hubapi import (
+    FixedToken,
+    HubClient,
+    HubError,
+    Identity,
+    TokenRefused,
+    UnexpectedAnswer,
+    WantedToken,
+    grants,
+    hub_client,
+    start_scope_name,
+)
 from .tokens import TokenStore
 
 # Wrong pastes happen; after this many the proxy stops asking and says what to do instead.
 _ATTEMPTS = 3
+
+# How long the proxy's own token lasts: a month of work between two sign-ins. The proxy warns a day and an hour
+# ahead; a hub whose limit (token_expires_in_max_seconds) is shorter gives its longest.
+OWN_TOKEN_SECONDS = 30 * 24 * 3600
 
 
 def scopes_to_tick(settings: Settings, user: str) -> list[tuple[str, str]]:
@@ -27,44 +48,87 @@ def scopes_to_tick(settings: Settings, user: str) -> list[tuple[str, str]]:
              "to start it when it is stopped")]
 
 
-async def _check(settings: Settings, token: str) -> tuple[str | None, list[str]]:
-    """Whose ``token`` is and what it cannot do, as lines to show; (None, [why]) when the hub refuses it."""
+def own_token_request(settings: Settings, owner: str, hub_version: str,
+                      held: tuple[str, ...] | None = None) -> WantedToken:
+    """The proxy's own token for ``owner``: to use the server, see it and start it, and read its own expiry; of
+    those, only what ``held`` (the scopes of the token that asks, when known) grants, as a token can give no more."""
+    server = settings.hub.server
+    start = start_scope_name(hub_version) if hub_version else "start:servers"
+    wanted = [("access:servers", f"access:servers!server={owner}/{server}"),
+              ("read:servers", f"read:servers!user={owner}"), (start, f"{start}!user={owner}"),
+              ("read:tokens", f"read:tokens!user={owner}")]
+    return WantedToken(note=f"jupyter-dev-proxy on {socket.gethostname()}",
+                       scopes=tuple(scope for name, scope in wanted if grants(held, name, owner, server) is not False),
+                       expires_in_seconds=OWN_TOKEN_SECONDS)
+
+
+async def _hub_version(hub: HubClient) -> str:
+    try:
+        return await hub.version() or ""
+    except UnexpectedAnswer:
+        return ""  # the scope advice then names JupyterHub 6's start scope
+
+
+async def _check(settings: Settings, token: str) -> tuple[str | None, list[str], str]:
+    """Whose ``token`` is and what it cannot do, as lines to show, and the token to keep: one of the proxy's own
+    when the pasted one may make it. (None, [why], token) when the hub refuses it."""
     async with hub_client(settings, FixedToken(token)) as hub:
-        try:
-            version = await hub.version() or ""
-        except UnexpectedAnswer:
-            version = ""  # the scope advice then names JupyterHub 6's start scope
+        version = await _hub_version(hub)
         try:
             me = await hub.whoami()
         except TokenRefused as refused:
             return None, [f"The hub does not accept this token ({refused.status}): copy it again from the token "
-                          "page."]
-    owner = me.name
-    if settings.hub.user and owner != settings.hub.user:
-        return None, [f"This token belongs to '{owner}', but JUPYTER_USERNAME is '{settings.hub.user}': make the "
-                      "token as that user, or change JUPYTER_USERNAME."]
-    scopes = me.scopes
-    server = settings.hub.server
-    lines = [f"✓ The token is {owner}'s."]
-    if grants(scopes, "access:servers", owner, server) is False:
-        return None, [f"✗ The token may not use your server: tick access:servers!server={owner}/{server} on the "
-                      "token page and make a new one."]
-    for scope, why in (("read:servers", "the proxy cannot see whether your server runs"),
-                       (start_scope_name(version) if version else "start:servers",
-                        "the proxy cannot start your server when it is stopped")):
-        if grants(scopes, scope, owner, server) is False:
-            lines.append(f"✗ It lacks {scope}!user={owner}: {why} (it still works while the server runs).")
-    return owner, lines
+                          "page."], token
+        owner = me.name
+        if settings.hub.user and owner != settings.hub.user:
+            return None, [f"This token belongs to '{owner}', but JUPYTER_USERNAME is '{settings.hub.user}': make "
+                          "the token as that user, or change JUPYTER_USERNAME."], token
+        scopes = me.scopes
+        server = settings.hub.server
+        lines = [f"✓ The token is {owner}'s."]
+        if grants(scopes, "access:servers", owner, server) is False:
+            return None, [f"✗ The token may not use your server: tick access:servers!server={owner}/{server} on "
+                          "the token page and make a new one."], token
+        for scope, why in (("read:servers", "the proxy cannot see whether your server runs"),
+                           (start_scope_name(version) if version else "start:servers",
+                            "the proxy cannot start your server when it is stopped")):
+            if grants(scopes, scope, owner, server) is False:
+                lines.append(f"✗ It lacks {scope}!user={owner}: {why} (it still works while the server runs).")
+        if grants(scopes, "tokens", owner, server) is not True:
+            lines.append("This token may not make tokens, so the proxy keeps it as it is: it can do all you ticked, "
+                         "for as long as you chose.")
+            return owner, lines, token
+        kept, said = await _own_token(hub, settings, me, version, token)
+        return owner, lines + said, kept
+
+
+async def _own_token(hub: HubClient, settings: Settings, me: Identity, version: str,
+                     pasted: str) -> tuple[str, list[str]]:
+    """Make the proxy's own token with the pasted one, then revoke the pasted one: (the token to keep, lines)."""
+    wanted = own_token_request(settings, me.name, version, me.scopes)
+    try:
+        made = await hub.new_token(me.name, wanted)
+    except HubError as exc:
+        return pasted, [f"✗ The proxy could not make a token of its own ({exc}), so it keeps the one you pasted."]
+    until = f", until {made.expires_at:%Y-%m-%d}" if made.expires_at else ""
+    lines = [f"✓ The proxy made a token of its own, '{wanted.note}', with only what it needs "
+             f"({', '.join(wanted.scopes)}){until}."]
+    if me.token_id is not None and await hub.revoke_token(me.name, me.token_id):
+        lines.append("✓ The token you pasted is revoked: nothing needs it any more.")
+    else:
+        lines.append("The token you pasted still works: revoke it on the token page, the proxy does not need it.")
+    return made.token, lines
 
 
 def ask_for_token(settings: Settings, store: TokenStore, out: TextIO,
                   read_secret: Callable[[str], str] = getpass.getpass,
-                  open_browser: Callable[[str], object] = webbrowser.open) -> Settings | None:
+                  open_browser: Callable[[str], object] = webbrowser.open,
+                  why: str = "and none is set or kept yet") -> Settings | None:
     """The settings with a token the user pasted, checked and kept; None when they chose not to give one."""
     hub = settings.hub
     page = hub.page("token")
     user = hub.user or "<you>"
-    out.write(f"The proxy needs an API token of your hub to reach your server, and none is set or kept yet.\n"
+    out.write(f"The proxy needs an API token of your hub to reach your server, {why}.\n"
               f"Opening {page} in your browser (open it yourself if nothing happens). Request a new token there;\n"
               "tick these scopes if the page lists them, or leave them all for a token that can do what you can:\n")
     for scope, why in scopes_to_tick(settings, user):
@@ -78,7 +142,7 @@ def ask_for_token(settings: Settings, store: TokenStore, out: TextIO,
         if not token:
             return None
         try:
-            owner, lines = asyncio.run(_check(settings, token))
+            owner, lines, token = asyncio.run(_check(settings, token))
         except HubError as exc:
             out.write(f"{exc}\n")
             return None
@@ -90,3 +154,42 @@ def ask_for_token(settings: Settings, store: TokenStore, out: TextIO,
             return replace(settings, hub=hub.for_user(owner), hub_token=token, token_source=source)
         out.flush()
     return None
+
+
+def login_with_password(settings: Settings, store: TokenStore, out: TextIO,
+                        read_secret: Callable[[str], str] = getpass.getpass,
+                        read_line: Callable[[str], str] = input) -> Settings | None:
+    """``login --password``, for hubs with a password login (PAM, LDAP, Native, SharedPassword): the hub makes the
+    proxy its own token with the user's password, sent once to the hub and never kept. None when not done."""
+    hub = settings.hub
+    user = hub.user or read_line("Your user name on the hub: ").strip()
+    if not user:
+        return None
+    password = read_secret(f"{user}'s password on {hub} (it is not shown, and not kept): ")
+    if not password:
+        return None
+    try:
+        token, line = asyncio.run(_token_with_password(settings, user, password))
+    except TokenRefused:
+        out.write(f"The hub did not accept that user name and password. If you sign in to the hub through another "
+                  f"site (single sign-on), make a token at {hub.page('token')} instead: "
+                  "`jupyter-dev-proxy login`.\n")
+        return None
+    except HubError as exc:
+        out.write(f"{exc}\n")
+        return None
+    finally:
+        password = ""
+    source = store.save(hub, user, token)
+    out.write(f"{line}\nKept in {source} for the next starts; `jupyter-dev-proxy forget-token` removes it.\n")
+    out.flush()
+    return replace(settings, hub=hub.for_user(user), hub_token=token, token_source=source)
+
+
+async def _token_with_password(settings: Settings, user: str, password: str) -> tuple[str, str]:
+    async with hub_client(settings, None) as hub:
+        wanted = own_token_request(settings, user, await _hub_version(hub))
+        made = await hub.new_token(user, wanted, password=password)
+    until = f", until {made.expires_at:%Y-%m-%d}" if made.expires_at else ""
+    return made.token, (f"✓ The hub made the proxy a token of {user}'s, '{wanted.note}', with only what it needs "
+                        f"({', '.join(wanted.scopes)}){until}.")

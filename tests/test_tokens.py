@@ -9,6 +9,7 @@ import signal
 import stat
 import sys
 import time
+from datetime import datetime, timezone
 from pathlib import Path
 
 import pexpect
@@ -59,6 +60,8 @@ def test_a_first_run_opens_the_token_page_asks_hidden_checks_and_keeps_the_token
         terminal.expect("Paste the token here")
         terminal.sendline(token)
         terminal.expect("The token is alice's")
+        terminal.expect("The proxy made a token of its own")
+        terminal.expect("The token you pasted is revoked")
         terminal.expect("Kept in the system keyring")
         terminal.expect("Authorization URL with token for IDE")
         terminal.expect(r"\n")
@@ -70,8 +73,14 @@ def test_a_first_run_opens_the_token_page_asks_hidden_checks_and_keeps_the_token
     assert (tmp_path / "opened.txt").read_text().strip() == f"{hub.address}/hub/token"
     assert token not in output and token not in transcript  # the prompt did not echo it
     kept = json.loads((tmp_path / "keyring.json").read_text())
-    assert kept == {f"jupyter-dev-proxy|alice on {hub.address}": token,
+    own = kept[f"jupyter-dev-proxy|alice on {hub.address}"]
+    assert kept == {f"jupyter-dev-proxy|alice on {hub.address}": own,
                     f"jupyter-dev-proxy|user on {hub.address}": "alice"}
+    # The pasted token could make tokens, so the proxy keeps one of its own, narrow and expiring, and the pasted
+    # one is revoked.
+    assert own != token and own not in transcript
+    assert hub.api("GET", "/user", token=token)[0] == 403
+    _assert_the_proxys_own_token(hub, own)
 
     # The next start, not on a terminal, finds it there; forget-token removes it.
     proxy = run_proxy(proxies, first_run_env)
@@ -99,7 +108,97 @@ def test_without_a_usable_keyring_the_token_is_kept_in_a_file_only_the_user_may_
         terminal.close()
     kept = tmp_path / "config" / "jupyter-dev-proxy" / "tokens.json"
     assert stat.S_IMODE(kept.stat().st_mode) == 0o600
-    assert json.loads(kept.read_text()) == {hub.address: {"alice": token}}
+    own = json.loads(kept.read_text())[hub.address]["alice"]
+    assert json.loads(kept.read_text()) == {hub.address: {"alice": own}} and own != token
+    _assert_the_proxys_own_token(hub, own)
+
+
+def _assert_the_proxys_own_token(hub: Hub, own: str) -> None:
+    """``own`` is the proxy's own token of alice's: its note, only the scopes it needs, a month's expiry."""
+    status, me = hub.api("GET", "/user", token=own)
+    assert status == 200 and me["name"] == "alice"
+    model = hub.token_model("alice", me["token_id"])
+    assert model is not None and model["note"].startswith("jupyter-dev-proxy on ")
+    asked = {"access:servers!server=alice/", "read:servers!user=alice", "read:tokens!user=alice",
+             "start:servers!user=alice"}
+    implied = {"read:users:name!user=alice", "read:users:groups!user=alice"}  # the hub adds what read:servers needs
+    assert set(model["scopes"]) - implied == asked, model["scopes"]
+    days = (datetime.fromisoformat(model["expires_at"].replace("Z", "+00:00")) - datetime.now(timezone.utc)).days
+    assert 29 <= days <= 30
+
+
+def test_a_pasted_token_that_may_not_make_tokens_is_kept_as_it_is(
+        hub: Hub, first_run_env: dict[str, str], tmp_path: Path) -> None:
+    hub.ensure_running("alice")  # the token may not start it
+    token = hub.make_token("alice", scopes=["access:servers!user=alice", "read:servers!user=alice"])
+    terminal = _first_run(first_run_env)
+    try:
+        terminal.expect("Paste the token here")
+        terminal.sendline(token)
+        terminal.expect("This token may not make tokens, so the proxy keeps it as it is")
+        terminal.expect("Kept in the system keyring")
+        terminal.expect("Authorization URL with token for IDE")
+    finally:
+        terminal.kill(signal.SIGTERM)
+        terminal.close()
+    assert json.loads((tmp_path / "keyring.json").read_text())[f"jupyter-dev-proxy|alice on {hub.address}"] == token
+    assert hub.api("GET", "/user", token=token)[0] == 200
+
+
+def test_login_with_a_password_makes_the_proxys_own_token_and_keeps_no_password(
+        hub: Hub, first_run_env: dict[str, str], tmp_path: Path, proxies: list[ProxyProcess]) -> None:
+    """On a hub with a password login: the password goes to the hub once, the hub makes the proxy's own token
+    (narrow, expiring), and the next start asks nothing."""
+    hub.ensure_running("alice")
+    wrong = _first_run(first_run_env, "login", "--password")
+    try:
+        wrong.expect("Your user name on the hub: ")  # JUPYTER_USERNAME is not set
+        wrong.sendline("alice")
+        wrong.expect("alice's password on ")
+        wrong.sendline("not-the-password")
+        wrong.expect("The hub did not accept that user name and password")
+        wrong.expect(pexpect.EOF)
+    finally:
+        wrong.close()
+    assert wrong.exitstatus != 0
+    terminal = _first_run(first_run_env, "login", "--password")
+    try:
+        terminal.expect("Your user name on the hub: ")
+        terminal.sendline("alice")
+        terminal.expect("alice's password on ")
+        terminal.sendline(hub.user_password)
+        terminal.expect("The hub made the proxy a token of alice's")
+        terminal.expect("Kept in the system keyring")
+        terminal.expect(pexpect.EOF)
+        transcript = terminal.before
+    finally:
+        terminal.close()
+    assert terminal.exitstatus == 0 and hub.user_password not in transcript
+    kept = (tmp_path / "keyring.json").read_text()
+    assert hub.user_password not in kept and not (tmp_path / "config").exists()  # the password is kept nowhere
+    _assert_the_proxys_own_token(hub, json.loads(kept)[f"jupyter-dev-proxy|alice on {hub.address}"])
+    proxy = run_proxy(proxies, first_run_env)
+    proxy.wait_for_banner()
+    assert "Token: alice's, from the system keyring" in proxy.output
+    assert proxy.get("/api/status")[0] == 200
+
+
+def test_login_replaces_a_kept_token_with_a_new_paste(hub: Hub, first_run_env: dict[str, str], tmp_path: Path) -> None:
+    hub.ensure_running("alice")  # the tokens may not start it
+    first, second = (hub.make_token("alice", scopes=["access:servers!user=alice"]) for _ in range(2))
+    for token, why in ((first, "none is set or kept yet"), (second, "you asked for a new one")):
+        terminal = _first_run(first_run_env, *(("login",) if token == second else ()))
+        try:
+            terminal.expect(why)
+            terminal.expect("Paste the token here")
+            terminal.sendline(token)
+            terminal.expect("Kept in the system keyring")
+            if token == second:
+                terminal.expect(pexpect.EOF)  # login keeps the token and ends; it starts no proxy
+        finally:
+            terminal.kill(signal.SIGTERM)
+            terminal.close()
+    assert json.loads((tmp_path / "keyring.json").read_text())[f"jupyter-dev-proxy|alice on {hub.address}"] == second
 
 
 def test_not_on_a_terminal_a_missing_token_is_one_sentence(hub: Hub, first_run_env: dict[str, str]) -> None:
@@ -224,3 +323,4 @@ def test_unknown_spawn_options_are_the_hubs_sentence(hub: Hub) -> None:
                                      JUPYTERHUB_SERVER_OPTIONS='{"profile": "huge"}'), after_log=True)
     assert "The hub could not start your default server" in message
     assert "unknown profile 'huge'" in message
+
