@@ -324,3 +324,42 @@ def test_unknown_spawn_options_are_the_hubs_sentence(hub: Hub) -> None:
     assert "The hub could not start your default server" in message
     assert "unknown profile 'huge'" in message
 
+
+
+def test_a_pasted_token_is_not_revoked_when_the_proxys_own_cannot_be_kept(
+        hub: Hub, first_run_env: dict[str, str], tmp_path: Path) -> None:
+    """The token store fails (here: its file is a symbolic link, which the proxy refuses to write through): the
+    pasted token must still work, or the user is left with no token at all."""
+    env = {**first_run_env, "PYTHON_KEYRING_BACKEND": "keyring.backends.fail.Keyring"}
+    (tmp_path / "config" / "jupyter-dev-proxy").mkdir(parents=True)
+    (tmp_path / "config" / "jupyter-dev-proxy" / "tokens.json").symlink_to(tmp_path / "elsewhere.json")
+    token = hub.make_token("alice")
+    terminal = _first_run(env)
+    try:
+        terminal.expect("Paste the token here")
+        terminal.sendline(token)
+        terminal.expect("is a symbolic link")
+        terminal.expect(pexpect.EOF)
+    finally:
+        terminal.close()
+    assert hub.api("GET", "/user", token=token)[0] == 200
+
+
+@pytest.mark.parametrize(("args", "prompt", "answer"), [
+    (("login", "--password"), "Your user name on the hub: ", "\x04"),
+    (("login", "--password"), "Your user name on the hub: ", "\x03"),
+    (("login",), "Paste the token here", "\x04"),
+], ids=["password-ctrl-d", "password-ctrl-c", "paste-ctrl-d"])
+def test_login_ends_quietly_when_the_prompt_is_left(
+        hub: Hub, first_run_env: dict[str, str], args: tuple[str, ...], prompt: str, answer: str) -> None:
+    """Ctrl-D or Ctrl-C at a prompt of ``login``: the command ends, without a traceback."""
+    terminal = _first_run(first_run_env, *args)
+    try:
+        terminal.expect(prompt)
+        terminal.send(answer)
+        terminal.expect(pexpect.EOF)
+        output = terminal.before
+    finally:
+        terminal.close()
+    assert "Traceback" not in output, output
+    assert terminal.exitstatus != 0 or terminal.signalstatus is not None
