@@ -16,7 +16,7 @@ from collections.abc import Callable
 from dataclasses import replace
 from typing import TextIO
 
-from .config import Settings
+from .config import Settings, TokenSource
 from .hubapi import (
     FixedToken,
     HubClient,
@@ -69,26 +69,31 @@ async def _hub_version(hub: HubClient) -> str:
         return ""  # the scope advice then names JupyterHub 6's start scope
 
 
-async def _check(settings: Settings, token: str) -> tuple[str | None, list[str], str]:
-    """Whose ``token`` is and what it cannot do, as lines to show, and the token to keep: one of the proxy's own
-    when the pasted one may make it. (None, [why], token) when the hub refuses it."""
+# Keeps a token for a user and says where: TokenStore.save for the hub at hand.
+_Keep = Callable[[str, str], TokenSource]
+
+
+async def _check(settings: Settings, token: str,
+                 keep: _Keep) -> tuple[list[str], tuple[str, str, TokenSource] | None]:
+    """Whose ``token`` is and what it cannot do, as lines to show, and (owner, token, where) once kept: one of the
+    proxy's own when the pasted one may make it. ([why], None) when the hub refuses it."""
     async with hub_client(settings, FixedToken(token)) as hub:
         version = await _hub_version(hub)
         try:
             me = await hub.whoami()
         except TokenRefused as refused:
-            return None, [f"The hub does not accept this token ({refused.status}): copy it again from the token "
-                          "page."], token
+            return [f"The hub does not accept this token ({refused.status}): copy it again from the token "
+                    "page."], None
         owner = me.name
         if settings.hub.user and owner != settings.hub.user:
-            return None, [f"This token belongs to '{owner}', but JUPYTER_USERNAME is '{settings.hub.user}': make "
-                          "the token as that user, or change JUPYTER_USERNAME."], token
+            return [f"This token belongs to '{owner}', but JUPYTER_USERNAME is '{settings.hub.user}': make "
+                    "the token as that user, or change JUPYTER_USERNAME."], None
         scopes = me.scopes
         server = settings.hub.server
         lines = [f"✓ The token is {owner}'s."]
         if grants(scopes, "access:servers", owner, server) is False:
-            return None, [f"✗ The token may not use your server: tick access:servers!server={owner}/{server} on "
-                          "the token page and make a new one."], token
+            return [f"✗ The token may not use your server: tick access:servers!server={owner}/{server} on "
+                    "the token page and make a new one."], None
         for scope, why in (("read:servers", "the proxy cannot see whether your server runs"),
                            (start_scope_name(version) if version else "start:servers",
                             "the proxy cannot start your server when it is stopped")):
@@ -97,27 +102,42 @@ async def _check(settings: Settings, token: str) -> tuple[str | None, list[str],
         if grants(scopes, "tokens", owner, server) is not True:
             lines.append("This token may not make tokens, so the proxy keeps it as it is: it can do all you ticked, "
                          "for as long as you chose.")
-            return owner, lines, token
-        kept, said = await _own_token(hub, settings, me, version, token)
-        return owner, lines + said, kept
+            return lines, (owner, token, keep(owner, token))
+        said, kept = await _own_token(hub, settings, me, version, token, keep)
+        return lines + said, kept
 
 
-async def _own_token(hub: HubClient, settings: Settings, me: Identity, version: str,
-                     pasted: str) -> tuple[str, list[str]]:
-    """Make the proxy's own token with the pasted one, then revoke the pasted one: (the token to keep, lines)."""
+async def _own_token(hub: HubClient, settings: Settings, me: Identity, version: str, pasted: str,
+                     keep: _Keep) -> tuple[list[str], tuple[str, str, TokenSource]]:
+    """Make the proxy's own token with the pasted one, keep it, and only then revoke the pasted one (a store that
+    fails must not leave the user with no token at all): (lines, (owner, token, where))."""
     wanted = own_token_request(settings, me.name, version, me.scopes)
     try:
         made = await hub.new_token(me.name, wanted)
     except HubError as exc:
-        return pasted, [f"✗ The proxy could not make a token of its own ({exc}), so it keeps the one you pasted."]
+        return ([f"✗ The proxy could not make a token of its own ({exc}), so it keeps the one you pasted."],
+                (me.name, pasted, keep(me.name, pasted)))
+    try:
+        source = keep(me.name, made.token)
+    except Exception:
+        await _revoked(hub, me.name, made.token_id)  # unkept, it is of no use: the pasted one stays valid
+        raise
     until = f", until {made.expires_at:%Y-%m-%d}" if made.expires_at else ""
     lines = [f"✓ The proxy made a token of its own, '{wanted.note}', with only what it needs "
              f"({', '.join(wanted.scopes)}){until}."]
-    if me.token_id is not None and await hub.revoke_token(me.name, me.token_id):
+    if me.token_id is not None and await _revoked(hub, me.name, me.token_id):
         lines.append("✓ The token you pasted is revoked: nothing needs it any more.")
     else:
         lines.append("The token you pasted still works: revoke it on the token page, the proxy does not need it.")
-    return made.token, lines
+    return lines, (me.name, made.token, source)
+
+
+async def _revoked(hub: HubClient, user: str, token_id: str) -> bool:
+    """Whether the hub revoked the token; a hub that cannot be reached now has not (the user is told)."""
+    try:
+        return await hub.revoke_token(user, token_id)
+    except HubError:
+        return False
 
 
 def ask_for_token(settings: Settings, store: TokenStore, out: TextIO,
@@ -142,13 +162,13 @@ def ask_for_token(settings: Settings, store: TokenStore, out: TextIO,
         if not token:
             return None
         try:
-            owner, lines, token = asyncio.run(_check(settings, token))
+            lines, kept = asyncio.run(_check(settings, token, lambda owner, value: store.save(hub, owner, value)))
         except HubError as exc:
             out.write(f"{exc}\n")
             return None
         out.write("".join(f"{line}\n" for line in lines))
-        if owner is not None:
-            source = store.save(hub, owner, token)
+        if kept is not None:
+            owner, token, source = kept
             out.write(f"Kept in {source} for the next starts; `jupyter-dev-proxy forget-token` removes it.\n")
             out.flush()
             return replace(settings, hub=hub.for_user(owner), hub_token=token, token_source=source)
