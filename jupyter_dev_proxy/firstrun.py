@@ -140,6 +140,15 @@ async def _revoked(hub: HubClient, user: str, token_id: str) -> bool:
         return False
 
 
+def _answer(read: Callable[[str], str], prompt: str) -> str:
+    """What the user typed (a password as it is: spaces may be part of it); '' (no answer) when they end the
+    input with Ctrl-D."""
+    try:
+        return read(prompt)
+    except EOFError:
+        return ""
+
+
 def ask_for_token(settings: Settings, store: TokenStore, out: TextIO,
                   read_secret: Callable[[str], str] = getpass.getpass,
                   open_browser: Callable[[str], object] = webbrowser.open,
@@ -158,7 +167,7 @@ def ask_for_token(settings: Settings, store: TokenStore, out: TextIO,
     out.flush()
     open_browser(page)
     for _ in range(_ATTEMPTS):
-        token = read_secret(f"Paste the token here, it is not shown{skip}: ").strip()
+        token = _answer(read_secret, f"Paste the token here, it is not shown{skip}: ").strip()
         if not token:
             return None
         try:
@@ -182,10 +191,10 @@ def login_with_password(settings: Settings, store: TokenStore, out: TextIO,
     """``login --password``, for hubs with a password login (PAM, LDAP, Native, SharedPassword): the hub makes the
     proxy its own token with the user's password, sent once to the hub and never kept. None when not done."""
     hub = settings.hub
-    user = hub.user or read_line("Your user name on the hub: ").strip()
+    user = hub.user or _answer(read_line, "Your user name on the hub: ").strip()
     if not user:
         return None
-    password = read_secret(f"{user}'s password on {hub} (it is not shown, and not kept): ")
+    password = _answer(read_secret, f"{user}'s password on {hub} (it is not shown, and not kept): ")
     if not password:
         return None
     try:
