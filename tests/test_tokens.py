@@ -363,3 +363,22 @@ def test_login_ends_quietly_when_the_prompt_is_left(
         terminal.close()
     assert "Traceback" not in output, output
     assert terminal.exitstatus != 0 or terminal.signalstatus is not None
+
+
+
+def test_login_with_a_password_and_a_user_name_the_hub_spells_otherwise_does_not_blame_the_password(
+        hub: Hub, first_run_env: dict[str, str]) -> None:
+    """The hub signs 'Alice' in as 'alice' (it normalizes names) but has no user 'Alice' to make a token for: the
+    password was right, so saying it was wrong sends the user the wrong way."""
+    terminal = _first_run(first_run_env, "login", "--password")
+    try:
+        terminal.expect("Your user name on the hub: ")
+        terminal.sendline("Alice")
+        terminal.expect("password on ")
+        terminal.sendline(hub.user_password)
+        terminal.expect(pexpect.EOF)
+        output = terminal.before
+    finally:
+        terminal.close()
+    assert "did not accept that user name and password" not in output
+    assert "'Alice'" in output
