@@ -302,13 +302,17 @@ class HubClient:
         if status == 400 and "expires_in" in str((model or {}).get("message", "")):
             del body["expires_in"]  # longer than the hub allows (token_expires_in_max_seconds): its maximum then
             status, model, _ = await self.call("POST", path, auth=password is None, body=body)
+        said = str(model.get("message") or "") if isinstance(model, dict) else ""
+        if status == 403 and password is not None and "not found" in said:
+            # The hub signed the password in under its own spelling of the name (e.g. lower case) and says so.
+            raise UnexpectedAnswer(f"The hub accepted the password, but has no user '{user}': type your user name "
+                                   "as the hub shows it (often in lower case).", status)
         if status in _TOKEN_REFUSALS:
             raise TokenRefused("The hub did not accept the user name and password." if password is not None else
                                f"The token may not make tokens for {user} (it needs the tokens scope).", status)
         if status != 201 or not isinstance(model, dict) or not model.get("token"):
-            message = (model or {}).get("message") if isinstance(model, dict) else None
             raise UnexpectedAnswer(f"The hub answered {status} when asked for a new token"
-                                   f"{f': {message}' if message else ''}.", status)
+                                   f"{f': {said}' if said else ''}.", status)
         try:
             expires_at = _hub_time(model.get("expires_at"))
         except ValueError:
