@@ -286,6 +286,9 @@ def _login(argv: list[str]) -> int:
         done = login_with_password(settings, store, sys.stderr)
     else:
         done = ask_for_token(settings, store, sys.stderr, why="and you asked for a new one (it replaces a kept one)")
+    if done is not None and os.environ.get("JUPYTERHUB_API_TOKEN"):
+        print("Note: JUPYTERHUB_API_TOKEN is set in this environment, and it comes before a kept token: unset it "
+              "for the proxy to use the new one.", file=sys.stderr)
     return EXIT_OK if done is not None else EXIT_USAGE
 
 

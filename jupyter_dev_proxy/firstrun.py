@@ -192,10 +192,9 @@ def login_with_password(settings: Settings, store: TokenStore, out: TextIO,
     proxy its own token with the user's password, sent once to the hub and never kept. None when not done."""
     hub = settings.hub
     user = hub.user or _answer(read_line, "Your user name on the hub: ").strip()
-    if not user:
-        return None
-    password = _answer(read_secret, f"{user}'s password on {hub} (it is not shown, and not kept): ")
+    password = _answer(read_secret, f"{user}'s password on {hub} (it is not shown, and not kept): ") if user else ""
     if not password:
+        out.write("No user name or password given: nothing was changed.\n")
         return None
     try:
         token, line = asyncio.run(_token_with_password(settings, user, password))
@@ -207,8 +206,6 @@ def login_with_password(settings: Settings, store: TokenStore, out: TextIO,
     except HubError as exc:
         out.write(f"{exc}\n")
         return None
-    finally:
-        password = ""
     source = store.save(hub, user, token)
     out.write(f"{line}\nKept in {source} for the next starts; `jupyter-dev-proxy forget-token` removes it.\n")
     out.flush()
