@@ -11,6 +11,7 @@ import sys
 import time
 from datetime import datetime, timezone
 from pathlib import Path
+from typing import Any
 
 import pexpect
 import pytest
@@ -44,6 +45,35 @@ def first_run_env(hub: Hub, tmp_path: Path) -> dict[str, str]:
 def _first_run(env: dict[str, str], *args: str) -> pexpect.spawn:
     return pexpect.spawn(sys.executable, [str(PROXY), *args], env=env, cwd=str(Path(env["TEST_KEYRING_FILE"]).parent),
                          encoding="utf-8", timeout=60)
+
+
+def _paste(env: dict[str, str], token: str, *then: Any) -> None:
+    """A first run in a terminal: ``token`` pasted at its prompt, then each of ``then`` (text, or pexpect.EOF)
+    expected in turn; the process is stopped after."""
+    terminal = _first_run(env)
+    try:
+        terminal.expect("Paste the token here")
+        terminal.sendline(token)
+        for expected in then:
+            terminal.expect(expected)
+    finally:
+        terminal.kill(signal.SIGTERM)
+        terminal.close()
+
+
+def _password_login(env: dict[str, str], user: str, password: str) -> tuple[str, int]:
+    """``login --password`` in a terminal, answered ``user`` and ``password``: what it printed, its exit status."""
+    terminal = _first_run(env, "login", "--password")
+    try:
+        terminal.expect("Your user name on the hub: ")  # JUPYTER_USERNAME is not set
+        terminal.sendline(user)
+        terminal.expect("password on ")
+        terminal.sendline(password)
+        terminal.expect(pexpect.EOF)
+        transcript = terminal.before
+    finally:
+        terminal.close()
+    return transcript, terminal.exitstatus
 
 
 def test_a_first_run_opens_the_token_page_asks_hidden_checks_and_keeps_the_token(
@@ -97,15 +127,7 @@ def test_without_a_usable_keyring_the_token_is_kept_in_a_file_only_the_user_may_
         hub: Hub, first_run_env: dict[str, str], tmp_path: Path) -> None:
     env = {**first_run_env, "PYTHON_KEYRING_BACKEND": "keyring.backends.fail.Keyring"}
     token = hub.make_token("alice")
-    terminal = _first_run(env)
-    try:
-        terminal.expect("Paste the token here")
-        terminal.sendline(token)
-        terminal.expect("Kept in the proxy's token file")
-        terminal.expect("Authorization URL with token for IDE")
-    finally:
-        terminal.kill(signal.SIGTERM)
-        terminal.close()
+    _paste(env, token, "Kept in the proxy's token file", "Authorization URL with token for IDE")
     kept = tmp_path / "config" / "jupyter-dev-proxy" / "tokens.json"
     assert stat.S_IMODE(kept.stat().st_mode) == 0o600
     own = json.loads(kept.read_text())[hub.address]["alice"]
@@ -131,16 +153,8 @@ def test_a_pasted_token_that_may_not_make_tokens_is_kept_as_it_is(
         hub: Hub, first_run_env: dict[str, str], tmp_path: Path) -> None:
     hub.ensure_running("alice")  # the token may not start it
     token = hub.make_token("alice", scopes=["access:servers!user=alice", "read:servers!user=alice"])
-    terminal = _first_run(first_run_env)
-    try:
-        terminal.expect("Paste the token here")
-        terminal.sendline(token)
-        terminal.expect("This token may not make tokens, so the proxy keeps it as it is")
-        terminal.expect("Kept in the system keyring")
-        terminal.expect("Authorization URL with token for IDE")
-    finally:
-        terminal.kill(signal.SIGTERM)
-        terminal.close()
+    _paste(first_run_env, token, "This token may not make tokens, so the proxy keeps it as it is",
+           "Kept in the system keyring", "Authorization URL with token for IDE")
     assert json.loads((tmp_path / "keyring.json").read_text())[f"jupyter-dev-proxy|alice on {hub.address}"] == token
     assert hub.api("GET", "/user", token=token)[0] == 200
 
@@ -150,30 +164,11 @@ def test_login_with_a_password_makes_the_proxys_own_token_and_keeps_no_password(
     """On a hub with a password login: the password goes to the hub once, the hub makes the proxy's own token
     (narrow, expiring), and the next start asks nothing."""
     hub.ensure_running("alice")
-    wrong = _first_run(first_run_env, "login", "--password")
-    try:
-        wrong.expect("Your user name on the hub: ")  # JUPYTER_USERNAME is not set
-        wrong.sendline("alice")
-        wrong.expect("alice's password on ")
-        wrong.sendline("not-the-password")
-        wrong.expect("The hub did not accept that user name and password")
-        wrong.expect(pexpect.EOF)
-    finally:
-        wrong.close()
-    assert wrong.exitstatus != 0
-    terminal = _first_run(first_run_env, "login", "--password")
-    try:
-        terminal.expect("Your user name on the hub: ")
-        terminal.sendline("alice")
-        terminal.expect("alice's password on ")
-        terminal.sendline(hub.user_password)
-        terminal.expect("The hub made the proxy a token of alice's")
-        terminal.expect("Kept in the system keyring")
-        terminal.expect(pexpect.EOF)
-        transcript = terminal.before
-    finally:
-        terminal.close()
-    assert terminal.exitstatus == 0 and hub.user_password not in transcript
+    transcript, status = _password_login(first_run_env, "alice", "not-the-password")
+    assert "The hub did not accept that user name and password" in transcript and status != 0
+    transcript, status = _password_login(first_run_env, "alice", hub.user_password)
+    assert "The hub made the proxy a token of alice's" in transcript and "Kept in the system keyring" in transcript
+    assert status == 0 and hub.user_password not in transcript
     kept = (tmp_path / "keyring.json").read_text()
     assert hub.user_password not in kept and not (tmp_path / "config").exists()  # the password is kept nowhere
     _assert_the_proxys_own_token(hub, json.loads(kept)[f"jupyter-dev-proxy|alice on {hub.address}"])
@@ -334,14 +329,7 @@ def test_a_pasted_token_is_not_revoked_when_the_proxys_own_cannot_be_kept(
     (tmp_path / "config" / "jupyter-dev-proxy").mkdir(parents=True)
     (tmp_path / "config" / "jupyter-dev-proxy" / "tokens.json").symlink_to(tmp_path / "elsewhere.json")
     token = hub.make_token("alice")
-    terminal = _first_run(env)
-    try:
-        terminal.expect("Paste the token here")
-        terminal.sendline(token)
-        terminal.expect("is a symbolic link")
-        terminal.expect(pexpect.EOF)
-    finally:
-        terminal.close()
+    _paste(env, token, "is a symbolic link", pexpect.EOF)
     assert hub.api("GET", "/user", token=token)[0] == 200
 
 
@@ -370,15 +358,6 @@ def test_login_with_a_password_and_a_user_name_the_hub_spells_otherwise_does_not
         hub: Hub, first_run_env: dict[str, str]) -> None:
     """The hub signs 'Alice' in as 'alice' (it normalizes names) but has no user 'Alice' to make a token for: the
     password was right, so saying it was wrong sends the user the wrong way."""
-    terminal = _first_run(first_run_env, "login", "--password")
-    try:
-        terminal.expect("Your user name on the hub: ")
-        terminal.sendline("Alice")
-        terminal.expect("password on ")
-        terminal.sendline(hub.user_password)
-        terminal.expect(pexpect.EOF)
-        output = terminal.before
-    finally:
-        terminal.close()
+    output, _ = _password_login(first_run_env, "Alice", hub.user_password)
     assert "did not accept that user name and password" not in output
     assert "'Alice'" in output
