@@ -9,6 +9,7 @@ makes that token with the user's password, which is never kept.
 from __future__ import annotations
 
 import asyncio
+import enum
 import getpass
 import socket
 import webbrowser
@@ -22,6 +23,7 @@ from .hubapi import (
     HubClient,
     HubError,
     Identity,
+    NewToken,
     TokenRefused,
     UnexpectedAnswer,
     WantedToken,
@@ -39,27 +41,51 @@ _ATTEMPTS = 3
 OWN_TOKEN_SECONDS = 30 * 24 * 3600
 
 
+# The scopes the proxy needs, one table for the token page's advice and the proxy's own token: (name, whether it
+# is asked for the one server or for the user, what it is for). "start" is the hub's start scope (servers before
+# JupyterHub 6); read:tokens lets the token read its own expiry, and is not worth a tick on the token page.
+class _Over(enum.Enum):
+    """What a scope is asked over: the user's one server, or all that is the user's."""
+
+    SERVER = "server"
+    USER = "user"
+
+
+_NEEDED = (("access:servers", _Over.SERVER, "to use your server (required)"),
+           ("read:servers", _Over.USER, "to see whether it runs and follow its start"),
+           ("start", _Over.USER, "to start it when it is stopped"),
+           ("read:tokens", _Over.USER, "to read its own expiry"))
+
+
+def _scope(name: str, over: _Over, user: str, server: str) -> str:
+    return f"{name}!server={user}/{server}" if over is _Over.SERVER else f"{name}!user={user}"
+
+
 def scopes_to_tick(settings: Settings, user: str) -> list[tuple[str, str]]:
     """The token page's scopes the proxy needs, with what each is for."""
-    server = f"{user}/{settings.hub.server}"
-    return [(f"access:servers!server={server}", "to use your server (required)"),
-            (f"read:servers!user={user}", "to see whether it runs and follow its start"),
-            (f"servers!user={user} (JupyterHub 5) or start:servers!user={user} (JupyterHub 6)",
-             "to start it when it is stopped")]
+    server = settings.hub.server
+    either_start = f"servers!user={user} (JupyterHub 5) or start:servers!user={user} (JupyterHub 6)"
+    return [(either_start if name == "start" else _scope(name, over, user, server), why)
+            for name, over, why in _NEEDED if name != "read:tokens"]
 
 
 def own_token_request(settings: Settings, owner: str, hub_version: str,
                       held: tuple[str, ...] | None = None) -> WantedToken:
-    """The proxy's own token for ``owner``: to use the server, see it and start it, and read its own expiry; of
-    those, only what ``held`` (the scopes of the token that asks, when known) grants, as a token can give no more."""
+    """The proxy's own token for ``owner``: every scope it needs, of those only what ``held`` (the scopes of the
+    token that asks, when known) grants, as a token can give no more."""
     server = settings.hub.server
     start = start_scope_name(hub_version) if hub_version else "start:servers"
-    wanted = [("access:servers", f"access:servers!server={owner}/{server}"),
-              ("read:servers", f"read:servers!user={owner}"), (start, f"{start}!user={owner}"),
-              ("read:tokens", f"read:tokens!user={owner}")]
+    names = [(start if name == "start" else name, over) for name, over, _ in _NEEDED]
     return WantedToken(note=f"jupyter-dev-proxy on {socket.gethostname()}",
-                       scopes=tuple(scope for name, scope in wanted if grants(held, name, owner, server) is not False),
+                       scopes=tuple(_scope(name, over, owner, server) for name, over in names
+                                    if grants(held, name, owner, server) is not False),
                        expires_in_seconds=OWN_TOKEN_SECONDS)
+
+
+def _made(whose: str, wanted: WantedToken, made: NewToken) -> str:
+    """The line that says which token was made, and what it may do until when (never its value)."""
+    until = f", until {made.expires_at:%Y-%m-%d}" if made.expires_at else ""
+    return f"✓ {whose}, '{wanted.note}', with only what it needs ({', '.join(wanted.scopes)}){until}."
 
 
 async def _hub_version(hub: HubClient) -> str:
@@ -122,9 +148,7 @@ async def _own_token(hub: HubClient, settings: Settings, me: Identity, version: 
     except Exception:
         await _revoked(hub, me.name, made.token_id)  # unkept, it is of no use: the pasted one stays valid
         raise
-    until = f", until {made.expires_at:%Y-%m-%d}" if made.expires_at else ""
-    lines = [f"✓ The proxy made a token of its own, '{wanted.note}', with only what it needs "
-             f"({', '.join(wanted.scopes)}){until}."]
+    lines = [_made("The proxy made a token of its own", wanted, made)]
     if me.token_id is not None and await _revoked(hub, me.name, me.token_id):
         lines.append("✓ The token you pasted is revoked: nothing needs it any more.")
     else:
@@ -216,6 +240,4 @@ async def _token_with_password(settings: Settings, user: str, password: str) -> 
     async with hub_client(settings, None) as hub:
         wanted = own_token_request(settings, user, await _hub_version(hub))
         made = await hub.new_token(user, wanted, password=password)
-    until = f", until {made.expires_at:%Y-%m-%d}" if made.expires_at else ""
-    return made.token, (f"✓ The hub made the proxy a token of {user}'s, '{wanted.note}', with only what it needs "
-                        f"({', '.join(wanted.scopes)}){until}.")
+    return made.token, _made(f"The hub made the proxy a token of {user}'s", wanted, made)
