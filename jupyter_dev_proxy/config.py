@@ -98,6 +98,20 @@ OPTIONS: tuple[_Option, ...] = (
             "Your hub API token (make one at <hub>/hub/token). Without one anywhere, a start in a terminal asks "
             "for it and keeps it; otherwise the token the IDE presents is sent to the hub, as the original "
             "proxy.py did."),
+    _Option("oauth_client_id", "JUPYTERHUB_OAUTH_CLIENT_ID", "--oauth-client-id", None,
+            "Sign in with the hub's own login page in your browser (single sign-on included) instead of pasting a "
+            "token: the client id (service-...) of the service your hub's admin registered for the proxy. See "
+            "'Signing in' in the guide.", "ID"),
+    _Option("oauth_client_secret", "JUPYTERHUB_OAUTH_CLIENT_SECRET", None, None,
+            "With JUPYTERHUB_OAUTH_CLIENT_ID: that service's client secret (its api_token), which your hub's admin "
+            "gives out; or a file holding it, named by JUPYTERHUB_OAUTH_CLIENT_SECRET_FILE."),
+    _Option("oauth_client_secret_file", "JUPYTERHUB_OAUTH_CLIENT_SECRET_FILE", "--oauth-client-secret-file", None,
+            "File holding the sign-in service's client secret (instead of JUPYTERHUB_OAUTH_CLIENT_SECRET).",
+            "FILE"),
+    _Option("oauth_callback_url", "JUPYTERHUB_OAUTH_CALLBACK_URL", "--oauth-callback-url", None,
+            "Where the hub sends your browser back after you sign in: exactly the oauth_redirect_uri of the "
+            "service (localhost and 127.0.0.1 differ). Default: "
+            "http://<listen host>:<listen port>/jupyter-dev-proxy/oauth/callback.", "URL"),
     _Option("local_token", "JUPYTER_PROXY_TOKEN", None, None,
             "The token the IDE must present to this proxy. Default: a new random one at every start."),
     _Option("allowed_hosts", "JUPYTER_PROXY_ALLOWED_HOSTS", "--allowed-hosts", None,
@@ -217,6 +231,22 @@ class CorsPolicy:
         return "*" in self.origins or origin.rstrip("/").lower() in self.origins
 
 
+# Where the hub sends the browser back after a sign-in, by default: among the proxy's own pages, which are never
+# forwarded (everything else belongs to the user's server).
+OWN_PAGES_PREFIX = "/jupyter-dev-proxy/"
+SIGN_IN_CALLBACK_PATH = OWN_PAGES_PREFIX + "oauth/callback"
+
+
+@dataclass(frozen=True)
+class OAuthClient:
+    """The service a hub's admin registered for the proxy: with it, the user signs in with the hub's own login in a
+    browser, and the hub gives the proxy a token (OAuth 2 authorization code with PKCE)."""
+
+    client_id: str
+    client_secret: str = field(repr=False)
+    callback_url: URL  # exactly the service's oauth_redirect_uri, served by the proxy itself
+
+
 @dataclass(frozen=True)
 class Settings:
     """Everything the proxy needs to know, decided once at startup."""
@@ -250,6 +280,8 @@ class Settings:
     # The browser cookie's value, new at every start: it stands for the proxy's token, which never goes into a
     # cookie (a browser sends a host's cookies to every port of it, that is to every other local service).
     browser_session: str = field(default_factory=lambda: secrets.token_urlsafe(32))
+    # Signing in with the hub's login in a browser; None: the hub does not know the proxy (a token is pasted).
+    oauth: OAuthClient | None = None
 
     @property
     def hub_token_setting(self) -> str:
@@ -258,8 +290,9 @@ class Settings:
 
     @property
     def forwards_ide_token(self) -> bool:
-        """No hub token configured: the IDE's own token is the hub credential (the original workflow)."""
-        return self.hub_token is None
+        """No hub token configured and no sign-in: the IDE's own token is the hub credential (the original
+        workflow)."""
+        return self.hub_token is None and self.oauth is None
 
     @property
     def secrets(self) -> tuple[str | None, ...]:
@@ -268,7 +301,7 @@ class Settings:
         proxy = self.forward_proxy
         proxy_secrets = (proxy.password, proxy.authorization) if proxy is not None else ()
         return (self.hub_token, self.local_token, self.browser_session, *proxy_secrets,
-                *(value for _, value in self.hub_headers))
+                *(value for _, value in self.hub_headers), self.oauth.client_secret if self.oauth else None)
 
     @property
     def reached_through(self) -> str:
@@ -417,7 +450,8 @@ def setting_origins(argv: Sequence[str], environ: Mapping[str, str], cwd: Path) 
     args = _parser().parse_args(list(argv))
     ranked = _ranked(args, environ, _read_env_file(args.env_file, cwd))
     def shown(dest: str, value: str) -> str:
-        if dest in ("hub_token", "local_token", "hub_headers") or (dest == "hub_proxy" and "@" in value):
+        if dest in ("hub_token", "local_token", "hub_headers", "oauth_client_secret") or (
+                dest == "hub_proxy" and "@" in value):
             return "(secret)"
         return _without_userinfo(value) if dest == "hub_url" else value
     return [(option.env or option.dest, _ORIGINS[rank], shown(option.dest, value))
@@ -664,6 +698,67 @@ def _start_server(values: Mapping[str, str | None], has_hub_token: bool) -> str:
     return when
 
 
+def _secret_file(path_value: str, setting: str, what: str) -> str:
+    """A secret kept in a file, as ``read_token_file`` reads it; ConfigError saying what is wrong with the file."""
+    path = Path(path_value).expanduser()
+    try:
+        return read_token_file(path)
+    except ValueError as exc:
+        problem = f"is empty: put {what} in it" if str(exc) == "empty" else "is not text: check it"
+        raise ConfigError(f"The file {path} {problem}, or fix {setting}.") from None
+    except OSError as exc:
+        raise ConfigError(f"Cannot read the file {path} ({exc.strerror or exc}): fix {setting}.") from None
+
+
+def _oauth_client(values: Mapping[str, str | None], listen_host: str, listen_port: int,
+                  allowed_hosts: frozenset[str]) -> OAuthClient | None:
+    """The sign-in service, when JUPYTERHUB_OAUTH_CLIENT_ID is set: its secret, and a callback this proxy serves."""
+    client_id = values["oauth_client_id"]
+    secret = (values["oauth_client_secret"] or
+              (_secret_file(values["oauth_client_secret_file"], "JUPYTERHUB_OAUTH_CLIENT_SECRET_FILE",
+                            "the sign-in service's client secret") if values["oauth_client_secret_file"] else None))
+    if client_id is None:
+        if secret is not None or values["oauth_callback_url"]:
+            raise ConfigError("A sign-in client secret or callback URL is set without JUPYTERHUB_OAUTH_CLIENT_ID: set "
+                              "the client id your hub's admin gave out too (or remove the others).")
+        return None
+    if not client_id.startswith("service-"):
+        raise ConfigError(f"JUPYTERHUB_OAUTH_CLIENT_ID={client_id!r} is not a JupyterHub service's client id, which "
+                          "starts with 'service-': use the one your hub's admin gave out.")
+    if secret is None:
+        raise ConfigError("JUPYTERHUB_OAUTH_CLIENT_ID is set without its secret: set JUPYTERHUB_OAUTH_CLIENT_SECRET "
+                          "(or JUPYTERHUB_OAUTH_CLIENT_SECRET_FILE) to the secret your hub's admin gave out.")
+    return OAuthClient(client_id, secret, _callback_url(values["oauth_callback_url"], listen_host, listen_port,
+                                                        allowed_hosts))
+
+
+def _callback_url(value: str | None, listen_host: str, listen_port: int, allowed_hosts: frozenset[str]) -> URL:
+    """The sign-in callback: the given URL, which must reach this proxy's own pages, or the default on the listen
+    address. The hub matches it exactly, so the port cannot be picked at random."""
+    if listen_port == 0:
+        raise ConfigError("Signing in with the hub needs a fixed port (the hub sends the browser back to exactly "
+                          "the address it knows): set JUPYTER_PROXY_PORT to a port number, not 0.")
+    if value is None:
+        host = "localhost" if listen_host in ("0.0.0.0", "::") else listen_host
+        return URL.build(scheme="http", host=host.strip("[]"), port=listen_port, path=SIGN_IN_CALLBACK_PATH)
+    advice = (f"write it like http://localhost:{listen_port}{SIGN_IN_CALLBACK_PATH}, as the service's "
+              "oauth_redirect_uri says")
+    try:
+        url = URL(value)
+        host = (url.host or "").lower()
+        port = url.port
+    except ValueError:
+        raise ConfigError(f"JUPYTERHUB_OAUTH_CALLBACK_URL={value!r} is not a URL: {advice}.") from None
+    reaches_proxy = host in allowed_hosts or (_is_ip_address(host) and ipaddress.ip_address(host).is_loopback)
+    if url.scheme != "http" or not reaches_proxy or port != listen_port or url.query_string or url.fragment:
+        raise ConfigError(f"JUPYTERHUB_OAUTH_CALLBACK_URL={value!r} does not reach this proxy (http, on this "
+                          f"computer, port {listen_port}): {advice}.")
+    if not url.path.startswith(OWN_PAGES_PREFIX) or url.path == OWN_PAGES_PREFIX:
+        raise ConfigError(f"JUPYTERHUB_OAUTH_CALLBACK_URL={value!r} has a path outside the proxy's own pages "
+                          f"({OWN_PAGES_PREFIX}...; every other path belongs to your server): {advice}.")
+    return url
+
+
 @dataclass(frozen=True)
 class Upstream:
     """A server the program chose itself instead of the hub settings (the ``--demo`` server)."""
@@ -693,14 +788,7 @@ def _hub_token(values: Mapping[str, str | None], hub: HubAddress,
     """The hub token, the user it was kept for (when it came from the store), and where it came from."""
     if values["hub_token_file"]:
         path = Path(values["hub_token_file"]).expanduser()
-        try:
-            token = read_token_file(path)
-        except ValueError as exc:
-            problem = "is empty: put your hub API token in it" if str(exc) == "empty" else "is not text: check it"
-            raise ConfigError(f"The hub token file {path} {problem}, or fix JUPYTERHUB_API_TOKEN_FILE.") from None
-        except OSError as exc:
-            raise ConfigError(f"Cannot read the hub token file {path} ({exc.strerror or exc}): "
-                              "fix JUPYTERHUB_API_TOKEN_FILE.") from None
+        token = _secret_file(values["hub_token_file"], "JUPYTERHUB_API_TOKEN_FILE", "your hub API token")
         return token, "", TokenSource(TokenKind.FILE, path)
     if values["hub_token"]:
         return values["hub_token"], "", TokenSource(TokenKind.VARIABLE)
@@ -757,7 +845,11 @@ def load_settings(argv: Sequence[str], environ: Mapping[str, str], cwd: Path,
 
     hub = _hub_address(values)
     hub_token, kept_for, token_source = _hub_token(values, hub, stored if upstream is None else None)
-    if not values["username"] and hub_token is None and not token_can_be_asked:
+    listen_host = values["listen_host"] or "localhost"
+    listen_port = _port(values["listen_port"] or "", "JUPYTER_PROXY_PORT", allow_zero=True)
+    allowed_hosts = _allowed_hosts(values, listen_host)
+    oauth = _oauth_client(values, listen_host, listen_port, allowed_hosts) if upstream is None else None
+    if not values["username"] and hub_token is None and oauth is None and not token_can_be_asked:
         raise ConfigError("No username is set: set JUPYTER_USERNAME to your JupyterHub username "
                           "(or set JUPYTERHUB_API_TOKEN, and the proxy asks the hub whose token it is).")
     ca_file = Path(values["ca_file"]).expanduser() if values["ca_file"] else None
@@ -772,11 +864,10 @@ def load_settings(argv: Sequence[str], environ: Mapping[str, str], cwd: Path,
     if hub.origin.scheme == "https":
         host = hub.origin.host or ""
         tls_name = values["tls_name"] or (_IP_TLS_NAME if _is_ip_address(host) else host)
-    listen_host = values["listen_host"] or "localhost"
 
     return Settings(
         listen_host=listen_host,
-        listen_port=_port(values["listen_port"] or "", "JUPYTER_PROXY_PORT", allow_zero=True),
+        listen_port=listen_port,
         hub=HubAddress(origin=hub.origin, base=hub.base, user=values["username"] or kept_for,
                        server=_server_name(values)),
         tls_name=tls_name,
@@ -784,7 +875,7 @@ def load_settings(argv: Sequence[str], environ: Mapping[str, str], cwd: Path,
         hub_token=hub_token,
         local_token=values["local_token"] or secrets.token_urlsafe(32),
         log_level=log_level,
-        start_server=_start_server(values, hub_token is not None),
+        start_server=_start_server(values, hub_token is not None or oauth is not None),
         token_source=token_source,
         server_options=_server_options(values),
         event_loop=_event_loop(values),
@@ -795,6 +886,7 @@ def load_settings(argv: Sequence[str], environ: Mapping[str, str], cwd: Path,
         client_key=_pem_file(values, "client_key", "JUPYTER_CLIENT_KEY"),
         forward_proxy=_hub_proxy(values, args, environ, dotenv, hub, implicit_dotenv),
         hub_headers=_hub_headers(values),
-        allowed_hosts=_allowed_hosts(values, listen_host),
+        allowed_hosts=allowed_hosts,
         cors=_cors(values),
+        oauth=oauth,
     )

@@ -915,3 +915,51 @@ def test_a_kept_token_is_found_when_no_setting_names_one(cwd: Path) -> None:
                                                                                    "the system keyring")
     assert asked == [("https://hub.example.org/jupyter", "")]
     assert load(cwd, JUPYTERHUB_API_TOKEN="env-token").hub_token == "env-token"  # a setting wins, unasked
+
+
+# --- signing in with the hub's login (OAuth) ------------------------------------------------------------
+
+_SIGN_IN = {"JUPYTERHUB_OAUTH_CLIENT_ID": "service-jupyter-dev-proxy", "JUPYTERHUB_OAUTH_CLIENT_SECRET": "s3cret-id"}
+
+
+def test_a_sign_in_service_needs_no_username_and_calls_back_to_the_listen_address_by_default(cwd: Path) -> None:
+    settings = load_settings([], {"JUPYTERHUB_URL": "https://hub.example.org", **_SIGN_IN}, cwd)
+    assert settings.oauth is not None
+    assert settings.oauth.client_id == "service-jupyter-dev-proxy"
+    assert settings.oauth.callback_url == URL("http://localhost:8000/jupyter-dev-proxy/oauth/callback")
+    assert settings.hub.user == ""
+    assert not settings.forwards_ide_token  # the IDE's token is the proxy's, the hub's comes from the sign-in
+    assert "s3cret-id" in settings.secrets  # so no log line shows it
+    assert "s3cret-id" not in repr(settings)
+
+
+def test_the_sign_in_secret_can_come_from_a_file_and_the_callback_from_the_admin(cwd: Path, tmp_path: Path) -> None:
+    secret = tmp_path / "secret"
+    secret.write_text("from-a-file\n")
+    settings = load(cwd, "--listen-port", "8765", JUPYTERHUB_OAUTH_CLIENT_ID="service-x",
+                    JUPYTERHUB_OAUTH_CLIENT_SECRET_FILE=str(secret),
+                    JUPYTERHUB_OAUTH_CALLBACK_URL="http://127.0.0.1:8765/jupyter-dev-proxy/signed-in")
+    assert settings.oauth is not None
+    assert settings.oauth.client_secret == "from-a-file"
+    assert settings.oauth.callback_url == URL("http://127.0.0.1:8765/jupyter-dev-proxy/signed-in")
+
+
+@pytest.mark.parametrize(("environ", "names"), [
+    ({"JUPYTERHUB_OAUTH_CLIENT_ID": "service-x"}, "JUPYTERHUB_OAUTH_CLIENT_SECRET"),
+    ({"JUPYTERHUB_OAUTH_CLIENT_SECRET": "s"}, "JUPYTERHUB_OAUTH_CLIENT_ID"),
+    ({**_SIGN_IN, "JUPYTERHUB_OAUTH_CLIENT_ID": "jupyter-dev-proxy"}, "JUPYTERHUB_OAUTH_CLIENT_ID"),
+    ({**_SIGN_IN, "JUPYTER_PROXY_PORT": "0"}, "JUPYTER_PROXY_PORT"),
+    ({**_SIGN_IN, "JUPYTERHUB_OAUTH_CALLBACK_URL": "http://localhost:9999/jupyter-dev-proxy/oauth/callback"},
+     "JUPYTERHUB_OAUTH_CALLBACK_URL"),
+    ({**_SIGN_IN, "JUPYTERHUB_OAUTH_CALLBACK_URL": "http://evil.example:8000/jupyter-dev-proxy/oauth/callback"},
+     "JUPYTERHUB_OAUTH_CALLBACK_URL"),
+    ({**_SIGN_IN, "JUPYTERHUB_OAUTH_CALLBACK_URL": "https://localhost:8000/jupyter-dev-proxy/oauth/callback"},
+     "JUPYTERHUB_OAUTH_CALLBACK_URL"),
+    ({**_SIGN_IN, "JUPYTERHUB_OAUTH_CALLBACK_URL": "http://localhost:8000/api/oauth_callback"},
+     "JUPYTERHUB_OAUTH_CALLBACK_URL"),
+    ({**_SIGN_IN, "JUPYTERHUB_OAUTH_CALLBACK_URL": "not a url at all"}, "JUPYTERHUB_OAUTH_CALLBACK_URL"),
+], ids=["no-secret", "no-id", "not-a-service", "random-port", "other-port", "foreign-host", "https", "server-path",
+        "garbage"])
+def test_a_sign_in_setting_that_cannot_work_is_one_sentence_naming_it(cwd: Path, environ: dict[str, str],
+                                                                        names: str) -> None:
+    assert_one_sentence_naming(load_error(cwd, **environ), names)
