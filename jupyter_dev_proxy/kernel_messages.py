@@ -159,7 +159,7 @@ def _top_level_values(text: str, names: frozenset[str]) -> dict[str, Any]:
 
     Each top-level value is decoded whole to step over it, so a key inside ``content`` is never mistaken for one of
     the message's own."""
-    decoder, found = json.JSONDecoder(), {}
+    decoder, found = json.JSONDecoder(), dict[str, Any]()
     position = len(text) - len(text.lstrip())
     if not text.startswith("{", position):
         return found
