@@ -30,6 +30,7 @@ from .http_relay import relay_http
 from .hubapi import HubClient
 from .logs import keep_secrets_out_of_logs
 from .routing import check_request_head, loggable, upstream_request_headers, upstream_url_for
+from .signin import SignInDesk
 from .status import PREFIX as STATUS_PREFIX
 from .status import StatusBoard
 from .tokens import HubCredential, credential_for
@@ -134,7 +135,7 @@ class ProxyRunner(web.BaseRunner):
 
     def __init__(self, settings: Settings, server_watch: ServerWatch | None = None,
                  shutdown_timeout: float = 60.0, credential: HubCredential | None = None,
-                 status: StatusBoard | None = None) -> None:
+                 status: StatusBoard | None = None, sign_in: SignInDesk | None = None) -> None:
         super().__init__(handle_signals=False, shutdown_timeout=shutdown_timeout)
         self._settings = settings
         self._watch = server_watch
@@ -146,6 +147,8 @@ class ProxyRunner(web.BaseRunner):
         self._relays = OpenRelays()
         self._log_budget = _LogBudget()
         self._watching_token: asyncio.Task[None] | None = None
+        self._sign_in = sign_in  # where the hub's login gives the token: its callback is served here
+        self.status.sign_in = sign_in
 
     async def _make_server(self) -> web.Server:
         keep_secrets_out_of_logs(self._settings.secrets)
@@ -217,6 +220,8 @@ class ProxyRunner(web.BaseRunner):
         check_host(request, settings)
         if is_preflight(request):  # answered here: a browser's question, without credentials
             return preflight_answer(request, settings)
+        if self._sign_in is not None and request.path == self._sign_in.callback_path:  # the hub's redirect back
+            return await self._sign_in.answer(request)
         if request.path.startswith(STATUS_PREFIX.rstrip("/")):  # the proxy's own page: never forwarded
             return await self.status.answer(request, self._hub_api, self._relays.kernel_websockets())
         hub_token = hub_token_for(request, settings, self.credential.token if self.credential else None)

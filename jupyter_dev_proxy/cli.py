@@ -14,6 +14,7 @@ import shutil
 import signal
 import sys
 from collections.abc import Coroutine, Sequence
+from dataclasses import replace
 from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any, TextIO
@@ -24,8 +25,9 @@ from . import __version__
 from .app import ProxyRunner
 from .config import ConfigError, Settings, load_settings, wants_demo
 from .demo import DemoServer, DemoUnavailable, start_demo_server
-from .hubapi import HubError, Progress, TokenInfo, hub_client
+from .hubapi import HubError, Progress, TokenInfo, TokenRefused, hub_client
 from .logs import configure_logging, keep_secrets_out_of_logs
+from .signin import SignedIn, SignInDesk, sign_in_before_serving
 from .startup import HubReport, check_hub
 from .status import PREFIX as STATUS_PREFIX
 from .status import StatusBoard
@@ -130,8 +132,10 @@ def _warnings(settings: Settings) -> list[str]:
     return warnings
 
 
-async def _ask_hub(settings: Settings, credential: HubCredential | None, stop: asyncio.Event) -> HubReport | int:
-    """The hub check (which may start the server and take minutes), abandoned if a stop signal comes first."""
+async def _ask_hub(settings: Settings, credential: HubCredential | None, stop: asyncio.Event,
+                   can_sign_in: bool = False) -> HubReport | int | None:
+    """The hub check (which may start the server and take minutes), abandoned if a stop signal comes first; None
+    when the hub refused the token and signing in can give a new one."""
     check = asyncio.ensure_future(check_hub(settings, credential, ProgressDisplay(sys.stderr)))
     stopping = asyncio.ensure_future(stop.wait())
     try:
@@ -144,28 +148,62 @@ async def _ask_hub(settings: Settings, credential: HubCredential | None, stop: a
         return EXIT_INTERRUPTED
     try:
         return check.result()
+    except TokenRefused as exc:
+        if can_sign_in:
+            return None
+        print(f"jupyter-dev-proxy: {exc}", file=sys.stderr)
+        return EXIT_USAGE
     except (HubError, ConfigError) as exc:
         print(f"jupyter-dev-proxy: {exc}", file=sys.stderr)
         return EXIT_USAGE
 
 
+async def _signed_in(settings: Settings, desk: SignInDesk, stop: asyncio.Event, why: str) -> Settings | int:
+    """The settings with the token of a sign-in made before serving (the hub's login in a browser)."""
+    try:
+        signed = await sign_in_before_serving(settings, desk, stop, why)
+    except ConfigError as exc:
+        print(f"jupyter-dev-proxy: {exc}", file=sys.stderr)
+        return EXIT_USAGE
+    if signed is None:
+        print("jupyter-dev-proxy: stopped before you signed in.", file=sys.stderr)
+        return EXIT_INTERRUPTED
+    return replace(settings, hub=settings.hub.for_user(signed.user), hub_token=signed.token,
+                   token_source=signed.source)
+
+
 async def serve(settings: Settings, stop: asyncio.Event, demo: DemoServer | None = None,
                 store: TokenStore | None = None) -> int:
     """Run the proxy until ``stop`` is set; return the exit status."""
-    # 1. Ask the hub who we are and whether the server runs; start it if it should be started. From here on the
-    #    token lives in the credential, which every sender reads as it sends.
+    # 1. Without a usable token where the hub's login gives one, sign in first. Then ask the hub who we are and
+    #    whether the server runs; start it if it should be started. From here on the token lives in the
+    #    credential, which every sender reads as it sends.
+    store = store or TokenStore()
+    desk = SignInDesk(settings, store) if settings.oauth is not None else None
     credential = credential_for(settings, store)
-    report = await _ask_hub(settings, credential, stop)
+    why = "no hub token is kept for this hub yet"
+    while True:
+        if credential is None and desk is not None:
+            signed = await _signed_in(settings, desk, stop, why)
+            if isinstance(signed, int):
+                return signed
+            settings, credential = signed, credential_for(signed, store)
+        report = await _ask_hub(settings, credential, stop, can_sign_in=desk is not None)
+        if report is not None:
+            break
+        credential, why = None, f"the hub no longer accepts the token from {settings.token_source}"
     if isinstance(report, int):
         return report
     settings = report.settings
+    if desk is not None and credential is not None:
+        _sign_in_while_serving(desk, credential)
     # 2. Listen.
     status = StatusBoard(settings, report.hub_version, report.token)
     watch = (ServerWatch(settings, report.hub_version, credential, status) if report.hub_version is not None
              else None)
     try:
         runner = ProxyRunner(settings, watch, shutdown_timeout=SHUTDOWN_GRACE_SECONDS, credential=credential,
-                             status=status)
+                             status=status, sign_in=desk)
         await runner.setup()
     except ConfigError as exc:
         print(f"jupyter-dev-proxy: {exc}", file=sys.stderr)
@@ -185,7 +223,7 @@ async def serve(settings: Settings, stop: asyncio.Event, demo: DemoServer | None
         log.warning(warning)
     # 3. Tell the user where to point the IDE, then serve until told to stop.
     print(_banner(settings, port, report, demo), flush=True)
-    expiry = ExpiryWarnings(settings.hub.page("token"))
+    expiry = ExpiryWarnings(settings.hub.page("token"), sign_in=desk.ask if desk is not None else None)
     if report.token is not None and report.token.expiry_known:
         expiry.schedule(report.token.expires_at)
     if credential is not None and report.hub_version is not None:
@@ -194,9 +232,21 @@ async def serve(settings: Settings, stop: asyncio.Event, demo: DemoServer | None
     reload_on_hangup(runner)
     await stop.wait()
     expiry.cancel()
+    if desk is not None:
+        desk.close()
     log.info("Stopping: closing connections.")
     await runner.cleanup()
     return EXIT_OK
+
+
+def _sign_in_while_serving(desk: SignInDesk, credential: HubCredential) -> None:
+    """A refused or expiring token starts a sign-in; the token it ends with is used at once, kernels running."""
+    credential.sign_in = desk.ask
+
+    def use(signed: SignedIn) -> None:
+        credential.use(signed.token, "from your sign-in", "you signed in again")
+        credential.source = signed.source
+    desk.on_signed_in = use
 
 
 async def _follow_new_token(settings: Settings, credential: HubCredential, expiry: ExpiryWarnings,
@@ -323,7 +373,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         interactive = demo is None and _interactive()
         settings = load_settings(argv, os.environ, Path.cwd(), demo.upstream() if demo else None,
                                  stored=store.lookup, token_can_be_asked=interactive)
-        if settings.hub_token is None and interactive:
+        if settings.hub_token is None and settings.oauth is None and interactive:
             from .firstrun import ask_for_token  # a first run only: it brings the browser and the prompt
             settings = ask_for_token(settings, store, sys.stderr) or settings
             if settings.hub_token is None and not settings.hub.user:

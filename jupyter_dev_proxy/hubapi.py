@@ -9,6 +9,7 @@
         .new_token(user, wanted, password) → NewToken   a token of the user's with a note, scopes and expiry, made
                                                    with the credential or (password logins) the user's password
         .revoke_token(user, token_id) → bool       the token gone from the hub
+        .token_for_code(client, code, verifier) → NewToken   a sign-in's code (OAuth) exchanged for its token
         .call(method, path) / .request(...)        anything else: (status, JSON, response), or the response
     grants(scopes, scope, user, server) whether a token's scopes allow something on the user's server
     HubError ─ UnexpectedAnswer ─ TokenRefused  a failure, as one sentence; the CLI exits with it at startup
@@ -23,13 +24,13 @@ import json
 from collections.abc import AsyncIterator, Mapping, Sequence
 from contextlib import asynccontextmanager
 from dataclasses import dataclass, field, replace
-from datetime import datetime, timezone
+from datetime import datetime, timedelta, timezone
 from typing import Any, Protocol
 
 import aiohttp
 
 from .address import hub_escaped
-from .config import Settings
+from .config import OAuthClient, Settings
 from .errors import ProxyError
 from .routing import hub_authorization
 from .transport import HubTransport
@@ -319,6 +320,26 @@ class HubClient:
             expires_at = None  # said wrongly: the warnings ahead of expiry read it again from the hub
         return NewToken(token=str(model["token"]), token_id=str(model.get("id", "")), expires_at=expires_at)
 
+    async def token_for_code(self, client: OAuthClient, code: str, verifier: str) -> NewToken:
+        """The token the hub gives for a sign-in's code (OAuth 2 authorization code with PKCE): the client
+        authenticates with its secret in the form, as JupyterHub's token endpoint takes it. TokenRefused when the hub
+        does not know the client or its secret; UnexpectedAnswer (with the hub's ``error``) for a code it refuses."""
+        form = {"grant_type": "authorization_code", "code": code, "redirect_uri": str(client.callback_url),
+                "client_id": client.client_id, "client_secret": client.client_secret, "code_verifier": verifier}
+        status, model, _ = await self.call("POST", self.settings.hub.api("oauth2/token"), auth=False, form=form)
+        error = str(model.get("error") or "") if isinstance(model, dict) else ""
+        if status == 401 or error == "invalid_client":
+            raise TokenRefused(f"The hub does not know the sign-in client {client.client_id} or its secret: check "
+                               "JUPYTERHUB_OAUTH_CLIENT_ID and JUPYTERHUB_OAUTH_CLIENT_SECRET with your hub's admin "
+                               "(`jupyter-dev-proxy doctor` checks them).", status)
+        if status != 200 or not isinstance(model, dict) or not model.get("access_token"):
+            said = f" ({error})" if error else ""
+            raise UnexpectedAnswer(f"The hub refused the sign-in's code{said}: sign in again.", status)
+        expires_in = model.get("expires_in")
+        expires_at = (datetime.now(timezone.utc) + timedelta(seconds=expires_in)
+                      if isinstance(expires_in, (int, float)) and expires_in > 0 else None)
+        return NewToken(token=str(model["access_token"]), token_id="", expires_at=expires_at)
+
     async def revoke_token(self, user: str, token_id: str) -> bool:
         """Delete one of ``user``'s tokens from the hub; False when the credential may not (or it is gone)."""
         status, _, _ = await self.call("DELETE", self.settings.hub.api(f"users/{hub_escaped(user)}/tokens/"
@@ -334,10 +355,11 @@ class HubClient:
             yield response.status, _events(response)
 
     async def call(self, method: str, path: str, timeout: aiohttp.ClientTimeout | None = None,
-                   auth: bool = True, body: Any = None) -> tuple[int, Any, aiohttp.ClientResponse]:
-        """Send one request to ``path`` (a raw path from HubAddress), ``body`` as JSON if given, with the
-        credential; return (status, JSON or None, response)."""
-        async with self.request(method, path, timeout, auth, body) as response:
+                   auth: bool = True, body: Any = None,
+                   form: Mapping[str, str] | None = None) -> tuple[int, Any, aiohttp.ClientResponse]:
+        """Send one request to ``path`` (a raw path from HubAddress), ``body`` as JSON or ``form`` form-encoded if
+        given, with the credential; return (status, JSON or None, response)."""
+        async with self.request(method, path, timeout, auth, body, form) as response:
             body = await response.read()
         try:
             parsed = json.loads(body) if body else None
@@ -347,7 +369,8 @@ class HubClient:
 
     @asynccontextmanager
     async def request(self, method: str, path: str, timeout: aiohttp.ClientTimeout | None = None,
-                      auth: bool = True, body: Any = None) -> AsyncIterator[aiohttp.ClientResponse]:
+                      auth: bool = True, body: Any = None,
+                      form: Mapping[str, str] | None = None) -> AsyncIterator[aiohttp.ClientResponse]:
         """The response to one request (``timeout`` None: an API call's); network failures become HubError."""
         settings = self.settings
         headers = self.authorization() if auth else {}
@@ -355,7 +378,7 @@ class HubClient:
         try:
             async with self._transport.failures():
                 async with self._session.request(method, settings.hub.url(raw_path, raw_query), headers=headers,
-                                                 json=body, allow_redirects=False,
+                                                 json=body, data=form, allow_redirects=False,
                                                  timeout=timeout or aiohttp.ClientTimeout(total=API_TIMEOUT_SECONDS),
                                                  ) as response:
                     yield response

@@ -176,9 +176,10 @@ async def _owner(hub: HubClient) -> tuple[Identity, HubClient]:
     address = settings.hub
     try:
         me = await hub.whoami()
-    except TokenRefused:
-        raise HubError(f"The hub at {address} rejected the token in {settings.hub_token_setting} "
-                       f"(wrong, expired or revoked): make a new one at {address.page('token')}.") from None
+    except TokenRefused as refused:
+        raise TokenRefused(f"The hub at {address} rejected the token in {settings.hub_token_setting} "
+                           f"(wrong, expired or revoked): make a new one at {address.page('token')}.",
+                           refused.status) from None
     if not me.is_user:
         if not address.user:
             raise HubError(f"The token belongs to the {me.kind} '{me.name}', not to a user: set JUPYTER_USERNAME "

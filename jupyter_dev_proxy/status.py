@@ -14,18 +14,21 @@ import collections
 import html
 import time
 from datetime import datetime, timezone
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from aiohttp import web
 
 from . import __version__
 from .auth import check_proxy_token, cookie_to_remember
-from .config import Settings
+from .config import OWN_PAGES_PREFIX, Settings
 from .errors import ProxyError
 from .hubapi import HubClient, HubError, ServerModel, ServerState, TokenInfo
 from .tokens import describe_expiry
 
-PREFIX = "/jupyter-dev-proxy/"
+if TYPE_CHECKING:  # the desk imports auth and the hub's API, as this module does; only its type is needed here
+    from .signin import SignInDesk
+
+PREFIX = OWN_PAGES_PREFIX
 STATUS_API = PREFIX + "api/status"
 
 # The page runs only its own inline script and style, and may not be framed (clickjacking of "Show token").
@@ -52,6 +55,7 @@ class StatusBoard:
         self.recent_errors: collections.deque[dict[str, Any]] = collections.deque(maxlen=_RECENT_ERRORS)
         self.progress: str | None = None  # the hub's last progress message while the proxy starts the server
         self._server: tuple[float, ServerModel] | None = None
+        self.sign_in: SignInDesk | None = None  # where the hub's login gives the token: a sign-in under way is linked
 
     def note_error(self, status: int, reason: str, message: str) -> None:
         self.errors += 1
@@ -103,6 +107,7 @@ class StatusBoard:
                 "from": str(settings.token_source),
                 "expires_at": token.expires_at.isoformat() if token.expires_at else None,
                 "expiry": describe_expiry(token.expires_at, now) if token.expiry_known else "not known"},
+            "sign_in_url": self.sign_in.pending_url if self.sign_in is not None else None,
             "websockets": websockets,
             "requests": self.requests, "errors": self.errors, "recent_errors": list(self.recent_errors),
         }
@@ -162,7 +167,7 @@ document.getElementById('url').textContent.replace('•••••',''))">Copy<
 <tr><th>User</th><td id="user">{user}</td></tr>
 <tr><th>Server</th><td>{server_label} <code>{server_prefix}</code>: <span id="server-state" class="{state_class}">{state}</span>
 {progress} <span class="muted">{last_activity}</span></td></tr>
-<tr><th>Token</th><td>{token}</td></tr>
+<tr><th>Token</th><td>{token}{sign_in}</td></tr>
 <tr><th>Requests</th><td>{requests} · <span class="{errors_class}">{errors}</span></td></tr>
 </table>
 <h2>Kernel websockets open ({websocket_count})</h2>
@@ -207,6 +212,8 @@ def render_page(snapshot: dict[str, Any], local_token: str) -> str:
         progress=e(f"({server['progress']})") if server.get("progress") else "",
         last_activity=e(f"last activity {server['last_activity']}") if server.get("last_activity") else "",
         token=token_text, requests=snapshot["requests"],
+        sign_in=(f' · <a class="warn" href="{e(snapshot["sign_in_url"])}" target="_blank" rel="noopener">Sign in again'
+                 "</a>" if snapshot.get("sign_in_url") else ""),
         errors=f"{snapshot['errors']} error{'' if snapshot['errors'] == 1 else 's'}",
         errors_class="bad" if snapshot["errors"] else "muted", websocket_count=len(websockets),
         websockets=(f"<table><tr><th>kernel</th><th>since</th><th>bytes to the IDE</th><th>bytes to the hub</th>"

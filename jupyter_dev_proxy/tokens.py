@@ -191,6 +191,8 @@ class HubCredential:
         self._refused: tuple[str, float] | None = None  # (token, when the hub refused it)
         self._checked: tuple[str, float, bool] | None = None  # (token, when, refused?)
         self.on_change: Callable[[], object] | None = None  # told when a new token is in use
+        # Where the hub's login gives a new token (signing in): the sentence that starts a sign-in and names its URL.
+        self.sign_in: Callable[[str], str] | None = None
         self._reloading: set[asyncio.Task[bool]] = set()  # reloads asked for by a signal, kept until done
 
     def _stamp(self) -> tuple[float, int] | None:
@@ -213,15 +215,18 @@ class HubCredential:
             return False
         if not token or token == self.token:
             return False
+        self.use(token, f"from {self.source}", why)
+        return True
+
+    def use(self, token: str, origin: str, why: str) -> None:
+        """From now on every request and handshake carries ``token``; said once in the log (never the token)."""
         keep_secrets_out_of_logs((token,))
         self.token = token
         self._checked = None
         was_refused, self._refused = self._refused is not None, None
-        log.info("A new hub token from %s is in use (%s)%s.", self.source, why,
-                 ": the IDE can carry on" if was_refused else "")
+        log.info("A new hub token %s is in use (%s)%s.", origin, why, ": the IDE can carry on" if was_refused else "")
         if self.on_change is not None:
             self.on_change()
-        return True
 
     def reload_soon(self, why: str) -> None:
         """Start a reload from where no one can wait for it (a signal handler)."""
@@ -248,6 +253,9 @@ class HubCredential:
                                                      f"was revoked. {self._what_to_do()}", logged=True)
 
     def _what_to_do(self) -> str:
+        if self.sign_in is not None:
+            return f"{self.sign_in('The hub no longer accepts the proxy token')}: the proxy picks the new token up " \
+                   "by itself."
         page = self._hub.page("token")
         if self.source.kind in (TokenKind.KEYRING, TokenKind.STORED_FILE):
             return (f"Make a new one at {page} and start jupyter-dev-proxy once in a terminal to store it (or "
@@ -318,11 +326,14 @@ def describe_expiry(expires_at: datetime | None, now: datetime) -> str:
 
 
 class ExpiryWarnings:
-    """Warns in the log a day and an hour before the token expires, and at once when that is already close."""
+    """Warns in the log a day and an hour before the token expires, and at once when that is already close; where
+    signing in gives a new token, each warning starts a sign-in (``sign_in``, as ``HubCredential.sign_in``)."""
 
-    def __init__(self, token_page: str, clock: Callable[[], datetime] = lambda: datetime.now(timezone.utc)) -> None:
+    def __init__(self, token_page: str, clock: Callable[[], datetime] = lambda: datetime.now(timezone.utc),
+                 sign_in: Callable[[str], str] | None = None) -> None:
         self._page = token_page
         self._clock = clock
+        self._sign_in = sign_in
         self._timers: list[asyncio.TimerHandle] = []
 
     def schedule(self, expires_at: datetime | None) -> None:
@@ -339,8 +350,11 @@ class ExpiryWarnings:
                 self._timers.append(loop.call_later(left - ahead, self._warn, expires_at))
 
     def _warn(self, expires_at: datetime) -> None:
-        log.warning("The hub token %s: make a new one at %s before then.", describe_expiry(expires_at, self._clock()),
-                    self._page)
+        when = describe_expiry(expires_at, self._clock())
+        if self._sign_in is not None:
+            self._sign_in(f"The hub token {when}")  # says it, with the sign-in URL
+            return
+        log.warning("The hub token %s: make a new one at %s before then.", when, self._page)
 
     def cancel(self) -> None:
         for timer in self._timers:
