@@ -109,7 +109,9 @@ def sign_in(url: str, user: str, password: str, ca_file: str | os.PathLike[str] 
             seconds: float = SIGN_IN_SECONDS) -> Landing:
     """Open ``url`` (a hub authorize URL) and sign in as ``user`` where the hub asks; return where it lands."""
     tls = ssl.create_default_context(cafile=str(ca_file) if ca_file else None)
-    opener = urllib.request.build_opener(urllib.request.HTTPCookieProcessor(CookieJar()),
+    # No forward proxy from the environment: the hub and the callback are local, as for a person's browser.
+    opener = urllib.request.build_opener(urllib.request.ProxyHandler({}),
+                                         urllib.request.HTTPCookieProcessor(CookieJar()),
                                          urllib.request.HTTPSHandler(context=tls), _NoRedirects())
     deadline = time.monotonic() + seconds
     visited: list[str] = []
