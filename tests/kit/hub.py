@@ -4,6 +4,10 @@ Users ``alice`` and ``bob``; alice's own role also lets her open bob's servers (
 so a test can show that the proxy, not the hub, keeps her out of them. An admin service token (held only by
 the tests) makes scoped tokens and stops servers through the hub API, the way an idle culler would. A named
 server called ``broken`` always fails to start, with a message the tests look for.
+
+The proxy is registered as the service OAuth client an admin would add for "sign in with the hub's login": its
+callback on a free local port, no confirmation page, PKCE required, only the scopes the proxy needs. Only alice
+may sign in with it (``access:services!service=jupyter-dev-proxy``); bob is the user an admin left out.
 """
 
 from __future__ import annotations
@@ -39,6 +43,13 @@ CHP_ENV = "JUPYTER_DEV_PROXY_CHP"
 # A hub starts in ~3 s and a single-user server in ~3 s on a quiet 2-core machine; CI machines are busier.
 HUB_START_SECONDS = 60.0
 SERVER_CHANGE_SECONDS = 60.0
+
+# The service an admin registers for the proxy's browser sign-in; the hub names its OAuth client service-<name>.
+SIGN_IN_SERVICE = "jupyter-dev-proxy"
+SIGN_IN_CALLBACK_PATH = "/jupyter-dev-proxy/oauth/callback"
+# The proxy's needs only: open, read and start the user's own servers, read (to tidy) the user's own tokens.
+# A bare !user filter becomes !user=<the user signing in> when the hub issues the token (scopes.expand_scopes).
+SIGN_IN_SCOPES = ("access:servers!user", "read:servers!user", "start:servers!user", "read:tokens!user")
 
 BROKEN_SERVER = "broken"
 BROKEN_MESSAGE = "the 'broken' profile has no capacity left"
@@ -94,11 +105,18 @@ def _pre_spawn_hook(spawner):
         raise RuntimeError({broken_message!r})
 
 c.Spawner.pre_spawn_hook = _pre_spawn_hook
-c.JupyterHub.services = [{{"name": "test-admin", "api_token": {admin_token!r}}}]
+c.JupyterHub.services = [
+    {{"name": "test-admin", "api_token": {admin_token!r}}},
+    {{"name": {sign_in_service!r}, "api_token": {sign_in_secret!r}, "oauth_redirect_uri": {sign_in_callback!r},
+      "oauth_no_confirm": True, "oauth_client_allowed_scopes": {sign_in_scopes!r}}},
+]
+c.JupyterHub.oauth_require_pkce = True
 c.JupyterHub.load_roles = [
     {{"name": "test-admin", "services": ["test-admin"],
       "scopes": ["admin:users", "admin:servers", "tokens", "read:hub"]}},
     {{"name": "alice-may-open-bobs-server", "users": ["alice"], "scopes": ["access:servers!user=bob"]}},
+    {{"name": "may-sign-in-with-the-proxy", "users": ["alice"],
+      "scopes": ["access:services!service={sign_in_service}"]}},
 ]
 '''
 
@@ -158,6 +176,12 @@ class Hub:
     version: str
     workdir: Path
     process: subprocess.Popen[bytes]
+    # The proxy's registered OAuth client: its id, its secret (the service's api_token), the local port its
+    # callback is on and the callback itself (exactly the registered oauth_redirect_uri).
+    sign_in_client_id: str
+    sign_in_secret: str
+    sign_in_port: int
+    sign_in_callback: str
     base: str = "/"
     _server_pids: set[int] = field(default_factory=set)
 
@@ -312,7 +336,8 @@ def start_hub(tls_name: str = "jupyterhub", base: str = "/") -> Hub:
     for i, pem in enumerate(cert.cert_chain_pems):
         pem.write_to_path(str(cert_file), append=i > 0)
     admin_token, user_password = secrets.token_hex(32), secrets.token_urlsafe(16)
-    port = free_port()
+    port, sign_in_port, sign_in_secret = free_port(), free_port(), secrets.token_hex(32)
+    sign_in_callback = f"http://127.0.0.1:{sign_in_port}{SIGN_IN_CALLBACK_PATH}"
     config = _CONFIG.format(
         port=port, hub_port=free_port(), chp_api_port=free_port(), cert=str(cert_file), key=str(key_file),
         db_url=f"sqlite:///{workdir / 'hub.sqlite'}", cookie_secret=str(workdir / "cookie_secret"),
@@ -320,7 +345,8 @@ def start_hub(tls_name: str = "jupyterhub", base: str = "/") -> Hub:
         home_template=str(workdir / "home" / "{username}"),
         spawner_args=["--allow-root"] if os.geteuid() == 0 else [],
         broken=BROKEN_SERVER, broken_message=BROKEN_MESSAGE, admin_token=admin_token, base_url=base,
-        user_password=user_password,
+        user_password=user_password, sign_in_service=SIGN_IN_SERVICE, sign_in_secret=sign_in_secret,
+        sign_in_callback=sign_in_callback, sign_in_scopes=list(SIGN_IN_SCOPES),
         options_log=str(workdir / "spawn-options.jsonl"),
     )
     (workdir / "jupyterhub_config.py").write_text(config)
@@ -330,7 +356,9 @@ def start_hub(tls_name: str = "jupyterhub", base: str = "/") -> Hub:
                                    cwd=workdir, env=env, stdout=log, stderr=subprocess.STDOUT,
                                    stdin=subprocess.DEVNULL, start_new_session=True)
     hub = Hub(url=f"https://127.0.0.1:{port}", ca_file=ca_file, tls_name=tls_name, admin_token=admin_token,
-              user_password=user_password, version="", workdir=workdir, process=process, base=base)
+              user_password=user_password, version="", workdir=workdir, process=process,
+              sign_in_client_id=f"service-{SIGN_IN_SERVICE}", sign_in_secret=sign_in_secret,
+              sign_in_port=sign_in_port, sign_in_callback=sign_in_callback, base=base)
     try:
         hub.version = _wait_for_api(hub)
     except BaseException:
