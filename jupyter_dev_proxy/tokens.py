@@ -306,6 +306,10 @@ def credential_for(settings: Settings, store: TokenStore | None = None) -> HubCr
     return HubCredential(settings.hub_token, source, hub, reread)
 
 
+# Where signing in gives a new token, the proxy asks for a sign-in this long before the token expires: enough to
+# find the browser tab, short enough not to ask a day ahead every day of a short-lived token.
+_SIGN_IN_AHEAD_SECONDS = 3600.0
+
 # How long before the token expires the log warns, and in what words.
 _EXPIRY_WARNINGS = ((24 * 3600.0, "a day"), (3600.0, "an hour"))
 
@@ -343,18 +347,26 @@ class ExpiryWarnings:
             return
         loop = asyncio.get_running_loop()
         left = (expires_at - self._clock()).total_seconds()
+        if self._sign_in is not None:
+            # One sign-in ahead: an hour before, or halfway for a token that lasts less than two hours (a hub's
+            # short oauth_token_expires_in), so that a fresh token never starts a sign-in at once.
+            ask_in = left - min(_SIGN_IN_AHEAD_SECONDS, left / 2)
+            if 0 < ask_in < 1e8:
+                self._timers.append(loop.call_later(ask_in, self._ask_to_sign_in, expires_at))
+            return
         if left <= _EXPIRY_WARNINGS[0][0]:
             self._warn(expires_at)
         for ahead, _ in _EXPIRY_WARNINGS:
             if left > ahead and (left - ahead) < 1e8:  # asyncio's timers take no further future
                 self._timers.append(loop.call_later(left - ahead, self._warn, expires_at))
 
+    def _ask_to_sign_in(self, expires_at: datetime) -> None:
+        assert self._sign_in is not None
+        self._sign_in(f"The hub token {describe_expiry(expires_at, self._clock())}")  # says it, with the URL
+
     def _warn(self, expires_at: datetime) -> None:
-        when = describe_expiry(expires_at, self._clock())
-        if self._sign_in is not None:
-            self._sign_in(f"The hub token {when}")  # says it, with the sign-in URL
-            return
-        log.warning("The hub token %s: make a new one at %s before then.", when, self._page)
+        log.warning("The hub token %s: make a new one at %s before then.", describe_expiry(expires_at, self._clock()),
+                    self._page)
 
     def cancel(self) -> None:
         for timer in self._timers:

@@ -43,6 +43,28 @@ async def test_warnings_come_a_day_and_an_hour_ahead_and_at_once_when_close(
     warnings.cancel()
 
 
+@pytest.mark.parametrize("left,asked_after", [
+    (timedelta(days=14), timedelta(days=13, hours=23)),  # an hour ahead
+    (timedelta(hours=3), timedelta(hours=2)),
+    (timedelta(minutes=30), timedelta(minutes=15)),  # halfway: a fresh short-lived token asks nothing at once
+    (timedelta(seconds=-5), None),  # expired: the hub's refusal starts the sign-in
+])
+async def test_where_signing_in_renews_the_token_one_sign_in_is_asked_ahead_and_never_at_once(
+        caplog: pytest.LogCaptureFixture, left: timedelta, asked_after: timedelta | None) -> None:
+    asked: list[str] = []
+    warnings = ExpiryWarnings("https://hub/hub/token", clock=lambda: _NOW,
+                              sign_in=lambda why: asked.append(why) or "sign in")
+    warnings.schedule(_NOW + left)
+    assert asked == [] and not [r for r in caplog.records if "The hub token" in r.getMessage()]
+    loop = asyncio.get_running_loop()
+    assert [timer.when() - loop.time() for timer in warnings._timers] == pytest.approx(
+        [asked_after.total_seconds()] if asked_after else [], abs=1)
+    for timer in warnings._timers:
+        timer._run()  # the moment comes
+    assert asked == ([f"The hub token {describe_expiry(_NOW + left, _NOW)}"] if asked_after else [])
+    warnings.cancel()
+
+
 def test_the_token_file_is_kept_readable_by_the_user_only(tmp_path: Path) -> None:
     store = TokenStore(tmp_path / "config" / "tokens.json")
     store._keyring = None  # the file, whatever keyring this machine has

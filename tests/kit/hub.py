@@ -111,6 +111,7 @@ c.JupyterHub.services = [
       "oauth_no_confirm": True, "oauth_client_allowed_scopes": {sign_in_scopes!r}}},
 ]
 c.JupyterHub.oauth_require_pkce = True
+c.JupyterHub.oauth_token_expires_in = {oauth_token_seconds!r}
 c.JupyterHub.load_roles = [
     {{"name": "test-admin", "services": ["test-admin"],
       "scopes": ["admin:users", "admin:servers", "tokens", "read:hub"]}},
@@ -140,11 +141,11 @@ def require_real_servers(*programs: str) -> None:
         pytest.skip(f"no real hub here: {missing}", allow_module_level=True)
 
 
-def module_hub(base: str = "/") -> Any:
+def module_hub(base: str = "/", oauth_token_seconds: int | None = None) -> Any:
     """A module-scoped fixture: one real hub (under ``base``) for every test of the module, stopped after them."""
     @pytest.fixture(scope="module")
     def hub() -> Iterator[Hub]:
-        started = start_hub(base=base)
+        started = start_hub(base=base, oauth_token_seconds=oauth_token_seconds)
         try:
             yield started
         finally:
@@ -323,8 +324,9 @@ def _kill_pid_file(path: Path) -> None:
         pass
 
 
-def start_hub(tls_name: str = "jupyterhub", base: str = "/") -> Hub:
-    """Start a hub on free ports (under ``base``, like c.JupyterHub.base_url); return once its API answers."""
+def start_hub(tls_name: str = "jupyterhub", base: str = "/", oauth_token_seconds: int | None = None) -> Hub:
+    """Start a hub on free ports (under ``base``, like c.JupyterHub.base_url); return once its API answers. Its OAuth
+    tokens last ``oauth_token_seconds`` (None: the hub's default, 14 days)."""
     chp = find_chp()
     assert chp is not None, missing_hub_tools()
     workdir = Path(tempfile.mkdtemp(prefix="jupyter-dev-proxy-hub-"))
@@ -347,7 +349,7 @@ def start_hub(tls_name: str = "jupyterhub", base: str = "/") -> Hub:
         broken=BROKEN_SERVER, broken_message=BROKEN_MESSAGE, admin_token=admin_token, base_url=base,
         user_password=user_password, sign_in_service=SIGN_IN_SERVICE, sign_in_secret=sign_in_secret,
         sign_in_callback=sign_in_callback, sign_in_scopes=list(SIGN_IN_SCOPES),
-        options_log=str(workdir / "spawn-options.jsonl"),
+        options_log=str(workdir / "spawn-options.jsonl"), oauth_token_seconds=oauth_token_seconds or 14 * 24 * 3600,
     )
     (workdir / "jupyterhub_config.py").write_text(config)
     env = clean_env(CONFIGPROXY_AUTH_TOKEN=secrets.token_hex(32))
