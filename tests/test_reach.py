@@ -9,11 +9,13 @@ import json
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import pytest
 import trustme
 
 from jupyter_dev_proxy.demo import free_port
+from tests.kit.browser import browser_env, opened
 from tests.kit.hub import Hub, hub_env, module_hub, require_real_servers
 from tests.kit.ide import ide_session, whole_lifecycle
 from tests.kit.netservers import (
@@ -296,3 +298,47 @@ def test_without_the_header_the_gateway_not_the_hub_is_named(hub: Hub, gateway: 
     message = failed_start(gateway_env(hub, gateway, JUPYTER_CLIENT_CERT=str(gateway.client.combined_file)))
     assert "An access gateway in front of the hub refused" in message and "403" in message
     assert "JUPYTER_HUB_HEADERS" in message
+
+
+# -- signing in with the hub's login, on each of these paths ------------------------------------------------------
+
+def _signing_in(hub: Hub, tmp_path: Path, env: dict[str, str], **browser: Any) -> dict[str, str]:
+    """``env`` without a token, with the proxy registered for sign-in and a browser that signs in as alice."""
+    env = {key: value for key, value in env.items() if key != "JUPYTERHUB_API_TOKEN"}
+    return {**env, "JUPYTERHUB_OAUTH_CLIENT_ID": hub.sign_in_client_id,
+            "JUPYTERHUB_OAUTH_CLIENT_SECRET": hub.sign_in_secret, "JUPYTER_PROXY_PORT": str(hub.sign_in_port),
+            "XDG_CONFIG_HOME": str(tmp_path / "config"), "PYTHON_KEYRING_BACKEND": "keyring.backends.fail.Keyring",
+            **browser_env(tmp_path / "browser.jsonl", "alice", hub.user_password,
+                          browser.pop("ca_file", hub.ca_file), **browser)}
+
+
+async def test_under_a_base_path_through_a_company_proxy_signing_in_with_the_hubs_login_works(
+        hub: Hub, tinyproxy: object, tmp_path: Path, proxies: list[ProxyProcess]) -> None:
+    hub.ensure_running("alice")
+    before = len(tinyproxy.connects())  # type: ignore[attr-defined]
+    proxy = run_proxy(proxies, _signing_in(hub, tmp_path, reach_env(hub, "", HTTPS_PROXY=tinyproxy.url)))  # type: ignore[attr-defined]
+    url, token = proxy.wait_for_banner()
+    [browser] = opened(tmp_path / "browser.jsonl")
+    assert browser["url"].startswith(f"{hub.url}/jupyter/hub/api/oauth2/authorize?") and browser["status"] == 200
+    # The code's exchange and every hub call after it went through the company proxy.
+    assert set(tinyproxy.connects()[before:]) == {f"127.0.0.1:{_hub_port(hub)}"}  # type: ignore[attr-defined]
+    await whole_lifecycle(url, token)
+    assert PROXY_PASSWORD not in proxy.output and hub.sign_in_secret not in proxy.output
+
+
+async def test_behind_a_gateway_signing_in_with_the_hubs_login_works(
+        hub: Hub, gateway: GatewaySetup, tmp_path: Path, proxies: list[ProxyProcess]) -> None:
+    hub.ensure_running("alice")
+    env = gateway_env(hub, gateway, JUPYTER_CLIENT_CERT=str(gateway.client.combined_file),
+                      JUPYTER_HUB_HEADERS=json.dumps(dict([GATEWAY_HEADER])))
+    proxy = run_proxy(proxies, _signing_in(hub, tmp_path, env, ca_file=gateway.ca_file,
+                                           client_cert=gateway.client.combined_file,
+                                           headers=dict([GATEWAY_HEADER])))
+    url, token = proxy.wait_for_banner()
+    [browser] = opened(tmp_path / "browser.jsonl")
+    assert browser["url"].startswith(f"{gateway.gateway.url}/jupyter/hub/api/oauth2/authorize?"), browser
+    assert browser["status"] == 200, browser
+    await whole_lifecycle(url, token)
+    log = gateway.gateway.access_log.read_text()
+    assert "/jupyter/hub/api/oauth2/token" in log  # the proxy exchanged the code through the gateway
+    assert GATEWAY_HEADER[1] not in proxy.output and hub.sign_in_secret not in proxy.output

@@ -36,6 +36,10 @@ LOG_ENV = "JDP_BROWSER_LOG"
 USER_ENV = "JDP_BROWSER_USER"
 PASSWORD_ENV = "JDP_BROWSER_PASSWORD"
 CA_ENV = "JDP_BROWSER_CA"
+# What a person's browser shows an access gateway in front of the hub: a client certificate (one PEM file with its
+# key) and headers (a JSON object), as the proxy's JUPYTER_CLIENT_CERT and JUPYTER_HUB_HEADERS do.
+CERT_ENV = "JDP_BROWSER_CERT"
+HEADERS_ENV = "JDP_BROWSER_HEADERS"
 
 # A whole sign-in (about six requests to a local hub) takes well under a second; webbrowser waits for us.
 SIGN_IN_SECONDS = 30.0
@@ -106,13 +110,18 @@ class _NoRedirects(urllib.request.HTTPRedirectHandler):
 
 
 def sign_in(url: str, user: str, password: str, ca_file: str | os.PathLike[str] | None,
-            seconds: float = SIGN_IN_SECONDS) -> Landing:
-    """Open ``url`` (a hub authorize URL) and sign in as ``user`` where the hub asks; return where it lands."""
+            seconds: float = SIGN_IN_SECONDS, client_cert: str | None = None,
+            headers: dict[str, str] | None = None) -> Landing:
+    """Open ``url`` (a hub authorize URL) and sign in as ``user`` where the hub asks; return where it lands.
+    ``client_cert`` and ``headers``: what the browser shows a gateway in front of the hub."""
     tls = ssl.create_default_context(cafile=str(ca_file) if ca_file else None)
+    if client_cert:
+        tls.load_cert_chain(client_cert)
     # No forward proxy from the environment: the hub and the callback are local, as for a person's browser.
     opener = urllib.request.build_opener(urllib.request.ProxyHandler({}),
                                          urllib.request.HTTPCookieProcessor(CookieJar()),
                                          urllib.request.HTTPSHandler(context=tls), _NoRedirects())
+    opener.addheaders = [*opener.addheaders, *(headers or {}).items()]
     deadline = time.monotonic() + seconds
     visited: list[str] = []
     method, data = "GET", None
@@ -174,7 +183,8 @@ def _ask(opener: urllib.request.OpenerDirector, method: str, url: str, data: byt
 
 
 def browser_env(log_file: Path, user: str | None = None, password: str | None = None,
-                ca_file: Path | None = None) -> dict[str, str]:
+                ca_file: Path | None = None, client_cert: Path | None = None,
+                headers: dict[str, str] | None = None) -> dict[str, str]:
     """Environment for a process whose webbrowser.open should come here: BROWSER, our settings, and the
     repository on PYTHONPATH (so ``-m tests.kit.browser`` is found from any working directory). No ``user``:
     the browser only records what it was asked to open."""
@@ -188,6 +198,10 @@ def browser_env(log_file: Path, user: str | None = None, password: str | None = 
         env[PASSWORD_ENV] = password or ""
     if ca_file is not None:
         env[CA_ENV] = str(ca_file)
+    if client_cert is not None:
+        env[CERT_ENV] = str(client_cert)
+    if headers:
+        env[HEADERS_ENV] = json.dumps(headers)
     return env
 
 
@@ -207,7 +221,9 @@ def main(argv: list[str]) -> int:
     user = os.environ.get(USER_ENV)
     try:
         if user:
-            landing = sign_in(url, user, os.environ.get(PASSWORD_ENV, ""), os.environ.get(CA_ENV) or None)
+            landing = sign_in(url, user, os.environ.get(PASSWORD_ENV, ""), os.environ.get(CA_ENV) or None,
+                              client_cert=os.environ.get(CERT_ENV) or None,
+                              headers=json.loads(os.environ.get(HEADERS_ENV) or "{}"))
             record.update(status=landing.status, final_url=landing.url)
     except Exception as error:  # recorded for the test to see: a BROWSER command has nowhere else to say it
         record["error"] = f"{type(error).__name__}: {error}"
