@@ -330,8 +330,12 @@ def _login(argv: list[str]) -> int:
     one: pasted from the token page, or (``--password``, hubs with a password login) made with the password."""
     with_password = "--password" in argv
     settings = load_settings([a for a in argv if a != "--password"], os.environ, Path.cwd(), token_can_be_asked=True)
-    from .firstrun import ask_for_token, login_with_password  # the prompt and the browser, only when asked
     store = TokenStore()
+    if settings.oauth is not None and not with_password:
+        keep_secrets_out_of_logs(settings.secrets)
+        configure_logging(settings.log_level)
+        return _run(_sign_in_now(settings, store), settings.event_loop)
+    from .firstrun import ask_for_token, login_with_password  # the prompt and the browser, only when asked
     if with_password:
         done = login_with_password(settings, store, sys.stderr)
     else:
@@ -340,6 +344,18 @@ def _login(argv: list[str]) -> int:
         print("Note: JUPYTERHUB_API_TOKEN is set in this environment, and it comes before a kept token: unset it "
               "for the proxy to use the new one.", file=sys.stderr)
     return EXIT_OK if done is not None else EXIT_USAGE
+
+
+async def _sign_in_now(settings: Settings, store: TokenStore) -> int:
+    """``login`` where the hub's login gives the token: sign in in the browser now, keep the token, and end."""
+    stop = asyncio.Event()
+    stop_on_signals(stop)
+    signed = await _signed_in(settings, SignInDesk(settings, store), stop, "you asked to sign in")
+    if isinstance(signed, int):
+        return signed
+    print(f"Signed in as {signed.hub.user}: the token is kept in {signed.token_source} for the next starts.",
+          file=sys.stderr)
+    return EXIT_OK
 
 
 def _run(main: Coroutine[Any, Any, int], event_loop: str) -> int:

@@ -325,7 +325,8 @@ def _parser() -> argparse.ArgumentParser:
                "Settings come from flags first, then the environment, then the .env file.\n\n"
                "Commands (with the same settings):\n"
                "  jupyter-dev-proxy doctor        check each link to your server, one line each, no secret shown\n"
-               "  jupyter-dev-proxy login         paste a new token from the hub's token page (replaces a kept one)\n"
+               "  jupyter-dev-proxy login         paste a new token from the hub's token page, or sign in in the\n"
+               "                                  browser where JUPYTERHUB_OAUTH_CLIENT_ID is set (replaces a kept one)\n"
                "  jupyter-dev-proxy login --password  on a hub where you sign in with a password: the hub makes the\n"
                "                                  proxy a token of its own; the password is not kept\n"
                "  jupyter-dev-proxy forget-token  remove the hub token a first run kept for this hub",

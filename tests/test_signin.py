@@ -7,6 +7,8 @@ from __future__ import annotations
 
 import json
 import stat
+import subprocess
+import sys
 import urllib.error
 import urllib.request
 from pathlib import Path
@@ -18,7 +20,7 @@ from yarl import URL
 from tests.kit.browser import browser_env, opened
 from tests.kit.hub import Hub, hub_env, module_hub, require_real_servers
 from tests.kit.ide import ide_session, whole_lifecycle
-from tests.kit.process import ProxyProcess, run_proxy
+from tests.kit.process import PROXY, ProxyProcess, run_proxy
 
 pytestmark = [pytest.mark.hub, pytest.mark.timeout(240)]
 
@@ -156,3 +158,15 @@ def _get(url: str) -> tuple[int, Any]:
             return response.status, json.loads(response.read())
     except urllib.error.HTTPError as error:
         return error.code, json.loads(error.read())
+
+
+def test_login_signs_in_in_the_browser_keeps_the_token_and_ends(hub: Hub, tmp_path: Path) -> None:
+    result = subprocess.run([sys.executable, str(PROXY), "login"], env=_sign_in_env(hub, tmp_path), cwd=tmp_path,
+                            capture_output=True, text=True, timeout=120, check=False)
+    assert result.returncode == 0, result.stderr
+    assert "Signed in as alice: the token is kept in the proxy's token file" in result.stderr
+    kept = _kept(tmp_path)[hub.address]["alice"]
+    assert hub.status_of("/hub/api/user", kept) == 200
+    [browser] = opened(tmp_path / "browser.jsonl")
+    assert browser["status"] == 200
+    _assert_no_secret_in(result.stdout + result.stderr, hub, [kept])
