@@ -318,7 +318,7 @@ async def test_under_a_base_path_through_a_company_proxy_signing_in_with_the_hub
     before = len(tinyproxy.connects())  # type: ignore[attr-defined]
     proxy = run_proxy(proxies, _signing_in(hub, tmp_path, reach_env(hub, "", HTTPS_PROXY=tinyproxy.url)))  # type: ignore[attr-defined]
     url, token = proxy.wait_for_banner()
-    [browser] = opened(tmp_path / "browser.jsonl")
+    [browser] = opened(tmp_path / "browser.jsonl", 1)
     assert browser["url"].startswith(f"{hub.url}/jupyter/hub/api/oauth2/authorize?") and browser["status"] == 200
     # The code's exchange and every hub call after it went through the company proxy.
     assert set(tinyproxy.connects()[before:]) == {f"127.0.0.1:{_hub_port(hub)}"}  # type: ignore[attr-defined]
@@ -335,7 +335,7 @@ async def test_behind_a_gateway_signing_in_with_the_hubs_login_works(
                                            client_cert=gateway.client.combined_file,
                                            headers=dict([GATEWAY_HEADER])))
     url, token = proxy.wait_for_banner()
-    [browser] = opened(tmp_path / "browser.jsonl")
+    [browser] = opened(tmp_path / "browser.jsonl", 1)
     assert browser["url"].startswith(f"{gateway.gateway.url}/jupyter/hub/api/oauth2/authorize?"), browser
     assert browser["status"] == 200, browser
     await whole_lifecycle(url, token)

@@ -17,7 +17,7 @@ from typing import Any
 import pytest
 from yarl import URL
 
-from tests.kit.browser import browser_env, opened
+from tests.kit.browser import browser_env, opened, sign_in
 from tests.kit.hub import Hub, hub_env, module_hub, require_real_servers
 from tests.kit.ide import ide_session, whole_lifecycle
 from tests.kit.process import PROXY, ProxyProcess, run_proxy
@@ -69,7 +69,7 @@ async def test_a_first_start_signs_in_in_the_browser_and_the_next_start_asks_not
     url, local = proxy.wait_for_banner()
     # The sign-in URL was said on a line of its own, and opened: the hub's login, then back to the proxy.
     sign_in_url = proxy.wait_for(r"\n\s+(https://\S+/hub/api/oauth2/authorize\?\S+)").group(1)
-    [browser] = opened(tmp_path / "browser.jsonl")
+    [browser] = opened(tmp_path / "browser.jsonl", 1)
     assert browser["url"] == sign_in_url and browser["status"] == 200, browser
     assert URL(browser["final_url"]).path == "/jupyter-dev-proxy/oauth/callback"
     assert "Signed in to the hub as alice" in proxy.output
@@ -115,7 +115,7 @@ async def test_a_revoked_token_starts_a_sign_in_and_the_new_one_is_used_without_
             assert response.status == 200
     second = _kept(tmp_path)[hub.address]["alice"]
     assert second != first and hub.status_of("/hub/api/user", second) == 200
-    assert len(opened(tmp_path / "browser.jsonl")) == 2
+    assert len(opened(tmp_path / "browser.jsonl", 2)) == 2
     proxy.stop()
     _assert_no_secret_in(proxy.output, hub, [first, second])
 
@@ -131,7 +131,7 @@ def test_a_start_whose_kept_token_the_hub_refuses_signs_in_again(
     proxy = run_proxy(proxies, env)
     proxy.wait_for_banner()
     assert "the hub no longer accepts the token from the proxy's token file" in proxy.output
-    assert len(opened(tmp_path / "browser.jsonl")) == 2
+    assert len(opened(tmp_path / "browser.jsonl", 2)) == 2
     assert _kept(tmp_path)[hub.address]["alice"] != first
 
 
@@ -139,7 +139,7 @@ def test_a_sign_in_as_another_user_than_the_proxy_serves_is_refused_and_the_sign
         hub: Hub, tmp_path: Path, proxies: list[ProxyProcess]) -> None:
     proxy = run_proxy(proxies, _sign_in_env(hub, tmp_path, JUPYTER_USERNAME="bob"))
     proxy.wait_for("You signed in as 'alice', but this proxy serves 'bob''s server")
-    [browser] = opened(tmp_path / "browser.jsonl")
+    [browser] = opened(tmp_path / "browser.jsonl", 1)
     assert browser["status"] == 403
     assert "Authorization URL" not in proxy.output
     assert proxy.process.poll() is None  # still waiting for a sign-in as bob
@@ -167,6 +167,35 @@ def test_login_signs_in_in_the_browser_keeps_the_token_and_ends(hub: Hub, tmp_pa
     assert "Signed in as alice: the token is kept in the proxy's token file" in result.stderr
     kept = _kept(tmp_path)[hub.address]["alice"]
     assert hub.status_of("/hub/api/user", kept) == 200
-    [browser] = opened(tmp_path / "browser.jsonl")
+    [browser] = opened(tmp_path / "browser.jsonl", 1)
     assert browser["status"] == 200
     _assert_no_secret_in(result.stdout + result.stderr, hub, [kept])
+
+
+async def test_a_sign_in_under_way_is_linked_on_the_status_page_and_named_to_the_ide_until_done(
+        hub: Hub, tmp_path: Path, proxies: list[ProxyProcess]) -> None:
+    hub.ensure_running("alice")
+    token = hub.make_token("alice")  # a token set in the environment; the sign-in replaces it when refused
+    env = {**_sign_in_env(hub, tmp_path, user=None), "JUPYTERHUB_API_TOKEN": token}
+    proxy = run_proxy(proxies, env)
+    url, local = proxy.wait_for_banner()
+    _revoke(hub, token)
+    async with ide_session(url, local) as ide:
+        async with ide.get("/api/contents") as response:
+            assert response.status == 401
+            message = (await response.json())["message"]
+        [browser] = opened(tmp_path / "browser.jsonl", 1)  # asked once, however often the IDE asks
+        assert browser["url"] in message
+        async with ide.get("/api/contents") as response:
+            assert response.status == 401
+        async with ide.get("/jupyter-dev-proxy/api/status") as response:
+            assert (await response.json())["sign_in_url"] == browser["url"]
+        async with ide.get("/jupyter-dev-proxy/") as response:
+            assert "Sign in again" in await response.text()
+        landing = sign_in(browser["url"], "alice", hub.user_password, hub.ca_file)  # the person, in their browser
+        assert landing.status == 200 and "Signed in" in landing.text
+        async with ide.get("/api/contents") as response:
+            assert response.status == 200
+        async with ide.get("/jupyter-dev-proxy/api/status") as response:
+            assert (await response.json())["sign_in_url"] is None
+    assert len(opened(tmp_path / "browser.jsonl")) == 1

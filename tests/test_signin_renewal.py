@@ -40,6 +40,6 @@ async def test_a_token_about_to_expire_is_renewed_by_a_sign_in_and_swapped_while
             assert response.status == 200
     second = _kept(tmp_path)[hub.address]["alice"]
     assert second != first and hub.status_of("/hub/api/user", second) == 200
-    assert len(opened(tmp_path / "browser.jsonl")) == 2
+    assert len(opened(tmp_path / "browser.jsonl", 2)) == 2
     proxy.stop()
     _assert_no_secret_in(proxy.output, hub, [first, second])

@@ -205,9 +205,16 @@ def browser_env(log_file: Path, user: str | None = None, password: str | None = 
     return env
 
 
-def opened(log_file: Path) -> list[dict[str, Any]]:
-    """What the BROWSER command was asked to open, one record per call, in order ([] when never called)."""
-    return [json.loads(line) for line in log_file.read_text().splitlines()] if log_file.exists() else []
+def opened(log_file: Path, at_least: int = 0) -> list[dict[str, Any]]:
+    """What the BROWSER command was asked to open, one record per call, in order ([] when never called); waiting
+    (up to SIGN_IN_SECONDS) until there are ``at_least`` records: a program opens its browser in the background, and
+    a record is written when the browser is done."""
+    deadline = time.monotonic() + SIGN_IN_SECONDS
+    while True:
+        records = [json.loads(line) for line in log_file.read_text().splitlines()] if log_file.exists() else []
+        if len(records) >= at_least or time.monotonic() > deadline:
+            return records
+        time.sleep(0.05)
 
 
 def main(argv: list[str]) -> int:
