@@ -268,7 +268,8 @@ async def sign_in_before_serving(settings: Settings, desk: SignInDesk, stop: asy
                             error.reason, error.message)
             return json_error(error)
 
-    runner = web.ServerRunner(web.Server(handle), handle_signals=False)
+    # No access log: its lines carry the query, here the hub's code and state (the proxy's own log says enough).
+    runner = web.ServerRunner(web.Server(handle, access_log=None), handle_signals=False)
     await runner.setup()
     try:
         try:

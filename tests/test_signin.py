@@ -65,7 +65,7 @@ async def test_a_first_start_signs_in_in_the_browser_and_the_next_start_asks_not
     hub.ensure_running("alice")
     env = _sign_in_env(hub, tmp_path)
     before = {token["id"] for token in _the_proxys_tokens(hub, "alice")}
-    proxy = run_proxy(proxies, env)
+    proxy = run_proxy(proxies, {**env, "JUPYTER_PROXY_LOG_LEVEL": "debug"})  # aiohttp's own lines too
     url, local = proxy.wait_for_banner()
     # The sign-in URL was said on a line of its own, and opened: the hub's login, then back to the proxy.
     sign_in_url = proxy.wait_for(r"\n\s+(https://\S+/hub/api/oauth2/authorize\?\S+)").group(1)
@@ -88,6 +88,7 @@ async def test_a_first_start_signs_in_in_the_browser_and_the_next_start_asks_not
     assert (status, body["reason"]) == (400, "no-sign-in-pending")
     proxy.stop()
     _assert_no_secret_in(proxy.output, hub, [kept])
+    assert URL(browser["final_url"]).query["code"] not in proxy.output  # the access log shows no callback query
 
     again = run_proxy(proxies, env)
     url, local = again.wait_for_banner()
