@@ -428,7 +428,8 @@ c.JupyterHub.services.append({{
     "oauth_client_id": "{body["oauth_client_id"]}",
     # Exactly where the proxy takes the browser back after the sign-in: scheme, host, port and path.
     "oauth_redirect_uri": "{callback}",
-    # The client secret, which the users set as JUPYTERHUB_OAUTH_CLIENT_SECRET; give the service no role.
+    # The client secret, which the users set as JUPYTERHUB_OAUTH_CLIENT_SECRET (the hub takes at most 64
+    # characters); give the service no role.
     "api_token": "{_SECRET_PLACEHOLDER}",
     # Only what the proxy needs, on the signing-in user's own servers (!user: the user who signs in).
     "oauth_client_allowed_scopes": [
