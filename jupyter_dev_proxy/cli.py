@@ -302,7 +302,10 @@ def _interactive() -> bool:
 
 
 def _doctor(argv: list[str]) -> int:
-    """``jupyter-dev-proxy doctor [settings]``: check each link to the user's server, one line each."""
+    """``jupyter-dev-proxy doctor [settings]``: check each link to the user's server, one line each.
+    ``doctor --service-entry``: print the service entry the hub's admin adds for signing in with the hub's login."""
+    entry = "--service-entry" in argv
+    argv = [a for a in argv if a != "--service-entry"]
     try:
         settings = load_settings(argv, os.environ, Path.cwd(), stored=TokenStore().lookup, token_can_be_asked=True)
     except ConfigError as exc:
@@ -310,7 +313,9 @@ def _doctor(argv: list[str]) -> int:
         return 1
     keep_secrets_out_of_logs(settings.secrets)
     configure_logging("error")  # the doctor's lines are its output
-    from .doctor import run_doctor  # imported when asked for: every start would pay for it otherwise
+    from .doctor import run_doctor, run_service_entry  # imported when asked for: every start would pay for it
+    if entry:
+        return _run(run_service_entry(settings, sys.stdout), settings.event_loop)
     return _run(run_doctor(settings, argv, Path.cwd(), sys.stdout), settings.event_loop)
 
 

@@ -325,6 +325,8 @@ def _parser() -> argparse.ArgumentParser:
                "Settings come from flags first, then the environment, then the .env file.\n\n"
                "Commands (with the same settings):\n"
                "  jupyter-dev-proxy doctor        check each link to your server, one line each, no secret shown\n"
+               "  jupyter-dev-proxy doctor --service-entry  for your hub's admin: the service entry that lets you\n"
+               "                                  sign in with the hub's login in your browser\n"
                "  jupyter-dev-proxy login         paste a new token from the hub's token page, or sign in in the\n"
                "                                  browser where JUPYTERHUB_OAUTH_CLIENT_ID is set (replaces a kept one)\n"
                "  jupyter-dev-proxy login --password  on a hub where you sign in with a password: the hub makes the\n"
@@ -733,6 +735,13 @@ def _oauth_client(values: Mapping[str, str | None], listen_host: str, listen_por
                                                         allowed_hosts))
 
 
+def default_callback_url(listen_host: str, listen_port: int) -> URL:
+    """The sign-in callback on the proxy's listen address, where JUPYTERHUB_OAUTH_CALLBACK_URL names none: what a
+    service entry for this proxy registers (``doctor --service-entry``)."""
+    host = "localhost" if listen_host in ("0.0.0.0", "::") else listen_host
+    return URL.build(scheme="http", host=host.strip("[]"), port=listen_port, path=SIGN_IN_CALLBACK_PATH)
+
+
 def _callback_url(value: str | None, listen_host: str, listen_port: int, allowed_hosts: frozenset[str]) -> URL:
     """The sign-in callback: the given URL, which must reach this proxy's own pages, or the default on the listen
     address. The hub matches it exactly, so the port cannot be picked at random."""
@@ -740,8 +749,7 @@ def _callback_url(value: str | None, listen_host: str, listen_port: int, allowed
         raise ConfigError("Signing in with the hub needs a fixed port (the hub sends the browser back to exactly "
                           "the address it knows): set JUPYTER_PROXY_PORT to a port number, not 0.")
     if value is None:
-        host = "localhost" if listen_host in ("0.0.0.0", "::") else listen_host
-        return URL.build(scheme="http", host=host.strip("[]"), port=listen_port, path=SIGN_IN_CALLBACK_PATH)
+        return default_callback_url(listen_host, listen_port)
     advice = (f"write it like http://localhost:{listen_port}{SIGN_IN_CALLBACK_PATH}, as the service's "
               "oauth_redirect_uri says")
     try:

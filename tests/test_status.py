@@ -118,7 +118,7 @@ def test_doctor_against_a_healthy_hub_passes_every_link_and_prints_no_secret(hub
     lines = output.strip().splitlines()
     assert status == 0, output
     assert [line.split(":")[0] for line in lines] == [
-        "✓ settings", "✓ name", "✓ TCP", "✓ TLS", "✓ hub API", "✓ token", "✓ server", "✓ kernelspecs",
+        "✓ settings", "✓ name", "✓ TCP", "✓ TLS", "✓ hub API", "✓ sign-in", "✓ token", "✓ server", "✓ kernelspecs",
         "✓ websocket"]
     assert f"JupyterHub {hub.version}" in output and "alice's, from JUPYTERHUB_API_TOKEN" in output
     assert "JUPYTERHUB_URL=" in output and "(environment)" in output

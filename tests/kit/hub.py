@@ -107,14 +107,12 @@ def _pre_spawn_hook(spawner):
 c.Spawner.pre_spawn_hook = _pre_spawn_hook
 c.JupyterHub.services = [
     {{"name": "test-admin", "api_token": {admin_token!r}}},
-    {{"name": {sign_in_service!r}, "api_token": {sign_in_secret!r}, "oauth_redirect_uri": {sign_in_callback!r},
-      "oauth_no_confirm": True, "oauth_client_allowed_scopes": {sign_in_scopes!r}}},
-]
+{sign_in_entry}]
 c.JupyterHub.oauth_require_pkce = True
 c.JupyterHub.oauth_token_expires_in = {oauth_token_seconds!r}
 c.JupyterHub.load_roles = [
     {{"name": "test-admin", "services": ["test-admin"],
-      "scopes": ["admin:users", "admin:servers", "tokens", "read:hub"]}},
+      "scopes": ["admin:users", "admin:servers", "admin:services", "tokens", "read:hub"]}},
     {{"name": "alice-may-open-bobs-server", "users": ["alice"], "scopes": ["access:servers!user=bob"]}},
     {{"name": "may-sign-in-with-the-proxy", "users": ["alice"],
       "scopes": ["access:services!service={sign_in_service}"]}},
@@ -324,8 +322,16 @@ def _kill_pid_file(path: Path) -> None:
         pass
 
 
-def start_hub(tls_name: str = "jupyterhub", base: str = "/", oauth_token_seconds: int | None = None) -> Hub:
-    """Start a hub on free ports (under ``base``, like c.JupyterHub.base_url); return once its API answers. Its OAuth
+# The proxy's service as the config registers it (``registered``); alice's grant to use it is there either way.
+_SIGN_IN_ENTRY = """    {{"name": {sign_in_service!r}, "api_token": {sign_in_secret!r}, "oauth_redirect_uri": {sign_in_callback!r},
+      "oauth_no_confirm": True, "oauth_client_allowed_scopes": {sign_in_scopes!r}}},
+"""
+
+
+def start_hub(tls_name: str = "jupyterhub", base: str = "/", registered: bool = True,
+              oauth_token_seconds: int | None = None) -> Hub:
+    """Start a hub on free ports (under ``base``, like c.JupyterHub.base_url); return once its API answers.
+    ``registered=False``: without the proxy's service in its config, for an admin to add at run time. Its OAuth
     tokens last ``oauth_token_seconds`` (None: the hub's default, 14 days)."""
     chp = find_chp()
     assert chp is not None, missing_hub_tools()
@@ -340,6 +346,8 @@ def start_hub(tls_name: str = "jupyterhub", base: str = "/", oauth_token_seconds
     admin_token, user_password = secrets.token_hex(32), secrets.token_urlsafe(16)
     port, sign_in_port, sign_in_secret = free_port(), free_port(), secrets.token_hex(32)
     sign_in_callback = f"http://127.0.0.1:{sign_in_port}{SIGN_IN_CALLBACK_PATH}"
+    sign_in_entry = _SIGN_IN_ENTRY.format(sign_in_service=SIGN_IN_SERVICE, sign_in_secret=sign_in_secret,
+                                          sign_in_callback=sign_in_callback, sign_in_scopes=list(SIGN_IN_SCOPES))
     config = _CONFIG.format(
         port=port, hub_port=free_port(), chp_api_port=free_port(), cert=str(cert_file), key=str(key_file),
         db_url=f"sqlite:///{workdir / 'hub.sqlite'}", cookie_secret=str(workdir / "cookie_secret"),
@@ -347,9 +355,9 @@ def start_hub(tls_name: str = "jupyterhub", base: str = "/", oauth_token_seconds
         home_template=str(workdir / "home" / "{username}"),
         spawner_args=["--allow-root"] if os.geteuid() == 0 else [],
         broken=BROKEN_SERVER, broken_message=BROKEN_MESSAGE, admin_token=admin_token, base_url=base,
-        user_password=user_password, sign_in_service=SIGN_IN_SERVICE, sign_in_secret=sign_in_secret,
-        sign_in_callback=sign_in_callback, sign_in_scopes=list(SIGN_IN_SCOPES),
-        options_log=str(workdir / "spawn-options.jsonl"), oauth_token_seconds=oauth_token_seconds or 14 * 24 * 3600,
+        user_password=user_password, sign_in_service=SIGN_IN_SERVICE,
+        sign_in_entry=sign_in_entry if registered else "", options_log=str(workdir / "spawn-options.jsonl"),
+        oauth_token_seconds=oauth_token_seconds or 14 * 24 * 3600,
     )
     (workdir / "jupyterhub_config.py").write_text(config)
     env = clean_env(CONFIGPROXY_AUTH_TOKEN=secrets.token_hex(32))
