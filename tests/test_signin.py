@@ -54,6 +54,15 @@ def _the_proxys_tokens(hub: Hub, user: str) -> list[dict[str, Any]]:
     return [token for token in model["api_tokens"] if token.get("oauth_client") == _MADE_BY_THE_PROXYS_CLIENT]
 
 
+def _assert_a_second_sign_in_replaced(first: str, hub: Hub, tmp_path: Path, proxy: ProxyProcess) -> None:
+    """A second sign-in in the browser replaced the ``first`` token: a new one is kept and works; no secret said."""
+    second = _kept(tmp_path)[hub.address]["alice"]
+    assert second != first and hub.status_of("/hub/api/user", second) == 200
+    assert len(opened(tmp_path / "browser.jsonl", 2)) == 2
+    proxy.stop()
+    _assert_no_secret_in(proxy.output, hub, [first, second])
+
+
 def _assert_no_secret_in(output: str, hub: Hub, tokens: list[str]) -> None:
     assert hub.sign_in_secret not in output and hub.user_password not in output
     for token in tokens:
@@ -114,11 +123,7 @@ async def test_a_revoked_token_starts_a_sign_in_and_the_new_one_is_used_without_
         proxy.wait_for("A new hub token from your sign-in is in use")  # the browser signed in again
         async with ide.get("/api/contents") as response:
             assert response.status == 200
-    second = _kept(tmp_path)[hub.address]["alice"]
-    assert second != first and hub.status_of("/hub/api/user", second) == 200
-    assert len(opened(tmp_path / "browser.jsonl", 2)) == 2
-    proxy.stop()
-    _assert_no_secret_in(proxy.output, hub, [first, second])
+    _assert_a_second_sign_in_replaced(first, hub, tmp_path, proxy)
 
 
 def test_a_start_whose_kept_token_the_hub_refuses_signs_in_again(
