@@ -88,12 +88,13 @@ _STYLE = ("body{font-family:system-ui,sans-serif;max-width:46rem;margin:2rem aut
           "button{font:inherit;padding:.4rem 1rem;margin-top:.5rem}.said{background:#f6f8fa;padding:.5rem 1rem}"
           ".small{color:#555;font-size:.9rem}")
 
-# No script, no frame, nothing from elsewhere; the form posts only here; no Referer to the hub's page (it would
-# carry this page's secret path), nothing kept in the browser's cache.
+# No script, no frame, nothing from elsewhere; the form posts only here; no Referer to another site (the hub's page
+# would learn this page's secret path), nothing kept in the browser's cache. "same-origin", not "no-referrer": under
+# "no-referrer" browsers send the form's POST with "Origin: null", which the Origin check must refuse.
 _HEADERS = {
     "Content-Security-Policy": "default-src 'none'; style-src 'unsafe-inline'; form-action 'self'; "
                                "frame-ancestors 'none'; base-uri 'none'",
-    "Referrer-Policy": "no-referrer",
+    "Referrer-Policy": "same-origin",
     "Cache-Control": "no-store",
     "X-Content-Type-Options": "nosniff",
 }
