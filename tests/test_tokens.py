@@ -278,6 +278,19 @@ def test_a_wrong_paste_on_the_page_says_why_and_the_next_paste_is_taken(
     assert json.loads((tmp_path / "keyring.json").read_text())[f"jupyter-dev-proxy|alice on {hub.address}"] == token
 
 
+def test_after_three_wrong_pastes_on_the_page_it_says_the_proxy_stopped_asking(
+        hub: Hub, first_run_env: dict[str, str]) -> None:
+    login = _login_without_a_terminal(first_run_env)
+    login.expect(_PAGE_LINE)
+    url = login.match.group(1)
+    answers = [_page_submit(url, f"not-a-token-{attempt}") for attempt in range(3)]
+    login.expect(pexpect.EOF)
+    assert login.wait() != 0
+    assert all("The hub does not accept this token" in shown for _, shown in answers)
+    assert 'name="token"' in answers[1][1] and 'name="token"' not in answers[2][1]
+    assert "The proxy stopped asking" in answers[2][1] and "jupyter-dev-proxy login" in answers[2][1]
+
+
 @pytest.mark.parametrize("ending", ["page", "ctrl-c"])
 def test_the_terminal_shows_what_is_typed_again_after_login_ends(
         hub: Hub, first_run_env: dict[str, str], ending: str) -> None:
@@ -293,11 +306,12 @@ def test_the_terminal_shows_what_is_typed_again_after_login_ends(
         terminal.expect(_PAGE_LINE)
         url = terminal.match.group(1)
         terminal.expect("Paste the token here")
+        terminal.send("half-typ")  # a paste begun on the terminal, then left for the page or cut short
         if ending == "page":
             assert _page_submit(url, token)[0] == 200
             terminal.expect("Kept in the system keyring")
         else:
-            terminal.send("half-typ\x03")
+            terminal.send("\x03")
         terminal.expect(pexpect.EOF)
         settings = terminal.before
     finally:
