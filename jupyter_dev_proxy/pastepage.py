@@ -310,9 +310,16 @@ class _Handler(BaseHTTPRequestHandler):
         headers: dict[str, str] = {}
         for name, value in self.headers.items():  # a name sent twice is both values: no longer what is checked
             headers[name.lower()] = f"{headers[name.lower()]}, {value}" if name.lower() in headers else value
-        page._route(self.command, self.path, headers, self.rfile.read, self._send)
+        self._body_read = False
+        page._route(self.command, self.path, headers, self._read_body, self._send)
+
+    def _read_body(self, length: int) -> bytes:
+        self._body_read = True
+        return self.rfile.read(length)
 
     def _send(self, answer: _Answer) -> None:
+        if not self._body_read:
+            self._discard_body()
         self.send_response(answer.status)
         self.send_header("Content-Type", answer.content_type)
         self.send_header("Content-Length", str(len(answer.body)))
@@ -320,6 +327,16 @@ class _Handler(BaseHTTPRequestHandler):
             self.send_header(name, value)
         self.end_headers()
         self.wfile.write(answer.body)
+
+    def _discard_body(self) -> None:
+        """Read a refused request's body all the same: closing with unread bytes resets the connection, and the
+        browser would show that instead of the refusal."""
+        try:
+            length = int(self.headers.get("Content-Length", "0"))
+        except ValueError:
+            return
+        if 0 < length <= _MAX_FORM_BYTES:
+            self._read_body(length)
 
     def log_message(self, format: str, *args: object) -> None:  # noqa: A002 (http.server's naming)
         """Nothing: the request line carries the page's secret path."""
