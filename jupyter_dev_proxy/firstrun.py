@@ -1,5 +1,6 @@
-"""A first run on a terminal with a hub but no token: open the hub's token page, ask for the token without showing
-it, check it with the hub, and keep it (the keyring, else a file only the user may read) for later starts.
+"""A first run on a terminal with a hub but no token: open the hub's token page and the proxy's paste page (what to
+pick there, a paste box: pastepage.py), take the token from the page or the terminal (not shown), whichever first,
+check it with the hub, and keep it (the keyring, else a file only the user may read) for later starts.
 
 A pasted token that may make tokens (the token page's default) is not kept: the proxy makes its own, with only the
 scopes it needs and an expiry, and revokes the pasted one. On a hub with a password login, ``login --password``
@@ -12,6 +13,7 @@ import asyncio
 import enum
 import getpass
 import socket
+import time
 import webbrowser
 from collections.abc import Callable
 from dataclasses import replace
@@ -31,6 +33,8 @@ from .hubapi import (
     hub_client,
     start_scope_name,
 )
+from .hidden_line import terminal_input
+from .pastepage import OPEN_SECONDS, Advice, Outcome, PastePage, next_paste
 from .tokens import TokenStore
 
 # Wrong pastes happen; after this many the proxy stops asking and says what to do instead.
@@ -69,6 +73,11 @@ def scopes_to_tick(settings: Settings, user: str) -> list[tuple[str, str]]:
             for name, over, why in _NEEDED if name != "read:tokens"]
 
 
+def token_note() -> str:
+    """The note of the proxy's tokens, and the one the token page is advised: which computer's proxy holds it."""
+    return f"jupyter-dev-proxy on {socket.gethostname()}"
+
+
 def own_token_request(settings: Settings, owner: str, hub_version: str,
                       held: tuple[str, ...] | None = None) -> WantedToken:
     """The proxy's own token for ``owner``: every scope it needs, of those only what ``held`` (the scopes of the
@@ -76,7 +85,7 @@ def own_token_request(settings: Settings, owner: str, hub_version: str,
     server = settings.hub.server
     start = start_scope_name(hub_version) if hub_version else "start:servers"
     names = [(start if name == "start" else name, over) for name, over, _ in _NEEDED]
-    return WantedToken(note=f"jupyter-dev-proxy on {socket.gethostname()}",
+    return WantedToken(note=token_note(),
                        scopes=tuple(_scope(name, over, owner, server) for name, over in names
                                     if grants(held, name, owner, server) is not False),
                        expires_in_seconds=OWN_TOKEN_SECONDS)
@@ -173,39 +182,64 @@ def _answer(read: Callable[[str], str], prompt: str) -> str:
         return ""
 
 
+def _expiry_advice() -> str:
+    """Which expiry to pick on the token page: it matters only for a token the proxy keeps as it is."""
+    return (f"the longest the page offers, or the longest your organisation's rules allow. With no scope ticked it "
+            f"does not matter: the proxy swaps that token at once for its own, which lasts "
+            f"{OWN_TOKEN_SECONDS // (24 * 3600)} days.")
+
+
 def ask_for_token(settings: Settings, store: TokenStore, out: TextIO,
-                  read_secret: Callable[[str], str] = getpass.getpass,
                   open_browser: Callable[[str], object] = webbrowser.open,
                   why: str = "and none is set or kept yet") -> Settings | None:
-    """The settings with a token the user pasted, checked and kept; None when they chose not to give one."""
+    """The settings with a token the user pasted, on the terminal (hidden) or on the proxy's paste page, whichever
+    first, checked and kept; None when they chose not to give one or none came in time. With no terminal (login
+    from a pipe), the page alone."""
     hub = settings.hub
-    page = hub.page("token")
+    token_page = hub.page("token")
     user = hub.user or "<you>"
+    scopes = scopes_to_tick(settings, user)
     out.write(f"The proxy needs an API token of your hub to reach your server, {why}.\n"
-              f"Opening {page} in your browser (open it yourself if nothing happens). Request a new token there;\n"
-              "tick these scopes if the page lists them, or leave them all for a token that can do what you can:\n")
-    for scope, why in scopes_to_tick(settings, user):
-        out.write(f"  {scope}  — {why}\n")
+              f"Opening {token_page} in your browser (open it yourself if nothing happens). Request a new token "
+              "there;\ntick these scopes if the page lists them, or leave them all for a token that can do what you "
+              "can:\n")
+    for scope, what_for in scopes:
+        out.write(f"  {scope}  — {what_for}\n")
+    terminal = terminal_input()
     skip = (" (Enter alone: no token, the IDE's token is sent instead)" if hub.user else
             " (Enter alone: stop)")
-    out.flush()
-    open_browser(page)
-    for _ in range(_ATTEMPTS):
-        token = _answer(read_secret, f"Paste the token here, it is not shown{skip}: ").strip()
-        if not token:
-            return None
-        try:
-            lines, kept = asyncio.run(_check(settings, token, lambda owner, value: store.save(hub, owner, value)))
-        except HubError as exc:
-            out.write(f"{exc}\n")
-            return None
-        out.write("".join(f"{line}\n" for line in lines))
-        if kept is not None:
-            owner, token, source = kept
-            out.write(f"Kept in {source} for the next starts; `jupyter-dev-proxy forget-token` removes it.\n")
-            out.flush()
-            return replace(settings, hub=hub.for_user(owner), hub_token=token, token_source=source)
+    deadline = time.monotonic() + OPEN_SECONDS
+    advice = Advice(token_page=token_page, note=token_note(), expiry=_expiry_advice(), scopes=scopes)
+    with PastePage(advice) as page:
+        out.write(f"{'Or paste' if terminal is not None else 'Paste'} it on this page of the proxy's, which says "
+                  f"what to pick: {page.url}\n")
         out.flush()
+        open_browser(token_page)
+        open_browser(page.url)
+        for attempt in range(1, _ATTEMPTS + 1):
+            token = next_paste(page, terminal, f"Paste the token here, it is not shown{skip}: ", out, deadline)
+            if token is None:
+                out.write(f"No token came within {OPEN_SECONDS // 60} minutes, so the proxy stopped asking: run "
+                          "`jupyter-dev-proxy login` when you have one.\n")
+                return None
+            token = token.strip()
+            if not token:
+                return None
+            try:
+                lines, kept = asyncio.run(_check(settings, token, lambda owner, value: store.save(hub, owner, value)))
+            except HubError as exc:
+                out.write(f"{exc}\n")
+                page.answer([str(exc)], Outcome.ENDED)
+                return None
+            if kept is not None:
+                owner, token, source = kept
+                lines.append(f"Kept in {source} for the next starts; `jupyter-dev-proxy forget-token` removes it.")
+            out.write("".join(f"{line}\n" for line in lines))
+            out.flush()
+            if kept is not None:
+                page.answer(lines, Outcome.KEPT)
+                return replace(settings, hub=hub.for_user(owner), hub_token=token, token_source=source)
+            page.answer(lines, Outcome.TRY_AGAIN if attempt < _ATTEMPTS else Outcome.ENDED)
     return None
 
 

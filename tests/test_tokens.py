@@ -4,17 +4,23 @@ ahead, and the server started with the right spawn options."""
 
 from __future__ import annotations
 
+import html
 import json
+import re
 import signal
 import stat
 import sys
 import time
+import urllib.error
+import urllib.request
 from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
+from urllib.parse import urlencode
 
 import pexpect
 import pytest
+from pexpect.popen_spawn import PopenSpawn
 
 from tests.kit.hub import Hub, module_hub, require_real_servers
 from tests.kit.hub import hub_env as token_env
@@ -100,7 +106,9 @@ def test_a_first_run_opens_the_token_page_asks_hidden_checks_and_keeps_the_token
     finally:
         terminal.kill(signal.SIGTERM)
         terminal.close()
-    assert (tmp_path / "opened.txt").read_text().strip() == f"{hub.address}/hub/token"
+    hub_page, paste_page = (tmp_path / "opened.txt").read_text().split()
+    assert hub_page == f"{hub.address}/hub/token"  # and the proxy's own page, which says what to pick there
+    assert re.fullmatch(r"http://127\.0\.0\.1:\d+/token/[\w-]{20,}", paste_page), paste_page
     assert token not in output and token not in transcript  # the prompt did not echo it
     kept = json.loads((tmp_path / "keyring.json").read_text())
     own = kept[f"jupyter-dev-proxy|alice on {hub.address}"]
@@ -194,6 +202,123 @@ def test_login_replaces_a_kept_token_with_a_new_paste(hub: Hub, first_run_env: d
             terminal.kill(signal.SIGTERM)
             terminal.close()
     assert json.loads((tmp_path / "keyring.json").read_text())[f"jupyter-dev-proxy|alice on {hub.address}"] == second
+
+
+# -- the paste page ---------------------------------------------------------------------------------------------------
+
+_PAGE_LINE = r"aste it on this page of the proxy's, which says what to pick: (http://127\.0\.0\.1:\d+/\S+)"
+
+
+def _login_without_a_terminal(env: dict[str, str]) -> PopenSpawn:
+    """``login`` with its input a pipe, as from a script or an IDE's task: the page alone can take the token."""
+    return PopenSpawn([sys.executable, str(PROXY), "login"], env=env, cwd=str(Path(env["TEST_KEYRING_FILE"]).parent),
+                      encoding="utf-8", timeout=60)
+
+
+def _page_submit(url: str, token: str) -> tuple[int, str]:
+    """What a browser does on the page: load it, paste ``token`` in its form, send it. The answer's status and
+    text (unescaped)."""
+    with urllib.request.urlopen(url, timeout=30) as response:
+        secret = re.search(r'name="form" value="([^"]+)"', response.read().decode())
+    assert secret, "the page has no form"
+    request = urllib.request.Request(url, data=urlencode({"form": html.unescape(secret.group(1)),
+                                                          "token": token}).encode(),
+                                     headers={"Origin": url.split("/token/")[0]}, method="POST")
+    try:
+        with urllib.request.urlopen(request, timeout=60) as response:
+            return response.status, html.unescape(response.read().decode())
+    except urllib.error.HTTPError as error:
+        return error.code, html.unescape(error.read().decode())
+
+
+def test_login_without_a_terminal_takes_the_token_on_its_page_and_shows_what_it_did(
+        hub: Hub, first_run_env: dict[str, str], tmp_path: Path) -> None:
+    """A token that may make tokens, pasted on the page: the proxy's own narrow token is kept, the pasted one is
+    revoked, and the page says so, as the terminal does, without showing either token."""
+    token = hub.make_token("alice")
+    login = _login_without_a_terminal(first_run_env)
+    login.expect(_PAGE_LINE)
+    url = login.match.group(1)
+    with urllib.request.urlopen(url, timeout=30) as response:
+        advice = html.unescape(response.read().decode())
+    for value in ("jupyter-dev-proxy on ", "30 days", "access:servers!server=<you>/", "to use your server",
+                  f"{hub.address}/hub/token"):
+        assert value in advice
+    status, shown = _page_submit(url, token)
+    login.expect(pexpect.EOF)
+    terminal = login.before
+    assert login.wait() == 0
+    kept = json.loads((tmp_path / "keyring.json").read_text())[f"jupyter-dev-proxy|alice on {hub.address}"]
+    assert status == 200
+    for line in ("The token is alice's", "The proxy made a token of its own", "The token you pasted is revoked",
+                 "Kept in the system keyring", "You can close this page"):
+        assert line in shown, shown
+    assert token not in shown and kept not in shown and token not in terminal and kept not in terminal
+    assert "The token you pasted is revoked" in terminal
+    assert kept != token and hub.api("GET", "/user", token=token)[0] == 403
+    _assert_the_proxys_own_token(hub, kept)
+
+
+def test_a_wrong_paste_on_the_page_says_why_and_the_next_paste_is_taken(
+        hub: Hub, first_run_env: dict[str, str], tmp_path: Path) -> None:
+    """The page says what the terminal says: why a paste was refused, then, for a token that may not make
+    tokens, what it lacks; that token is kept as it is."""
+    token = hub.make_token("alice", scopes=["access:servers!user=alice"])
+    login = _login_without_a_terminal(first_run_env)
+    login.expect(_PAGE_LINE)
+    url = login.match.group(1)
+    status, shown = _page_submit(url, "not-a-token")
+    assert status == 200 and "The hub does not accept this token" in shown and 'name="token"' in shown
+    login.expect("The hub does not accept this token")
+    status, shown = _page_submit(url, token)
+    login.expect(pexpect.EOF)
+    assert login.wait() == 0
+    assert "It lacks read:servers!user=alice" in shown
+    assert "This token may not make tokens, so the proxy keeps it as it is" in shown and token not in shown
+    assert json.loads((tmp_path / "keyring.json").read_text())[f"jupyter-dev-proxy|alice on {hub.address}"] == token
+
+
+def test_after_three_wrong_pastes_on_the_page_it_says_the_proxy_stopped_asking(
+        hub: Hub, first_run_env: dict[str, str]) -> None:
+    login = _login_without_a_terminal(first_run_env)
+    login.expect(_PAGE_LINE)
+    url = login.match.group(1)
+    answers = [_page_submit(url, f"not-a-token-{attempt}") for attempt in range(3)]
+    login.expect(pexpect.EOF)
+    assert login.wait() != 0
+    assert all("The hub does not accept this token" in shown for _, shown in answers)
+    assert 'name="token"' in answers[1][1] and 'name="token"' not in answers[2][1]
+    assert "The proxy stopped asking" in answers[2][1] and "jupyter-dev-proxy login" in answers[2][1]
+
+
+@pytest.mark.parametrize("ending", ["page", "ctrl-c"])
+def test_the_terminal_shows_what_is_typed_again_after_login_ends(
+        hub: Hub, first_run_env: dict[str, str], ending: str) -> None:
+    """The prompt hides what is typed; after ``login`` ends (the page won, or Ctrl-C at the prompt) the terminal
+    echoes again: ``stty -a`` run next on the same terminal says ``echo``, not ``-echo``."""
+    token = hub.make_token("alice", scopes=["access:servers!user=alice"])
+    # The shell's trap is a handler, not an ignore: the proxy is started with Ctrl-C's default, and the shell
+    # survives Ctrl-C to run stty.
+    script = f"trap 'true' INT; {sys.executable} {PROXY} login; stty -a"
+    terminal = pexpect.spawn("/bin/sh", ["-c", script], env=first_run_env, encoding="utf-8", timeout=60,
+                             cwd=str(Path(first_run_env["TEST_KEYRING_FILE"]).parent))
+    try:
+        terminal.expect(_PAGE_LINE)
+        url = terminal.match.group(1)
+        terminal.expect("Paste the token here")
+        terminal.send("half-typ")  # a paste begun on the terminal, then left for the page or cut short
+        if ending == "page":
+            assert _page_submit(url, token)[0] == 200
+            terminal.expect("Kept in the system keyring")
+        else:
+            terminal.send("\x03")
+        terminal.expect(pexpect.EOF)
+        settings = terminal.before
+    finally:
+        terminal.close()
+    assert re.search(r"(^|[\s;])echo([\s;]|$)", settings) and not re.search(r"(^|[\s;])-echo([\s;]|$)", settings), \
+        settings
+    assert "half-typ" not in settings  # neither shown nor left to the shell
 
 
 def test_not_on_a_terminal_a_missing_token_is_one_sentence(hub: Hub, first_run_env: dict[str, str]) -> None:
