@@ -23,11 +23,14 @@ import html
 import logging
 import os
 import secrets
+import shutil
 import sys
+import tempfile
 import webbrowser
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import datetime
+from pathlib import Path
 from typing import Any
 
 from aiohttp import web
@@ -108,6 +111,8 @@ class SignInDesk:
         self._store = store
         self._open_browser = open_browser
         self._pending: PendingSignIn | None = None
+        self._completing = False  # a code is being exchanged: an ask meanwhile starts no second sign-in
+        self._redirect_dir: Path | None = None  # where the browser's redirect page is written (the user's only)
         self._reminder: asyncio.TimerHandle | None = None
         self._opening: set[asyncio.Future[object]] = set()
         self.user = settings.hub.user  # once known, every sign-in must be this user's: the proxy serves their server
@@ -125,6 +130,8 @@ class SignInDesk:
     def ask(self, why: str) -> str:
         """The sentence that sends the user to sign in (a new sign-in unless one is under way). The first ask of a
         sign-in logs ``why`` with the URL and opens the URL in a browser where there is one."""
+        if self._completing:
+            return "A sign-in is completing; try again in a moment"
         if self._pending is None:
             self._pending = PendingSignIn()
             url = self._pending.url(self._settings, self._client)
@@ -135,10 +142,18 @@ class SignInDesk:
         return f"Sign in to the hub in your browser: {self.pending_url}"
 
     def _open(self, url: str) -> None:
-        """Open ``url`` in a thread: a browser command may take its time, and the callback must be served meanwhile."""
+        """Open ``url`` in a browser, through a page only the user may read: a browser's command line is visible to
+        every user of the computer, and with this URL another user signed in to the hub as themselves could finish
+        the sign-in first and have the proxy use *their* server (as Jupyter does for its token). In a thread: a
+        browser command may take its time, and the callback must be served meanwhile."""
         if not _has_browser():
             return
-        opening = asyncio.ensure_future(asyncio.to_thread(self._open_browser, url))
+        try:
+            page = self._redirect_page(url)
+        except OSError as exc:
+            log.info("Could not write the page that opens the sign-in (%s): open the sign-in URL yourself.", exc)
+            return
+        opening = asyncio.ensure_future(asyncio.to_thread(self._open_browser, page))
         self._opening.add(opening)
         opening.add_done_callback(self._opened)
 
@@ -146,6 +161,16 @@ class SignInDesk:
         self._opening.discard(opening)
         if not opening.cancelled() and opening.exception() is not None:
             log.info("Could not open a browser (%s): open the sign-in URL yourself.", opening.exception())
+
+    def _redirect_page(self, url: str) -> str:
+        """A file URL of a page that sends the browser on to ``url``, in a directory only the user may enter."""
+        if self._redirect_dir is None:
+            self._redirect_dir = Path(tempfile.mkdtemp(prefix="jupyter-dev-proxy-sign-in-"))
+        page = self._redirect_dir / "sign-in.html"
+        descriptor = os.open(page, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+        with os.fdopen(descriptor, "w", encoding="utf-8") as out:
+            out.write(_REDIRECT_PAGE.format(url=html.escape(url, quote=True)))
+        return page.as_uri()
 
     def _remind_later(self) -> None:
         if self._reminder is not None:
@@ -160,8 +185,12 @@ class SignInDesk:
                     SIGN_IN_REMINDER_SECONDS / 60, self.pending_url)
 
     def close(self) -> None:
+        """No sign-in is awaited any more: no reminder, and the redirect page gone."""
         if self._reminder is not None:
             self._reminder.cancel()
+        if self._redirect_dir is not None:
+            shutil.rmtree(self._redirect_dir, ignore_errors=True)
+            self._redirect_dir = None
 
     async def answer(self, request: web.BaseRequest) -> web.Response:
         """The hub's redirect back: accepted only for the sign-in under way (its ``state``), once; the code is
@@ -188,12 +217,14 @@ class SignInDesk:
         if not code:
             raise ProxyError(400, "sign-in-code-missing", "The hub sent the browser back without a sign-in code: "
                                                           "open the sign-in URL the proxy printed last.")
-        self._pending = None  # one use: a replay, or a second tab, finds no sign-in under way
+        self._pending, self._completing = None, True  # one use: a replay, or a second tab, finds none under way
         try:
             signed = await self._complete(pending, code)
         except BaseException:
             self._pending = self._pending or pending  # the URL stays good for another try
             raise
+        finally:
+            self._completing = False
         self.close()
         if self.on_signed_in is not None:
             self.on_signed_in(signed)
@@ -235,6 +266,13 @@ class SignInDesk:
                                                    "then try again.", logged=True)
 
 
+# What the browser is given to open: this page, which goes on to the hub's sign-in (its URL stays in the file).
+_REDIRECT_PAGE = """<!doctype html>
+<html lang="en"><head><meta charset="utf-8"><meta http-equiv="refresh" content="0;url={url}">
+<title>Signing in · jupyter-dev-proxy</title></head>
+<body><p><a href="{url}">Sign in to the hub</a> (your browser should go there by itself).</p></body></html>
+"""
+
 _SIGNED_IN_PAGE = """<!doctype html>
 <html lang="en"><head><meta charset="utf-8"><title>Signed in · jupyter-dev-proxy</title>
 <style>body{{font:16px/1.5 system-ui,sans-serif;max-width:40em;margin:4em auto;padding:0 1em}}</style></head>
@@ -269,7 +307,8 @@ async def sign_in_before_serving(settings: Settings, desk: SignInDesk, stop: asy
             return json_error(error)
 
     # No access log: its lines carry the query, here the hub's code and state (the proxy's own log says enough).
-    runner = web.ServerRunner(web.Server(handle, access_log=None), handle_signals=False)
+    # A stop does not wait for a code's exchange with a slow hub: the sign-in is given up anyway.
+    runner = web.ServerRunner(web.Server(handle, access_log=None), handle_signals=False, shutdown_timeout=0.5)
     await runner.setup()
     try:
         try:

@@ -192,6 +192,10 @@ async def test_a_sign_in_under_way_is_linked_on_the_status_page_and_named_to_the
             message = (await response.json())["message"]
         [browser] = opened(tmp_path / "browser.jsonl", 1)  # asked once, however often the IDE asks
         assert browser["url"] in message
+        # The browser was given a page only this user may read, not the URL: a command line is everyone's to see.
+        page = Path(urllib.request.url2pathname(URL(browser["opened"]).path))
+        assert URL(browser["opened"]).scheme == "file" and "state" not in browser["opened"]
+        assert stat.S_IMODE(page.stat().st_mode) == 0o600 and stat.S_IMODE(page.parent.stat().st_mode) == 0o700
         async with ide.get("/api/contents") as response:
             assert response.status == 401
         async with ide.get("/jupyter-dev-proxy/api/status") as response:
@@ -204,4 +208,5 @@ async def test_a_sign_in_under_way_is_linked_on_the_status_page_and_named_to_the
             assert response.status == 200
         async with ide.get("/jupyter-dev-proxy/api/status") as response:
             assert (await response.json())["sign_in_url"] is None
+        assert not page.exists()  # gone with the sign-in
     assert len(opened(tmp_path / "browser.jsonl")) == 1

@@ -6,6 +6,7 @@ client, another redirect URI). Also that the kit's scripted browser works as web
 from __future__ import annotations
 
 import asyncio
+import html
 import base64
 import hashlib
 import json
@@ -225,4 +226,13 @@ async def test_browser_command_signs_in_and_records_where_it_landed(hub: Hub, tm
 def test_browser_command_without_a_user_only_records_the_url(hub: Hub, tmp_path: Path) -> None:
     url = _authorize_url(hub, "s", Pkce())
     _webbrowser_open(url, clean_env(**browser_env(tmp_path / "opened.jsonl")))
-    assert opened(tmp_path / "opened.jsonl") == [{"url": url, "status": None, "final_url": None}]
+    assert opened(tmp_path / "opened.jsonl") == [{"opened": url, "url": url, "status": None, "final_url": None}]
+
+
+def test_browser_command_given_a_local_redirect_page_records_where_it_leads(hub: Hub, tmp_path: Path) -> None:
+    url = _authorize_url(hub, "s", Pkce())
+    page = tmp_path / "sign-in.html"
+    page.write_text(f'<meta http-equiv="refresh" content="0;url={html.escape(url)}">')
+    _webbrowser_open(page.as_uri(), clean_env(**browser_env(tmp_path / "opened.jsonl")))
+    assert opened(tmp_path / "opened.jsonl") == [{"opened": page.as_uri(), "url": url, "status": None,
+                                                  "final_url": None}]

@@ -7,7 +7,8 @@ Two ways to use it:
 - in a test, ``sign_in(url, user, password, ca_file)`` returns the ``Landing``: final URL, status, body;
 - as the ``BROWSER`` Python's ``webbrowser`` module runs (``browser_env(...)`` gives the environment), so the
   proxy under test opens the sign-in page in it. Settings come from the environment: ``JDP_BROWSER_LOG`` (a
-  file; each call appends one JSON line ``{"url", "status", "final_url"}``), ``JDP_BROWSER_USER``,
+  file; each call appends one JSON line ``{"opened", "url", "status", "final_url"}``: what it was given, and for
+  a local redirect page the URL it leads to), ``JDP_BROWSER_USER``,
   ``JDP_BROWSER_PASSWORD``, ``JDP_BROWSER_CA``. Without ``JDP_BROWSER_USER`` it only records the URL it was
   given (status and final_url null), so a test can tell what the proxy would have opened, or that it opened
   nothing. ``webbrowser`` waits for a BROWSER command, so every call is bounded (``SIGN_IN_SECONDS``).
@@ -217,16 +218,29 @@ def opened(log_file: Path, at_least: int = 0) -> list[dict[str, Any]]:
         time.sleep(0.05)
 
 
+_REFRESH = re.compile(r'<meta http-equiv="refresh" content="0;url=([^"]+)"', re.I)
+
+
+def followed(url: str) -> str:
+    """Where ``url`` leads a browser: for a local file (a program's redirect page), the URL its refresh names, as a
+    browser reads the file; any other URL as it is."""
+    if not url.startswith("file://"):
+        return url
+    page = Path(urllib.request.url2pathname(urllib.parse.urlsplit(url).path)).read_text()
+    found = _REFRESH.search(page)
+    return html.unescape(found.group(1)) if found else url
+
+
 def main(argv: list[str]) -> int:
     """BROWSER entry: sign in at argv[1] (or only record it), append one JSON line to $JDP_BROWSER_LOG."""
     if len(argv) != 2:
         print(f"usage: {argv[0]} URL (settings in ${USER_ENV}, ${PASSWORD_ENV}, ${CA_ENV}, ${LOG_ENV})",
               file=sys.stderr)
         return 2
-    url = argv[1]
-    record: dict[str, Any] = {"url": url, "status": None, "final_url": None}
+    record: dict[str, Any] = {"opened": argv[1], "url": argv[1], "status": None, "final_url": None}
     user = os.environ.get(USER_ENV)
     try:
+        url = record["url"] = followed(argv[1])
         if user:
             landing = sign_in(url, user, os.environ.get(PASSWORD_ENV, ""), os.environ.get(CA_ENV) or None,
                               client_cert=os.environ.get(CERT_ENV) or None,
