@@ -10,6 +10,8 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
+from collections.abc import Awaitable, Callable
+from typing import TYPE_CHECKING
 
 import aiohttp
 from aiohttp import http_exceptions, web
@@ -30,13 +32,15 @@ from .http_relay import relay_http
 from .hubapi import HubClient
 from .logs import keep_secrets_out_of_logs
 from .routing import check_request_head, loggable, upstream_request_headers, upstream_url_for
-from .signin import SignInDesk
 from .status import PREFIX as STATUS_PREFIX
 from .status import StatusBoard
 from .tokens import HubCredential, credential_for
 from .transport import HubTransport
 from .watch import ServerWatch
 from .ws_relay import OpenRelays, relay_websocket
+
+if TYPE_CHECKING:  # the desk serves its waiting page with this module's server: only its type is needed here
+    from .signin import SignInDesk
 
 log = logging.getLogger("jupyter_dev_proxy")
 
@@ -96,12 +100,21 @@ class _IdeConnection(RequestHandler):
                                                             "proxy did not forward it.", closes=True))
 
 
+_Handler = Callable[[web.BaseRequest], Awaitable[web.StreamResponse]]
+
+
 class _IdeServer(web.Server):
     """aiohttp's low-level server, with the proxy's connections and their limits."""
 
     def __call__(self) -> RequestHandler:
         return _IdeConnection(self, loop=asyncio.get_running_loop(), access_log_class=AccessLogger,
                               max_field_size=_MAX_HEADER_BYTES, keepalive_timeout=IDE_IDLE_SECONDS)
+
+
+def ide_server(handler: _Handler) -> web.Server:
+    """A server for the IDE's side with the proxy's connections: their limits, an access log without the query, and
+    unparsable requests answered in Jupyter's JSON (the sign-in's waiting page uses it too)."""
+    return _IdeServer(handler, handler_cancellation=True)
 
 
 # Refusals of the same kind (a web page firing <img> requests without the token, a misconfigured client in a
@@ -158,7 +171,7 @@ class ProxyRunner(web.BaseRunner):
             self._watching_token = asyncio.get_running_loop().create_task(self.credential.watch())
         # handler_cancellation: when the IDE hangs up, its request to the hub is cancelled and the connection
         # released, instead of waiting for an answer nobody will read.
-        return _IdeServer(self._handle, handler_cancellation=True)
+        return ide_server(self._handle)
 
     async def shutdown(self) -> None:
         self._relays.stop_all()

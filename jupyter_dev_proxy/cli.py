@@ -23,11 +23,11 @@ from aiohttp import web
 
 from . import __version__
 from .app import ProxyRunner
-from .config import ConfigError, Settings, load_settings, wants_demo
+from .config import ConfigError, Settings, TokenKind, load_settings, wants_demo
 from .demo import DemoServer, DemoUnavailable, start_demo_server
 from .hubapi import HubError, Progress, TokenInfo, TokenRefused, hub_client
 from .logs import configure_logging, keep_secrets_out_of_logs
-from .signin import SignedIn, SignInDesk, sign_in_before_serving
+from .signin import SignedIn, SignInDesk, WaitingForSignIn
 from .startup import HubReport, check_hub
 from .status import PREFIX as STATUS_PREFIX
 from .status import StatusBoard
@@ -158,46 +158,83 @@ async def _ask_hub(settings: Settings, credential: HubCredential | None, stop: a
         return EXIT_USAGE
 
 
-async def _signed_in(settings: Settings, desk: SignInDesk, stop: asyncio.Event, why: str) -> Settings | int:
-    """The settings with the token of a sign-in made before serving (the hub's login in a browser)."""
-    try:
-        signed = await sign_in_before_serving(settings, desk, stop, why)
-    except ConfigError as exc:
-        print(f"jupyter-dev-proxy: {exc}", file=sys.stderr)
-        return EXIT_USAGE
-    if signed is None:
-        print("jupyter-dev-proxy: stopped before you signed in.", file=sys.stderr)
-        return EXIT_INTERRUPTED
-    return replace(settings, hub=settings.hub.for_user(signed.user), hub_token=signed.token,
-                   token_source=signed.source)
+class _SignInAddress:
+    """The proxy's address while it signs in before serving, held (``WaitingForSignIn``) from the first sign-in
+    until the proxy serves there."""
+
+    def __init__(self) -> None:
+        self.waiting: WaitingForSignIn | None = None
+
+    async def signed_in(self, settings: Settings, desk: SignInDesk, stop: asyncio.Event,
+                        why: str) -> SignedIn | int:
+        """A sign-in in the browser; the exit status when there was none."""
+        try:
+            if self.waiting is None:
+                self.waiting = await WaitingForSignIn(settings, desk).__aenter__()
+        except ConfigError as exc:
+            print(f"jupyter-dev-proxy: {exc}", file=sys.stderr)
+            return EXIT_USAGE
+        signed = await self.waiting.signed_in(stop, why)
+        if signed is None:
+            print("jupyter-dev-proxy: stopped before you signed in.", file=sys.stderr)
+            return EXIT_INTERRUPTED
+        return signed
+
+    async def release(self) -> None:
+        """Let the address go: the proxy serves there next (or stops)."""
+        if self.waiting is not None:
+            await self.waiting.__aexit__(None, None, None)
+            self.waiting = None
+
+
+async def _ask_hub_signing_in(settings: Settings, store: TokenStore, desk: SignInDesk | None, stop: asyncio.Event,
+                              address: _SignInAddress) -> tuple[HubReport, HubCredential | None] | int:
+    """The hub check with the credential it was made with; without a usable token where the hub's login gives one,
+    a sign-in first (again when the hub refuses the token it had)."""
+    credential = credential_for(settings, store)
+    why = "no hub token is kept for this hub yet"
+    while True:
+        if credential is None and desk is not None:
+            signed = await address.signed_in(settings, desk, stop, why)
+            if isinstance(signed, int):
+                return signed
+            settings = replace(settings, hub=settings.hub.for_user(signed.user), hub_token=signed.token,
+                               token_source=signed.source)
+            credential = credential_for(settings, store)
+            assert credential is not None
+            credential.expires_at = signed.expires_at
+        report = await _ask_hub(settings, credential, stop, can_sign_in=desk is not None)
+        if report is None:
+            credential, why = None, _why_sign_in_again(settings)
+            continue
+        return report if isinstance(report, int) else (report, credential)
 
 
 async def serve(settings: Settings, stop: asyncio.Event, demo: DemoServer | None = None,
                 store: TokenStore | None = None) -> int:
     """Run the proxy until ``stop`` is set; return the exit status."""
-    # 1. Without a usable token where the hub's login gives one, sign in first. Then ask the hub who we are and
-    #    whether the server runs; start it if it should be started. From here on the token lives in the
-    #    credential, which every sender reads as it sends.
-    store = store or TokenStore()
+    address = _SignInAddress()
+    try:
+        return await _serve(settings, stop, demo, store or TokenStore(), address)
+    finally:
+        await address.release()
+
+
+async def _serve(settings: Settings, stop: asyncio.Event, demo: DemoServer | None, store: TokenStore,
+                 address: _SignInAddress) -> int:
+    # 1. Ask the hub who we are and whether the server runs; start it if it should be started (signing in first
+    #    where the hub's login gives the token). From here on the token lives in the credential, which every
+    #    sender reads as it sends.
     desk = SignInDesk(settings, store) if settings.oauth is not None else None
-    credential = credential_for(settings, store)
-    why = "no hub token is kept for this hub yet"
-    while True:
-        if credential is None and desk is not None:
-            signed = await _signed_in(settings, desk, stop, why)
-            if isinstance(signed, int):
-                return signed
-            settings, credential = signed, credential_for(signed, store)
-        report = await _ask_hub(settings, credential, stop, can_sign_in=desk is not None)
-        if report is not None:
-            break
-        credential, why = None, f"the hub no longer accepts the token from {settings.token_source}"
-    if isinstance(report, int):
-        return report
+    asked = await _ask_hub_signing_in(settings, store, desk, stop, address)
+    if isinstance(asked, int):
+        return asked
+    report, credential = asked
     settings = report.settings
     if desk is not None and credential is not None:
+        desk.user = settings.hub.user  # the hub has said whose server this is: every sign-in must be theirs
         _sign_in_while_serving(desk, credential)
-    # 2. Listen.
+    # 2. Listen (where a sign-in held the address, it is let go just before).
     status = StatusBoard(settings, report.hub_version, report.token)
     watch = (ServerWatch(settings, report.hub_version, credential, status) if report.hub_version is not None
              else None)
@@ -208,9 +245,9 @@ async def serve(settings: Settings, stop: asyncio.Event, demo: DemoServer | None
     except ConfigError as exc:
         print(f"jupyter-dev-proxy: {exc}", file=sys.stderr)
         return EXIT_USAGE
+    await address.release()
     try:
-        site = web.TCPSite(runner, settings.listen_host, settings.listen_port)
-        await site.start()
+        await web.TCPSite(runner, settings.listen_host, settings.listen_port).start()
     except OSError as exc:
         print(f"jupyter-dev-proxy: cannot listen on {settings.listen_host}:{settings.listen_port} "
               f"({exc.strerror}): another program (maybe another proxy) uses it; stop it or set "
@@ -226,6 +263,8 @@ async def serve(settings: Settings, stop: asyncio.Event, demo: DemoServer | None
     expiry = ExpiryWarnings(settings.hub.page("token"), sign_in=desk.ask if desk is not None else None)
     if report.token is not None and report.token.expiry_known:
         expiry.schedule(report.token.expires_at)
+    elif credential is not None:
+        expiry.schedule(credential.expires_at)  # where the hub's token model does not say it (JupyterHub < 5)
     if credential is not None and report.hub_version is not None:
         credential.on_change = lambda: asyncio.ensure_future(_follow_new_token(settings, credential, expiry,
                                                                                status))
@@ -239,12 +278,20 @@ async def serve(settings: Settings, stop: asyncio.Event, demo: DemoServer | None
     return EXIT_OK
 
 
+def _why_sign_in_again(settings: Settings) -> str:
+    """Why a start signs in although it had a token: the hub refused it (and a variable keeps coming first)."""
+    why = f"the hub no longer accepts the token from {settings.token_source}"
+    if settings.token_source.kind in (TokenKind.VARIABLE, TokenKind.FILE):
+        why += f"; remove {settings.token_source.kind.value} from your settings, or every start signs in again"
+    return why
+
+
 def _sign_in_while_serving(desk: SignInDesk, credential: HubCredential) -> None:
     """A refused or expiring token starts a sign-in; the token it ends with is used at once, kernels running."""
     credential.sign_in = desk.ask
 
     def use(signed: SignedIn) -> None:
-        credential.use(signed.token, "from your sign-in", "you signed in again")
+        credential.use(signed.token, "from your sign-in", "you signed in again", signed.expires_at)
         credential.source = signed.source
     desk.on_signed_in = use
 
@@ -259,10 +306,11 @@ async def _follow_new_token(settings: Settings, credential: HubCredential, expir
     except HubError:
         return
     board.token = info
-    if info.expiry_known:
-        log.info("The new hub token is %s's and %s.", info.owner, describe_expiry(info.expires_at,
+    expires_at = info.expires_at if info.expiry_known else credential.expires_at
+    if info.expiry_known or expires_at is not None:
+        log.info("The new hub token is %s's and %s.", info.owner, describe_expiry(expires_at,
                                                                                    datetime.now(timezone.utc)))
-        expiry.schedule(info.expires_at)
+        expiry.schedule(expires_at)
 
 
 def reload_on_hangup(runner: ProxyRunner) -> None:
@@ -355,11 +403,14 @@ async def _sign_in_now(settings: Settings, store: TokenStore) -> int:
     """``login`` where the hub's login gives the token: sign in in the browser now, keep the token, and end."""
     stop = asyncio.Event()
     stop_on_signals(stop)
-    signed = await _signed_in(settings, SignInDesk(settings, store), stop, "you asked to sign in")
+    address = _SignInAddress()
+    try:
+        signed = await address.signed_in(settings, SignInDesk(settings, store), stop, "you asked to sign in")
+    finally:
+        await address.release()
     if isinstance(signed, int):
         return signed
-    print(f"Signed in as {signed.hub.user}: the token is kept in {signed.token_source} for the next starts.",
-          file=sys.stderr)
+    print(f"Signed in as {signed.user}: the token is kept in {signed.source} for the next starts.", file=sys.stderr)
     return EXIT_OK
 
 

@@ -8,9 +8,9 @@ expiring token).
                                          opens it in a browser where there is one
         .answer(request) → Response      the callback, the one route the hub's redirect reaches; never forwarded
         .on_signed_in(SignedIn)          told of each completed sign-in (the token is kept already)
-    sign_in_before_serving(settings, desk, stop) → SignedIn | None
-                                         a start with no usable token: listen, answer only the callback (and the
-                                         IDE with 401 naming the URL) until the user has signed in
+    WaitingForSignIn(settings, desk)     a start with no usable token: the proxy's address, serving only the
+        .signed_in(stop, why)            callback (the IDE: 401 naming the URL, then 503 while starting) until the
+                                         proxy serves there
 """
 
 from __future__ import annotations
@@ -36,6 +36,7 @@ from typing import Any
 from aiohttp import web
 from yarl import URL
 
+from .app import ide_server
 from .auth import check_host, check_proxy_token
 from .config import ConfigError, OAuthClient, Settings, TokenSource
 from .errors import ProxyError, json_error
@@ -282,49 +283,72 @@ _SIGNED_IN_PAGE = """<!doctype html>
 """
 
 
-async def sign_in_before_serving(settings: Settings, desk: SignInDesk, stop: asyncio.Event,
-                                 why: str) -> SignedIn | None:
-    """Listen on the proxy's address and serve only the sign-in callback (the IDE gets 401 naming the sign-in URL)
-    until the user has signed in; None when stopped first. ConfigError when the address is taken."""
-    signed: asyncio.Future[SignedIn] = asyncio.get_running_loop().create_future()
+class WaitingForSignIn:
+    """The proxy's address while it has no usable token, from the first sign-in until the proxy serves: the
+    callback, and the IDE told to sign in (401 naming the URL) or, once signed in, that the proxy is starting (503).
+    Held until the serving proxy takes the address over, so that no other program can take the port meanwhile (the
+    hub's check after a sign-in may start the server for minutes)."""
 
-    def done(result: SignedIn) -> None:
-        if not signed.done():
-            signed.set_result(result)
-    desk.on_signed_in = done
+    def __init__(self, settings: Settings, desk: SignInDesk) -> None:
+        self._settings = settings
+        self._desk = desk
+        self._signed: SignedIn | None = None
+        # The proxy's own server (its access log drops the query: here the hub's code and state). A stop does not
+        # wait for a code's exchange with a slow hub: the sign-in is given up anyway.
+        self._runner = web.ServerRunner(ide_server(self._handle), handle_signals=False, shutdown_timeout=0.5)
 
-    async def handle(request: web.BaseRequest) -> web.StreamResponse:
+    async def __aenter__(self) -> WaitingForSignIn:
+        """Listen; ConfigError when the address is taken."""
+        settings = self._settings
+        await self._runner.setup()
+        try:
+            await web.TCPSite(self._runner, settings.listen_host, settings.listen_port).start()
+        except OSError as exc:
+            await self._runner.cleanup()
+            raise ConfigError(f"Cannot listen on {settings.listen_host}:{settings.listen_port} for the sign-in "
+                              f"({exc.strerror}): another program (maybe another proxy) uses it, and the hub sends "
+                              "your browser back to exactly this port; stop that program.") from None
+        return self
+
+    async def __aexit__(self, *exc_info: object) -> None:
+        self._desk.close()
+        await self._runner.cleanup()
+
+    async def signed_in(self, stop: asyncio.Event, why: str) -> SignedIn | None:
+        """Ask for a sign-in (``why`` says why) and wait for it; None when stopped first."""
+        signed: asyncio.Future[SignedIn] = asyncio.get_running_loop().create_future()
+
+        def done(result: SignedIn) -> None:
+            if not signed.done():
+                signed.set_result(result)
+        desk = self._desk
+        desk.on_signed_in, self._signed = done, None
+        try:
+            desk.ask(why)
+            stopping: asyncio.Future[Any] = asyncio.ensure_future(stop.wait())
+            try:
+                await asyncio.wait([signed, stopping], return_when=asyncio.FIRST_COMPLETED)
+            finally:
+                stopping.cancel()
+        finally:
+            desk.on_signed_in = None
+        self._signed = signed.result() if signed.done() else None
+        return self._signed
+
+    async def _handle(self, request: web.BaseRequest) -> web.StreamResponse:
+        settings, desk = self._settings, self._desk
         try:
             check_host(request, settings)
             if request.path == desk.callback_path:
                 return await desk.answer(request)
             check_proxy_token(request, settings)
+            if self._signed is not None:
+                raise ProxyError(503, "proxy-starting", f"Signed in as {self._signed.user}: the proxy is asking the "
+                                                       "hub for your server (it may be starting it); try again in a "
+                                                       "moment.")
             raise desk.required()
         except ProxyError as error:
             if not error.logged:
                 log.warning("%s → %d %s: %s", loggable(request.method, request.raw_path), error.status,
                             error.reason, error.message)
             return json_error(error)
-
-    # No access log: its lines carry the query, here the hub's code and state (the proxy's own log says enough).
-    # A stop does not wait for a code's exchange with a slow hub: the sign-in is given up anyway.
-    runner = web.ServerRunner(web.Server(handle, access_log=None), handle_signals=False, shutdown_timeout=0.5)
-    await runner.setup()
-    try:
-        try:
-            await web.TCPSite(runner, settings.listen_host, settings.listen_port).start()
-        except OSError as exc:
-            raise ConfigError(f"Cannot listen on {settings.listen_host}:{settings.listen_port} for the sign-in "
-                              f"({exc.strerror}): another program (maybe another proxy) uses it, and the hub sends "
-                              "your browser back to exactly this port; stop that program.") from None
-        desk.ask(why)
-        stopping: asyncio.Future[Any] = asyncio.ensure_future(stop.wait())
-        try:
-            await asyncio.wait([signed, stopping], return_when=asyncio.FIRST_COMPLETED)
-        finally:
-            stopping.cancel()
-        return signed.result() if signed.done() else None
-    finally:
-        desk.on_signed_in = None
-        desk.close()
-        await runner.cleanup()

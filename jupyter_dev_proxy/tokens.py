@@ -191,6 +191,8 @@ class HubCredential:
         self._refused: tuple[str, float] | None = None  # (token, when the hub refused it)
         self._checked: tuple[str, float, bool] | None = None  # (token, when, refused?)
         self.on_change: Callable[[], object] | None = None  # told when a new token is in use
+        # The expiry the hub said as it gave the token (a sign-in), for hubs whose token model does not (< 5).
+        self.expires_at: datetime | None = None
         # Where the hub's login gives a new token (signing in): the sentence that starts a sign-in and names its URL.
         self.sign_in: Callable[[str], str] | None = None
         self._reloading: set[asyncio.Task[bool]] = set()  # reloads asked for by a signal, kept until done
@@ -218,10 +220,12 @@ class HubCredential:
         self.use(token, f"from {self.source}", why)
         return True
 
-    def use(self, token: str, origin: str, why: str) -> None:
-        """From now on every request and handshake carries ``token``; said once in the log (never the token)."""
+    def use(self, token: str, origin: str, why: str, expires_at: datetime | None = None) -> None:
+        """From now on every request and handshake carries ``token``; said once in the log (never the token).
+        ``expires_at``: its expiry where the hub said it as it gave the token (a sign-in)."""
         keep_secrets_out_of_logs((token,))
         self.token = token
+        self.expires_at = expires_at
         self._checked = None
         was_refused, self._refused = self._refused is not None, None
         log.info("A new hub token %s is in use (%s)%s.", origin, why, ": the IDE can carry on" if was_refused else "")

@@ -19,7 +19,7 @@ from aiohttp import web
 from jupyter_dev_proxy.app import ProxyRunner
 from jupyter_dev_proxy.config import OAuthClient, Settings
 from jupyter_dev_proxy.demo import free_port
-from jupyter_dev_proxy.signin import PendingSignIn, SignInDesk, sign_in_before_serving
+from jupyter_dev_proxy.signin import PendingSignIn, SignedIn, SignInDesk, WaitingForSignIn
 from jupyter_dev_proxy.tokens import TokenStore
 from tests.kit.settings import LOCAL_TOKEN, make_settings
 
@@ -42,6 +42,13 @@ def test_every_sign_in_has_its_own_state_and_verifier_and_sends_both_checks() ->
     assert url.query["state"] == first.state
     assert url.query["redirect_uri"] == "http://127.0.0.1:8000/jupyter-dev-proxy/oauth/callback"
     assert first.verifier not in str(url)
+
+
+async def sign_in_before_serving(settings: Settings, desk: SignInDesk, stop: asyncio.Event,
+                                 why: str) -> SignedIn | None:
+    """A proxy's start without a token, up to its sign-in (or ``stop``)."""
+    async with WaitingForSignIn(settings, desk) as waiting:
+        return await waiting.signed_in(stop, why)
 
 
 def _settings(port: int) -> Settings:
