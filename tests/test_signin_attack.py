@@ -28,7 +28,7 @@ from jupyter_dev_proxy.demo import free_port
 from jupyter_dev_proxy.signin import SignInDesk
 from jupyter_dev_proxy.tokens import TokenStore
 from tests.kit.settings import LOCAL_TOKEN, make_settings
-from tests.test_signin_callback import sign_in_before_serving
+from tests.test_signin_callback import start_waiting
 
 THE_CODE = "code-from-the-hub-0123456789abcdef"
 
@@ -86,15 +86,8 @@ async def waiting(slow_hub: _SlowHub, tmp_path: Path, monkeypatch: pytest.Monkey
     store._keyring = None  # the file, whatever keyring this machine has
     desk = SignInDesk(settings, store, open_browser=opened.append)
     stop = asyncio.Event()
-    task = asyncio.ensure_future(sign_in_before_serving(settings, desk, stop, "a test"))
+    task = await start_waiting(settings, desk, stop)
     proxy = _Waiting(settings, desk, stop, task, opened)
-    async with aiohttp.ClientSession() as client:
-        for _ in range(200):
-            try:
-                async with client.get(proxy.url / "api/status"):
-                    break
-            except aiohttp.ClientConnectionError:
-                await asyncio.sleep(0.02)
     yield proxy
     stop.set()
     slow_hub.release.set()
@@ -167,47 +160,18 @@ async def test_after_the_first_sign_in_the_proxy_keeps_its_port_while_it_checks_
     # The sign-in before serving listens on the port, then closes it and opens it again only after the hub's check
     # (which starts the server: minutes). Meanwhile the IDE gets "connection refused", and any local program can
     # take the port: the IDE then sends it the proxy's token and the user's notebooks, and the proxy cannot start.
-    monkeypatch.delenv("BROWSER", raising=False)
-    monkeypatch.delenv("DISPLAY", raising=False)
-    monkeypatch.delenv("WAYLAND_DISPLAY", raising=False)
     slow_start, version_asked = asyncio.Event(), asyncio.Event()
     async with _serving_hub(set(), slow_start, version_asked) as hub_port:
-        port = free_port()
-        callback = URL(f"http://127.0.0.1:{port}/jupyter-dev-proxy/oauth/callback")
-        settings = make_settings(f"http://127.0.0.1:{hub_port}/", user="", hub_token=None, listen_port=port,
-                                 oauth=OAuthClient("service-jupyter-dev-proxy", "client-secret-0123456789", callback))
-        store = TokenStore(tmp_path / "tokens.json")
-        store._keyring = None  # the file, whatever keyring this machine has
-        stop = asyncio.Event()
-        serving = asyncio.ensure_future(serve(settings, stop, store=store))
-        proxy = URL(f"http://127.0.0.1:{port}")
-        try:
-            async with aiohttp.ClientSession(headers={"Authorization": f"token {LOCAL_TOKEN}"}) as ide:
-                for _ in range(300):
-                    try:
-                        async with ide.get(proxy / "api/contents") as answer:
-                            body = await answer.json()
-                            break
-                    except aiohttp.ClientConnectionError:
-                        await asyncio.sleep(0.02)
-                assert body["reason"] == "sign-in-required", body
-                sign_in_url = body["message"][body["message"].index("http"):].split()[0].rstrip(",")
-                async with aiohttp.ClientSession(headers={"X-Signed-In-As": "alice"}) as browser:
-                    async with browser.get(sign_in_url) as answer:
-                        assert answer.status == 200, await answer.text()
-                # The hub is slow to answer the start's check: the proxy must still hold its address.
-                await asyncio.wait_for(version_asked.wait(), 10)  # the start's check is under way
-                try:
-                    async with ide.get(proxy / "api/contents") as answer:
-                        held, body = True, await answer.json()
-                except aiohttp.ClientConnectionError:
-                    held = False
-                assert held, "the proxy gave its port up after the sign-in, while it asks the hub"
-                assert (answer.status, body["reason"]) == (503, "proxy-starting")  # said, and no new sign-in
-        finally:
-            slow_start.set()
-            stop.set()
-            await asyncio.wait_for(serving, 30)
+        async with _signed_in_as_alice(hub_port, tmp_path, monkeypatch, slow_start) as (ide, proxy):
+            # The hub is slow to answer the start's check: the proxy must still hold its address.
+            await asyncio.wait_for(version_asked.wait(), 10)  # the start's check is under way
+            try:
+                async with ide.get(proxy / "api/contents") as answer:
+                    held, body = True, await answer.json()
+            except aiohttp.ClientConnectionError:
+                held = False
+            assert held, "the proxy gave its port up after the sign-in, while it asks the hub"
+            assert (answer.status, body["reason"]) == (503, "proxy-starting")  # said, and no new sign-in
 
 
 @pytest.mark.timeout(30)
@@ -216,34 +180,10 @@ async def test_a_signed_in_token_whose_expiry_the_hub_gave_is_renewed_ahead_wher
     # The token endpoint says expires_in; the proxy throws it away and asks the hub's token model instead, which it
     # finds only through whoami's token_id (JupyterHub < 5 has none): no sign-in is asked ahead, the token expires
     # under a running kernel and the IDE gets 401s first.
-    monkeypatch.delenv("BROWSER", raising=False)
-    monkeypatch.delenv("DISPLAY", raising=False)
-    monkeypatch.delenv("WAYLAND_DISPLAY", raising=False)
     caplog.set_level(logging.INFO, logger="jupyter_dev_proxy")
     lifetime = 4  # seconds: the proxy asks halfway
     async with _serving_hub(set(), expires_in=lifetime) as hub_port:
-        port = free_port()
-        callback = URL(f"http://127.0.0.1:{port}/jupyter-dev-proxy/oauth/callback")
-        settings = make_settings(f"http://127.0.0.1:{hub_port}/", user="", hub_token=None, listen_port=port,
-                                 oauth=OAuthClient("service-jupyter-dev-proxy", "client-secret-0123456789", callback))
-        store = TokenStore(tmp_path / "tokens.json")
-        store._keyring = None  # the file, whatever keyring this machine has
-        stop = asyncio.Event()
-        serving = asyncio.ensure_future(serve(settings, stop, store=store))
-        proxy = URL(f"http://127.0.0.1:{port}")
-        try:
-            async with aiohttp.ClientSession(headers={"Authorization": f"token {LOCAL_TOKEN}"}) as ide:
-                for _ in range(300):
-                    try:
-                        async with ide.get(proxy / "api/contents") as answer:
-                            body = await answer.json()
-                            break
-                    except aiohttp.ClientConnectionError:
-                        await asyncio.sleep(0.02)
-                sign_in_url = body["message"][body["message"].index("http"):].split()[0].rstrip(",")
-                async with aiohttp.ClientSession(headers={"X-Signed-In-As": "alice"}) as browser:
-                    async with browser.get(sign_in_url) as answer:
-                        assert answer.status == 200, await answer.text()
+        async with _signed_in_as_alice(hub_port, tmp_path, monkeypatch):
             signed_in = len(caplog.records)
             asked_again = False
             for _ in range(lifetime * 20):  # no event to wait for: the log is what the user sees
@@ -253,9 +193,69 @@ async def test_a_signed_in_token_whose_expiry_the_hub_gave_is_renewed_ahead_wher
                     break
                 await asyncio.sleep(0.05)
             assert asked_again, "no sign-in was asked before the token expired"
-        finally:
-            stop.set()
-            await asyncio.wait_for(serving, 30)
+
+
+def _proxy_settings(hub_port: int, hub_token: str | None) -> Settings:
+    """The proxy's settings for the hub on ``hub_port``, registered for sign-in, on a port of its own."""
+    port = free_port()
+    callback = URL(f"http://127.0.0.1:{port}/jupyter-dev-proxy/oauth/callback")
+    return make_settings(f"http://127.0.0.1:{hub_port}/", user="", hub_token=hub_token, listen_port=port,
+                         oauth=OAuthClient("service-jupyter-dev-proxy", "client-secret-0123456789", callback))
+
+
+def _file_store(tmp_path: Path) -> TokenStore:
+    store = TokenStore(tmp_path / "tokens.json")
+    store._keyring = None  # the file, whatever keyring this machine has
+    return store
+
+
+@asynccontextmanager
+async def _serving(hub_port: int, tmp_path: Path, hub_token: str | None, release: asyncio.Event | None = None,
+                   ) -> AsyncIterator[tuple[aiohttp.ClientSession, URL, int, dict[str, Any]]]:
+    """The proxy (``cli.serve``) started against the hub on ``hub_port``: (the IDE's session, the proxy's URL, and
+    the status and JSON of the IDE's first answer). ``release`` is set on leaving (a hub held by the test), before
+    the proxy is stopped."""
+    settings = _proxy_settings(hub_port, hub_token)
+    stop = asyncio.Event()
+    serving = asyncio.ensure_future(serve(settings, stop, store=_file_store(tmp_path)))
+    proxy = URL(f"http://127.0.0.1:{settings.listen_port}")
+    try:
+        async with aiohttp.ClientSession(headers={"Authorization": f"token {LOCAL_TOKEN}"}) as ide:
+            for _ in range(300):
+                try:
+                    async with ide.get(proxy / "api/contents") as answer:
+                        status, body = answer.status, await answer.json()
+                        break
+                except aiohttp.ClientConnectionError:
+                    assert not serving.done(), serving.result()
+                    await asyncio.sleep(0.02)
+            yield ide, proxy, status, body
+    finally:
+        if release is not None:
+            release.set()
+        stop.set()
+        await asyncio.wait_for(serving, 30)
+
+
+@asynccontextmanager
+async def _signed_in_as_alice(hub_port: int, tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
+                              release: asyncio.Event | None = None,
+                              ) -> AsyncIterator[tuple[aiohttp.ClientSession, URL]]:
+    """The proxy started with no token, the IDE told to sign in, and alice signed in through the URL it was told:
+    (the IDE's session, the proxy's URL)."""
+    for name in ("BROWSER", "DISPLAY", "WAYLAND_DISPLAY"):  # no desktop: the URL is only said
+        monkeypatch.delenv(name, raising=False)
+    async with _serving(hub_port, tmp_path, None, release) as (ide, proxy, _, body):
+        assert body["reason"] == "sign-in-required", body
+        async with aiohttp.ClientSession(headers={"X-Signed-In-As": "alice"}) as browser:
+            async with browser.get(_url_in(body["message"])) as answer:
+                assert answer.status == 200, await answer.text()
+        yield ide, proxy
+
+
+def _url_in(message: str) -> str:
+    """The sign-in URL a message names."""
+    return message[message.index("http"):].split()[0].rstrip(",:")
 
 
 @asynccontextmanager
@@ -357,35 +357,13 @@ async def test_while_serving_with_the_user_learnt_from_the_hub_a_sign_in_as_anot
 
 
 async def _sign_in_as_bob_while_serving_alices_server(tmp_path: Path, hub_port: int, revoked: set[str]) -> None:
-    port = free_port()
-    callback = URL(f"http://127.0.0.1:{port}/jupyter-dev-proxy/oauth/callback")
-    settings = make_settings(f"http://127.0.0.1:{hub_port}/", user="", hub_token="the-env-token-of-alice",
-                             listen_port=port,
-                             oauth=OAuthClient("service-jupyter-dev-proxy", "client-secret-0123456789", callback))
-    stop = asyncio.Event()
-    store = TokenStore(tmp_path / "tokens.json")
-    store._keyring = None  # the file, whatever keyring this machine has
-    serving = asyncio.ensure_future(serve(settings, stop, store=store))
-    proxy = URL(f"http://127.0.0.1:{port}")
-    try:
-        async with aiohttp.ClientSession(headers={"Authorization": f"token {LOCAL_TOKEN}"}) as ide:
-            for _ in range(300):
-                try:
-                    async with ide.get(proxy / "api/contents") as answer:
-                        assert answer.status == 200, await answer.text()
-                        break
-                except aiohttp.ClientConnectionError:
-                    assert not serving.done(), serving.result()
-                    await asyncio.sleep(0.02)
-            revoked.add("the-env-token-of-alice")
-            async with ide.get(proxy / "api/contents") as answer:
-                body = await answer.json()
-                assert (answer.status, body["reason"]) == (401, "hub-token-rejected"), body
-        sign_in_url = body["message"][body["message"].index("http"):].split()[0].rstrip(":")
+    async with _serving(hub_port, tmp_path, "the-env-token-of-alice") as (ide, proxy, status, body):
+        assert status == 200, body
+        revoked.add("the-env-token-of-alice")
+        async with ide.get(proxy / "api/contents") as answer:
+            body = await answer.json()
+            assert (answer.status, body["reason"]) == (401, "hub-token-rejected"), body
         async with aiohttp.ClientSession(headers={"X-Signed-In-As": "bob"}) as bobs_browser:
-            async with bobs_browser.get(sign_in_url) as answer:
+            async with bobs_browser.get(_url_in(body["message"])) as answer:
                 said = await answer.text()
         assert answer.status == 403 and "sign-in-other-user" in said, said
-    finally:
-        stop.set()
-        await asyncio.wait_for(serving, 30)

@@ -51,6 +51,19 @@ async def sign_in_before_serving(settings: Settings, desk: SignInDesk, stop: asy
         return await waiting.signed_in(stop, why)
 
 
+async def start_waiting(settings: Settings, desk: SignInDesk, stop: asyncio.Event) -> asyncio.Task[SignedIn | None]:
+    """A proxy's start without a token, up to its sign-in (or ``stop``): listening once this returns."""
+    task = asyncio.ensure_future(sign_in_before_serving(settings, desk, stop, "a test"))
+    async with aiohttp.ClientSession() as client:
+        for _ in range(200):
+            try:
+                async with client.get(f"http://127.0.0.1:{settings.listen_port}/api/status"):
+                    break
+            except aiohttp.ClientConnectionError:
+                await asyncio.sleep(0.02)
+    return task
+
+
 def _settings(port: int) -> Settings:
     # The hub's address is nowhere: these tests never get as far as asking it.
     callback = URL(f"http://127.0.0.1:{port}/jupyter-dev-proxy/oauth/callback")
@@ -79,18 +92,10 @@ async def waiting(tmp_path: Path) -> AsyncIterator[_Waiting]:
     settings = _settings(free_port())
     desk = SignInDesk(settings, TokenStore(tmp_path / "tokens.json"), open_browser=lambda url: None)
     stop = asyncio.Event()
-    task = asyncio.ensure_future(sign_in_before_serving(settings, desk, stop, "a test"))
-    proxy = _Waiting(settings, desk, task)
-    async with aiohttp.ClientSession() as client:
-        for _ in range(200):
-            try:
-                async with client.get(proxy.url / "api/status"):
-                    break
-            except aiohttp.ClientConnectionError:
-                await asyncio.sleep(0.02)
+    proxy = _Waiting(settings, desk, await start_waiting(settings, desk, stop))
     yield proxy
     stop.set()
-    assert await task is None  # stopped before anyone signed in
+    assert await proxy.task is None  # stopped before anyone signed in
 
 
 async def _get(url: URL, **headers: str) -> tuple[int, dict[str, Any]]:
