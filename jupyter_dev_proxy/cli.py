@@ -6,6 +6,7 @@ The only module that prints to the terminal or chooses an exit status.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import getpass
 import ipaddress
 import logging
@@ -158,44 +159,28 @@ async def _ask_hub(settings: Settings, credential: HubCredential | None, stop: a
         return EXIT_USAGE
 
 
-class _SignInAddress:
-    """The proxy's address while it signs in before serving, held (``WaitingForSignIn``) from the first sign-in
-    until the proxy serves there."""
-
-    def __init__(self) -> None:
-        self.waiting: WaitingForSignIn | None = None
-
-    async def signed_in(self, settings: Settings, desk: SignInDesk, stop: asyncio.Event,
-                        why: str) -> SignedIn | int:
-        """A sign-in in the browser; the exit status when there was none."""
-        try:
-            if self.waiting is None:
-                self.waiting = await WaitingForSignIn(settings, desk).__aenter__()
-        except ConfigError as exc:
-            print(f"jupyter-dev-proxy: {exc}", file=sys.stderr)
-            return EXIT_USAGE
-        signed = await self.waiting.signed_in(stop, why)
-        if signed is None:
-            print("jupyter-dev-proxy: stopped before you signed in.", file=sys.stderr)
-            return EXIT_INTERRUPTED
-        return signed
-
-    async def release(self) -> None:
-        """Let the address go: the proxy serves there next (or stops)."""
-        if self.waiting is not None:
-            await self.waiting.__aexit__(None, None, None)
-            self.waiting = None
+async def _signed_in(waiting: WaitingForSignIn, stop: asyncio.Event, why: str) -> SignedIn | int:
+    """A sign-in in the browser; the exit status when there was none."""
+    try:
+        signed = await waiting.signed_in(stop, why)
+    except ConfigError as exc:
+        print(f"jupyter-dev-proxy: {exc}", file=sys.stderr)
+        return EXIT_USAGE
+    if signed is None:
+        print("jupyter-dev-proxy: stopped before you signed in.", file=sys.stderr)
+        return EXIT_INTERRUPTED
+    return signed
 
 
-async def _ask_hub_signing_in(settings: Settings, store: TokenStore, desk: SignInDesk | None, stop: asyncio.Event,
-                              address: _SignInAddress) -> tuple[HubReport, HubCredential | None] | int:
+async def _ask_hub_signing_in(settings: Settings, store: TokenStore, waiting: WaitingForSignIn | None,
+                              stop: asyncio.Event) -> tuple[HubReport, HubCredential | None] | int:
     """The hub check with the credential it was made with; without a usable token where the hub's login gives one,
     a sign-in first (again when the hub refuses the token it had)."""
     credential = credential_for(settings, store)
     why = "no hub token is kept for this hub yet"
     while True:
-        if credential is None and desk is not None:
-            signed = await address.signed_in(settings, desk, stop, why)
+        if credential is None and waiting is not None:
+            signed = await _signed_in(waiting, stop, why)
             if isinstance(signed, int):
                 return signed
             settings = replace(settings, hub=settings.hub.for_user(signed.user), hub_token=signed.token,
@@ -203,7 +188,7 @@ async def _ask_hub_signing_in(settings: Settings, store: TokenStore, desk: SignI
             credential = credential_for(settings, store)
             assert credential is not None
             credential.expires_at = signed.expires_at
-        report = await _ask_hub(settings, credential, stop, can_sign_in=desk is not None)
+        report = await _ask_hub(settings, credential, stop, can_sign_in=waiting is not None)
         if report is None:
             credential, why = None, _why_sign_in_again(settings)
             continue
@@ -213,20 +198,19 @@ async def _ask_hub_signing_in(settings: Settings, store: TokenStore, desk: SignI
 async def serve(settings: Settings, stop: asyncio.Event, demo: DemoServer | None = None,
                 store: TokenStore | None = None) -> int:
     """Run the proxy until ``stop`` is set; return the exit status."""
-    address = _SignInAddress()
-    try:
-        return await _serve(settings, stop, demo, store or TokenStore(), address)
-    finally:
-        await address.release()
+    store = store or TokenStore()
+    desk = SignInDesk(settings, store) if settings.oauth is not None else None
+    # Where the hub's login gives the token: the address a sign-in before serving holds until the proxy serves.
+    async with WaitingForSignIn(settings, desk) if desk is not None else contextlib.nullcontext() as waiting:
+        return await _serve(settings, stop, demo, store, desk, waiting)
 
 
 async def _serve(settings: Settings, stop: asyncio.Event, demo: DemoServer | None, store: TokenStore,
-                 address: _SignInAddress) -> int:
+                 desk: SignInDesk | None, waiting: WaitingForSignIn | None) -> int:
     # 1. Ask the hub who we are and whether the server runs; start it if it should be started (signing in first
     #    where the hub's login gives the token). From here on the token lives in the credential, which every
     #    sender reads as it sends.
-    desk = SignInDesk(settings, store) if settings.oauth is not None else None
-    asked = await _ask_hub_signing_in(settings, store, desk, stop, address)
+    asked = await _ask_hub_signing_in(settings, store, waiting, stop)
     if isinstance(asked, int):
         return asked
     report, credential = asked
@@ -245,7 +229,8 @@ async def _serve(settings: Settings, stop: asyncio.Event, demo: DemoServer | Non
     except ConfigError as exc:
         print(f"jupyter-dev-proxy: {exc}", file=sys.stderr)
         return EXIT_USAGE
-    await address.release()
+    if waiting is not None:
+        await waiting.release()
     try:
         await web.TCPSite(runner, settings.listen_host, settings.listen_port).start()
     except OSError as exc:
@@ -403,11 +388,8 @@ async def _sign_in_now(settings: Settings, store: TokenStore) -> int:
     """``login`` where the hub's login gives the token: sign in in the browser now, keep the token, and end."""
     stop = asyncio.Event()
     stop_on_signals(stop)
-    address = _SignInAddress()
-    try:
-        signed = await address.signed_in(settings, SignInDesk(settings, store), stop, "you asked to sign in")
-    finally:
-        await address.release()
+    async with WaitingForSignIn(settings, SignInDesk(settings, store)) as waiting:
+        signed = await _signed_in(waiting, stop, "you asked to sign in")
     if isinstance(signed, int):
         return signed
     print(f"Signed in as {signed.user}: the token is kept in {signed.source} for the next starts.", file=sys.stderr)

@@ -9,8 +9,8 @@ expiring token).
         .answer(request) → Response      the callback, the one route the hub's redirect reaches; never forwarded
         .on_signed_in(SignedIn)          told of each completed sign-in (the token is kept already)
     WaitingForSignIn(settings, desk)     a start with no usable token: the proxy's address, serving only the
-        .signed_in(stop, why)            callback (the IDE: 401 naming the URL, then 503 while starting) until the
-                                         proxy serves there
+        .signed_in(stop, why)            callback (the IDE: 401 naming the URL, then 503 while starting), listening
+        .release()                       from the first sign-in until the serving proxy takes the address over
 """
 
 from __future__ import annotations
@@ -293,29 +293,43 @@ class WaitingForSignIn:
         self._settings = settings
         self._desk = desk
         self._signed: SignedIn | None = None
+        self._runner: web.ServerRunner | None = None  # listening since the first sign-in, until released
+
+    async def _listen(self) -> None:
+        """ConfigError when the address is taken."""
+        if self._runner is not None:
+            return
+        settings = self._settings
         # The proxy's own server (its access log drops the query: here the hub's code and state). A stop does not
         # wait for a code's exchange with a slow hub: the sign-in is given up anyway.
-        self._runner = web.ServerRunner(ide_server(self._handle), handle_signals=False, shutdown_timeout=0.5)
-
-    async def __aenter__(self) -> WaitingForSignIn:
-        """Listen; ConfigError when the address is taken."""
-        settings = self._settings
-        await self._runner.setup()
+        runner = web.ServerRunner(ide_server(self._handle), handle_signals=False, shutdown_timeout=0.5)
+        await runner.setup()
         try:
-            await web.TCPSite(self._runner, settings.listen_host, settings.listen_port).start()
+            await web.TCPSite(runner, settings.listen_host, settings.listen_port).start()
         except OSError as exc:
-            await self._runner.cleanup()
+            await runner.cleanup()
             raise ConfigError(f"Cannot listen on {settings.listen_host}:{settings.listen_port} for the sign-in "
                               f"({exc.strerror}): another program (maybe another proxy) uses it, and the hub sends "
                               "your browser back to exactly this port; stop that program.") from None
+        self._runner = runner
+
+    async def release(self) -> None:
+        """Let the address go (the serving proxy listens there next, or the proxy stops)."""
+        self._desk.close()
+        if self._runner is not None:
+            await self._runner.cleanup()
+            self._runner = None
+
+    async def __aenter__(self) -> WaitingForSignIn:
         return self
 
     async def __aexit__(self, *exc_info: object) -> None:
-        self._desk.close()
-        await self._runner.cleanup()
+        await self.release()
 
     async def signed_in(self, stop: asyncio.Event, why: str) -> SignedIn | None:
-        """Ask for a sign-in (``why`` says why) and wait for it; None when stopped first."""
+        """Listen (ConfigError when the address is taken), ask for a sign-in (``why`` says why) and wait for it;
+        None when stopped first. The address stays held until ``release``."""
+        await self._listen()
         signed: asyncio.Future[SignedIn] = asyncio.get_running_loop().create_future()
 
         def done(result: SignedIn) -> None:

@@ -335,7 +335,7 @@ def describe_expiry(expires_at: datetime | None, now: datetime) -> str:
 
 class ExpiryWarnings:
     """Warns in the log a day and an hour before the token expires, and at once when that is already close; where
-    signing in gives a new token, each warning starts a sign-in (``sign_in``, as ``HubCredential.sign_in``)."""
+    signing in gives a new token (``sign_in``, as ``HubCredential.sign_in``), asks for one sign-in ahead instead."""
 
     def __init__(self, token_page: str, clock: Callable[[], datetime] = lambda: datetime.now(timezone.utc),
                  sign_in: Callable[[str], str] | None = None) -> None:
