@@ -27,13 +27,22 @@ from .auth import (
     preflight_answer,
 )
 from .config import Settings
-from .errors import HubLoginRequired, HubRefusedRequest, ProxyError, ServerNotRunning, json_error
+from .errors import (
+    HubLoginRequired,
+    HubPage,
+    HubRefusedRequest,
+    ProxyError,
+    ServerNotRunning,
+    hub_page_answer,
+    json_error,
+)
 from .http_relay import relay_http
 from .hubapi import HubClient
 from .logs import keep_secrets_out_of_logs
 from .routing import check_request_head, loggable, upstream_request_headers, upstream_url_for
 from .status import PREFIX as STATUS_PREFIX
 from .status import StatusBoard
+from .token_swap import token_swap
 from .tokens import HubCredential, credential_for
 from .transport import HubTransport
 from .watch import ServerWatch
@@ -48,6 +57,13 @@ log = logging.getLogger("jupyter_dev_proxy")
 def _is_websocket_upgrade(request: web.BaseRequest) -> bool:
     return (request.method == "GET" and request.headers.get("Upgrade", "").lower() == "websocket"
             and "upgrade" in request.headers.get("Connection", "").lower())
+
+
+def _navigates(request: web.BaseRequest) -> bool:
+    """A browser opening a page (a link followed, a URL typed), not a program asking for data."""
+    mode = request.headers.get("Sec-Fetch-Mode")
+    return request.method == "GET" and (mode == "navigate" if mode is not None
+                                         else "text/html" in request.headers.get("Accept", ""))
 
 
 class AccessLogger(AbstractAccessLogger):
@@ -217,7 +233,7 @@ class ProxyRunner(web.BaseRunner):
             if request.transport is not None:
                 request.transport.abort()
             raise ConnectionResetError("the answer had begun")
-        response = json_error(error)
+        response = hub_page_answer(error) if isinstance(error, HubPage) and _navigates(request) else json_error(error)
         response.headers.extend(cors_headers(request, self._settings))  # an allowed page may read why
         return response
 
@@ -247,5 +263,7 @@ class ProxyRunner(web.BaseRunner):
             return await relay_websocket(request, settings, self._transport, token, url, self._relays, set_cookie)
         assert self._session is not None
         headers = upstream_request_headers(request.headers, hub_token, gateway_headers=self._transport.gateway_headers)
+        # The hub token is swapped out of every answer; the IDE's own token (no credential) is its to see.
+        swap = token_swap(hub_token, settings.local_token) if self.credential is not None else None
         return await relay_http(request, settings, self._transport, self._session, url, headers, set_cookie,
-                                cors_headers(request, settings))
+                                cors_headers(request, settings), swap)

@@ -4,6 +4,9 @@
       raised by  routing           (not HTTP/1.x, a method not relayed, a     505 / 405 / 400, connection
                                     header not UTF-8: checked first)          closed
                                    (path outside the user's server)           400 / 403 / 404
+      HubPage                      a page or the API of the hub itself        404; a browser navigating
+                                                                              there gets a page with the
+                                                                              link to it on the hub
                                    (the hub redirected outside it: its login  403
                                     page, or an access gateway's)
                                    (a hub header the IDE cannot be sent, an   502
@@ -28,6 +31,7 @@ Clients get ``{"message": ..., "reason": ...}`` — the shape jupyter_server use
 
 from __future__ import annotations
 
+import html
 from collections.abc import Mapping
 
 from aiohttp import web
@@ -79,6 +83,36 @@ class HubLoginRequired(ProxyError):
 
     def __init__(self, message: str) -> None:
         super().__init__(403, "hub-login-required", message)
+
+
+class HubPage(ProxyError):
+    """A page or the API of the hub itself (its control panel, log out, sharing, the token page): the proxy reaches
+    only the user's server, so it never serves them; ``hub_url`` is the page on the hub, for a browser's user."""
+
+    def __init__(self, hub: HubAddress, page: str) -> None:
+        super().__init__(404, "outside-your-server", "The hub's own pages and API are not served through this "
+                                                     f"proxy: it only reaches your server at {hub.server_prefix}.")
+        self.hub_url = hub.page(page)
+
+
+_HUB_PAGE = """<!DOCTYPE html>
+<html lang="en"><head><meta charset="utf-8"><title>A page of your hub</title>
+<style>body{{font:16px/1.5 system-ui,sans-serif;max-width:40em;margin:3em auto;padding:0 1em}}code{{font-size:90%}}</style>
+</head><body>
+<h1>This is a page of your hub</h1>
+<p>This link leads to your JupyterHub's own page (its control panel, log out, sharing or tokens), not to your
+server. jupyter-dev-proxy reaches only your server, so it does not open the hub's pages.</p>
+<p>Open it on the hub: <a href="{url}" rel="noreferrer">{url}</a></p>
+</body></html>
+"""
+
+
+def hub_page_answer(error: HubPage) -> web.Response:
+    """The page a browser gets for a link into the hub (JupyterLab's File → Hub Control Panel, Log Out)."""
+    return web.Response(status=error.status, text=_HUB_PAGE.format(url=html.escape(error.hub_url)),
+                        content_type="text/html", headers={
+                            "Content-Security-Policy": "default-src 'none'; style-src 'unsafe-inline'",
+                            "Cache-Control": "no-store", "Referrer-Policy": "no-referrer"})
 
 
 def json_error(error: ProxyError) -> web.Response:

@@ -1,10 +1,11 @@
-"""One HTTP request: forward it to the hub and stream the answer back, both bodies in constant memory."""
+"""One HTTP request: forward it to the hub and stream the answer back, both bodies in constant memory, with the
+hub token swapped out of every answer a browser reads as text (token_swap)."""
 
 from __future__ import annotations
 
 import asyncio
 import logging
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Awaitable, Callable
 
 import aiohttp
 from aiohttp import HttpVersion11, web
@@ -12,8 +13,9 @@ from multidict import CIMultiDict
 from yarl import URL
 
 from .config import Settings
-from .errors import HubRefusedRequest, HubUnreachable, ProxyError
+from .errors import HubRefusedRequest, HubUnreachable, ProxyError, hub_bad_answer
 from .routing import client_response_headers, gateway_refusal, loggable
+from .token_swap import UNDOABLE_CODINGS, BodySwap, BrokenBody, TokenSwap, is_textual
 from .transport import HubTransport
 
 log = logging.getLogger("jupyter_dev_proxy")
@@ -104,13 +106,45 @@ async def _continue_if_expected(request: web.BaseRequest) -> None:
     request.transport.write(b"HTTP/1.1 100 Continue\r\n\r\n")
 
 
+# Answers that have no body whatever their headers say (RFC 9110 §6.4.1).
+_NO_BODY_STATUSES = frozenset({204, 304})
+
+# Headers that describe the hub's bytes, not the bytes the IDE gets once the token is swapped out of them.
+_VALIDATORS = ("ETag", "Last-Modified")
+
+
+def _body_swap(request: web.BaseRequest, settings: Settings, upstream: aiohttp.ClientResponse,
+               swap: TokenSwap | None) -> BodySwap | None:
+    """The swap the answer's body goes through: None for answers that cannot carry text (binary types, no body)."""
+    if swap is None or request.method == "HEAD" or upstream.status in _NO_BODY_STATUSES \
+            or not is_textual(upstream.headers.get("Content-Type", "")):
+        return None
+    coding = upstream.headers.get("Content-Encoding", "identity").strip().lower()
+    if coding != "identity" and coding not in UNDOABLE_CODINGS:
+        raise hub_bad_answer(settings.hub, f"a text answer compressed as {ascii(coding[:40])}, which the proxy "
+                                           "cannot open to keep the hub token out of it")
+    return BodySwap(swap, compressed=coding != "identity")
+
+
+def _mark_swapped(headers: CIMultiDict[str], inflated: bool) -> None:
+    """The headers of an answer whose body the swap changed: its length is the new one's (aiohttp counts it, or
+    sends it chunked), it is no longer compressed when it was inflated, and it holds a credential, so no cache
+    keeps it (a page cached with one run's token would revalidate as unchanged and then fail with the next)."""
+    headers.popall("Content-Length", None)
+    if inflated:
+        headers.popall("Content-Encoding", None)
+    for name in _VALIDATORS:
+        headers.popall(name, None)
+    headers["Cache-Control"] = "no-store"
+
+
 async def relay_http(request: web.BaseRequest, settings: Settings, hub_transport: HubTransport,
                      session: aiohttp.ClientSession, url: URL, headers: CIMultiDict[str], set_cookie: str | None,
-                     cors: list[tuple[str, str]]) -> web.StreamResponse:
+                     cors: list[tuple[str, str]], swap: TokenSwap | None) -> web.StreamResponse:
     """Forward ``request`` to ``url`` with ``headers`` (the hub token in them) and stream the hub's response back as
-    it comes; ``set_cookie`` (the proxy's own) is added to a successful answer, ``cors`` to every answer. A small
-    401 or 403 of the hub's own is raised as HubRefusedRequest, for the funnel to ask whether the token is still
-    accepted."""
+    it comes; ``set_cookie`` (the proxy's own) is added to a successful answer, ``cors`` to every answer; ``swap``
+    (None when the IDE's token is the hub's) takes the hub token out of its headers and text. A small 401 or 403
+    of the hub's own is raised as HubRefusedRequest, for the funnel to ask whether the token is still accepted."""
     await _continue_if_expected(request)
     async with hub_transport.failures():
         upstream = await _send(session, hub_transport, request, url, headers)
@@ -118,7 +152,8 @@ async def relay_http(request: web.BaseRequest, settings: Settings, hub_transport
         refusal = gateway_refusal(settings, request.raw_path, upstream.status, upstream.content_type)
         if refusal is not None:
             raise refusal
-        answer_headers = client_response_headers(settings, upstream.headers)
+        answer_headers = client_response_headers(settings, upstream.headers, swap)
+        body_swap = _body_swap(request, settings, upstream, swap)
         if set_cookie is not None and upstream.status < 400:
             answer_headers.add("Set-Cookie", set_cookie)
         for name, value in cors:  # the proxy's own CORS answer (routing dropped the hub's)
@@ -126,21 +161,53 @@ async def relay_http(request: web.BaseRequest, settings: Settings, hub_transport
                 answer_headers.add(name, value)
             else:
                 answer_headers[name] = value
+        read = upstream.content.readany
         length = upstream.content_length
         if length is not None and length <= _SMALL_BODY_BYTES and request.method != "HEAD":
             # Most API answers: read whole, so status, headers and body leave in one write.
             async with hub_transport.failures():
                 body = await upstream.read()
-            small = web.Response(status=upstream.status, reason=_reason(upstream), headers=answer_headers, body=body)
-            if upstream.status in (401, 403):
-                raise HubRefusedRequest(small)
-            return small
+            if body_swap is not None and not body_swap.compressed:
+                body, found = body_swap.swap.whole(body)
+                if found:
+                    _mark_swapped(answer_headers, inflated=False)
+                body_swap = None
+            if body_swap is None or not _holds_token(body_swap, body):
+                small = web.Response(status=upstream.status, reason=_reason(upstream), headers=answer_headers,
+                                     body=body)
+                if upstream.status in (401, 403):
+                    raise HubRefusedRequest(small)
+                return small
+            body_swap = body_swap.again()  # a compressed text with the token in it: inflated and swapped as sent
+            read = _read_once(body)
+        if body_swap is not None and (body_swap.compressed or not body_swap.swap.same_length):
+            _mark_swapped(answer_headers, inflated=body_swap.compressed)
         response = web.StreamResponse(status=upstream.status, reason=_reason(upstream), headers=answer_headers)
         await response.prepare(request)
-        await _copy_body(request, upstream, response)
+        await _copy_body(request, read, response, body_swap)
     finally:
         upstream.release()
     return response
+
+
+def _holds_token(body_swap: BodySwap, body: bytes) -> bool:
+    """Whether the token is in a small compressed answer, looked for without keeping what it inflates to."""
+    try:
+        for _ in body_swap.feed(body):
+            pass
+        for _ in body_swap.end():
+            pass
+    except BrokenBody:
+        return False  # passed on as it came: the IDE's own decoder says it is broken
+    return body_swap.found
+
+
+def _read_once(body: bytes) -> Callable[[], Awaitable[bytes]]:
+    chunks = [b"", body]
+
+    async def read() -> bytes:
+        return chunks.pop() if chunks else b""
+    return read
 
 
 def _reason(upstream: aiohttp.ClientResponse) -> str | None:
@@ -149,25 +216,36 @@ def _reason(upstream: aiohttp.ClientResponse) -> str | None:
     return reason if reason is not None and reason.isprintable() and reason.isascii() else None
 
 
-async def _copy_body(request: web.BaseRequest, upstream: aiohttp.ClientResponse, response: web.StreamResponse) -> None:
-    """Copy chunks as they arrive; a break on either side ends the copy without a half-finished reply."""
+async def _copy_body(request: web.BaseRequest, read: Callable[[], Awaitable[bytes]], response: web.StreamResponse,
+                     body_swap: BodySwap | None) -> None:
+    """Copy chunks as they arrive (through the swap, when the answer is text); a break on either side ends the
+    copy without a half-finished reply."""
     copied = 0
     while True:
         try:
-            chunk = await upstream.content.readany()
+            chunk = await read()
         except (aiohttp.ClientError, asyncio.TimeoutError) as exc:
-            log.warning("%s: the hub broke off its answer after %d bytes (%s); the IDE sees a broken "
-                        "download and can retry", loggable(request.method, request.raw_path), copied,
-                        type(exc).__name__)
-            if request.transport is not None:
-                request.transport.abort()  # never let a truncated body look complete
+            _broken_off(request, copied, type(exc).__name__)
             return
-        if not chunk:
-            break
+        pieces = (chunk,) if body_swap is None else body_swap.feed(chunk) if chunk else body_swap.end()
         try:
-            await response.write(chunk)
+            for piece in pieces:  # one at a time: an inflated chunk is never held whole
+                if piece:
+                    await response.write(piece)
+        except BrokenBody as exc:
+            _broken_off(request, copied, str(exc))
+            return
         except ConnectionError:
             log.debug("%s: the IDE went away after %d bytes", loggable(request.method, request.raw_path), copied)
             return
+        if not chunk:
+            break
         copied += len(chunk)
     await response.write_eof()
+
+
+def _broken_off(request: web.BaseRequest, copied: int, why: str) -> None:
+    log.warning("%s: the hub broke off its answer after %d bytes (%s); the IDE sees a broken download and can "
+                "retry", loggable(request.method, request.raw_path), copied, why)
+    if request.transport is not None:
+        request.transport.abort()  # never let a truncated body look complete

@@ -16,7 +16,8 @@ from yarl import URL
 
 from .address import HubAddress
 from .config import Settings
-from .errors import HubLoginRequired, ProxyError, ServerNotRunning, hub_bad_answer
+from .errors import HubLoginRequired, HubPage, ProxyError, ServerNotRunning, hub_bad_answer
+from .token_swap import UNDOABLE_CODINGS, TokenSwap
 
 # A path is decoded this many times when looking for traversal: enough to unwrap double and triple
 # encodings (%252e%252e) that a chain of servers might each decode once.
@@ -132,8 +133,7 @@ def upstream_path_for(settings: Settings, raw_path: str) -> str:
     relative = _relative_to_base(hub, raw_path)
     first, _, _ = unquote(relative[1:]).partition("/")
     if first == "hub":
-        raise _refuse("The hub's own pages and API are not served through this proxy: it only reaches your "
-                      f"server at {hub.server_prefix}.")
+        raise HubPage(hub, relative[len("/hub/"):] if relative.startswith("/hub/") else "")
     if first == "user":
         own = hub.server_prefix[len(hub.base) - 1:]  # /user/alice/[dev/], as seen from the base
         if not unquote(relative + "/").startswith(unquote(own)):
@@ -174,6 +174,17 @@ def _forwardable(headers: MultiMapping[str], also_dropped: frozenset[str]) -> It
         yield name, value
 
 
+_ASKABLE_CODINGS = UNDOABLE_CODINGS | {"identity"}
+
+
+def _undoable_encodings(values: Iterable[str]) -> str:
+    """The client's Accept-Encoding, keeping only the codings the proxy can undo to look into a text answer for the
+    hub token (token_swap): ``gzip, deflate, br, zstd`` → ``gzip, deflate``; ``identity`` when none is left."""
+    kept = [part.strip() for value in values for part in value.split(",")
+            if part.partition(";")[0].strip().lower() in _ASKABLE_CODINGS]
+    return ", ".join(kept) or "identity"
+
+
 def hub_authorization(token: str) -> str:
     """The ``Authorization`` value that carries a hub token, the one way JupyterHub and jupyter_server read it."""
     return f"token {token}"
@@ -186,6 +197,8 @@ def upstream_request_headers(headers: CIMultiDictProxy[str], hub_token: str, web
     dropped = _DROPPED_REQUEST_HEADERS | (_WEBSOCKET_HANDSHAKE_HEADERS if websocket else frozenset())
     dropped |= {name.lower() for name, _ in gateway_headers}
     out = CIMultiDict(_forwardable(headers, dropped))
+    if "Accept-Encoding" in out:
+        out["Accept-Encoding"] = _undoable_encodings(out.getall("Accept-Encoding"))
     out["Authorization"] = hub_authorization(hub_token)
     out.extend(gateway_headers)
     return out
@@ -296,8 +309,9 @@ def _redirect_out_of_server(settings: Settings, location: str) -> ProxyError:
                             f"Make a new one at {hub.page('token')}.")
 
 
-def client_response_headers(settings: Settings, headers: MultiMapping[str]) -> CIMultiDict[str]:
-    """The hub's response headers as the IDE should see them.
+def client_response_headers(settings: Settings, headers: MultiMapping[str],
+                            swap: TokenSwap | None = None) -> CIMultiDict[str]:
+    """The hub's response headers as the IDE should see them, with the hub token swapped out of them (``swap``).
 
     Raises ProxyError when the hub redirects out of the user's server (passing such a redirect on would
     send the IDE to the hub itself), and when a header could not be written to the IDE intact.
@@ -306,6 +320,8 @@ def client_response_headers(settings: Settings, headers: MultiMapping[str]) -> C
     for name, value in _forwardable(headers, frozenset()):
         if not _HEADER_NAME.fullmatch(name) or _UNWRITABLE_VALUE.search(value):
             raise hub_bad_answer(settings.hub, f"a header the IDE cannot be sent, {ascii(name[:60])}")
+        if swap is not None:
+            value = swap.text(value)
         lower = name.lower()
         if lower.startswith("access-control-"):
             continue  # which web pages may read the answer is the proxy's decision (its CORS settings)

@@ -12,6 +12,7 @@ from __future__ import annotations
 import asyncio
 import gzip
 import hashlib
+import zlib
 from collections.abc import AsyncIterator, Awaitable, Callable
 from contextlib import asynccontextmanager
 
@@ -72,6 +73,37 @@ async def _cookies(request: web.Request) -> web.Response:
 async def _gzip(request: web.Request) -> web.Response:
     return web.Response(body=gzip.compress(b"x" * 10_000), headers={"Content-Encoding": "gzip",
                                                                       "Content-Type": "text/plain"})
+
+
+async def _written_token(request: web.Request) -> web.StreamResponse:
+    """A page that writes the token that authenticated it, as a single-user server does into JupyterLab's page
+    config: ``?filler=N`` bytes before it and after it, sent in ``?chunk=`` byte writes, as ``?type=``, compressed
+    with ``?encoding=gzip|deflate|br`` (br: bytes that only claim to be), with a Content-Length unless
+    ``?chunked=1``; the token also goes in an ``X-Token-Seen`` header."""
+    token = request.headers["Authorization"].partition(" ")[2]
+    filler = b"f" * int(request.query.get("filler", "0"))
+    body = filler + b'{"token": "' + token.encode() + b'"}' + filler
+    encoding = request.query.get("encoding")
+    if encoding == "gzip":
+        body = gzip.compress(body)
+    elif encoding == "deflate":
+        body = zlib.compress(body)
+    headers = {"Content-Type": request.query.get("type", "text/html"), "X-Token-Seen": token,
+               "ETag": '"v1"'}
+    if encoding:
+        headers["Content-Encoding"] = encoding
+    if not request.query.get("chunked"):
+        headers["Content-Length"] = str(len(body))
+    response = web.StreamResponse(headers=headers)
+    await response.prepare(request)
+    if request.method == "HEAD":
+        return response
+    step = int(request.query.get("chunk", str(len(body) or 1)))
+    for start in range(0, len(body), step):
+        await response.write(body[start:start + step])
+        await asyncio.sleep(0)
+    await response.write_eof()
+    return response
 
 
 async def _break_off(request: web.Request) -> web.StreamResponse:
@@ -136,6 +168,7 @@ def echo_app() -> web.Application:
     app.router.add_get(f"{prefix}/cookies", _cookies)
     app.router.add_get(f"{prefix}/status", _status)
     app.router.add_get(f"{prefix}/gzip", _gzip)
+    app.router.add_get(f"{prefix}/written-token", _written_token)
     app.router.add_get(f"{prefix}/break-off", _break_off)
     app.router.add_get(f"{prefix}/stream", _stream)
     app.router.add_get(f"{prefix}/ws", _websocket)

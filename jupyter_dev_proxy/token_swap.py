@@ -1,0 +1,185 @@
+"""The hub token never leaves in an answer: where the server wrote it, the proxy's own token takes its place.
+
+A user's server writes the token that authenticated a page into the page (JupyterHub's single-user extension puts
+``hub_auth.get_token(handler)`` in JupyterLab's and Notebook 7's page config), and through the proxy that token is
+the hub token it injected. A browser would then hold the credential the proxy exists to keep, and send it back,
+which the proxy refuses as not its own. Swapping it for the proxy's token keeps it in the proxy and makes the page
+work: its calls and websockets carry the proxy's token.
+
+Pure: bytes in, bytes out. Only answers a browser reads as text are looked at (``is_textual``); the written forms
+of the token are its raw bytes and, where they differ, its JSON-escaped, HTML-escaped and percent-encoded forms.
+"""
+
+from __future__ import annotations
+
+import functools
+import html
+import json
+import re
+import zlib
+from collections.abc import Iterator
+from urllib.parse import quote
+
+# Media types a page, a script or a program reads as text, where a server could have written a token. Everything
+# else (images, archives, notebooks' binary outputs, octet-stream downloads) passes untouched, at no cost.
+_TEXTUAL_TYPES = frozenset({
+    "application/json", "application/javascript", "application/ecmascript", "application/x-javascript",
+    "application/xml", "application/xhtml+xml", "application/x-www-form-urlencoded", "image/svg+xml",
+})
+
+
+def is_textual(content_type: str) -> bool:
+    """Whether an answer of this Content-Type may carry text a browser reads (a missing type is sniffed by
+    browsers, so it counts as text)."""
+    media = content_type.partition(";")[0].strip().lower()
+    return (not media or media.startswith("text/") or media in _TEXTUAL_TYPES
+            or media.endswith(("+json", "+xml")))
+
+
+def _written_forms(token: str) -> list[str]:
+    """How a server may have written ``token``: as it is, JSON-escaped (with ``/`` as ``\\/`` too, as Tornado's
+    json_encode does), HTML-escaped and percent-encoded. Hub tokens are hex, for which these are all one."""
+    as_json = json.dumps(token)[1:-1]
+    return [token, as_json, as_json.replace("/", "\\/"), html.escape(token), quote(token, safe="")]
+
+
+class TokenSwap:
+    """Replaces each written form of the hub token with the same form of the proxy's token."""
+
+    def __init__(self, hub_token: str, local_token: str) -> None:
+        replacements: dict[bytes, bytes] = {}
+        for hub_form, local_form in zip(_written_forms(hub_token), _written_forms(local_token)):
+            replacements.setdefault(hub_form.encode(), local_form.encode())
+        self._replacements = replacements
+        # No form is a prefix of another (they differ from the first character that is escaped), so at any
+        # position at most one matches: the scan is the same whichever way the body is cut.
+        self._pattern = re.compile(b"|".join(re.escape(form) for form in replacements))
+        self._longest = max(map(len, replacements))
+        self._first_bytes = frozenset(form[0] for form in replacements)
+        self.same_length = all(len(hub) == len(local) for hub, local in replacements.items())
+
+    def whole(self, body: bytes) -> tuple[bytes, bool]:
+        """``body`` with every form of the hub token replaced, and whether there was any."""
+        if not self.may_hold(body):
+            return body, False
+        swapped, count = self._pattern.subn(self._replace, body)
+        return swapped, count > 0
+
+    def may_hold(self, data: bytes) -> bool:
+        """Whether a whole form of the token is in ``data`` (a substring search: far cheaper than the pattern)."""
+        return any(form in data for form in self._replacements)
+
+    def text(self, value: str) -> str:
+        """A header value with every form of the hub token replaced."""
+        swapped, found = self.whole(value.encode("utf-8", "surrogateescape"))
+        return swapped.decode("utf-8", "surrogateescape") if found else value
+
+    def stream(self) -> SwapStream:
+        return SwapStream(self)
+
+    def _replace(self, match: re.Match[bytes]) -> bytes:
+        return self._replacements[match.group()]
+
+
+class SwapStream:
+    """The swap over a body that arrives in chunks: what each chunk makes certain is given back at once; only the
+    bytes at its end that could begin a form of the token are held for the next one (so a progress stream's event
+    is never held back, as it does not end in a token)."""
+
+    def __init__(self, swap: TokenSwap) -> None:
+        self._swap = swap
+        self._held = b""
+        self.found = False
+
+    def feed(self, chunk: bytes) -> bytes:
+        swap = self._swap
+        data = self._held + chunk if self._held else chunk
+        # Every match that starts before `cut` lies wholly inside `data`, and is found as a scan of the whole body
+        # would find it; what starts later is looked at again with the next chunk.
+        cut = len(data) - swap._longest + 1
+        out: list[bytes] = []
+        done = 0
+        for match in swap._pattern.finditer(data) if swap.may_hold(data) else ():
+            if match.start() >= cut:
+                break
+            out.append(data[done:match.start()])
+            out.append(swap._replacements[match.group()])
+            done = match.end()
+            self.found = True
+        keep_from = max(done, self._first_possible_start(data, max(done, cut)))
+        out.append(data[done:keep_from])
+        self._held = data[keep_from:]
+        return b"".join(out)
+
+    def end(self) -> bytes:
+        """What was held, swapped: the body has ended."""
+        held, self._held = self._held, b""
+        swapped, found = self._swap.whole(held)
+        self.found = self.found or found
+        return swapped
+
+    def _first_possible_start(self, data: bytes, start: int) -> int:
+        """The first position from ``start`` where a form of the token could begin (all of it, or a beginning cut
+        off by the chunk's end); ``len(data)`` when there is none."""
+        swap = self._swap
+        for position in range(max(start, 0), len(data)):
+            if data[position] in swap._first_bytes:
+                rest = data[position:position + swap._longest]
+                if any(form.startswith(rest) or rest.startswith(form) for form in swap._replacements):
+                    return position
+        return len(data)
+
+
+# Content codings the proxy can undo to look into a text answer; the hub is asked for these only (routing).
+UNDOABLE_CODINGS = frozenset({"gzip", "x-gzip", "deflate"})
+
+# At most this much is inflated from a compressed answer at a time, whatever it inflates to: constant memory.
+_INFLATED_PIECE_BYTES = 256 * 1024
+
+
+class BrokenBody(ValueError):
+    """A compressed answer that does not inflate: corrupt, or cut short."""
+
+
+class BodySwap:
+    """The swap over an answer's body as it is sent, inflated first when it is compressed (gzip, or deflate's
+    zlib stream): pieces of bounded size come out of each chunk that goes in."""
+
+    def __init__(self, swap: TokenSwap, compressed: bool) -> None:
+        self.swap = swap
+        self.compressed = compressed
+        self._swapping = swap.stream()
+        # 32 + 15: a gzip or a zlib header, whichever the stream has.
+        self._inflating = zlib.decompressobj(32 + zlib.MAX_WBITS) if compressed else None
+
+    @property
+    def found(self) -> bool:
+        return self._swapping.found
+
+    def again(self) -> BodySwap:
+        """A new swap of the same kind, for the same body sent from its start."""
+        return BodySwap(self.swap, self.compressed)
+
+    def feed(self, chunk: bytes) -> Iterator[bytes]:
+        inflating = self._inflating
+        if inflating is None:
+            yield self._swapping.feed(chunk)
+            return
+        data = chunk
+        while data:
+            try:
+                piece = inflating.decompress(data, _INFLATED_PIECE_BYTES)
+            except zlib.error as exc:
+                raise BrokenBody(f"a compressed answer that does not inflate ({exc})") from None
+            yield self._swapping.feed(piece)
+            data = inflating.unconsumed_tail
+
+    def end(self) -> Iterator[bytes]:
+        if self._inflating is not None and not self._inflating.eof:
+            raise BrokenBody("a compressed answer cut short")
+        yield self._swapping.end()
+
+
+@functools.lru_cache(maxsize=8)  # the hub token changes rarely (a sign-in, a renewed token file)
+def token_swap(hub_token: str, local_token: str) -> TokenSwap:
+    return TokenSwap(hub_token, local_token)

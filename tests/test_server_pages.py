@@ -1,0 +1,88 @@
+"""The server's own pages (JupyterLab, Notebook 7) through the proxy, as a browser fetches them, against a real
+jupyter_server with JupyterLab: the hub token the server writes into the page is the proxy's when it arrives, and
+the page's own calls work with it. (test_lab_in_a_browser.py drives a real browser through a real hub.)"""
+
+from __future__ import annotations
+
+import json
+import re
+from typing import Any
+
+import aiohttp
+import pytest
+
+from jupyter_dev_proxy.demo import DemoServer
+from tests.kit.kernel import KERNEL_PROTOCOL, KernelChannel, result_text
+from tests.kit.settings import Proxy
+
+pytestmark = pytest.mark.timeout(120)
+
+_CONFIG = re.compile(r'<script id="jupyter-config-data" type="application/json">(.*?)</script>', re.S)
+
+# What a browser sends when the user opens a URL.
+NAVIGATE = {"Sec-Fetch-Mode": "navigate", "Sec-Fetch-Dest": "document", "Accept": "text/html,*/*;q=0.8"}
+
+
+async def _page(proxy: Proxy, path: str) -> tuple[aiohttp.ClientResponse, str, aiohttp.CookieJar]:
+    jar = aiohttp.CookieJar(unsafe=True)
+    async with aiohttp.ClientSession(cookie_jar=jar) as browser:
+        async with browser.get(proxy.url / path % {"token": proxy.settings.local_token}, headers=NAVIGATE) as response:
+            return response, await response.text(), jar
+
+
+def _page_config(page: str) -> dict[str, Any]:
+    found = _CONFIG.search(page)
+    assert found, page[:2000]
+    return dict(json.loads(found.group(1)))
+
+
+@pytest.mark.parametrize("path", ["lab", "lab/tree/x.ipynb", "doc/tree/x.ipynb", "tree", "notebooks/x.ipynb"])
+async def test_the_page_carries_the_proxys_token_and_never_the_hubs(
+        jupyter_proxy: Proxy, jupyter_upstream: DemoServer, path: str) -> None:
+    response, page, _ = await _page(jupyter_proxy, path)
+    assert response.status == 200
+    assert jupyter_upstream.token not in page  # the token the proxy gives the server is the hub token
+    assert _page_config(page)["token"] == jupyter_proxy.settings.local_token
+    # A page holding a credential is kept by no cache (a cached one would hold another run's token).
+    assert response.headers["Cache-Control"] == "no-store"
+    assert "ETag" not in response.headers
+    assert jupyter_upstream.token not in str(list(response.headers.items()))
+
+
+async def test_the_pages_calls_and_websockets_work_with_the_token_it_was_given(
+        jupyter_proxy: Proxy, jupyter_upstream: DemoServer) -> None:
+    """What JupyterLab does with its page config: calls under its baseUrl with the token as a header, a kernel
+    websocket with it in ?token= and the page's Origin."""
+    _, page, jar = await _page(jupyter_proxy, "lab")
+    config = _page_config(page)
+    base, token = config["baseUrl"], config["token"]
+    assert base == "/user/alice/"
+    origin = str(jupyter_proxy.url.origin())
+    async with aiohttp.ClientSession(base_url=jupyter_proxy.url, cookie_jar=jar) as lab:
+        headers = {"Authorization": f"token {token}", "Origin": origin}
+        async with lab.get(f"{base}api/contents", headers=headers) as response:
+            assert response.status == 200
+        async with lab.post(f"{base}api/kernels", headers=headers, json={"name": "python3"}) as response:
+            assert response.status == 201
+            kernel = (await response.json())["id"]
+        async with lab.get(f"{base}lab/api/settings", headers=headers) as response:  # a JupyterLab extension's API
+            assert response.status == 200
+            assert jupyter_upstream.token not in await response.text()
+        async with lab.ws_connect(f"{base}api/kernels/{kernel}/channels?session_id=s1&token={token}",
+                                  protocols=(KERNEL_PROTOCOL,), origin=origin) as ws:
+            assert result_text(await KernelChannel(ws, "s1").execute("6 * 7")) == "42"
+        async with lab.delete(f"{base}api/kernels/{kernel}", headers=headers) as response:
+            assert response.status == 204
+
+
+async def test_the_static_files_of_the_page_arrive_whole(jupyter_proxy: Proxy) -> None:
+    """The page's scripts are text the proxy looks into: large ones arrive whole, byte for byte as served."""
+    _, page, jar = await _page(jupyter_proxy, "lab")
+    scripts = re.findall(r'src="([^"]+\.js[^"]*)"', page)
+    assert scripts
+    async with aiohttp.ClientSession(base_url=jupyter_proxy.url, cookie_jar=jar) as lab:
+        for script in scripts:
+            async with lab.get(script) as response:
+                assert response.status == 200, script
+                body = await response.read()
+            assert body.rstrip().endswith((b";", b"}", b")")) and len(body) > 1000
