@@ -86,3 +86,32 @@ async def test_the_static_files_of_the_page_arrive_whole(jupyter_proxy: Proxy) -
                 assert response.status == 200, script
                 body = await response.read()
             assert body.rstrip().endswith((b";", b"}", b")")) and len(body) > 1000
+
+
+@pytest.mark.parametrize(("path", "on_the_hub"), [("hub/home", "hub/home"), ("hub/logout", "hub/logout"),
+                                                  ("user/bob/lab", None), ("hub", "hub/")])
+async def test_a_link_into_the_hub_opens_a_page_that_leads_there(jupyter_proxy: Proxy, path: str,
+                                                                 on_the_hub: str | None) -> None:
+    """JupyterLab's File → Hub Control Panel and Log Out lead to the hub's pages: a browser following them gets a
+    page of the proxy's with the link to the page on the hub (which the proxy never serves)."""
+    _, _, jar = await _page(jupyter_proxy, "lab")
+    async with aiohttp.ClientSession(cookie_jar=jar) as browser:
+        async with browser.get(f"{jupyter_proxy.url}/{path}", headers=NAVIGATE) as response:
+            page = await response.text()
+    if on_the_hub is None:  # another user's server is refused as before, whoever asks
+        assert response.status == 403 and response.content_type == "application/json"
+        return
+    assert response.status == 404 and response.content_type == "text/html"
+    hub_page = f"{jupyter_proxy.settings.hub.origin}/{on_the_hub}"
+    assert f'<a href="{hub_page}"' in page
+    assert "default-src 'none'" in response.headers["Content-Security-Policy"]
+    assert jupyter_proxy.settings.local_token not in page
+
+
+async def test_a_program_asking_for_the_hub_gets_jupyters_json(jupyter_proxy: Proxy) -> None:
+    """VS Code probes /hub/api to tell a hub from a server: it gets JSON without a version, as before."""
+    async with jupyter_proxy.session() as client:
+        for path in ("/hub/api", "/hub/home"):
+            async with client.get(path) as response:
+                assert response.status == 404
+                assert (await response.json())["reason"] == "outside-your-server"
