@@ -75,6 +75,27 @@ async def test_the_pages_calls_and_websockets_work_with_the_token_it_was_given(
             assert response.status == 204
 
 
+async def test_a_terminal_of_the_page_runs_commands(jupyter_proxy: Proxy) -> None:
+    """JupyterLab's terminal: created by an API call, then a websocket under /terminals/ with the page's token."""
+    _, page, jar = await _page(jupyter_proxy, "lab")
+    config = _page_config(page)
+    base, token = config["baseUrl"], config["token"]
+    origin = str(jupyter_proxy.url.origin())
+    async with aiohttp.ClientSession(base_url=jupyter_proxy.url, cookie_jar=jar) as lab:
+        headers = {"Authorization": f"token {token}", "Origin": origin}
+        async with lab.post(f"{base}api/terminals", headers=headers) as response:
+            assert response.status == 200
+            name = (await response.json())["name"]
+        async with lab.ws_connect(f"{base}terminals/websocket/{name}?token={token}", origin=origin) as ws:
+            await ws.send_json(["stdin", "echo made-$((6 * 7))\r"])
+            seen = ""
+            while "made-42" not in seen:
+                kind, *text = await ws.receive_json(timeout=30)
+                seen += "".join(text) if kind == "stdout" else ""
+        async with lab.delete(f"{base}api/terminals/{name}", headers=headers) as response:
+            assert response.status == 204
+
+
 async def test_the_static_files_of_the_page_arrive_whole(jupyter_proxy: Proxy) -> None:
     """The page's scripts are text the proxy looks into: large ones arrive whole, byte for byte as served."""
     _, page, jar = await _page(jupyter_proxy, "lab")
