@@ -106,8 +106,10 @@ async def _continue_if_expected(request: web.BaseRequest) -> None:
     request.transport.write(b"HTTP/1.1 100 Continue\r\n\r\n")
 
 
-# Answers that have no body whatever their headers say (RFC 9110 §6.4.1).
-_NO_BODY_STATUSES = frozenset({204, 304})
+# Answers whose body is not looked into: 204 and 304 have none (RFC 9110 §6.4.1); a 206 is a byte range of a file
+# on the server (only Jupyter's static and /files/ handlers answer ranges), which a swap of another length would
+# shift out of its Content-Range, and which holds the hub token only if a file on the server does.
+_UNSWAPPED_STATUSES = frozenset({204, 206, 304})
 
 # Headers that describe the hub's bytes, not the bytes the IDE gets once the token is swapped out of them.
 _VALIDATORS = ("ETag", "Last-Modified")
@@ -115,8 +117,9 @@ _VALIDATORS = ("ETag", "Last-Modified")
 
 def _body_swap(request: web.BaseRequest, settings: Settings, upstream: aiohttp.ClientResponse,
                swap: TokenSwap | None) -> BodySwap | None:
-    """The swap the answer's body goes through: None for answers that cannot carry text (binary types, no body)."""
-    if swap is None or request.method == "HEAD" or upstream.status in _NO_BODY_STATUSES \
+    """The swap the answer's body goes through: None for answers that cannot carry text (binary types, no body) and
+    byte ranges."""
+    if swap is None or request.method == "HEAD" or upstream.status in _UNSWAPPED_STATUSES \
             or not is_textual(upstream.headers.get("Content-Type", "")):
         return None
     coding = upstream.headers.get("Content-Encoding", "identity").strip().lower()

@@ -317,6 +317,8 @@ def client_response_headers(settings: Settings, headers: MultiMapping[str],
     send the IDE to the hub itself), and when a header could not be written to the IDE intact.
     """
     out: CIMultiDict[str] = CIMultiDict()
+    if swap is not None and not swap.holds_text("\n".join(headers.values())):
+        swap = None  # the usual answer: its headers, joined, are looked at once
     for name, value in _forwardable(headers, frozenset()):
         if not _HEADER_NAME.fullmatch(name) or _UNWRITABLE_VALUE.search(value):
             raise hub_bad_answer(settings.hub, f"a header the IDE cannot be sent, {ascii(name[:60])}")

@@ -51,6 +51,8 @@ class TokenSwap:
         for hub_form, local_form in zip(_written_forms(hub_token), _written_forms(local_token)):
             replacements.setdefault(hub_form.encode(), local_form.encode())
         self._replacements = replacements
+        self._forms = tuple(replacements)
+        self._text_forms = tuple(form.decode() for form in replacements)
         # No form is a prefix of another (they differ from the first character that is escaped), so at any
         # position at most one matches: the scan is the same whichever way the body is cut.
         self._pattern = re.compile(b"|".join(re.escape(form) for form in replacements))
@@ -67,12 +69,23 @@ class TokenSwap:
 
     def may_hold(self, data: bytes) -> bool:
         """Whether a whole form of the token is in ``data`` (a substring search: far cheaper than the pattern)."""
-        return any(form in data for form in self._replacements)
+        for form in self._forms:
+            if form in data:
+                return True
+        return False
+
+    def holds_text(self, text: str) -> bool:
+        """Whether a form of the token is in ``text``: the headers of an answer, joined, are looked at once."""
+        for form in self._text_forms:
+            if form in text:
+                return True
+        return False
 
     def text(self, value: str) -> str:
         """A header value with every form of the hub token replaced."""
-        swapped, found = self.whole(value.encode("utf-8", "surrogateescape"))
-        return swapped.decode("utf-8", "surrogateescape") if found else value
+        if not self.holds_text(value):
+            return value
+        return self.whole(value.encode("utf-8", "surrogateescape"))[0].decode("utf-8", "surrogateescape")
 
     def stream(self) -> SwapStream:
         return SwapStream(self)

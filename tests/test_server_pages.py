@@ -136,3 +136,16 @@ async def test_a_program_asking_for_the_hub_gets_jupyters_json(jupyter_proxy: Pr
             async with client.get(path) as response:
                 assert response.status == 404
                 assert (await response.json())["reason"] == "outside-your-server"
+
+
+async def test_a_byte_range_of_a_text_file_arrives_as_the_server_cut_it(
+        jupyter_proxy: Proxy, jupyter_upstream: DemoServer) -> None:
+    """Range requests (a browser resuming a download, a viewer paging a log) get the exact bytes asked for."""
+    text = "".join(f"line {n}\n" for n in range(20_000)).encode()
+    (jupyter_upstream.root_dir / "ranged.txt").write_bytes(text)
+    async with jupyter_proxy.session() as client:
+        for first, last in ((10, 19), (100_000, 150_000)):
+            async with client.get("/files/ranged.txt", headers={"Range": f"bytes={first}-{last}"}) as response:
+                assert response.status == 206
+                assert response.headers["Content-Range"] == f"bytes {first}-{last}/{len(text)}"
+                assert await response.read() == text[first:last + 1]
