@@ -163,7 +163,7 @@ button {{ font: inherit; margin-left: .5em; }} .muted {{ color: #777; }}
  id="hidden">•••••</span></code><button onclick="document.getElementById('token').hidden=false;
 document.getElementById('hidden').hidden=true">Show token</button><button onclick="navigator.clipboard.writeText(
 document.getElementById('url').textContent.replace('•••••',''))">Copy</button></td></tr>
-<tr><th>Hub</th><td>{hub_url} · JupyterHub {hub_version} · reached {reached}</td></tr>
+{browser_row}<tr><th>Hub</th><td>{hub_url} · JupyterHub {hub_version} · reached {reached}</td></tr>
 <tr><th>User</th><td id="user">{user}</td></tr>
 <tr><th>Server</th><td>{server_label} <code>{server_prefix}</code>: <span id="server-state" class="{state_class}">{state}</span>
 {progress} <span class="muted">{last_activity}</span></td></tr>
@@ -178,6 +178,9 @@ document.getElementById('url').textContent.replace('•••••',''))">Copy<
 If something is wrong, run <code>jupyter-dev-proxy doctor</code>.</p>
 </body></html>
 """
+
+_BROWSER_ROW = ('<tr><th>In this browser</th><td><a href="/" target="_blank" rel="noopener">Your server\'s pages</a> '
+                '<span class="muted">(JupyterLab or Notebook, as your server has them)</span></td></tr>\n')
 
 _STATE_CLASSES = {ServerState.RUNNING: "ok", ServerState.STARTING: "warn", ServerState.STOPPED: "bad",
                   ServerState.UNKNOWN: "muted"}
@@ -212,6 +215,8 @@ def render_page(snapshot: dict[str, Any], local_token: str) -> str:
         progress=e(f"({server['progress']})") if server.get("progress") else "",
         last_activity=e(f"last activity {server['last_activity']}") if server.get("last_activity") else "",
         token=token_text, requests=snapshot["requests"],
+        # Without a hub token, every page needs the IDE's token in ?token= (no cookie stands for it): no link then.
+        browser_row="" if snapshot["proxy"]["forwards_ide_token"] else _BROWSER_ROW,
         sign_in=(f' · <a class="warn" href="{e(snapshot["sign_in_url"])}" target="_blank" rel="noopener">Sign in again'
                  "</a>" if snapshot.get("sign_in_url") else ""),
         errors=f"{snapshot['errors']} error{'' if snapshot['errors'] == 1 else 's'}",

@@ -149,3 +149,16 @@ async def test_a_byte_range_of_a_text_file_arrives_as_the_server_cut_it(
                 assert response.status == 206
                 assert response.headers["Content-Range"] == f"bytes {first}-{last}/{len(text)}"
                 assert await response.read() == text[first:last + 1]
+
+
+async def test_the_status_page_links_to_the_servers_pages_in_the_same_browser(jupyter_proxy: Proxy) -> None:
+    jar = aiohttp.CookieJar(unsafe=True)
+    async with aiohttp.ClientSession(base_url=jupyter_proxy.url, cookie_jar=jar) as browser:
+        async with browser.get("/jupyter-dev-proxy/", params={"token": jupyter_proxy.settings.local_token},
+                               headers=NAVIGATE) as response:
+            status_page = await response.text()
+        link = re.search(r'<a href="([^"]+)"[^>]*>Your server\'s pages', status_page)
+        assert link, status_page
+        async with browser.get(link.group(1), headers=NAVIGATE) as response:  # the status page's cookie is enough
+            assert response.status == 200
+            assert _page_config(await response.text())["token"] == jupyter_proxy.settings.local_token
