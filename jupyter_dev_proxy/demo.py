@@ -89,6 +89,10 @@ def free_port() -> int:
 _DEMO_MODULES = ("jupyter_server", "ipykernel", "trustme")
 
 
+# Where / leads, as on a hub's single-user server: JupyterLab when it is installed (jupyterhub.singleuser picks it).
+_DEFAULT_PAGE = ("--ServerApp.default_url=/lab",) if importlib.util.find_spec("jupyterlab") else ()
+
+
 def _check_installed() -> None:
     missing = [m for m in _DEMO_MODULES if importlib.util.find_spec(m) is None]
     if missing:
@@ -164,7 +168,7 @@ def _start_on_a_free_port(username: str, tls_name: str, root_dir: Path | None,
             f"--ServerApp.base_url={HubAddress(URL(), user=username).server_prefix}", "--ServerApp.ip=127.0.0.1",
             f"--ServerApp.port={port}", "--ServerApp.port_retries=0", f"--ServerApp.root_dir={root}",
             f"--ServerApp.certfile={cert_file}", f"--ServerApp.keyfile={key_file}",
-            *(["--allow-root"] if os.geteuid() == 0 else []), *extra_args,
+            *(["--allow-root"] if os.geteuid() == 0 else []), *_DEFAULT_PAGE, *extra_args,
         ]
         with log_file.open("wb") as log:
             process = subprocess.Popen(args, env=env, stdout=log, stderr=subprocess.STDOUT,

@@ -160,5 +160,5 @@ async def test_the_status_page_links_to_the_servers_pages_in_the_same_browser(ju
         link = re.search(r'<a href="([^"]+)"[^>]*>Your server\'s pages', status_page)
         assert link, status_page
         async with browser.get(link.group(1), headers=NAVIGATE) as response:  # the status page's cookie is enough
-            assert response.status == 200
+            assert response.status == 200 and response.url.path == "/lab"  # the server's default page, as on a hub
             assert _page_config(await response.text())["token"] == jupyter_proxy.settings.local_token
