@@ -10,12 +10,13 @@ from __future__ import annotations
 import argparse
 import base64
 import enum
+import functools
 import ipaddress
 import json
 import re
 import secrets
 from collections.abc import Callable, Mapping, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, fields
 from pathlib import Path
 
 from dotenv import dotenv_values
@@ -282,6 +283,15 @@ class Settings:
     browser_session: str = field(default_factory=lambda: secrets.token_urlsafe(32))
     # Signing in with the hub's login in a browser; None: the hub does not know the proxy (a token is pasted).
     oauth: OAuthClient | None = None
+
+    def __hash__(self) -> int:
+        """Hashed once: per-request caches (routing's paths, auth's hosts) key on the settings, and a frozen
+        dataclass would hash all its fields at every lookup."""
+        return self._hash
+
+    @functools.cached_property
+    def _hash(self) -> int:
+        return hash(tuple(getattr(self, f.name) for f in fields(self)))
 
     @property
     def hub_token_setting(self) -> str:
