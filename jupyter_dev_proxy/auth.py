@@ -11,6 +11,7 @@ sends a cookie on its own, and otherwise any web page could drive the user's hub
 
 from __future__ import annotations
 
+import functools
 import hmac
 import ipaddress
 import re
@@ -32,6 +33,15 @@ def _header_token(request: web.BaseRequest) -> str | None:
     return None
 
 
+def _query_token(request: web.BaseRequest) -> str | None:
+    """``?token=``, without parsing a query that cannot hold it (an IDE's cache-buster, ``?1701234567890``):
+    the name would be there as it is, or percent-encoded."""
+    query = request.query_string
+    if "token" not in query and "%" not in query:
+        return None
+    return request.query.get("token")
+
+
 def _same_origin(request: web.BaseRequest) -> bool:
     origin = request.headers.get("Origin")
     if origin is None:
@@ -51,6 +61,7 @@ def _host_name(host: str) -> str:
     return name if name and port.isdigit() else host
 
 
+@functools.lru_cache(maxsize=256)  # the same one or two Host values at every request; a flood of others only evicts
 def _names_the_proxy(host: str, settings: Settings) -> bool:
     name = _host_name(host).lower()
     if name in settings.allowed_hosts:
@@ -98,7 +109,7 @@ def _presented(request: web.BaseRequest, settings: Settings) -> str:
     """The token the client presents, where Jupyter clients put one, or the proxy's token for this run's browser
     session cookie; ProxyError(403) when there is none, it comes only in the cookie from another web site, or the
     cookie is not this run's (never accepted when the IDE's token is the hub's: none is set then)."""
-    presented = request.query.get("token") or _header_token(request)
+    presented = _query_token(request) or _header_token(request)
     if presented:
         return presented
     session = request.cookies.get(COOKIE_NAME)
@@ -153,7 +164,7 @@ def cookie_to_remember(request: web.BaseRequest, settings: Settings) -> str | No
     """The Set-Cookie value that lets a browser which arrived with the proxy's token in ?token= (checked before)
     keep using the proxy without it: this run's session value, never the token; None when the IDE's token is the
     hub's, and when there is nothing new to remember. The relays add it to successful answers."""
-    if settings.forwards_ide_token or not request.query.get("token"):
+    if settings.forwards_ide_token or not _query_token(request):
         return None
     if _equal(request.cookies.get(COOKIE_NAME, ""), settings.browser_session):
         return None
