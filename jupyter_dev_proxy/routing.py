@@ -51,6 +51,10 @@ _HTTP_1 = ((1, 0), (1, 1))
 # UTF-8 (aiohttp would silently drop them when writing).
 _HEADER_NAME = re.compile(r"[!#$%&'*+\-.^_`|~0-9A-Za-z]+")
 _UNWRITABLE_VALUE = re.compile(r"[\x00-\x08\x0a-\x1f\x7f\ud800-\udfff]")
+# Header values are checked joined by a tab, which a value may hold: one search per message instead of one per header.
+_VALUE_SEPARATOR = "\t"
+# Names joined by ":", which no name may hold, are checked in one match too.
+_HEADER_NAMES = re.compile(r"[!#$%&'*+\-.^_`|~0-9A-Za-z]+(?::[!#$%&'*+\-.^_`|~0-9A-Za-z]+)*")
 
 _COOKIE_PATH = re.compile(r";\s*path=([^;]*)", re.IGNORECASE)
 _COOKIE_DOMAIN = re.compile(r";\s*domain=[^;]*", re.IGNORECASE)
@@ -100,10 +104,10 @@ def check_request_head(method: str, version: tuple[int, int], headers: MultiMapp
     if version == (1, 0) and "Transfer-Encoding" in headers:  # RFC 9112 §6.1: framing is faulty
         raise ProxyError(400, "bad-request", "The request is not valid HTTP/1.1 (an HTTP/1.0 request with "
                                              "Transfer-Encoding); the proxy did not forward it.", closes=True)
-    for name, value in headers.items():
-        if _UNWRITABLE_VALUE.search(value):
-            raise ProxyError(400, "bad-request", f"The request's header {ascii(name[:60])} is not UTF-8 text; "
-                                                 "the proxy did not forward it.", closes=True)
+    if _UNWRITABLE_VALUE.search(_VALUE_SEPARATOR.join(headers.values())):  # at once; which one, only if one is
+        name = next(name for name, value in headers.items() if _UNWRITABLE_VALUE.search(value))
+        raise ProxyError(400, "bad-request", f"The request's header {ascii(name[:60])} is not UTF-8 text; "
+                                             "the proxy did not forward it.", closes=True)
 
 
 def _relative_to_base(hub: HubAddress, raw_path: str) -> str:
@@ -159,19 +163,26 @@ def loggable(method: str, raw_path: str) -> str:
 
 def query_without_token(raw_query: str) -> str:
     """Drop the proxy's own ``token`` parameter; every other byte of the query is kept as sent."""
-    if not raw_query:
+    if "token" not in raw_query and "%" not in raw_query:  # nothing named token, as it is or encoded
         return raw_query
     kept = [p for p in raw_query.split("&") if unquote(p.partition("=")[0]) != "token"]
     return "&".join(kept)
 
 
-def _forwardable(headers: MultiMapping[str], also_dropped: frozenset[str]) -> Iterable[tuple[str, str]]:
-    connection_named = {h.strip().lower() for h in ",".join(headers.getall("Connection", ())).split(",")}
+def _forwardable(headers: MultiMapping[str], dropped: frozenset[str]) -> Iterable[tuple[str, str]]:
+    """The headers whose lowercase name is not in ``dropped`` (the hop-by-hop ones among them) nor named by
+    Connection."""
+    if "Connection" in headers:
+        dropped = dropped | {h.strip().lower() for h in ",".join(headers.getall("Connection")).split(",")}
     for name, value in headers.items():
-        lower = name.lower()
-        if lower in _HOP_BY_HOP or lower in connection_named or lower in also_dropped:
-            continue
-        yield name, value
+        if name.lower() not in dropped:
+            yield name, value
+
+
+@functools.lru_cache(maxsize=8)  # decided once per kind of request and gateway settings, not at every request
+def _dropped_request_headers(websocket: bool, gateway_headers: tuple[tuple[str, str], ...]) -> frozenset[str]:
+    return (_HOP_BY_HOP | _DROPPED_REQUEST_HEADERS | (_WEBSOCKET_HANDSHAKE_HEADERS if websocket else frozenset())
+            | {name.lower() for name, _ in gateway_headers})
 
 
 _ASKABLE_CODINGS = UNDOABLE_CODINGS | {"identity"}
@@ -194,9 +205,7 @@ def upstream_request_headers(headers: CIMultiDictProxy[str], hub_token: str, web
                              gateway_headers: tuple[tuple[str, str], ...] = ()) -> CIMultiDict[str]:
     """The client's headers as the hub should see them: its credentials replaced by the hub token, and an
     access gateway's headers (which the client cannot override) added."""
-    dropped = _DROPPED_REQUEST_HEADERS | (_WEBSOCKET_HANDSHAKE_HEADERS if websocket else frozenset())
-    dropped |= {name.lower() for name, _ in gateway_headers}
-    out = CIMultiDict(_forwardable(headers, dropped))
+    out = CIMultiDict(_forwardable(headers, _dropped_request_headers(websocket, gateway_headers)))
     if "Accept-Encoding" in out:
         out["Accept-Encoding"] = _undoable_encodings(out.getall("Accept-Encoding"))
     out["Authorization"] = hub_authorization(hub_token)
@@ -317,11 +326,15 @@ def client_response_headers(settings: Settings, headers: MultiMapping[str],
     send the IDE to the hub itself), and when a header could not be written to the IDE intact.
     """
     out: CIMultiDict[str] = CIMultiDict()
-    if swap is not None and not swap.holds_text("\n".join(headers.values())):
-        swap = None  # the usual answer: its headers, joined, are looked at once
-    for name, value in _forwardable(headers, frozenset()):
-        if not _HEADER_NAME.fullmatch(name) or _UNWRITABLE_VALUE.search(value):
-            raise hub_bad_answer(settings.hub, f"a header the IDE cannot be sent, {ascii(name[:60])}")
+    # The usual answer's names, values and (for the swap) text are each looked at once, joined.
+    values = _VALUE_SEPARATOR.join(headers.values())
+    if not _HEADER_NAMES.fullmatch(":".join(headers.keys())) or _UNWRITABLE_VALUE.search(values):
+        name = next(name for name, value in headers.items()
+                    if not _HEADER_NAME.fullmatch(name) or _UNWRITABLE_VALUE.search(value))
+        raise hub_bad_answer(settings.hub, f"a header the IDE cannot be sent, {ascii(name[:60])}")
+    if swap is not None and not swap.holds_text(values):
+        swap = None
+    for name, value in _forwardable(headers, _HOP_BY_HOP):
         if swap is not None:
             value = swap.text(value)
         lower = name.lower()
