@@ -2,6 +2,7 @@
 
     python bench/run.py            # full run: 5 interleaved rounds, ~10-15 minutes
     python bench/run.py --quick    # 2 short rounds, smaller websocket/memory phase, under ~2 minutes
+    python bench/run.py --quick --baseline 7915534   # and the proxy of that commit beside this tree's, same run
 
 Starts a fast synthetic upstream (plain HTTP and TLS from a throwaway CA), a real jupyter_server + ipykernel
 (TLS), the proxy (``python proxy.py``, configured by environment variables as a user would) in front of
@@ -9,7 +10,10 @@ each, and nginx / configurable-http-proxy when they are found. Everything listen
 ephemeral ports. The proxy (and nginx, CHP) are pinned to core 1; the upstreams and the load generators to
 core 0 (``taskset``, when there are two cores). Candidates run interleaved in every round (order rotated),
 figures are medians over rounds, and each is shown as a ratio to the direct connection of the same run.
-Prints one Markdown table and writes JSON to bench/results/. See bench/README.md.
+``--baseline REV`` adds the proxy of another commit as one more candidate (``proxy@<short hash>``): its tree
+(``git archive``) in the run's temp dir, its ``proxy.py`` run with this virtualenv, so before and after come from
+one run, each a ratio to the same direct figures. Prints one Markdown table and writes JSON to bench/results/.
+See bench/README.md.
 """
 
 from __future__ import annotations
@@ -205,7 +209,7 @@ def start_jupyter() -> Upstream:
 
 @dataclass
 class Candidate:
-    kind: str             # direct, proxy, nginx, chp
+    kind: str             # direct, proxy, proxy@<commit> (a --baseline), nginx, chp
     upstream: Upstream
     base: str             # client URL that maps to the upstream's /user/alice/
     token: str            # what the client sends as "Authorization: token ..."
@@ -244,8 +248,10 @@ def _first_answer(url: str, token: str) -> bool:
         conn.close()
 
 
-def start_proxy(up: Upstream, workdir: Path, probe: str, argv: list[str] | None = None) -> Candidate:
-    """``python proxy.py`` configured by environment variables (``argv`` replaces the command, for profiling)."""
+def start_proxy(up: Upstream, workdir: Path, probe: str, argv: list[str] | None = None, kind: str = "proxy",
+                tree: Path = REPO) -> Candidate:
+    """``python proxy.py`` of ``tree`` (this checkout, or a --baseline's) configured by environment variables
+    (``argv`` replaces the command, for profiling)."""
     local = secrets.token_hex(16)
     env = {k: v for k, v in os.environ.items() if not k.startswith(("JUPYTER", "JUPYTERHUB"))}
     env.update(JUPYTERHUB_URL=up.origin, JUPYTER_USERNAME=USER, JUPYTERHUB_API_TOKEN=up.token,
@@ -253,9 +259,10 @@ def start_proxy(up: Upstream, workdir: Path, probe: str, argv: list[str] | None 
                JUPYTER_PROXY_LOG_LEVEL="warning")
     if up.ca:
         env.update(JUPYTER_CLUSTER_CA_CERT=up.ca, JUPYTER_SERVER_NAME=TLS_NAME)
+    log_path = workdir / f"{kind.replace('@', '-')}-{up.name}.log"
     t0 = time.perf_counter()
-    with open(workdir / f"proxy-{up.name}.log", "ab") as log:
-        proc = spawn(pinned(argv or [sys.executable, str(REPO / "proxy.py")], PROXY_CORE), cwd=workdir, env=env,
+    with open(log_path, "ab") as log:
+        proc = spawn(pinned(argv or [sys.executable, str(tree / "proxy.py")], PROXY_CORE), cwd=workdir, env=env,
                      stdout=subprocess.PIPE, stderr=log, stdin=subprocess.DEVNULL, text=True)
     out = LineReader(proc.stdout)
     port = None
@@ -268,9 +275,9 @@ def start_proxy(up: Upstream, workdir: Path, probe: str, argv: list[str] | None 
         port = int(match.group(1)) if match else None
     if port is None:
         stop(proc)
-        raise RuntimeError(f"the proxy did not print its URL; log: {(workdir / f'proxy-{up.name}.log').read_text()[-2000:]}")
-    cand = Candidate("proxy", up, f"http://127.0.0.1:{port}/", local, proc)
-    wait_for(lambda: _first_answer(cand.url(probe), local), 30, "proxy", proc)
+        raise RuntimeError(f"{kind} did not print its URL; log: {log_path.read_text()[-2000:]}")
+    cand = Candidate(kind, up, f"http://127.0.0.1:{port}/", local, proc)
+    wait_for(lambda: _first_answer(cand.url(probe), local), 30, kind, proc)
     cand.startup_s = time.perf_counter() - t0
     return cand
 
@@ -359,6 +366,57 @@ def direct(up: Upstream) -> Candidate:
     return Candidate("direct", up, up.origin + PREFIX, up.token)
 
 
+def is_proxy(kind: str) -> bool:
+    """This checkout's proxy or a --baseline's."""
+    return kind == "proxy" or kind.startswith("proxy@")
+
+
+def _git(*args: str) -> str:
+    return subprocess.run(["git", "-C", str(REPO), *args], check=True, capture_output=True, text=True,
+                          timeout=60).stdout.strip()
+
+
+def checkout_baseline(rev: str, workdir: Path) -> tuple[str, str, Path]:
+    """(candidate kind ``proxy@<short hash>``, full hash, the tree of ``rev``): ``git archive`` into the run's
+    temp dir, which goes with it, rather than ``git worktree add``, which would leave an entry in the
+    repository if the run were killed."""
+    full = _git("rev-parse", "--verify", f"{rev}^{{commit}}")
+    tree = workdir / f"baseline-{full[:12]}"
+    tree.mkdir()
+    archive = subprocess.Popen(["git", "-C", str(REPO), "archive", full], stdout=subprocess.PIPE)
+    subprocess.run(["tar", "-x", "-C", str(tree)], stdin=archive.stdout, check=True, timeout=120)
+    if archive.wait(timeout=60) != 0 or not (tree / "proxy.py").is_file():
+        raise RuntimeError(f"--baseline {rev}: no proxy.py in {full[:12]}")
+    return f"proxy@{_git('rev-parse', '--short=7', full)}", full, tree
+
+
+def this_commit() -> str:
+    """HEAD's hash, with ``+changes`` when the tree the run measures differs from it."""
+    with contextlib.suppress(OSError, subprocess.SubprocessError):
+        dirty = _git("status", "--porcelain", "--untracked-files=no")
+        return _git("rev-parse", "HEAD") + ("+changes" if dirty else "")
+    return "unknown"
+
+
+def page_token(cand: Candidate) -> str:
+    """Which token the /lab page reaches the client with: "hub" (the upstream's), "client" (the one the client
+    sent, the proxy's own for a proxy), or "none". The check that the page gives the swap work (or not)."""
+    ctx = ssl.create_default_context(cafile=cand.ca) if cand.ca else None
+    host, _, rest = cand.base.partition("://")[2].partition("/")
+    conn = (http.client.HTTPSConnection(host, timeout=10, context=ctx) if cand.base.startswith("https")
+            else http.client.HTTPConnection(host, timeout=10))
+    try:
+        conn.request("GET", f"/{rest}lab", headers=cand.headers())
+        response = conn.getresponse()
+        body = response.read()
+    finally:
+        conn.close()
+    if response.status != 200:
+        raise RuntimeError(f"GET lab through {cand.key}: HTTP {response.status}")
+    hub, client = cand.upstream.token.encode() in body, cand.token.encode() in body
+    return "hub" if hub else "client" if client else "none"
+
+
 # ---------------------------------------------------------------------------------------------- measuring
 
 def _wrk_seconds(text: str) -> float:
@@ -410,9 +468,16 @@ def curl_transfer(cand: Candidate, path: str, upload_file: str | None, size: int
     return {"mib_s": size / MiB / float(seconds), "seconds": float(seconds)}
 
 
+@dataclass(frozen=True)
+class Transfer:
+    mib_s: float
+    peak_mib: float | None = None   # peak RSS of the middle process during the transfer
+    cpu_s: float | None = None      # CPU time (user + system) of the middle process during the transfer
+
+
 class Bench:
-    def __init__(self, args: argparse.Namespace, cfg: dict[str, Any], workdir: Path) -> None:
-        self.args, self.cfg, self.workdir = args, cfg, workdir
+    def __init__(self, args: argparse.Namespace, cfg: dict[str, Any], workdir: Path, skip: set[str]) -> None:
+        self.args, self.cfg, self.workdir, self.skip = args, cfg, workdir, skip
         self.lg = LoadGen()
         self.samples: dict[str, dict[str, list[float]]] = {}   # metric -> candidate key -> per-round values
         self.single: dict[str, dict[str, Any]] = {}            # metric -> candidate key -> value (once)
@@ -442,32 +507,43 @@ class Bench:
 
     # -- HTTP
     def get_small(self, cand: Candidate) -> None:
-        path, s = "api/status", self.cfg["wrk_s"]
+        self._get(cand, "api/status", "get")
+
+    def get_page(self, cand: Candidate) -> None:
+        """The ~5 KB /lab page with the token in it: what a proxy that swaps the token has to change."""
+        self._get(cand, "lab", "page")
+
+    def _get(self, cand: Candidate, path: str, metric: str) -> None:
+        """p50/p99 at c=1 and req/s at c=64 of GET ``path``, as ``<metric>_c1_p50_us`` and so on."""
+        s = self.cfg["wrk_s"]
         if shutil.which("wrk"):
             self.tools["small GET"] = "wrk"
             cpu0 = cpu_s(cand.pid) if cand.pid else 0.0
             lat = wrk(cand, path, 1, s)
             if cand.pid:
-                self.add("get_c1_cpu_us_per_req", cand, (cpu_s(cand.pid) - cpu0) / (lat["rps"] * s) * 1e6)
+                self.add(f"{metric}_c1_cpu_us_per_req", cand, (cpu_s(cand.pid) - cpu0) / (lat["rps"] * s) * 1e6)
             cpu0 = cpu_s(cand.pid) if cand.pid else 0.0
             tput = wrk(cand, path, 64, s)
             if cand.pid:
-                self.add("get_c64_cpu_us_per_req", cand, (cpu_s(cand.pid) - cpu0) / (tput["rps"] * s) * 1e6)
+                self.add(f"{metric}_c64_cpu_us_per_req", cand,
+                         (cpu_s(cand.pid) - cpu0) / (tput["rps"] * s) * 1e6)
         else:
             self.tools["small GET"] = "aiohttp (install wrk for a lighter client)"
             lat = self.lg(op="get_latency", url=cand.url(path), headers=cand.headers(), ca=cand.ca,
                           n=100000, max_s=s)
             tput = self.lg(op="get_throughput", url=cand.url(path), headers=cand.headers(), ca=cand.ca,
                            conc=64, duration=s)
-        self.add("get_c1_p50_us", cand, lat["p50_us"])
-        self.add("get_c1_p99_us", cand, lat["p99_us"])
-        self.add("get_c64_rps", cand, tput["rps"])
+        self.add(f"{metric}_c1_p50_us", cand, lat["p50_us"])
+        self.add(f"{metric}_c1_p99_us", cand, lat["p99_us"])
+        self.add(f"{metric}_c64_rps", cand, tput["rps"])
 
-    def transfer(self, cand: Candidate, size: int, upload: bool) -> tuple[float, float | None]:
-        """(MiB/s, peak RSS MiB of the middle process during the transfer)."""
+    def transfer(self, cand: Candidate, size: int, upload: bool, text: bool = False) -> Transfer:
+        """A download of ``size`` bytes (``text``: as text/csv, which a proxy that swaps the token looks into;
+        else octet-stream) or an upload, with what it cost the middle process."""
         if cand.pid:
             reset_hwm(cand.pid)
-        path = "api/contents/upload" if upload else f"files/blob?bytes={size}"
+        cpu0 = cpu_s(cand.pid) if cand.pid else 0.0
+        path = "api/contents/upload" if upload else f"files/{'text' if text else 'blob'}?bytes={size}"
         max_s = 60 + size / MiB / 20
         if shutil.which("curl"):
             self.tools["transfers"] = "curl"
@@ -476,17 +552,23 @@ class Bench:
             self.tools["transfers"] = "aiohttp"
             res = self.lg(op="upload" if upload else "download", url=cand.url(path), headers=cand.headers(),
                           ca=cand.ca, bytes=size, max_s=max_s, timeout=max_s + 10)
-        return res["mib_s"], hwm_mib(cand.pid) if cand.pid else None
+        if not cand.pid:
+            return Transfer(res["mib_s"])
+        return Transfer(res["mib_s"], hwm_mib(cand.pid), cpu_s(cand.pid) - cpu0)
 
     def transfers(self, cand: Candidate) -> None:
-        mib_s, peak = self.transfer(cand, self.cfg["download"], upload=False)
-        self.add("download_mib_s", cand, mib_s)
-        if peak is not None:
-            self.add("download_peak_rss_in_round_mib", cand, peak)
-        mib_s, peak = self.transfer(cand, self.cfg["upload"], upload=True)
-        self.add("upload_mib_s", cand, mib_s)
-        if peak is not None:
-            self.add("upload_peak_rss_in_round_mib", cand, peak)
+        self._record(cand, "download", self.transfer(cand, self.cfg["download"], upload=False))
+        if "text" not in self.skip:
+            text = self.transfer(cand, self.cfg["download"], upload=False, text=True)
+            self._record(cand, "text_download", text)
+        self._record(cand, "upload", self.transfer(cand, self.cfg["upload"], upload=True))
+
+    def _record(self, cand: Candidate, metric: str, done: Transfer) -> None:
+        self.add(f"{metric}_mib_s", cand, done.mib_s)
+        if done.peak_mib is not None:
+            self.add(f"{metric}_peak_rss_in_round_mib", cand, done.peak_mib)
+        if done.cpu_s is not None:
+            self.add(f"{metric}_cpu_s", cand, done.cpu_s)
 
     # -- websockets
     def websockets(self, cand: Candidate) -> None:
@@ -553,13 +635,16 @@ class Bench:
         """Peak RSS of a fresh middle process during a download of the benchmark's size, then (``big``) of
         1 GiB down and 1 GiB up: flat means the peak does not grow with the body."""
         base = rss_mib(cand.pid)  # type: ignore[arg-type]
-        _, peak = self.transfer(cand, self.cfg["download"], upload=False)
-        out = {"rss_idle_mib": base, "peak_download_mib": peak}
+        download = self.transfer(cand, self.cfg["download"], upload=False)
+        out: dict[str, Any] = {"rss_idle_mib": base, "peak_download_mib": download.peak_mib}
+        if "text" not in self.skip:
+            text = self.transfer(cand, self.cfg["download"], upload=False, text=True)
+            out["peak_text_download_mib"] = text.peak_mib
         if big:
-            dl_speed, p1g_dl = self.transfer(cand, FLAT_BYTES, upload=False)
-            ul_speed, p1g_ul = self.transfer(cand, FLAT_BYTES, upload=True)
-            out.update(peak_1g_download_mib=p1g_dl, peak_1g_upload_mib=p1g_ul, download_1g_mib_s=dl_speed,
-                       upload_1g_mib_s=ul_speed)
+            down = self.transfer(cand, FLAT_BYTES, upload=False)
+            up = self.transfer(cand, FLAT_BYTES, upload=True)
+            out.update(peak_1g_download_mib=down.peak_mib, peak_1g_upload_mib=up.peak_mib,
+                       download_1g_mib_s=down.mib_s, upload_1g_mib_s=up.mib_s)
         return out
 
 
@@ -580,8 +665,16 @@ ROWS = (
     Row("get_c64_rps", "small GET req/s, c=64", True, "≥ 0.40×"),
     Row("get_c1_cpu_us_per_req", "CPU of the middle per small GET, c=1 (µs)", False, ""),
     Row("get_c64_cpu_us_per_req", "CPU of the middle per small GET, c=64 (µs)", False, ""),
+    Row("page_c1_p50_us", "~5 KB /lab page holding the token, p50, c=1 (µs)", False, ""),
+    Row("page_c64_rps", "~5 KB /lab page holding the token, req/s, c=64", True, ""),
+    Row("page_c64_cpu_us_per_req", "CPU of the middle per /lab page, c=64 (µs)", False, ""),
     Row("download_mib_s", "256 MiB download (MiB/s)", True, "≥ 0.5×"),
+    Row("download_cpu_s", "CPU of the middle per 256 MiB download (s)", False, "", "{:.2f}"),
     Row("download_peak_rss_mib", "peak RSS during that download, fresh process (MiB)", False, "≤ 40 MiB",
+        "{:.1f}"),
+    Row("text_download_mib_s", "256 MiB text/csv download (MiB/s)", True, ""),
+    Row("text_download_cpu_s", "CPU of the middle per 256 MiB text download (s)", False, "", "{:.2f}"),
+    Row("text_download_peak_rss_mib", "peak RSS during that text download, fresh process (MiB)", False, "",
         "{:.1f}"),
     Row("upload_mib_s", "64 MiB upload (MiB/s)", True, "≥ 0.9×"),
     Row("flat", "peak RSS: 1 GiB download / 1 GiB upload (MiB)", False, "flat"),
@@ -607,9 +700,13 @@ TABLE_NOTES = (
     "sends it and they forward it. ¹ CHP does not rewrite paths, so its client requests /user/alice/... "
     "itself. Peak RSS, KiB per websocket and the 256 MiB / 1 GiB rows measure the middle process (nginx: "
     "master + worker); each of those runs on a fresh process. CPU rows: CPU time of the middle process "
-    "(utime+stime from /proc) divided by the requests wrk completed.")
-ABSOLUTE = {"download_peak_rss_mib", "flat", "ws_many", "startup_s", "get_c1_cpu_us_per_req",
-            "get_c64_cpu_us_per_req"}
+    "(utime+stime from /proc) divided by the requests wrk completed; per download: its CPU time during that "
+    "download. The /lab page and the text/csv download are answers a proxy that keeps the hub token out of text "
+    "looks into (the page holds the token; the text does not); the 256 MiB download is octet-stream, passed as it "
+    "is. proxy@<hash>: the proxy of that commit (--baseline), same run, same direct figures.")
+ABSOLUTE = {"download_peak_rss_mib", "text_download_peak_rss_mib", "flat", "ws_many", "startup_s",
+            "get_c1_cpu_us_per_req", "get_c64_cpu_us_per_req", "page_c1_cpu_us_per_req", "page_c64_cpu_us_per_req",
+            "download_cpu_s", "text_download_cpu_s", "upload_cpu_s"}
 
 
 def _fmt(value: float, fmt: str) -> str:
@@ -715,7 +812,8 @@ def verdicts(summary: dict[str, Any]) -> list[tuple[str, str, bool | None, str]]
 def table(summary: dict[str, Any], kinds: list[str]) -> str:
     cols = [(k, u) for k in kinds for u in ("http", "tls")]
     names = {"direct": "direct", "proxy": "proxy", "nginx": "nginx", "chp": "CHP¹"}
-    head = ["metric"] + [f"{names[k]}{' TLS' if u == 'tls' else ''}" for k, u in cols] + ["target", "proxy"]
+    head = (["metric"] + [f"{names.get(k, k)}{' TLS' if u == 'tls' else ''}" for k, u in cols]
+            + ["target", "proxy"])
     met = {metric: ok for metric, _, ok, _ in verdicts(summary)}
     met["download_peak_rss_mib"] = met.get("download_mib_s")
     lines = ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
@@ -760,7 +858,12 @@ def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--quick", action="store_true", help="2 short rounds and a smaller memory phase (~2 min)")
     parser.add_argument("--rounds", type=int, help="override the number of interleaved rounds")
-    parser.add_argument("--skip", default="", help="comma list of: nginx, chp, jupyter, tls, many, memory, startup")
+    parser.add_argument("--skip", default="", help="comma list of: nginx, chp, jupyter, tls, many, memory, startup, "
+                                                   "text (the /lab page and the text download), ws (the rounds' "
+                                                   "websocket tests)")
+    parser.add_argument("--baseline", action="append", default=[], metavar="REV",
+                        help="also run the proxy of commit REV (its proxy.py and package, this virtualenv) as "
+                             "candidate proxy@<short hash>; repeatable")
     parser.add_argument("--chp", help="path to configurable-http-proxy (default: PATH, .cache/node, "
                                       "bench/node_modules, $TMPDIR/jdp-bench-node)")
     parser.add_argument("--nginx", default=shutil.which("nginx") or "/usr/sbin/nginx", help="path to nginx")
@@ -794,7 +897,13 @@ def main() -> int:
 
     nginx = args.nginx if "nginx" not in skip and os.access(args.nginx, os.X_OK) else None
     chp = find_chp(args.chp) if "chp" not in skip else None
-    kinds = ["direct", "proxy"] + (["nginx"] if nginx else []) + (["chp"] if chp else [])
+    baselines: dict[str, tuple[str, Path]] = {}  # kind -> (full hash, tree)
+    for rev in args.baseline:
+        kind, full, tree = checkout_baseline(rev, workdir)
+        baselines[kind] = (full, tree)
+    # A baseline's rounds take as long as the proxy's: the bound grows with them.
+    cfg["deadline_s"] += len(baselines) * cfg["deadline_s"] // 2
+    kinds = ["direct", *baselines, "proxy"] + (["nginx"] if nginx else []) + (["chp"] if chp else [])
     log(f"mode {'quick' if args.quick else 'full'}, {cfg['rounds']} rounds, candidates {kinds}, "
         f"pinning {'proxy→core 1, rest→core 0' if _PIN else 'off'}")
 
@@ -804,7 +913,7 @@ def main() -> int:
     if "jupyter" not in skip:
         log("starting jupyter_server + ipykernel")
         jup = start_jupyter()
-    bench = Bench(args, cfg, workdir)
+    bench = Bench(args, cfg, workdir, skip)
 
     def start(kind: str, up: Upstream) -> Candidate:
         probe = "api/status"
@@ -812,12 +921,19 @@ def main() -> int:
             return direct(up)
         if kind == "proxy":
             return start_proxy(up, workdir, probe)
+        if kind in baselines:
+            return start_proxy(up, workdir, probe, kind=kind, tree=baselines[kind][1])
         if kind == "nginx":
             return start_nginx(nginx, up, workdir, probe)  # type: ignore[arg-type]
         return start_chp(chp, up, workdir, probe)  # type: ignore[arg-type]
 
     cands = {up.name: [start(k, up) for k in kinds] for up in upstreams + ([jup] if jup else [])}
     log("candidates up: " + ", ".join(c.key for cs in cands.values() for c in cs))
+    lab_page_token = {}
+    if "text" not in skip:
+        lab_page_token = {c.key: page_token(c) for up in upstreams for c in cands[up.name]}
+        log("token in the /lab page as the client gets it: "
+            + ", ".join(f"{key} {which}" for key, which in lab_page_token.items()))
     kernel_id = None
     if jup:
         d = cands["jupyter"][0]
@@ -827,9 +943,12 @@ def main() -> int:
     for up in upstreams:
         for c in cands[up.name]:
             bench.lg(op="get_latency", url=c.url("api/status"), headers=c.headers(), ca=c.ca, n=200, max_s=5)
-            bench.lg(op="ws_rtt", url=c.url("api/kernels/echo/channels"), headers=c.headers(), ca=c.ca,
-                     size=1024, n=100, max_s=5)
+            if "ws" not in skip:
+                bench.lg(op="ws_rtt", url=c.url("api/kernels/echo/channels"), headers=c.headers(), ca=c.ca,
+                         size=1024, n=100, max_s=5)
             bench.transfer(c, 32 * MiB, upload=False)
+            if "text" not in skip:
+                bench.transfer(c, 32 * MiB, upload=False, text=True)
             bench.transfer(c, cfg["upload"], upload=True)
 
     error = None
@@ -838,7 +957,8 @@ def main() -> int:
             for up in upstreams:
                 group = cands[up.name]
                 order = group[rnd % len(group):] + group[:rnd % len(group)]
-                for step in (bench.get_small, bench.transfers, bench.websockets):
+                steps = [bench.get_small] + ([bench.get_page] if "text" not in skip else []) + [bench.transfers]
+                for step in steps + ([bench.websockets] if "ws" not in skip else []):
                     for c in order:
                         bench.check_time()
                         step(c)
@@ -868,7 +988,7 @@ def main() -> int:
                         c = start(kind, up)
                         bench.add("startup_s", c, c.startup_s or float("nan"))
                         stop(c.proc)  # type: ignore[arg-type]
-                if "many" not in skip and (up.name == "http" or cfg["ws_many_tls"] or kind == "proxy"):
+                if "many" not in skip and (up.name == "http" or cfg["ws_many_tls"] or is_proxy(kind)):
                     bench.check_time()
                     c = start(kind, up)
                     try:
@@ -878,7 +998,7 @@ def main() -> int:
                     bench.single.setdefault("ws_many", {})[c.key] = res
                     log(f"{c.key}: {res['kib_per_ws']:.1f} KiB per websocket, "
                         f"{res['echoed_second']}/{res['n']} echoing")
-                if "memory" not in skip and (cfg["memory_all"] or kind == "proxy"):
+                if "memory" not in skip and (cfg["memory_all"] or is_proxy(kind)):
                     bench.check_time()
                     c = start(kind, up)
                     try:
@@ -886,6 +1006,9 @@ def main() -> int:
                     finally:
                         stop(c.proc)  # type: ignore[arg-type]
                     bench.single.setdefault("download_peak_rss_mib", {})[c.key] = mem["peak_download_mib"]
+                    if "peak_text_download_mib" in mem:
+                        bench.single.setdefault("text_download_peak_rss_mib", {})[c.key] = \
+                            mem["peak_text_download_mib"]
                     if "peak_1g_download_mib" in mem:
                         bench.single.setdefault("flat", {})[c.key] = mem
             log(f"{up.name}: startup / websockets / memory done")
@@ -909,6 +1032,8 @@ def main() -> int:
         "date": dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds"),
         "command": " ".join([os.path.basename(sys.executable), "bench/run.py", *sys.argv[1:]]),
         "mode": "quick" if args.quick else "full", "config": cfg, "candidates": kinds, "pinned": _PIN,
+        "commit": this_commit(), "baselines": {kind: full for kind, (full, _) in baselines.items()},
+        "lab_page_token": lab_page_token,
         "tools": bench.tools, "error": error, "seconds": time.monotonic() - started,
         "machine": {"cores": os.cpu_count(), "python": platform.python_version(), "kernel": platform.release(),
                     "nginx": bool(nginx), "chp": chp},

@@ -6,6 +6,11 @@ jupyter_server, so the proxy's startup check finds "no hub API, a plain server")
 
     GET  /user/<name>/api/status                 a ~200 B JSON answer (the "small GET")
     GET  /user/<name>/files/blob?bytes=N         N bytes streamed in 256 KiB chunks, Content-Length set
+    GET  /user/<name>/files/text?bytes=N         the same as text/csv (rows of numbers): an answer the proxy
+                                                 looks into for the hub token, token absent
+    GET  /user/<name>/lab                        a ~5 KB HTML page like JupyterLab's, the token that
+                                                 authenticated it written into its page config (as
+                                                 jupyterhub's single-user extension does): a swap with work
     PUT  /user/<name>/api/contents/upload        reads and discards the body, answers {"received": N}
     GET  /user/<name>/api/kernels/echo/channels  websocket echo; picks v1.kernel.websocket.jupyter.org
                                                  when the client offers it (as jupyter_server does)
@@ -37,6 +42,58 @@ CHUNK = 256 * 1024
 _BLOB = bytes(range(256)) * (CHUNK // 256)
 _MAX_BLOB_BYTES = 8 * 1024**3  # a bound on what one request may ask for
 
+# 256 KiB of CSV rows (numbers, commas, newlines: hex digits everywhere, so the swap's look for a token's first
+# bytes has work at every chunk end), cut at a row boundary and padded with newlines to the chunk size.
+_ROWS = "".join(f"{i},{i * 7919 % 100003},{i * 0.618:.6f},{i * 2654435761 % 4294967296:x}\n" for i in range(20000))
+_TEXT = (_ROWS.encode()[:CHUNK].rpartition(b"\n")[0] + b"\n").ljust(CHUNK, b"\n")
+
+# A JupyterLab page as jupyter_server renders /lab: the page config holds the token that authenticated the request.
+_LAB_PAGE = """<!doctype html>
+<html>
+<head>
+  <meta charset="utf-8">
+  <title>JupyterLab</title>
+  <link rel="icon" type="image/x-icon" href="/user/{user}/static/favicons/favicon.ico" class="idle favicon">
+  <link rel="stylesheet" href="/user/{user}/static/lab/main.css?v={pad}">
+  <script id="jupyter-config-data" type="application/json">{config}</script>
+  <script defer src="/user/{user}/static/lab/main.js?v={pad}"></script>
+</head>
+<body>
+  <script type="text/javascript">
+    /* Remove token from URL. */
+    (function () {{
+      var location = window.location;
+      var search = location.search;
+      var parsedURL = new URL(location.href);
+      if (parsedURL.searchParams.has('token')) {{
+        parsedURL.searchParams.delete('token');
+        window.history.replaceState({{}}, '', parsedURL.href);
+      }}
+    }})();
+  </script>
+</body>
+</html>
+"""
+_LAB_CONFIG = {
+    "appName": "JupyterLab", "appNamespace": "lab", "appUrl": "/lab", "appVersion": "4.4.0",
+    "buildAvailable": False, "buildCheck": False, "cacheFiles": True, "exposeAppInBrowser": False,
+    "extensionManager": {"can_install": True, "install_path": "/opt/conda", "name": "PyPI"},
+    "federated_extensions": [
+        {"extension": f"./extension{i}", "load": f"static/remoteEntry.{i:04x}{'0' * 16}.js",
+         "name": f"@jupyterlab/example-extension-{i}", "style": "./style"} for i in range(24)],
+    "fullAppUrl": "/user/{user}/lab", "fullLabextensionsUrl": "/user/{user}/lab/extensions",
+    "fullStaticUrl": "/user/{user}/static/lab", "hubHost": "", "hubPrefix": "/hub/",
+    "hubServerName": "", "hubUser": "{user}", "notebookStartsKernel": True, "token": None,
+}
+
+
+def lab_page(user: str, token: str) -> bytes:
+    """The /lab page for ``token``, ~5 KB: the token once, in the page config."""
+    config = {k: v.replace("{user}", user) if isinstance(v, str) else v for k, v in _LAB_CONFIG.items()}
+    config["token"] = token
+    return _LAB_PAGE.format(user=user, pad="0" * 20, config=json.dumps(config)).encode()
+
+
 # ~200 B, shaped like jupyter_server's /api/status
 SMALL_BODY = json.dumps({
     "started": "2026-11-22T00:00:00.000000Z", "last_activity": "2026-11-22T00:00:00.000000Z",
@@ -58,14 +115,26 @@ def build_app(user: str, token: str) -> web.Application:
     async def status(request: web.Request) -> web.Response:
         return web.Response(body=SMALL_BODY, content_type="application/json")
 
+    page = lab_page(user, token)
+
+    async def lab(request: web.Request) -> web.Response:
+        return web.Response(body=page, content_type="text/html", charset="utf-8")
+
     async def blob(request: web.Request) -> web.StreamResponse:
+        return await _stream(request, _BLOB, "application/octet-stream")
+
+    async def text(request: web.Request) -> web.StreamResponse:
+        return await _stream(request, _TEXT, "text/csv; charset=utf-8")
+
+    async def _stream(request: web.Request, chunk: bytes, content_type: str) -> web.StreamResponse:
+        """``bytes=N`` bytes of ``chunk`` repeated, written a chunk at a time, Content-Length set."""
         size = int(request.query.get("bytes", "0"))
         if not 0 <= size <= _MAX_BLOB_BYTES:
             raise web.HTTPBadRequest(text="bytes out of range")
-        response = web.StreamResponse(headers={"Content-Type": "application/octet-stream"})
+        response = web.StreamResponse(headers={"Content-Type": content_type})
         response.content_length = size
         await response.prepare(request)
-        view = memoryview(_BLOB)
+        view = memoryview(chunk)
         left = size
         while left > 0:
             n = min(left, CHUNK)
@@ -96,6 +165,8 @@ def build_app(user: str, token: str) -> web.Application:
     app = web.Application(middlewares=[check_token], client_max_size=0)
     app.router.add_get(f"{prefix}/api/status", status)
     app.router.add_get(f"{prefix}/files/blob", blob)
+    app.router.add_get(f"{prefix}/files/text", text)
+    app.router.add_get(f"{prefix}/lab", lab)
     app.router.add_put(f"{prefix}/api/contents/upload", upload)
     app.router.add_get(f"{prefix}/api/kernels/echo/channels", echo)
     return app
