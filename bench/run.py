@@ -380,12 +380,15 @@ def checkout_baseline(rev: str, workdir: Path) -> tuple[str, str, Path]:
     """(candidate kind ``proxy@<short hash>``, full hash, the tree of ``rev``): ``git archive`` into the run's
     temp dir, which goes with it, rather than ``git worktree add``, which would leave an entry in the
     repository if the run were killed."""
-    full = _git("rev-parse", "--verify", f"{rev}^{{commit}}")
+    try:
+        full = _git("rev-parse", "--verify", "--quiet", f"{rev}^{{commit}}")
+    except subprocess.CalledProcessError:
+        raise SystemExit(f"--baseline {rev}: not a commit of {REPO}") from None
     tree = workdir / f"baseline-{full[:12]}"
     tree.mkdir()
-    archive = subprocess.Popen(["git", "-C", str(REPO), "archive", full], stdout=subprocess.PIPE)
-    subprocess.run(["tar", "-x", "-C", str(tree)], stdin=archive.stdout, check=True, timeout=120)
-    if archive.wait(timeout=60) != 0 or not (tree / "proxy.py").is_file():
+    with subprocess.Popen(["git", "-C", str(REPO), "archive", full], stdout=subprocess.PIPE) as archive:
+        subprocess.run(["tar", "-x", "-C", str(tree)], stdin=archive.stdout, check=True, timeout=120)
+    if archive.returncode != 0 or not (tree / "proxy.py").is_file():
         raise RuntimeError(f"--baseline {rev}: no proxy.py in {full[:12]}")
     return f"proxy@{_git('rev-parse', '--short=7', full)}", full, tree
 
