@@ -64,13 +64,16 @@ class TokenSwap:
         """``body`` with every form of the hub token replaced, and whether there was any."""
         if not self.may_hold(body):
             return body, False
+        if len(self._forms) == 1:  # a hex token is written the same in every form: a plain replace is 5× faster
+            return body.replace(self._forms[0], self._replacements[self._forms[0]]), True
         swapped, count = self._pattern.subn(self._replace, body)
         return swapped, count > 0
 
-    def may_hold(self, data: bytes) -> bool:
-        """Whether a whole form of the token is in ``data`` (a substring search: far cheaper than the pattern)."""
+    def may_hold(self, data: bytes, start: int = 0) -> bool:
+        """Whether a whole form of the token is in ``data`` from ``start`` (a substring search: far cheaper than the
+        pattern)."""
         for form in self._forms:
-            if form in data:
+            if data.find(form, start) >= 0:
                 return True
         return False
 
@@ -94,6 +97,11 @@ class TokenSwap:
         return self._replacements[match.group()]
 
 
+# A part of a body as the stream gives it back: a view of the chunk where nothing changed (a large text is never
+# copied), or the bytes that replace a token.
+Piece = bytes | memoryview
+
+
 class SwapStream:
     """The swap over a body that arrives in chunks: what each chunk makes certain is given back at once; only the
     bytes at its end that could begin a form of the token are held for the next one (so a progress stream's event
@@ -104,25 +112,21 @@ class SwapStream:
         self._held = b""
         self.found = False
 
-    def feed(self, chunk: bytes) -> bytes:
-        swap = self._swap
-        data = self._held + chunk if self._held else chunk
-        # Every match that starts before `cut` lies wholly inside `data`, and is found as a scan of the whole body
-        # would find it; what starts later is looked at again with the next chunk.
-        cut = len(data) - swap._longest + 1
-        out: list[bytes] = []
-        done = 0
-        for match in swap._pattern.finditer(data) if swap.may_hold(data) else ():
-            if match.start() >= cut:
-                break
-            out.append(data[done:match.start()])
-            out.append(swap._replacements[match.group()])
-            done = match.end()
-            self.found = True
-        keep_from = max(done, self._first_possible_start(data, max(done, cut)))
-        out.append(data[done:keep_from])
-        self._held = data[keep_from:]
-        return b"".join(out)
+    def feed(self, chunk: bytes) -> list[Piece]:
+        out: list[Piece] = []
+        start = 0
+        held, self._held = self._held, b""
+        if held:
+            longest = self._swap._longest
+            if len(chunk) < longest:
+                return self._scan(held + chunk, 0, out)
+            # A match that begins in the held bytes ends within the chunk's first bytes: it is looked for in those
+            # alone, so that the chunk itself is never copied.
+            window = held + chunk[:longest - 1]
+            done = self._replace(window, 0, len(held), out)
+            out.append(window[done:len(held)])
+            start = max(done, len(held)) - len(held)
+        return self._scan(chunk, start, out)
 
     def end(self) -> bytes:
         """What was held, swapped: the body has ended."""
@@ -130,6 +134,33 @@ class SwapStream:
         swapped, found = self._swap.whole(held)
         self.found = self.found or found
         return swapped
+
+    def _scan(self, data: bytes, start: int, out: list[Piece]) -> list[Piece]:
+        """``data`` from ``start`` swapped into ``out``, but for the bytes at its end that could begin a token."""
+        # Every match that starts before `cut` lies wholly inside `data`, and is found as a scan of the whole body
+        # would find it; what starts later is looked at again with the next chunk.
+        cut = len(data) - self._swap._longest + 1
+        done = self._replace(data, start, cut, out)
+        keep_from = max(done, self._first_possible_start(data, max(done, cut)))
+        out.append(memoryview(data)[done:keep_from])
+        self._held = data[keep_from:]
+        return out
+
+    def _replace(self, data: bytes, start: int, limit: int, out: list[Piece]) -> int:
+        """Put into ``out`` the part of ``data`` from ``start`` up to the last match that starts before ``limit``,
+        each match replaced; the position it reached."""
+        swap, done = self._swap, start
+        if not swap.may_hold(data, start):
+            return done
+        view = memoryview(data)
+        for match in swap._pattern.finditer(data, start):
+            if match.start() >= limit:
+                break
+            out.append(view[done:match.start()])
+            out.append(swap._replacements[match.group()])
+            done = match.end()
+            self.found = True
+        return done
 
     def _first_possible_start(self, data: bytes, start: int) -> int:
         """The first position from ``start`` where a form of the token could begin (all of it, or a beginning cut
@@ -173,10 +204,10 @@ class BodySwap:
         """A new swap of the same kind, for the same body sent from its start."""
         return BodySwap(self.swap, self.compressed)
 
-    def feed(self, chunk: bytes) -> Iterator[bytes]:
+    def feed(self, chunk: bytes) -> Iterator[Piece]:
         inflating = self._inflating
         if inflating is None:
-            yield self._swapping.feed(chunk)
+            yield from self._swapping.feed(chunk)
             return
         data = chunk
         while data:
@@ -184,7 +215,7 @@ class BodySwap:
                 piece = inflating.decompress(data, _INFLATED_PIECE_BYTES)
             except zlib.error as exc:
                 raise BrokenBody(f"a compressed answer that does not inflate ({exc})") from None
-            yield self._swapping.feed(piece)
+            yield from self._swapping.feed(piece)
             data = inflating.unconsumed_tail
 
     def end(self) -> Iterator[bytes]:
