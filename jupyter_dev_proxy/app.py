@@ -42,7 +42,7 @@ from .logs import keep_secrets_out_of_logs
 from .routing import check_request_head, loggable, upstream_request_headers, upstream_url_for
 from .status import PREFIX as STATUS_PREFIX
 from .status import StatusBoard
-from .token_swap import token_swap
+from .token_swap import page_token, token_swap
 from .tokens import HubCredential, credential_for
 from .transport import HubTransport
 from .watch import ServerWatch
@@ -264,6 +264,7 @@ class ProxyRunner(web.BaseRunner):
         assert self._session is not None
         headers = upstream_request_headers(request.headers, hub_token, gateway_headers=self._transport.gateway_headers)
         # The hub token is swapped out of every answer; the IDE's own token (no credential) is its to see.
-        swap = token_swap(hub_token, settings.local_token) if self.credential is not None else None
+        swap = (token_swap(hub_token, page_token(settings.local_token, hub_token)) if self.credential is not None
+                else None)
         return await relay_http(request, settings, self._transport, self._session, url, headers, set_cookie,
                                 cors_headers(request, settings), swap)

@@ -4,9 +4,11 @@ The token is accepted where Jupyter clients put it: ``?token=`` (node's ``ws`` a
 handshakes) or ``Authorization: token ...`` (``@jupyterlab/services``). A browser that first visits with the
 proxy's token in ``?token=`` gets a cookie that stands for it: a random session value of this run, never a token,
 as a browser sends a host's cookies to every port of it (RFC 6265 §8.5), that is to every other local service; and
-no cookie at all when the IDE's token is the hub's (it would be the hub token). A request from a web page (it carries ``Origin``) must come from the proxy's own origin
-or one allowed with JUPYTER_PROXY_ALLOW_ORIGIN, and a cookie-only one from the proxy's own origin: the browser
-sends a cookie on its own, and otherwise any web page could drive the user's hub account through the proxy.
+no cookie at all when the IDE's token is the hub's (it would be the hub token). The server's pages are given a
+stand-in for the proxy's token in the hub token's place (token_swap.page_token), accepted as the proxy's own.
+A request from a web page (it carries ``Origin``) must come from the proxy's own origin or one allowed with
+JUPYTER_PROXY_ALLOW_ORIGIN, and a cookie-only one from the proxy's own origin: the browser sends a cookie on its
+own, and otherwise any web page could drive the user's hub account through the proxy.
 """
 
 from __future__ import annotations
@@ -22,6 +24,7 @@ from yarl import URL
 
 from .config import Settings
 from .errors import ProxyError
+from .token_swap import page_token
 
 COOKIE_NAME = "jupyter-dev-proxy-session"
 
@@ -136,11 +139,13 @@ def _check_origin(request: web.BaseRequest, settings: Settings) -> None:
                                           "its origin to JUPYTER_PROXY_ALLOW_ORIGIN if it is yours.")
 
 
-def check_proxy_token(request: web.BaseRequest, settings: Settings) -> None:
-    """The proxy's own token, and no other, is presented from a page allowed to (its status page wants it even
-    when the IDE's token is what the hub gets)."""
+def check_proxy_token(request: web.BaseRequest, settings: Settings, page_token: str | None = None) -> None:
+    """The proxy's own token, or the stand-in for it the server's pages were given (``page_token``), and no other,
+    is presented from a page allowed to (its status page wants it even when the IDE's token is what the hub
+    gets)."""
     _check_origin(request, settings)
-    if not _equal(_presented(request, settings), settings.local_token):
+    presented = _presented(request, settings)
+    if not (_equal(presented, settings.local_token) or (page_token is not None and _equal(presented, page_token))):
         raise _token_wrong()
 
 
@@ -156,7 +161,7 @@ def hub_token_for(request: web.BaseRequest, settings: Settings, hub_token: str |
         if not _FORWARDABLE_TOKEN.fullmatch(presented):
             raise _token_wrong()
         return presented
-    check_proxy_token(request, settings)
+    check_proxy_token(request, settings, page_token(settings.local_token, hub_token))
     return hub_token
 
 

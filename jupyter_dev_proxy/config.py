@@ -694,6 +694,22 @@ def _cors(values: Mapping[str, str | None]) -> CorsPolicy | None:
                       _switch(values["allow_credentials"] or "0", "JUPYTER_PROXY_ALLOW_CREDENTIALS"))
 
 
+# The proxy's token goes into URLs (?token=) and, where the hub token is not JupyterHub's hex, into the pages the
+# server writes: a character that a URL, JSON or HTML writes differently would make it another string there.
+_URL_SAFE_TOKEN = re.compile(r"[A-Za-z0-9._~-]+")
+
+
+def _local_token(value: str | None) -> str:
+    if not value:
+        return secrets.token_urlsafe(32)
+    if not _URL_SAFE_TOKEN.fullmatch(value):
+        raise ConfigError("JUPYTER_PROXY_TOKEN has characters that URLs and web pages write differently: use only "
+                          "letters, digits, '-', '_', '.' and '~' (for example the output of  python3 -c "
+                          "\"import secrets; print(secrets.token_urlsafe(32))\"), or leave it unset for a new one "
+                          "at every start.")
+    return value
+
+
 def _allowed_hosts(values: Mapping[str, str | None], listen_host: str) -> frozenset[str]:
     extra = (values["allowed_hosts"] or "").split(",")
     names = {"localhost", listen_host, *extra}
@@ -892,7 +908,7 @@ def load_settings(argv: Sequence[str], environ: Mapping[str, str], cwd: Path,
         tls_name=tls_name,
         ca_file=ca_file,
         hub_token=hub_token,
-        local_token=values["local_token"] or secrets.token_urlsafe(32),
+        local_token=_local_token(values["local_token"]),
         log_level=log_level,
         start_server=_start_server(values, hub_token is not None or oauth is not None),
         token_source=token_source,

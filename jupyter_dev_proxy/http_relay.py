@@ -15,7 +15,7 @@ from yarl import URL
 from .config import Settings
 from .errors import HubRefusedRequest, HubUnreachable, ProxyError, hub_bad_answer
 from .routing import client_response_headers, gateway_refusal, loggable
-from .token_swap import UNDOABLE_CODINGS, BodySwap, BrokenBody, TokenSwap, is_textual
+from .token_swap import BodySwap, BrokenBody, TokenSwap, content_coding, is_textual
 from .transport import HubTransport
 
 log = logging.getLogger("jupyter_dev_proxy")
@@ -116,26 +116,35 @@ _VALIDATORS = ("ETag", "Last-Modified")
 
 
 def _body_swap(request: web.BaseRequest, settings: Settings, upstream: aiohttp.ClientResponse,
-               swap: TokenSwap | None) -> BodySwap | None:
-    """The swap the answer's body goes through: None for answers that cannot carry text (binary types, no body) and
-    byte ranges."""
-    if swap is None or request.method == "HEAD" or upstream.status in _UNSWAPPED_STATUSES \
+               swap: TokenSwap | None, headers: CIMultiDict[str]) -> BodySwap | None:
+    """The swap the answer's body goes through, and the IDE's ``headers`` fitted to what it changes: None for
+    answers that cannot carry text (binary types, no body) and byte ranges. A text the proxy cannot open is
+    refused."""
+    if swap is None or upstream.status in _UNSWAPPED_STATUSES \
             or not is_textual(upstream.headers.get("Content-Type", "")):
         return None
-    coding = upstream.headers.get("Content-Encoding", "identity").strip().lower()
-    if coding != "identity" and coding not in UNDOABLE_CODINGS:
-        raise hub_bad_answer(settings.hub, f"a text answer compressed as {ascii(coding[:40])}, which the proxy "
+    coding = content_coding(upstream.headers.getall("Content-Encoding", []))
+    if coding is None:
+        codings = ", ".join(upstream.headers.getall("Content-Encoding"))
+        raise hub_bad_answer(settings.hub, f"a text answer compressed as {ascii(codings[:40])}, which the proxy "
                                            "cannot open to keep the hub token out of it")
-    return BodySwap(swap, compressed=coding != "identity")
-
-
-def _mark_swapped(headers: CIMultiDict[str], inflated: bool) -> None:
-    """The headers of an answer whose body the swap changed: its length is the new one's (aiohttp counts it, or
-    sends it chunked), it is no longer compressed when it was inflated, and it holds a credential, so no cache
-    keeps it (a page cached with one run's token would revalidate as unchanged and then fail with the next)."""
-    headers.popall("Content-Length", None)
-    if inflated:
+    compressed = coding != "identity"
+    # Where the swap may change the length (a compressed text is sent inflated; a token of another length), the IDE
+    # gets the body chunked — and a HEAD, the same headers as a GET. A token that was not in the body changes
+    # nothing else: a large text keeps its validators, so browsers keep caching JupyterLab's scripts.
+    if compressed or not swap.same_length:
+        headers.popall("Content-Length", None)
+    if compressed:
         headers.popall("Content-Encoding", None)
+    return None if request.method == "HEAD" else BodySwap(swap, compressed)
+
+
+def _mark_holding_credential(headers: CIMultiDict[str], length: int | None) -> None:
+    """The headers of a small answer the swap changed: its new length (None: sent chunked), and no cache keeps it,
+    as it holds a credential (a page cached with one run's token would revalidate as unchanged and then fail with
+    the next)."""
+    if length is not None:
+        headers["Content-Length"] = str(length)
     for name in _VALIDATORS:
         headers.popall(name, None)
     headers["Cache-Control"] = "no-store"
@@ -156,7 +165,7 @@ async def relay_http(request: web.BaseRequest, settings: Settings, hub_transport
         if refusal is not None:
             raise refusal
         answer_headers = client_response_headers(settings, upstream.headers, swap)
-        body_swap = _body_swap(request, settings, upstream, swap)
+        body_swap = _body_swap(request, settings, upstream, swap, answer_headers)
         if set_cookie is not None and upstream.status < 400:
             answer_headers.add("Set-Cookie", set_cookie)
         for name, value in cors:  # the proxy's own CORS answer (routing dropped the hub's)
@@ -173,18 +182,22 @@ async def relay_http(request: web.BaseRequest, settings: Settings, hub_transport
             if body_swap is not None and not body_swap.compressed:
                 body, found = body_swap.swap.whole(body)
                 if found:
-                    _mark_swapped(answer_headers, inflated=False)
+                    _mark_holding_credential(answer_headers, len(body))
                 body_swap = None
-            if body_swap is None or not _holds_token(body_swap, body):
+            elif body_swap is not None and not _holds_token(settings, body_swap, body):
+                for name in ("Content-Encoding", "Content-Length"):  # it goes as it came, compressed
+                    answer_headers.popall(name, None)
+                    answer_headers.extend((name, value) for value in upstream.headers.getall(name, []))
+                body_swap = None
+            if body_swap is None:
                 small = web.Response(status=upstream.status, reason=_reason(upstream), headers=answer_headers,
                                      body=body)
                 if upstream.status in (401, 403):
                     raise HubRefusedRequest(small)
                 return small
-            body_swap = body_swap.again()  # a compressed text with the token in it: inflated and swapped as sent
-            read = _read_once(body)
-        if body_swap is not None and (body_swap.compressed or not body_swap.swap.same_length):
-            _mark_swapped(answer_headers, inflated=body_swap.compressed)
+            # A compressed text with the token in it: inflated and swapped again as it is sent.
+            body_swap, read = body_swap.again(), _read_once(body)
+            _mark_holding_credential(answer_headers, None)
         response = web.StreamResponse(status=upstream.status, reason=_reason(upstream), headers=answer_headers)
         await response.prepare(request)
         await _copy_body(request, read, response, body_swap)
@@ -193,15 +206,16 @@ async def relay_http(request: web.BaseRequest, settings: Settings, hub_transport
     return response
 
 
-def _holds_token(body_swap: BodySwap, body: bytes) -> bool:
-    """Whether the token is in a small compressed answer, looked for without keeping what it inflates to."""
+def _holds_token(settings: Settings, body_swap: BodySwap, body: bytes) -> bool:
+    """Whether the token is in a small compressed answer, looked for a piece at a time without keeping what it
+    inflates to (a few KiB may inflate to a great deal)."""
     try:
         for _ in body_swap.feed(body):
             pass
         for _ in body_swap.end():
             pass
-    except BrokenBody:
-        return False  # passed on as it came: the IDE's own decoder says it is broken
+    except BrokenBody as exc:  # refused, not passed on: a lenient decoder (a browser's) would still read the token
+        raise hub_bad_answer(settings.hub, str(exc)) from None
     return body_swap.found
 
 

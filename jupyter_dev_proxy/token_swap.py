@@ -13,6 +13,7 @@ of the token are its raw bytes and, where they differ, its JSON-escaped, HTML-es
 from __future__ import annotations
 
 import functools
+import hashlib
 import html
 import json
 import re
@@ -193,8 +194,8 @@ class BodySwap:
         self.swap = swap
         self.compressed = compressed
         self._swapping = swap.stream()
-        # 32 + 15: a gzip or a zlib header, whichever the stream has.
-        self._inflating = zlib.decompressobj(32 + zlib.MAX_WBITS) if compressed else None
+        self._inflating = _inflater() if compressed else None
+        self._fed = False
 
     @property
     def found(self) -> bool:
@@ -205,23 +206,62 @@ class BodySwap:
         return BodySwap(self.swap, self.compressed)
 
     def feed(self, chunk: bytes) -> Iterator[Piece]:
-        inflating = self._inflating
-        if inflating is None:
+        if self._inflating is None:
             yield from self._swapping.feed(chunk)
             return
         data = chunk
         while data:
+            self._fed = True
             try:
-                piece = inflating.decompress(data, _INFLATED_PIECE_BYTES)
+                piece = self._inflating.decompress(data, _INFLATED_PIECE_BYTES)
             except zlib.error as exc:
                 raise BrokenBody(f"a compressed answer that does not inflate ({exc})") from None
             yield from self._swapping.feed(piece)
-            data = inflating.unconsumed_tail
+            data = self._inflating.unconsumed_tail
+            if self._inflating.eof and self._inflating.unused_data:  # gzip members one after another (RFC 1952)
+                data, self._inflating = self._inflating.unused_data, _inflater()
 
     def end(self) -> Iterator[bytes]:
-        if self._inflating is not None and not self._inflating.eof:
+        if self._inflating is not None and self._fed and not self._inflating.eof:
             raise BrokenBody("a compressed answer cut short")
         yield self._swapping.end()
+
+
+def _inflater() -> zlib._Decompress:
+    return zlib.decompressobj(32 + zlib.MAX_WBITS)  # 32 + 15: a gzip or a zlib header, whichever the body has
+
+
+def content_coding(values: list[str]) -> str | None:
+    """The one coding an answer's Content-Encoding headers apply ("identity" for none), or None when the proxy
+    cannot undo them (several codings, or one it does not know)."""
+    codings = [coding for value in values for coding in (part.strip().lower() for part in value.split(","))
+               if coding and coding != "identity"]
+    if not codings:
+        return "identity"
+    return codings[0] if len(codings) == 1 and codings[0] in UNDOABLE_CODINGS else None
+
+
+# A page token stands in for the hub token when the hub token is at least this long (a hex digit carries 4 bits:
+# 96 bits) and no longer than the stand-ins one key makes.
+_PAGE_TOKEN_LENGTHS = range(24, 129)
+_PAGE_TOKEN_KEY = b"jupyter-dev-proxy page token"
+
+
+@functools.lru_cache(maxsize=8)
+def page_token(local_token: str, hub_token: str) -> str:
+    """The proxy's token as the server's pages get it, in the hub token's place.
+
+    For a hub token of hex digits (JupyterHub's), a stand-in of the same length made from the proxy's token: every
+    written form keeps its length, so a swapped answer keeps its Content-Length and a streamed one can be sent as
+    the server sent it. The proxy accepts it as its own token; it tells nothing of the proxy's token, and it stays
+    the same from run to run when JUPYTER_PROXY_TOKEN is set (cached pages keep working). Any other hub token gets
+    the proxy's own token."""
+    hex_digits = "0123456789abcdefABCDEF"
+    if len(hub_token) not in _PAGE_TOKEN_LENGTHS or hub_token.strip(hex_digits):
+        return local_token
+    stand_in = hashlib.blake2b(local_token.encode("utf-8", "surrogatepass"), key=_PAGE_TOKEN_KEY,
+                               digest_size=64).hexdigest()
+    return stand_in[:len(hub_token)]
 
 
 @functools.lru_cache(maxsize=8)  # the hub token changes rarely (a sign-in, a renewed token file)

@@ -429,6 +429,13 @@ def test_local_token_from_the_environment_is_used_stripped(cwd: Path) -> None:
     assert load(cwd, JUPYTER_PROXY_TOKEN="  chosen-token\n").local_token == "chosen-token"
 
 
+@pytest.mark.parametrize("token", ['my"tok</script>', "a+b/c=", "with space", "t&x=1", "ünï"])
+def test_a_local_token_that_urls_and_pages_would_write_differently_is_refused(cwd: Path, token: str) -> None:
+    """It goes into ?token= URLs and, for hub tokens that are not hex, into the server's pages (review finding)."""
+    with pytest.raises(ConfigError, match="only letters, digits"):
+        load(cwd, JUPYTER_PROXY_TOKEN=token)
+
+
 def test_secrets_are_documented_as_environment_only(cwd: Path, capsys: pytest.CaptureFixture[str]) -> None:
     with pytest.raises(SystemExit):
         load_settings(["--help"], {}, cwd)

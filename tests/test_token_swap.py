@@ -10,7 +10,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from jupyter_dev_proxy.token_swap import BodySwap, BrokenBody, TokenSwap, is_textual
+from jupyter_dev_proxy.token_swap import BodySwap, BrokenBody, TokenSwap, content_coding, is_textual, page_token
 
 HUB = "8f14e45fceea167a5a36dedd4bea2543"  # the shape JupyterHub gives its tokens: 32 hex digits
 LOCAL = "Yk3lM2x0aTZ0-local_Token"
@@ -115,3 +115,26 @@ def test_a_compressed_body_that_does_not_inflate_is_broken() -> None:
 ])
 def test_only_answers_read_as_text_are_looked_into(content_type: str, textual: bool) -> None:
     assert is_textual(content_type) is textual
+
+
+def test_the_page_token_stands_in_for_a_hex_hub_token_at_its_length() -> None:
+    stand_in = page_token(LOCAL, HUB)
+    assert len(stand_in) == len(HUB) and stand_in != HUB and LOCAL not in stand_in
+    assert stand_in == page_token(LOCAL, HUB.upper())  # stable: the same for every token of the hub's length
+    assert page_token("another-local-token", HUB) != stand_in
+    assert TokenSwap(HUB, stand_in).same_length
+
+
+@pytest.mark.parametrize("hub", ["hub-token-for-tests", "a" * 23, "0" * 129, "8f14e45f-ceea-167a-5a36-dedd4bea2543"])
+def test_other_hub_tokens_get_the_proxys_own_token(hub: str) -> None:
+    """Too short to stand in for a secret, longer than the stand-ins, or not hex: the proxy's token, of its length."""
+    assert page_token(LOCAL, hub) == LOCAL
+
+
+@pytest.mark.parametrize(("values", "coding"), [
+    ([], "identity"), ([""], "identity"), (["gzip"], "gzip"), (["GZIP "], "gzip"), (["gzip, identity"], "gzip"),
+    (["identity", "deflate"], "deflate"), (["x-gzip"], "x-gzip"), (["gzip", "gzip"], None), (["gzip, br"], None),
+    (["br"], None), (["zstd"], None),
+])
+def test_the_one_coding_an_answer_has_is_read_from_every_header(values: list[str], coding: str | None) -> None:
+    assert content_coding(values) == coding

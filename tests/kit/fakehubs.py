@@ -17,6 +17,7 @@ from collections.abc import AsyncIterator, Awaitable, Callable
 from contextlib import asynccontextmanager
 
 from aiohttp import WSMsgType, web
+from multidict import CIMultiDict
 
 from jupyter_dev_proxy.timeouts import timeout
 from tests.kit.kernel import KERNEL_PROTOCOL
@@ -75,23 +76,38 @@ async def _gzip(request: web.Request) -> web.Response:
                                                                       "Content-Type": "text/plain"})
 
 
+# How ``/written-token?encoding=`` compresses its body: as HTTP means, and in the ways a broken or unusual hub
+# front does (answers a browser's lenient decoder still reads).
+_ENCODED: dict[str, Callable[[bytes], bytes]] = {
+    "": lambda body: body,
+    "gzip": gzip.compress,
+    "deflate": zlib.compress,
+    "br": lambda body: body,  # only claims to be
+    "raw-deflate": lambda body: zlib.compress(body)[2:-4],  # no zlib header: what some servers send as deflate
+    "gzip-cut": lambda body: gzip.compress(body)[:-8],  # its checksum and length cut off
+    "gzip-bad-crc": lambda body: gzip.compress(body)[:-8] + b"\0\0\0\0" + gzip.compress(body)[-4:],
+    "gzip-twice": lambda body: gzip.compress(gzip.compress(body)),
+    "gzip-members": lambda body: gzip.compress(body[:len(body) // 2]) + gzip.compress(body[len(body) // 2:]),
+    "gzip-identity": gzip.compress,
+}
+_ENCODING_HEADERS = {"raw-deflate": ("deflate",), "gzip-cut": ("gzip",), "gzip-bad-crc": ("gzip",),
+                     "gzip-twice": ("gzip", "gzip"), "gzip-members": ("gzip",), "gzip-identity": ("gzip, identity",)}
+
+
 async def _written_token(request: web.Request) -> web.StreamResponse:
     """A page that writes the token that authenticated it, as a single-user server does into JupyterLab's page
     config: ``?filler=N`` bytes before it and after it, sent in ``?chunk=`` byte writes, as ``?type=``, compressed
-    with ``?encoding=gzip|deflate|br`` (br: bytes that only claim to be), with a Content-Length unless
+    with ``?encoding=`` one of _ENCODED, with a Content-Length unless
     ``?chunked=1``; the token also goes in an ``X-Token-Seen`` header."""
     token = request.headers["Authorization"].partition(" ")[2]
     filler = b"f" * int(request.query.get("filler", "0"))
     body = filler + b'{"token": "' + token.encode() + b'"}' + filler
-    encoding = request.query.get("encoding")
-    if encoding == "gzip":
-        body = gzip.compress(body)
-    elif encoding == "deflate":
-        body = zlib.compress(body)
-    headers = {"Content-Type": request.query.get("type", "text/html"), "X-Token-Seen": token,
-               "ETag": '"v1"'}
-    if encoding:
-        headers["Content-Encoding"] = encoding
+    encoding = request.query.get("encoding", "")
+    body = _ENCODED[encoding](body)
+    headers = CIMultiDict({"Content-Type": request.query.get("type", "text/html"), "X-Token-Seen": token,
+                           "ETag": '"v1"'})
+    for coding in _ENCODING_HEADERS.get(encoding, (encoding,) if encoding else ()):
+        headers.add("Content-Encoding", coding)
     if not request.query.get("chunked"):
         headers["Content-Length"] = str(len(body))
     response = web.StreamResponse(headers=headers)
@@ -102,6 +118,15 @@ async def _written_token(request: web.Request) -> web.StreamResponse:
     for start in range(0, len(body), step):
         await response.write(body[start:start + step])
         await asyncio.sleep(0)
+    await response.write_eof()
+    return response
+
+
+async def _empty_gzip(request: web.Request) -> web.StreamResponse:
+    """A chunked text/html that says gzip and has no body at all."""
+    response = web.StreamResponse(headers={"Content-Type": "text/html", "Content-Encoding": "gzip"})
+    response.enable_chunked_encoding()
+    await response.prepare(request)
     await response.write_eof()
     return response
 
@@ -169,6 +194,7 @@ def echo_app() -> web.Application:
     app.router.add_get(f"{prefix}/status", _status)
     app.router.add_get(f"{prefix}/gzip", _gzip)
     app.router.add_get(f"{prefix}/written-token", _written_token)
+    app.router.add_get(f"{prefix}/empty-gzip", _empty_gzip)
     app.router.add_get(f"{prefix}/break-off", _break_off)
     app.router.add_get(f"{prefix}/stream", _stream)
     app.router.add_get(f"{prefix}/ws", _websocket)
