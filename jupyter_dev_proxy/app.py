@@ -26,7 +26,7 @@ from .auth import (
     is_preflight,
     preflight_answer,
 )
-from .config import Settings
+from .config import ForwardedPort, Settings
 from .errors import (
     HubLoginRequired,
     HubPage,
@@ -39,7 +39,7 @@ from .errors import (
 from .http_relay import relay_http
 from .hubapi import HubClient
 from .logs import keep_secrets_out_of_logs
-from .routing import check_request_head, loggable, upstream_request_headers, upstream_url_for
+from .routing import Route, check_request_head, loggable, upstream_request_headers, upstream_url_for
 from .status import PREFIX as STATUS_PREFIX
 from .status import StatusBoard
 from .token_swap import page_token, token_swap
@@ -178,6 +178,8 @@ class ProxyRunner(web.BaseRunner):
         self._watching_token: asyncio.Task[None] | None = None
         self._sign_in = sign_in  # where the hub's login gives the token: its callback is served here
         self.status.sign_in = sign_in
+        self._server_route = Route.to_server(settings)
+        self._app_routes: dict[int, Route] = {}  # local port → a web app on the server (a forwarded port)
 
     async def _make_server(self) -> web.Server:
         keep_secrets_out_of_logs(self._settings.secrets)
@@ -188,6 +190,21 @@ class ProxyRunner(web.BaseRunner):
         # handler_cancellation: when the IDE hangs up, its request to the hub is cancelled and the connection
         # released, instead of waiting for an answer nobody will read.
         return ide_server(self._handle)
+
+    def serve_app(self, local_port: int, app: ForwardedPort) -> None:
+        """From now on, what arrives on ``local_port`` (a site of this runner's) goes to ``app`` on the server."""
+        route = Route.to_app(self._settings, app)
+        if not any(known.app == app for known in self._app_routes.values()):
+            self.status.apps.append((local_port, route))  # once per app, at its first address
+        self._app_routes[local_port] = route
+
+    def _route_of(self, request: web.BaseRequest) -> Route:
+        """The route of the port the request arrived on: the user's server, unless it is a forwarded app's."""
+        if self._app_routes and request.transport is not None:
+            local = request.transport.get_extra_info("sockname")
+            if local:
+                return self._app_routes.get(local[1], self._server_route)
+        return self._server_route
 
     async def shutdown(self) -> None:
         self._relays.stop_all()
@@ -249,12 +266,14 @@ class ProxyRunner(web.BaseRunner):
         check_host(request, settings)
         if is_preflight(request):  # answered here: a browser's question, without credentials
             return preflight_answer(request, settings)
-        if self._sign_in is not None and request.path == self._sign_in.callback_path:  # the hub's redirect back
-            return await self._sign_in.answer(request)
-        if request.path.startswith(STATUS_PREFIX.rstrip("/")):  # the proxy's own page: never forwarded
-            return await self.status.answer(request, self._hub_api, self._relays.kernel_websockets())
+        route = self._route_of(request)
+        if route.app is None:  # the proxy's own pages are on its own port; on an app's, every path is the app's
+            if self._sign_in is not None and request.path == self._sign_in.callback_path:  # the hub's redirect back
+                return await self._sign_in.answer(request)
+            if request.path.startswith(STATUS_PREFIX.rstrip("/")):  # the proxy's own page: never forwarded
+                return await self.status.answer(request, self._hub_api, self._relays.kernel_websockets())
         hub_token = hub_token_for(request, settings, self.credential.token if self.credential else None)
-        url = upstream_url_for(settings, request.raw_path)
+        url = upstream_url_for(settings, request.raw_path, route)
         self._transport.note_activity()  # only the IDE's work for the hub, past the checks, keeps connections warm
         set_cookie = cookie_to_remember(request, settings)
         if _is_websocket_upgrade(request):
@@ -266,5 +285,5 @@ class ProxyRunner(web.BaseRunner):
         # The hub token is swapped out of every answer; the IDE's own token (no credential) is its to see.
         swap = (token_swap(hub_token, page_token(settings.local_token, hub_token)) if self.credential is not None
                 else None)
-        return await relay_http(request, settings, self._transport, self._session, url, headers, set_cookie,
+        return await relay_http(request, settings, self._transport, self._session, route, url, headers, set_cookie,
                                 cors_headers(request, settings), swap)

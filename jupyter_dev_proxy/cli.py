@@ -24,7 +24,7 @@ from aiohttp import web
 
 from . import __version__
 from .app import ProxyRunner
-from .config import ConfigError, Settings, TokenKind, load_settings, wants_demo
+from .config import ConfigError, ForwardedPort, Settings, TokenKind, load_settings, wants_demo
 from .demo import DemoServer, DemoUnavailable, start_demo_server
 from .hubapi import HubError, Progress, TokenInfo, TokenRefused, hub_client
 from .logs import configure_logging, keep_secrets_out_of_logs
@@ -68,7 +68,8 @@ def _server_line(report: HubReport, demo: DemoServer | None) -> str:
     return f"{line} {report.note}" if report.note else line
 
 
-def _banner(settings: Settings, port: int, report: HubReport | None = None, demo: DemoServer | None = None) -> str:
+def _banner(settings: Settings, port: int, report: HubReport | None = None, demo: DemoServer | None = None,
+            apps: dict[ForwardedPort, int] | None = None) -> str:
     host = settings.listen_host if settings.listen_host not in ("0.0.0.0", "::") else "localhost"
     local = f"http://{host}:{port}/"
     token = "<YOUR_API_TOKEN>" if settings.forwards_ide_token else settings.local_token
@@ -81,6 +82,8 @@ def _banner(settings: Settings, port: int, report: HubReport | None = None, demo
         lines.append(_token_line(settings, report.token))
     lines.append(f"Authorization URL with token for IDE: {local}?token={token}")
     lines.append(f"Status page: {local}{STATUS_PREFIX[1:]}?token={settings.local_token}")
+    for app, app_port in (apps or {}).items():
+        lines.append(f"Web app on port {app.remote} of your server: http://{host}:{app_port}/?token={token}")
     if settings.forwards_ide_token:
         lines.append("No JUPYTERHUB_API_TOKEN is set: replace <YOUR_API_TOKEN> with your hub API token "
                      f"(make one at {settings.hub.page('token')}).")
@@ -241,10 +244,14 @@ async def _serve(settings: Settings, stop: asyncio.Event, demo: DemoServer | Non
         return EXIT_USAGE
     port = runner.addresses[0][1]
     status.ide_port = port
+    apps = await _serve_apps(runner, settings)
+    if apps is None:
+        await runner.cleanup()
+        return EXIT_USAGE
     for warning in _warnings(settings):
         log.warning(warning)
     # 3. Tell the user where to point the IDE, then serve until told to stop.
-    print(_banner(settings, port, report, demo), flush=True)
+    print(_banner(settings, port, report, demo, apps), flush=True)
     expiry = ExpiryWarnings(settings.hub.page("token"), sign_in=desk.ask if desk is not None else None)
     if report.token is not None and report.token.expiry_known:
         expiry.schedule(report.token.expires_at)
@@ -261,6 +268,26 @@ async def _serve(settings: Settings, stop: asyncio.Event, demo: DemoServer | Non
     log.info("Stopping: closing connections.")
     await runner.cleanup()
     return EXIT_OK
+
+
+async def _serve_apps(runner: ProxyRunner, settings: Settings) -> dict[ForwardedPort, int] | None:
+    """Listen on each forwarded app's local port; the port each got (a free one for 0), or None when one cannot
+    be listened on (said on stderr)."""
+    apps: dict[ForwardedPort, int] = {}
+    for app in settings.forwards:
+        before = set(runner.addresses)
+        try:
+            await web.TCPSite(runner, settings.listen_host, app.local).start()
+        except OSError as exc:
+            print(f"jupyter-dev-proxy: cannot listen on {settings.listen_host}:{app.local} for port {app.remote} of "
+                  f"your server ({exc.strerror}): another program uses it; give the app another local port with "
+                  f"JUPYTER_PROXY_FORWARD={app.remote}:<LOCAL_PORT>.", file=sys.stderr)
+            return None
+        ports = [address[1] for address in runner.addresses if address not in before]
+        for port in ports:  # one per address of the listen host (localhost: 127.0.0.1 and ::1)
+            runner.serve_app(port, app)
+        apps[app] = ports[0]
+    return apps
 
 
 def _why_sign_in_again(settings: Settings) -> str:

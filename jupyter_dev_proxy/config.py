@@ -119,6 +119,11 @@ OPTIONS: tuple[_Option, ...] = (
             "Other names the IDE reaches the proxy by, comma-separated (requests naming any other host are "
             "refused, against DNS rebinding); localhost, loopback addresses and the listen address always work.",
             "NAMES"),
+    _Option("forward", "JUPYTER_PROXY_FORWARD", "--forward", None,
+            "Web apps running on your server (TensorBoard, Dash, Streamlit...) to open on local ports, "
+            "comma-separated REMOTE_PORT[:LOCAL_PORT], e.g. 6006,8050:18050 (the same port locally when LOCAL_PORT "
+            "is left out); http://localhost:LOCAL_PORT/ is then the app. Add /absolute (6006/absolute) for an app "
+            "that serves under its whole path. Your server needs jupyter-server-proxy.", "PORTS"),
     _Option("log_level", "JUPYTER_PROXY_LOG_LEVEL", "--log-level", "info",
             "How much to log: debug, info, warning or error.", "LEVEL"),
     _Option("keep_warm_minutes", "JUPYTER_PROXY_KEEP_WARM_MINUTES", "--keep-warm-minutes", "30",
@@ -249,6 +254,22 @@ class OAuthClient:
 
 
 @dataclass(frozen=True)
+class ForwardedPort:
+    """A web app on the user's server, reached through its jupyter-server-proxy and served at the root of a local
+    port of its own (apps such as Dash and TensorBoard expect to be at the root of a host)."""
+
+    remote: int  # the app's port on the server
+    local: int  # the port the proxy listens on for it
+    absolute: bool = False  # the app serves under its whole path (jupyter-server-proxy's /proxy/absolute/<port>/)
+
+    def __str__(self) -> str:
+        return f"{self.remote}:{self.local}{_ABSOLUTE_SUFFIX if self.absolute else ''}"
+
+
+_ABSOLUTE_SUFFIX = "/absolute"
+
+
+@dataclass(frozen=True)
 class Settings:
     """Everything the proxy needs to know, decided once at startup."""
 
@@ -283,6 +304,8 @@ class Settings:
     browser_session: str = field(default_factory=lambda: secrets.token_urlsafe(32))
     # Signing in with the hub's login in a browser; None: the hub does not know the proxy (a token is pasted).
     oauth: OAuthClient | None = None
+    # Web apps on the user's server, each on a local port of its own.
+    forwards: tuple[ForwardedPort, ...] = ()
 
     def __hash__(self) -> int:
         """Hashed once: per-request caches (routing's paths, auth's hosts) key on the settings, and a frozen
@@ -710,6 +733,33 @@ def _local_token(value: str | None) -> str:
     return value
 
 
+def _forwards(value: str | None, listen_port: int) -> tuple[ForwardedPort, ...]:
+    """JUPYTER_PROXY_FORWARD's ``6006,8050:18050,5000/absolute``, each local port once and none the proxy's own."""
+    forwards: list[ForwardedPort] = []
+    for item in (part.strip() for part in (value or "").split(",")):
+        if not item:
+            continue
+        ports, slash, kind = item.partition("/")
+        remote, _, local = ports.partition(":")
+        if slash and "/" + kind != _ABSOLUTE_SUFFIX:
+            raise ConfigError(f"JUPYTER_PROXY_FORWARD has {item!r}: write each app as REMOTE_PORT[:LOCAL_PORT], "
+                              "e.g. 6006 or 8050:18050, with /absolute after it for an app that serves under its "
+                              "whole path.")
+        forward = ForwardedPort(_port(remote.strip(), "JUPYTER_PROXY_FORWARD"),
+                                _port((local or remote).strip(), "JUPYTER_PROXY_FORWARD", allow_zero=True),
+                                bool(slash))
+        # Local port 0: a free one, picked when the proxy listens (the banner says which).
+        if forward.local and forward.local == listen_port:
+            raise ConfigError(f"JUPYTER_PROXY_FORWARD puts port {forward.remote} of your server on local port "
+                              f"{forward.local}, the proxy's own (JUPYTER_PROXY_PORT): give it another local port "
+                              "with REMOTE_PORT:LOCAL_PORT.")
+        if forward.local and any(known.local == forward.local for known in forwards):
+            raise ConfigError(f"JUPYTER_PROXY_FORWARD uses local port {forward.local} twice: give each app its own "
+                              "local port with REMOTE_PORT:LOCAL_PORT.")
+        forwards.append(forward)
+    return tuple(forwards)
+
+
 def _allowed_hosts(values: Mapping[str, str | None], listen_host: str) -> frozenset[str]:
     extra = (values["allowed_hosts"] or "").split(",")
     names = {"localhost", listen_host, *extra}
@@ -924,4 +974,5 @@ def load_settings(argv: Sequence[str], environ: Mapping[str, str], cwd: Path,
         allowed_hosts=allowed_hosts,
         cors=_cors(values),
         oauth=oauth,
+        forwards=_forwards(values["forward"], listen_port),
     )

@@ -14,7 +14,7 @@ from yarl import URL
 
 from .config import Settings
 from .errors import HubRefusedRequest, HubUnreachable, ProxyError, hub_bad_answer
-from .routing import client_response_headers, gateway_refusal, loggable
+from .routing import Route, app_not_listening, client_response_headers, gateway_refusal, loggable
 from .token_swap import BodySwap, BrokenBody, TokenSwap, content_coding, is_textual
 from .transport import HubTransport
 
@@ -151,20 +151,21 @@ def _mark_holding_credential(headers: CIMultiDict[str], length: int | None) -> N
 
 
 async def relay_http(request: web.BaseRequest, settings: Settings, hub_transport: HubTransport,
-                     session: aiohttp.ClientSession, url: URL, headers: CIMultiDict[str], set_cookie: str | None,
-                     cors: list[tuple[str, str]], swap: TokenSwap | None) -> web.StreamResponse:
-    """Forward ``request`` to ``url`` with ``headers`` (the hub token in them) and stream the hub's response back as
-    it comes; ``set_cookie`` (the proxy's own) is added to a successful answer, ``cors`` to every answer; ``swap``
-    (None when the IDE's token is the hub's) takes the hub token out of its headers and text. A small 401 or 403
-    of the hub's own is raised as HubRefusedRequest, for the funnel to ask whether the token is still accepted."""
+                     session: aiohttp.ClientSession, route: Route, url: URL, headers: CIMultiDict[str],
+                     set_cookie: str | None, cors: list[tuple[str, str]], swap: TokenSwap | None) -> web.StreamResponse:
+    """Forward ``request`` to ``url`` (on ``route``) with ``headers`` (the hub token in them) and stream the hub's
+    response back as it comes; ``set_cookie`` (the proxy's own) is added to a successful answer, ``cors`` to every
+    answer; ``swap`` (None when the IDE's token is the hub's) takes the hub token out of its headers and text. A
+    small 401 or 403 of the hub's own is raised as HubRefusedRequest, for the funnel to ask whether the token is
+    still accepted."""
     await _continue_if_expected(request)
     async with hub_transport.failures():
         upstream = await _send(session, hub_transport, request, url, headers)
     try:
-        refusal = gateway_refusal(settings, request.raw_path, upstream.status, upstream.content_type)
+        refusal = gateway_refusal(settings, url.raw_path, upstream.status, upstream.content_type)
         if refusal is not None:
             raise refusal
-        answer_headers = client_response_headers(settings, upstream.headers, swap)
+        answer_headers = client_response_headers(settings, upstream.headers, swap, route.prefix)
         body_swap = _body_swap(request, settings, upstream, swap, answer_headers)
         if set_cookie is not None and upstream.status < 400:
             answer_headers.add("Set-Cookie", set_cookie)
@@ -179,6 +180,9 @@ async def relay_http(request: web.BaseRequest, settings: Settings, hub_transport
             # Most API answers: read whole, so status, headers and body leave in one write.
             async with hub_transport.failures():
                 body = await upstream.read()
+            refusal = app_not_listening(route, upstream.status, body)
+            if refusal is not None:
+                raise refusal
             if body_swap is not None and not body_swap.compressed:
                 body, found = body_swap.swap.whole(body)
                 if found:

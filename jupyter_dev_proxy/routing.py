@@ -6,6 +6,7 @@ tested exhaustively. The relays apply the results and never re-derive them.
 
 from __future__ import annotations
 
+import dataclasses
 import functools
 import re
 from collections.abc import Iterable
@@ -15,7 +16,7 @@ from multidict import CIMultiDict, CIMultiDictProxy, MultiMapping
 from yarl import URL
 
 from .address import HubAddress
-from .config import Settings
+from .config import ForwardedPort, Settings
 from .errors import HubLoginRequired, HubPage, ProxyError, ServerNotRunning, hub_bad_answer
 from .token_swap import UNDOABLE_CODINGS, TokenSwap
 
@@ -149,10 +150,48 @@ def upstream_path_for(settings: Settings, raw_path: str) -> str:
     return hub.server_prefix + raw_path[1:]
 
 
-def upstream_url_for(settings: Settings, raw_path_qs: str) -> URL:
-    """The hub URL for a request's raw path and query: the user's server prefix added, the proxy's token removed."""
+@dataclasses.dataclass(frozen=True)
+class Route:
+    """What the paths of one listening port stand for on the hub: the user's server (the proxy's port), or a web app
+    on a port of the server, through its jupyter-server-proxy (a forwarded port)."""
+
+    prefix: str  # the hub path that the port's / stands for
+    app: ForwardedPort | None = None  # None: the user's server itself
+
+    @classmethod
+    def to_server(cls, settings: Settings) -> Route:
+        return cls(settings.hub.server_prefix)
+
+    @classmethod
+    def to_app(cls, settings: Settings, app: ForwardedPort) -> Route:
+        """``/`` is ``<server>/proxy/<port>/`` (jupyter-server-proxy removes that prefix before the app sees the
+        path), or ``<server>/proxy/absolute/<port>/`` for an app that knows its whole path."""
+        kind = "absolute/" if app.absolute else ""
+        return cls(f"{settings.hub.server_prefix}proxy/{kind}{app.remote}/", app)
+
+
+@functools.lru_cache(maxsize=512)
+def app_path_for(route: Route, raw_path: str) -> str:
+    """Map a path on a forwarded port to the app's path on the hub: everything stays in the app, and for an app that
+    knows its whole path, a link it made with that path (``/user/alice/proxy/absolute/5000/x``) is taken as it is."""
+    if not raw_path.startswith("/"):
+        raise _refuse("Only paths starting with / are served.", 400, "bad-path")
+    _check_confined(raw_path)
+    assert route.app is not None
+    if route.app.absolute and unquote(raw_path + "/").startswith(unquote(route.prefix)):
+        depth = route.prefix.count("/") - 1
+        after_prefix = raw_path.split("/", depth + 1)[depth + 1:]
+        return route.prefix + (after_prefix[0] if after_prefix else "")
+    return route.prefix + raw_path[1:]
+
+
+def upstream_url_for(settings: Settings, raw_path_qs: str, route: Route | None = None) -> URL:
+    """The hub URL for a request's raw path and query: the user's server prefix (or a forwarded app's) added, the
+    proxy's token removed."""
     raw_path, _, raw_query = raw_path_qs.partition("?")
-    return settings.hub.url(upstream_path_for(settings, raw_path), query_without_token(raw_query))
+    path = upstream_path_for(settings, raw_path) if route is None or route.app is None else app_path_for(route,
+                                                                                                         raw_path)
+    return settings.hub.url(path, query_without_token(raw_query))
 
 
 def loggable(method: str, raw_path: str) -> str:
@@ -231,6 +270,22 @@ def gateway_refusal(settings: Settings, raw_path: str, status: int, content_type
     return None
 
 
+# How jupyter-server-proxy (4.x) answers when it cannot reach the app's port: a 500 with jupyter_server's own
+# error page (the app's own 500 comes with the app's body), or quoting the refusal when it streams.
+_CANNOT_REACH_APP = (b"<h1>500 : Internal Server Error</h1>", b"Connection refused", b"Errno 111")
+
+
+def app_not_listening(route: Route, status: int, body: bytes) -> ProxyError | None:
+    """The explained answer when the forwarded app's port has nothing listening on the server; else None (an
+    app's own 500 passes as it is)."""
+    if route.app is None or status != 500 or not any(words in body for words in _CANNOT_REACH_APP):
+        return None
+    port = route.app.remote
+    return ProxyError(502, "app-not-listening", f"Nothing listens on port {port} of your server (your server could "
+                                                f"not reach it): start the app there (for example tensorboard "
+                                                f"--logdir runs --port {port}), then reload.")
+
+
 def _is_the_hub(settings: Settings, url: URL) -> bool:
     return url.host in (settings.hub.origin.host, settings.tls_name)
 
@@ -247,7 +302,7 @@ def _as_browser_reads(location: str) -> str:
     return _URL_IGNORED.sub("", location).strip(_URL_TRIMMED).replace("\\", "/")
 
 
-def local_location_for(settings: Settings, location: str) -> str | None:
+def local_location_for(settings: Settings, location: str, prefix: str | None = None) -> str | None:
     """Map a redirect target on the hub back to the IDE's view; None when it leaves the user's server.
 
     ``https://hub/user/alice/tree?x=1``, ``/user/alice/tree?x=1`` and ``\\\\hub\\user\\alice\\tree?x=1`` →
@@ -268,7 +323,7 @@ def local_location_for(settings: Settings, location: str) -> str | None:
     elif not read.startswith("/"):
         return location
     path = url.raw_path
-    prefix = settings.hub.server_prefix
+    prefix = prefix or settings.hub.server_prefix
     if path + "/" == prefix or path.startswith(prefix):
         local = URL.build(path="/" + path[len(prefix):], query_string=url.raw_query_string,
                           fragment=url.raw_fragment, encoded=True)
@@ -276,7 +331,7 @@ def local_location_for(settings: Settings, location: str) -> str | None:
     return None
 
 
-def local_set_cookie_for(settings: Settings, set_cookie: str) -> str | None:
+def local_set_cookie_for(settings: Settings, set_cookie: str, prefix: str | None = None) -> str | None:
     """Map a hub cookie's Path from /user/<name>/... to /...; None for cookies meant for other paths.
 
     The Domain attribute is dropped: it names the hub, and a browser would reject it for localhost.
@@ -286,7 +341,7 @@ def local_set_cookie_for(settings: Settings, set_cookie: str) -> str | None:
     if match is None:
         return cookie
     path = match.group(1).strip()
-    prefix = settings.hub.server_prefix
+    prefix = prefix or settings.hub.server_prefix
     if path + "/" == prefix or path.startswith(prefix):
         local = "/" + path[len(prefix):]
         return cookie[:match.start(1)] + local + cookie[match.end(1):]
@@ -318,9 +373,10 @@ def _redirect_out_of_server(settings: Settings, location: str) -> ProxyError:
                             f"Make a new one at {hub.page('token')}.")
 
 
-def client_response_headers(settings: Settings, headers: MultiMapping[str],
-                            swap: TokenSwap | None = None) -> CIMultiDict[str]:
-    """The hub's response headers as the IDE should see them, with the hub token swapped out of them (``swap``).
+def client_response_headers(settings: Settings, headers: MultiMapping[str], swap: TokenSwap | None = None,
+                            prefix: str | None = None) -> CIMultiDict[str]:
+    """The hub's response headers as the IDE should see them, with the hub token swapped out of them (``swap``);
+    redirects and cookie paths are mapped from ``prefix`` on the hub (the user's server unless given) to /.
 
     Raises ProxyError when the hub redirects out of the user's server (passing such a redirect on would
     send the IDE to the hub itself), and when a header could not be written to the IDE intact.
@@ -341,12 +397,12 @@ def client_response_headers(settings: Settings, headers: MultiMapping[str],
         if lower.startswith("access-control-"):
             continue  # which web pages may read the answer is the proxy's decision (its CORS settings)
         if lower == "location":
-            local = local_location_for(settings, value)
+            local = local_location_for(settings, value, prefix)
             if local is None:
                 raise _redirect_out_of_server(settings, value)
             value = local
         elif lower == "set-cookie":
-            local = local_set_cookie_for(settings, value)
+            local = local_set_cookie_for(settings, value, prefix)
             if local is None:
                 continue
             value = local

@@ -10,12 +10,14 @@
 
 from __future__ import annotations
 
+import asyncio
 import collections
 import html
 import time
 from datetime import datetime, timezone
 from typing import TYPE_CHECKING, Any
 
+import aiohttp
 from aiohttp import web
 
 from . import __version__
@@ -23,6 +25,7 @@ from .auth import check_proxy_token, cookie_to_remember
 from .config import OWN_PAGES_PREFIX, Settings
 from .errors import ProxyError
 from .hubapi import HubClient, HubError, ServerModel, ServerState, TokenInfo
+from .routing import Route, app_not_listening
 from .tokens import describe_expiry
 
 if TYPE_CHECKING:  # the desk imports auth and the hub's API, as this module does; only its type is needed here
@@ -38,6 +41,9 @@ _PAGE_HEADERS = {"Cache-Control": "no-store", "X-Frame-Options": "DENY",
 
 # The hub is asked for the server's state at most this often, however often the page refreshes.
 _SERVER_STATE_SECONDS = 5.0
+# A forwarded app's root is asked this long, and this much of its answer read, to tell whether it answers.
+_APP_PROBE_SECONDS = 5.0
+_APP_PROBE_BYTES = 4096
 _RECENT_ERRORS = 20
 
 
@@ -56,6 +62,7 @@ class StatusBoard:
         self.progress: str | None = None  # the hub's last progress message while the proxy starts the server
         self._server: tuple[float, ServerModel] | None = None
         self.sign_in: SignInDesk | None = None  # where the hub's login gives the token: a sign-in under way is linked
+        self.apps: list[tuple[int, Route]] = []  # web apps on the server, by the local port they are served on
 
     def note_error(self, status: int, reason: str, message: str) -> None:
         self.errors += 1
@@ -84,6 +91,25 @@ class StatusBoard:
             state["progress"] = self.progress
         return state
 
+    async def _app_state(self, hub: HubClient | None, host: str, port: int, route: Route) -> dict[str, Any]:
+        """Whether a forwarded app answers on the server: jupyter-server-proxy's answer to its root, asked now."""
+        assert route.app is not None
+        state = {"port": route.app.remote, "url": f"http://{host}:{port}/", "state": "not known",
+                 "note": "the hub could not be asked"}
+        if hub is None:
+            return state
+        try:
+            async with hub.request("GET", route.prefix, aiohttp.ClientTimeout(total=_APP_PROBE_SECONDS)) as answer:
+                body = await answer.content.read(_APP_PROBE_BYTES)
+        except (HubError, aiohttp.ClientError, asyncio.TimeoutError):
+            return state
+        refusal = app_not_listening(route, answer.status, body)
+        if refusal is not None:
+            return {**state, "state": "nothing listening", "note": refusal.message}
+        if answer.status in (302, 303, 424) and self.settings.hub.hub_prefix in answer.headers.get("Location", ""):
+            return {**state, "note": "your server does not answer: is it running?"}
+        return {**state, "state": "answering", "note": f"HTTP {answer.status}"}
+
     async def snapshot(self, hub: HubClient | None, websockets: list[dict[str, Any]]) -> dict[str, Any]:
         """Everything the page shows, as JSON: never a token or a password (``hub``, with the credential in use,
         only asks the hub for the server's state)."""
@@ -109,6 +135,7 @@ class StatusBoard:
                 "expiry": describe_expiry(token.expires_at, now) if token.expiry_known else "not known"},
             "sign_in_url": self.sign_in.pending_url if self.sign_in is not None else None,
             "websockets": websockets,
+            "apps": [await self._app_state(hub, host, port, route) for port, route in self.apps],
             "requests": self.requests, "errors": self.errors, "recent_errors": list(self.recent_errors),
         }
 
@@ -170,7 +197,7 @@ document.getElementById('url').textContent.replace('•••••',''))">Copy<
 <tr><th>Token</th><td>{token}{sign_in}</td></tr>
 <tr><th>Requests</th><td>{requests} · <span class="{errors_class}">{errors}</span></td></tr>
 </table>
-<h2>Kernel websockets open ({websocket_count})</h2>
+{apps}<h2>Kernel websockets open ({websocket_count})</h2>
 {websockets}
 <h2>Last errors</h2>
 {recent_errors}
@@ -189,6 +216,20 @@ _STATE_CLASSES = {ServerState.RUNNING: "ok", ServerState.STARTING: "warn", Serve
 # What the IDE's URL carries when no hub token is set: the IDE's token is then the hub credential, and the proxy's
 # own token in that URL would be sent to the hub (the banner says the same).
 IDE_TOKEN_PLACEHOLDER = "<YOUR_API_TOKEN>"
+
+
+_APP_STATE_CLASSES = {"answering": "ok", "nothing listening": "bad", "not known": "muted"}
+
+
+def _apps_section(apps: list[dict[str, Any]]) -> str:
+    """The forwarded web apps, each with its local address and whether it answers on the server."""
+    if not apps:
+        return ""
+    e = html.escape
+    rows = "".join(f'<tr><td>port {app["port"]}</td><td><a href="{e(app["url"])}" target="_blank" rel="noopener">'
+                   f'{e(app["url"])}</a></td><td class="{_APP_STATE_CLASSES[app["state"]]}">{e(app["state"])}</td>'
+                   f'<td>{e(app["note"])}</td></tr>' for app in apps)
+    return f"<h2>Web apps on your server ({len(apps)})</h2>\n<table>{rows}</table>\n"
 
 
 def render_page(snapshot: dict[str, Any], local_token: str) -> str:
@@ -221,6 +262,7 @@ def render_page(snapshot: dict[str, Any], local_token: str) -> str:
                  "</a>" if snapshot.get("sign_in_url") else ""),
         errors=f"{snapshot['errors']} error{'' if snapshot['errors'] == 1 else 's'}",
         errors_class="bad" if snapshot["errors"] else "muted", websocket_count=len(websockets),
+        apps=_apps_section(snapshot["apps"]),
         websockets=(f"<table><tr><th>kernel</th><th>since</th><th>bytes to the IDE</th><th>bytes to the hub</th>"
                     f"<th>reconnects</th></tr>{rows}</table>" if websockets else "<p class=\"muted\">none</p>"),
         recent_errors=f"<table>{errors}</table>" if errors else "<p class=\"muted\">none</p>",
