@@ -27,6 +27,7 @@ from tests.kit.netservers import (
     write_client_cert,
 )
 from tests.kit.process import ProxyProcess, failed_start, run_proxy
+from tests.kit.webapp import app_url, serve_web_app, use_web_app
 
 pytestmark = [pytest.mark.hub, pytest.mark.timeout(300)]
 
@@ -162,6 +163,18 @@ async def test_through_tinyproxy_with_basic_auth_everything_goes_through_it(
     assert PROXY_PASSWORD not in proxy.output
 
 
+async def test_through_tinyproxy_under_a_base_path_a_web_app_works_on_its_own_port(
+        hub: Hub, tinyproxy: object, proxies: list[ProxyProcess]) -> None:
+    hub.ensure_running("alice")
+    async with serve_web_app() as app_port:
+        before = len(tinyproxy.connects())  # type: ignore[attr-defined]
+        proxy = run_proxy(proxies, reach_env(hub, hub.make_token("alice"), HTTPS_PROXY=tinyproxy.url,  # type: ignore[attr-defined]
+                                             JUPYTER_PROXY_FORWARD=f"{app_port}:0"))
+        seen = await use_web_app(*app_url(proxy, app_port))
+        assert seen["path"] == "/api/echo"
+        assert len(tinyproxy.connects()) > before  # type: ignore[attr-defined]
+
+
 async def test_a_hub_name_only_the_company_proxy_can_resolve_is_reached_through_it(
         hub: Hub, proxies: list[ProxyProcess]) -> None:
     hub.ensure_running("alice")
@@ -277,6 +290,19 @@ async def test_through_a_gateway_with_a_client_certificate_and_a_header_the_ide_
     assert GATEWAY_HEADER[1] not in proxy.output
     log = gateway.gateway.access_log.read_text()
     assert "client_cert=SUCCESS" in log and "/jupyter/user/alice/api/kernels/" in log
+
+
+async def test_through_a_gateway_a_web_app_works_on_its_own_port(
+        hub: Hub, gateway: GatewaySetup, proxies: list[ProxyProcess]) -> None:
+    hub.ensure_running("alice")
+    async with serve_web_app() as app_port:
+        env = gateway_env(hub, gateway, JUPYTER_CLIENT_CERT=str(gateway.client.cert_file),
+                          JUPYTER_CLIENT_KEY=str(gateway.client.key_file),
+                          JUPYTER_HUB_HEADERS=json.dumps(dict([GATEWAY_HEADER])), JUPYTER_PROXY_FORWARD=f"{app_port}:0")
+        proxy = run_proxy(proxies, env)
+        seen = await use_web_app(*app_url(proxy, app_port))
+    assert seen["path"] == "/api/echo" and GATEWAY_HEADER[1] not in str(seen)
+    assert f"/jupyter/user/alice/proxy/{app_port}/ws" in gateway.gateway.access_log.read_text()
 
 
 def test_a_key_inside_the_certificate_file_is_understood(
