@@ -34,7 +34,6 @@ from pathlib import Path
 from typing import Any
 
 from aiohttp import web
-from yarl import URL
 
 from .app import ide_server
 from .auth import check_host, check_proxy_token
