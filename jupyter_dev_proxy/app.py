@@ -19,6 +19,7 @@ from aiohttp.abc import AbstractAccessLogger
 from aiohttp.web_protocol import RequestHandler
 
 from .auth import (
+    COOKIE_NAME,
     check_host,
     cookie_to_remember,
     cors_headers,
@@ -39,7 +40,7 @@ from .errors import (
 from .http_relay import relay_http
 from .hubapi import HubClient
 from .logs import keep_secrets_out_of_logs
-from .routing import Route, check_request_head, loggable, upstream_request_headers, upstream_url_for
+from .routing import APP_NOT_LISTENING, Route, check_request_head, loggable, upstream_request_headers, upstream_url_for
 from .status import PREFIX as STATUS_PREFIX
 from .status import StatusBoard
 from .token_swap import page_token, token_swap
@@ -180,6 +181,7 @@ class ProxyRunner(web.BaseRunner):
         self.status.sign_in = sign_in
         self._server_route = Route.to_server(settings)
         self._app_routes: dict[int, Route] = {}  # local port → a web app on the server (a forwarded port)
+        self._apps_token: str | None = None
 
     async def _make_server(self) -> web.Server:
         keep_secrets_out_of_logs(self._settings.secrets)
@@ -190,6 +192,11 @@ class ProxyRunner(web.BaseRunner):
         # handler_cancellation: when the IDE hangs up, its request to the hub is cancelled and the connection
         # released, instead of waiting for an answer nobody will read.
         return ide_server(self._handle)
+
+    def serve_apps_with(self, token: str) -> None:
+        """The token the web apps' requests carry: one that reaches only the user's server, as jupyter-server-proxy
+        hands it on to the app (never the proxy's own hub token, which may reach the whole hub account)."""
+        self._apps_token = token
 
     def serve_app(self, local_port: int, app: ForwardedPort) -> None:
         """From now on, what arrives on ``local_port`` (a site of this runner's) goes to ``app`` on the server."""
@@ -221,11 +228,14 @@ class ProxyRunner(web.BaseRunner):
     async def _handle(self, request: web.BaseRequest) -> web.StreamResponse:
         """The funnel: every refusal and hub failure becomes Jupyter-shaped JSON and one log line."""
         self.status.requests += 1
+        route = self._route_of(request)
         try:
             check_request_head(request.method, request.version, request.headers)
-            response = await self._dispatch(request)
+            response = await self._dispatch(request, route)
             if self._watch is not None:  # on a hub: a server that had stopped and answers again is said once
                 self._watch.answered(response.status)
+            if route.app is not None:
+                self.status.app_answered(route.app, response.status)
             return response
         except ProxyError as exc:
             error = exc
@@ -242,6 +252,8 @@ class ProxyRunner(web.BaseRunner):
             error = refusal or error
         elif isinstance(error, ServerNotRunning) and self._watch is not None:  # logged once, restarted if asked
             error = self._watch.not_running(error)
+        elif route.app is not None and error.reason == APP_NOT_LISTENING:
+            self.status.app_not_listening(route.app, error.message)
         self.status.note_error(error.status, error.reason, error.message)
         if not error.logged and self._log_budget.allows(error.reason):
             log.warning("%s → %d %s: %s%s", loggable(request.method, request.raw_path), error.status, error.reason,
@@ -261,27 +273,32 @@ class ProxyRunner(web.BaseRunner):
             return None
         return self.credential.refused() if await self.credential.refused_by_hub(self._hub_api) else None
 
-    async def _dispatch(self, request: web.BaseRequest) -> web.StreamResponse:
+    async def _dispatch(self, request: web.BaseRequest, route: Route) -> web.StreamResponse:
         settings = self._settings
         check_host(request, settings)
         if is_preflight(request):  # answered here: a browser's question, without credentials
             return preflight_answer(request, settings)
-        route = self._route_of(request)
         if route.app is None:  # the proxy's own pages are on its own port; on an app's, every path is the app's
             if self._sign_in is not None and request.path == self._sign_in.callback_path:  # the hub's redirect back
                 return await self._sign_in.answer(request)
             if request.path.startswith(STATUS_PREFIX.rstrip("/")):  # the proxy's own page: never forwarded
                 return await self.status.answer(request, self._hub_api, self._relays.kernel_websockets())
         hub_token = hub_token_for(request, settings, self.credential.token if self.credential else None)
+        app_cookies_but = None
+        if route.app is not None:  # jupyter-server-proxy hands every header on to the app: it gets its own token
+            assert self._apps_token is not None
+            hub_token, app_cookies_but = self._apps_token, COOKIE_NAME
         url = upstream_url_for(settings, request.raw_path, route)
         self._transport.note_activity()  # only the IDE's work for the hub, past the checks, keeps connections warm
         set_cookie = cookie_to_remember(request, settings)
         if _is_websocket_upgrade(request):
             credential = self.credential
-            token = (lambda: credential.token) if credential is not None else (lambda: hub_token)
-            return await relay_websocket(request, settings, self._transport, token, url, self._relays, set_cookie)
+            token = (lambda: credential.token) if credential is not None and route.app is None else (lambda: hub_token)
+            return await relay_websocket(request, settings, self._transport, token, url, self._relays, set_cookie,
+                                         app_cookies_but)
         assert self._session is not None
-        headers = upstream_request_headers(request.headers, hub_token, gateway_headers=self._transport.gateway_headers)
+        headers = upstream_request_headers(request.headers, hub_token, gateway_headers=self._transport.gateway_headers,
+                                           app_cookies_but=app_cookies_but)
         # The hub token is swapped out of every answer; the IDE's own token (no credential) is its to see.
         swap = (token_swap(hub_token, page_token(settings.local_token, hub_token)) if self.credential is not None
                 else None)

@@ -26,7 +26,8 @@ from . import __version__
 from .app import ProxyRunner
 from .config import ConfigError, ForwardedPort, Settings, TokenKind, load_settings, wants_demo
 from .demo import DemoServer, DemoUnavailable, start_demo_server
-from .hubapi import HubError, Progress, TokenInfo, TokenRefused, hub_client
+from .firstrun import token_note
+from .hubapi import HubError, NewToken, Progress, TokenInfo, TokenRefused, WantedToken, hub_client
 from .logs import configure_logging, keep_secrets_out_of_logs
 from .signin import SignedIn, SignInDesk, WaitingForSignIn
 from .startup import HubReport, check_hub
@@ -244,10 +245,12 @@ async def _serve(settings: Settings, stop: asyncio.Event, demo: DemoServer | Non
         return EXIT_USAGE
     port = runner.addresses[0][1]
     status.ide_port = port
-    apps = await _serve_apps(runner, settings)
-    if apps is None:
+    apps_token = await _apps_token(settings, credential, report.hub_version) if settings.forwards else ("", None)
+    apps = await _serve_apps(runner, settings) if apps_token is not None else None
+    if apps_token is None or apps is None:
         await runner.cleanup()
         return EXIT_USAGE
+    runner.serve_apps_with(apps_token[0])
     for warning in _warnings(settings):
         log.warning(warning)
     # 3. Tell the user where to point the IDE, then serve until told to stop.
@@ -267,7 +270,44 @@ async def _serve(settings: Settings, stop: asyncio.Event, demo: DemoServer | Non
         desk.close()
     log.info("Stopping: closing connections.")
     await runner.cleanup()
+    await _revoke_apps_token(settings, credential, apps_token[1])
     return EXIT_OK
+
+
+# How long the web apps' own token lasts (the hub may allow less): the proxy revokes it when it stops.
+_APPS_TOKEN_SECONDS = 14 * 24 * 3600
+
+
+async def _apps_token(settings: Settings, credential: HubCredential | None,
+                      hub_version: str | None) -> tuple[str, NewToken | None] | None:
+    """The token the web apps' requests carry, and the hub's record of it when the proxy made it: on a hub, a new
+    token that reaches only this server (jupyter-server-proxy hands it on to the app); on a plain server, its own
+    token, which reaches nothing else. None when the hub will not make one (said on stderr)."""
+    if credential is None or hub_version is None:
+        return (credential.token if credential is not None else ""), None
+    hub = settings.hub
+    wanted = WantedToken(note=f"{token_note()}: web apps on local ports", expires_in_seconds=_APPS_TOKEN_SECONDS,
+                         scopes=(f"access:servers!server={hub.user}/{hub.server}",))
+    try:
+        async with hub_client(settings, credential) as client:
+            made = await client.new_token(hub.user, wanted)
+    except (TokenRefused, HubError) as exc:
+        print(f"jupyter-dev-proxy: JUPYTER_PROXY_FORWARD gives your web apps a token of their own that reaches only "
+              f"your server (jupyter-server-proxy hands every request's token on to the app), but the hub did not "
+              f"make one: {exc} Use a token from {hub.page('token')} (it may make tokens), or remove "
+              "JUPYTER_PROXY_FORWARD.", file=sys.stderr)
+        return None
+    return made.token, made
+
+
+async def _revoke_apps_token(settings: Settings, credential: HubCredential | None, made: NewToken | None) -> None:
+    if made is None or credential is None or not made.token_id:
+        return
+    try:
+        async with hub_client(settings, credential) as client:
+            await client.revoke_token(settings.hub.user, made.token_id)
+    except HubError as exc:
+        log.info("Could not revoke the web apps' token (%s); it expires by itself.", exc)
 
 
 async def _serve_apps(runner: ProxyRunner, settings: Settings) -> dict[ForwardedPort, int] | None:

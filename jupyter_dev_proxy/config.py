@@ -937,6 +937,10 @@ def load_settings(argv: Sequence[str], environ: Mapping[str, str], cwd: Path,
     if not values["username"] and hub_token is None and oauth is None and not token_can_be_asked:
         raise ConfigError("No username is set: set JUPYTER_USERNAME to your JupyterHub username "
                           "(or set JUPYTERHUB_API_TOKEN, and the proxy asks the hub whose token it is).")
+    if values["forward"] and hub_token is None and oauth is None and not token_can_be_asked:
+        raise ConfigError("JUPYTER_PROXY_FORWARD needs a hub token (JUPYTERHUB_API_TOKEN) or sign-in: without one the "
+                          "IDE's own token goes to the hub, and a browser opening a web app would have to carry your "
+                          "hub token in every address.")
     ca_file = Path(values["ca_file"]).expanduser() if values["ca_file"] else None
     if ca_file is not None and not ca_file.is_file():
         raise ConfigError(f"The CA file {ca_file} does not exist: fix JUPYTER_CLUSTER_CA_CERT "

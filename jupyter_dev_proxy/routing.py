@@ -241,10 +241,17 @@ def hub_authorization(token: str) -> str:
 
 
 def upstream_request_headers(headers: CIMultiDictProxy[str], hub_token: str, websocket: bool = False,
-                             gateway_headers: tuple[tuple[str, str], ...] = ()) -> CIMultiDict[str]:
+                             gateway_headers: tuple[tuple[str, str], ...] = (),
+                             app_cookies_but: str | None = None) -> CIMultiDict[str]:
     """The client's headers as the hub should see them: its credentials replaced by the hub token, and an
-    access gateway's headers (which the client cannot override) added."""
+    access gateway's headers (which the client cannot override) added. For a web app (``app_cookies_but``: the
+    proxy's own cookie), the browser's cookies go on to it, as the app set them for itself, all but that one."""
     out = CIMultiDict(_forwardable(headers, _dropped_request_headers(websocket, gateway_headers)))
+    if app_cookies_but is not None:
+        kept = [cookie.strip() for value in headers.getall("Cookie", ()) for cookie in value.split(";")
+                if cookie.strip() and cookie.partition("=")[0].strip() != app_cookies_but]
+        if kept:
+            out["Cookie"] = "; ".join(kept)
     if "Accept-Encoding" in out:
         out["Accept-Encoding"] = _undoable_encodings(out.getall("Accept-Encoding"))
     out["Authorization"] = hub_authorization(hub_token)
@@ -270,18 +277,23 @@ def gateway_refusal(settings: Settings, raw_path: str, status: int, content_type
     return None
 
 
-# How jupyter-server-proxy (4.x) answers when it cannot reach the app's port: a 500 with jupyter_server's own
-# error page (the app's own 500 comes with the app's body), or quoting the refusal when it streams.
-_CANNOT_REACH_APP = (b"<h1>500 : Internal Server Error</h1>", b"Connection refused", b"Errno 111")
+# How jupyter-server-proxy (4.x) answers when it cannot reach the app's port: a 500 with jupyter_server's own error
+# page, or (when it streams) a body that is only the error's text, "[Errno 111] Connection refused". The app's own
+# 500 comes with the app's body, whatever words are in it.
+_CANNOT_REACH_APP = re.compile(rb"\A\s*\[Errno \d+\][^<\n]{0,200}\s*\Z|<title>Jupyter Server</title>.*"
+                               rb"<h1>500 : Internal Server Error</h1>", re.S)
+
+
+APP_NOT_LISTENING = "app-not-listening"
 
 
 def app_not_listening(route: Route, status: int, body: bytes) -> ProxyError | None:
     """The explained answer when the forwarded app's port has nothing listening on the server; else None (an
     app's own 500 passes as it is)."""
-    if route.app is None or status != 500 or not any(words in body for words in _CANNOT_REACH_APP):
+    if route.app is None or status != 500 or not _CANNOT_REACH_APP.search(body):
         return None
     port = route.app.remote
-    return ProxyError(502, "app-not-listening", f"Nothing listens on port {port} of your server (your server could "
+    return ProxyError(502, APP_NOT_LISTENING, f"Nothing listens on port {port} of your server (your server could "
                                                 f"not reach it): start the app there (for example tensorboard "
                                                 f"--logdir runs --port {port}), then reload.")
 
@@ -331,8 +343,11 @@ def local_location_for(settings: Settings, location: str, prefix: str | None = N
     return None
 
 
-def local_set_cookie_for(settings: Settings, set_cookie: str, prefix: str | None = None) -> str | None:
-    """Map a hub cookie's Path from /user/<name>/... to /...; None for cookies meant for other paths.
+def local_set_cookie_for(settings: Settings, set_cookie: str, prefix: str | None = None,
+                         app: bool = False) -> str | None:
+    """Map a hub cookie's Path from /user/<name>/... to /...; None for cookies meant for other paths — but for a
+    web app (``app``), which thinks it is at the root and is at the root of its local port, a path of its own
+    (``Path=/``) stays as it is.
 
     The Domain attribute is dropped: it names the hub, and a browser would reject it for localhost.
     """
@@ -345,7 +360,7 @@ def local_set_cookie_for(settings: Settings, set_cookie: str, prefix: str | None
     if path + "/" == prefix or path.startswith(prefix):
         local = "/" + path[len(prefix):]
         return cookie[:match.start(1)] + local + cookie[match.end(1):]
-    return None
+    return cookie if app else None
 
 
 def _redirect_out_of_server(settings: Settings, location: str) -> ProxyError:
@@ -374,9 +389,10 @@ def _redirect_out_of_server(settings: Settings, location: str) -> ProxyError:
 
 
 def client_response_headers(settings: Settings, headers: MultiMapping[str], swap: TokenSwap | None = None,
-                            prefix: str | None = None) -> CIMultiDict[str]:
+                            prefix: str | None = None, app_cookie: str | None = None) -> CIMultiDict[str]:
     """The hub's response headers as the IDE should see them, with the hub token swapped out of them (``swap``);
-    redirects and cookie paths are mapped from ``prefix`` on the hub (the user's server unless given) to /.
+    redirects and cookie paths are mapped from ``prefix`` on the hub (the user's server unless given) to /; for a web
+    app, ``app_cookie`` names the proxy's own cookie, which its cookies may not replace.
 
     Raises ProxyError when the hub redirects out of the user's server (passing such a redirect on would
     send the IDE to the hub itself), and when a header could not be written to the IDE intact.
@@ -402,9 +418,9 @@ def client_response_headers(settings: Settings, headers: MultiMapping[str], swap
                 raise _redirect_out_of_server(settings, value)
             value = local
         elif lower == "set-cookie":
-            local = local_set_cookie_for(settings, value, prefix)
-            if local is None:
-                continue
+            local = local_set_cookie_for(settings, value, prefix, app=app_cookie is not None)
+            if local is None or (app_cookie is not None and local.partition("=")[0].strip() == app_cookie):
+                continue  # another path's cookie; or an app's cookie named as the proxy's, which would log it out
             value = local
         out.add(name, value)
     return out

@@ -10,22 +10,21 @@
 
 from __future__ import annotations
 
-import asyncio
 import collections
+import enum
 import html
 import time
 from datetime import datetime, timezone
 from typing import TYPE_CHECKING, Any
 
-import aiohttp
 from aiohttp import web
 
 from . import __version__
 from .auth import check_proxy_token, cookie_to_remember
-from .config import OWN_PAGES_PREFIX, Settings
+from .config import OWN_PAGES_PREFIX, ForwardedPort, Settings
 from .errors import ProxyError
 from .hubapi import HubClient, HubError, ServerModel, ServerState, TokenInfo
-from .routing import Route, app_not_listening
+from .routing import Route
 from .tokens import describe_expiry
 
 if TYPE_CHECKING:  # the desk imports auth and the hub's API, as this module does; only its type is needed here
@@ -41,9 +40,14 @@ _PAGE_HEADERS = {"Cache-Control": "no-store", "X-Frame-Options": "DENY",
 
 # The hub is asked for the server's state at most this often, however often the page refreshes.
 _SERVER_STATE_SECONDS = 5.0
-# A forwarded app's root is asked this long, and this much of its answer read, to tell whether it answers.
-_APP_PROBE_SECONDS = 5.0
-_APP_PROBE_BYTES = 4096
+
+
+class AppState(str, enum.Enum):
+    """What the last request to a forwarded web app met."""
+
+    ANSWERING = "answering"
+    NOT_LISTENING = "nothing listening"
+    NOT_OPENED = "not opened yet"
 _RECENT_ERRORS = 20
 
 
@@ -63,6 +67,7 @@ class StatusBoard:
         self._server: tuple[float, ServerModel] | None = None
         self.sign_in: SignInDesk | None = None  # where the hub's login gives the token: a sign-in under way is linked
         self.apps: list[tuple[int, Route]] = []  # web apps on the server, by the local port they are served on
+        self._app_seen: dict[ForwardedPort, tuple[AppState, float, str]] = {}
 
     def note_error(self, status: int, reason: str, message: str) -> None:
         self.errors += 1
@@ -91,24 +96,19 @@ class StatusBoard:
             state["progress"] = self.progress
         return state
 
-    async def _app_state(self, hub: HubClient | None, host: str, port: int, route: Route) -> dict[str, Any]:
-        """Whether a forwarded app answers on the server: jupyter-server-proxy's answer to its root, asked now."""
-        assert route.app is not None
-        state = {"port": route.app.remote, "url": f"http://{host}:{port}/", "state": "not known",
-                 "note": "the hub could not be asked"}
-        if hub is None:
-            return state
-        try:
-            async with hub.request("GET", route.prefix, aiohttp.ClientTimeout(total=_APP_PROBE_SECONDS)) as answer:
-                body = await answer.content.read(_APP_PROBE_BYTES)
-        except (HubError, aiohttp.ClientError, asyncio.TimeoutError):
-            return state
-        refusal = app_not_listening(route, answer.status, body)
-        if refusal is not None:
-            return {**state, "state": "nothing listening", "note": refusal.message}
-        if answer.status in (302, 303, 424) and self.settings.hub.hub_prefix in answer.headers.get("Location", ""):
-            return {**state, "note": "your server does not answer: is it running?"}
-        return {**state, "state": "answering", "note": f"HTTP {answer.status}"}
+    def app_answered(self, app: ForwardedPort, status: int) -> None:
+        """A request to a forwarded app was answered: its state, as the status page shows it, is what the last
+        request met (the proxy never asks an app itself: its server would count that as use and not be culled)."""
+        self._app_seen[app] = (AppState.ANSWERING, time.time(), f"HTTP {status}")
+
+    def app_not_listening(self, app: ForwardedPort, message: str) -> None:
+        self._app_seen[app] = (AppState.NOT_LISTENING, time.time(), message)
+
+    def _app_state(self, host: str, port: int, app: ForwardedPort) -> dict[str, Any]:
+        state, at, note = self._app_seen.get(app, (AppState.NOT_OPENED, None, "no request to it since the proxy "
+                                                                           "started"))
+        return {"port": app.remote, "url": f"http://{host}:{port}/", "state": state.value, "note": note,
+                "at": _iso(at) if at is not None else None}
 
     async def snapshot(self, hub: HubClient | None, websockets: list[dict[str, Any]]) -> dict[str, Any]:
         """Everything the page shows, as JSON: never a token or a password (``hub``, with the credential in use,
@@ -135,7 +135,7 @@ class StatusBoard:
                 "expiry": describe_expiry(token.expires_at, now) if token.expiry_known else "not known"},
             "sign_in_url": self.sign_in.pending_url if self.sign_in is not None else None,
             "websockets": websockets,
-            "apps": [await self._app_state(hub, host, port, route) for port, route in self.apps],
+            "apps": [self._app_state(host, port, route.app) for port, route in self.apps if route.app is not None],
             "requests": self.requests, "errors": self.errors, "recent_errors": list(self.recent_errors),
         }
 
@@ -218,7 +218,7 @@ _STATE_CLASSES = {ServerState.RUNNING: "ok", ServerState.STARTING: "warn", Serve
 IDE_TOKEN_PLACEHOLDER = "<YOUR_API_TOKEN>"
 
 
-_APP_STATE_CLASSES = {"answering": "ok", "nothing listening": "bad", "not known": "muted"}
+_APP_STATE_CLASSES = {AppState.ANSWERING: "ok", AppState.NOT_LISTENING: "bad", AppState.NOT_OPENED: "muted"}
 
 
 def _apps_section(apps: list[dict[str, Any]]) -> str:
@@ -227,7 +227,7 @@ def _apps_section(apps: list[dict[str, Any]]) -> str:
         return ""
     e = html.escape
     rows = "".join(f'<tr><td>port {app["port"]}</td><td><a href="{e(app["url"])}" target="_blank" rel="noopener">'
-                   f'{e(app["url"])}</a></td><td class="{_APP_STATE_CLASSES[app["state"]]}">{e(app["state"])}</td>'
+                   f'{e(app["url"])}</a></td><td class="{_APP_STATE_CLASSES[AppState(app["state"])]}">{e(app["state"])}</td>'
                    f'<td>{e(app["note"])}</td></tr>' for app in apps)
     return f"<h2>Web apps on your server ({len(apps)})</h2>\n<table>{rows}</table>\n"
 

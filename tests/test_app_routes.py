@@ -15,6 +15,7 @@ from jupyter_dev_proxy.errors import ProxyError
 from jupyter_dev_proxy.routing import Route, app_not_listening, app_path_for, client_response_headers, upstream_url_for
 from tests.kit.settings import load, make_settings
 
+WITH_A_TOKEN = {"JUPYTERHUB_API_TOKEN": "8f14e45fceea167a5a36dedd4bea2543"}
 SETTINGS = make_settings("https://hub.example.org/jupyter/", None, None)
 TENSORBOARD = Route.to_app(SETTINGS, ForwardedPort(6006, 16006))
 ABSOLUTE = Route.to_app(SETTINGS, ForwardedPort(5000, 5000, absolute=True))
@@ -61,19 +62,22 @@ def test_the_apps_redirects_and_cookies_come_back_to_its_port() -> None:
 
 
 def test_only_jupyter_servers_own_500_means_nothing_listens() -> None:
-    page = b"<title>Jupyter Server</title><h1>500 : Internal Server Error</h1>"
+    page = b"<title>Jupyter Server</title>\n<h1>500 : Internal Server Error</h1>"
     refusal = app_not_listening(TENSORBOARD, 500, page)
     assert refusal is not None and refusal.status == 502 and "port 6006" in refusal.message
+    assert app_not_listening(TENSORBOARD, 500, b"[Errno 111] Connection refused") is not None  # when it streams
     assert app_not_listening(TENSORBOARD, 500, b"Traceback: the app's own error") is None
+    assert app_not_listening(TENSORBOARD, 500, b"<p>database: [Errno 111] Connection refused</p>") is None
     assert app_not_listening(TENSORBOARD, 200, page) is None
     assert app_not_listening(Route.to_server(SETTINGS), 500, page) is None  # the server's own page is passed on
 
 
 def test_forwards_are_read_as_users_write_them(tmp_path: Path) -> None:
-    settings = load(tmp_path, JUPYTER_PROXY_FORWARD=" 6006, 8050:18050 ,5000/absolute,", JUPYTER_PROXY_PORT="8000")
+    settings = load(tmp_path, JUPYTER_PROXY_FORWARD=" 6006, 8050:18050 ,5000/absolute,", JUPYTER_PROXY_PORT="8000",
+                    **WITH_A_TOKEN)
     assert settings.forwards == (ForwardedPort(6006, 6006), ForwardedPort(8050, 18050),
                                  ForwardedPort(5000, 5000, absolute=True))
-    assert load(tmp_path, "--forward", "6006:0").forwards == (ForwardedPort(6006, 0),)
+    assert load(tmp_path, "--forward", "6006:0", **WITH_A_TOKEN).forwards == (ForwardedPort(6006, 0),)
     assert load(tmp_path).forwards == ()
 
 
@@ -83,4 +87,10 @@ def test_forwards_are_read_as_users_write_them(tmp_path: Path) -> None:
 ])
 def test_forwards_that_cannot_work_are_refused_with_the_fix(tmp_path: Path, value: str, says: str) -> None:
     with pytest.raises(ConfigError, match=says):
-        load(tmp_path, JUPYTER_PROXY_FORWARD=value, JUPYTER_PROXY_PORT="8000")
+        load(tmp_path, JUPYTER_PROXY_FORWARD=value, JUPYTER_PROXY_PORT="8000", **WITH_A_TOKEN)
+
+
+def test_forwards_without_a_hub_token_are_refused(tmp_path: Path) -> None:
+    """The IDE's own token would go to the hub, and a browser opening an app would carry it in every address."""
+    with pytest.raises(ConfigError, match="needs a hub token"):
+        load(tmp_path, JUPYTER_PROXY_FORWARD="6006")

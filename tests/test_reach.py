@@ -166,7 +166,8 @@ async def test_through_tinyproxy_with_basic_auth_everything_goes_through_it(
 async def test_through_tinyproxy_under_a_base_path_a_web_app_works_on_its_own_port(
         hub: Hub, tinyproxy: object, proxies: list[ProxyProcess]) -> None:
     hub.ensure_running("alice")
-    async with serve_web_app() as app_port:
+    async with serve_web_app() as app:
+        app_port = app.port
         before = len(tinyproxy.connects())  # type: ignore[attr-defined]
         proxy = run_proxy(proxies, reach_env(hub, hub.make_token("alice"), HTTPS_PROXY=tinyproxy.url,  # type: ignore[attr-defined]
                                              JUPYTER_PROXY_FORWARD=f"{app_port}:0"))
@@ -295,7 +296,8 @@ async def test_through_a_gateway_with_a_client_certificate_and_a_header_the_ide_
 async def test_through_a_gateway_a_web_app_works_on_its_own_port(
         hub: Hub, gateway: GatewaySetup, proxies: list[ProxyProcess]) -> None:
     hub.ensure_running("alice")
-    async with serve_web_app() as app_port:
+    async with serve_web_app() as app:
+        app_port = app.port
         env = gateway_env(hub, gateway, JUPYTER_CLIENT_CERT=str(gateway.client.cert_file),
                           JUPYTER_CLIENT_KEY=str(gateway.client.key_file),
                           JUPYTER_HUB_HEADERS=json.dumps(dict([GATEWAY_HEADER])), JUPYTER_PROXY_FORWARD=f"{app_port}:0")

@@ -1,10 +1,11 @@
 """A small web app on the user's server's side (its machine: the hub spawns servers here), for the tests of
-forwarded ports: a page with a relative script, a JSON endpoint that reports what it saw, a redirect and a
-websocket echo; and what a browser does with it through the proxy."""
+forwarded ports: a page with a relative script, a JSON endpoint that reports what it saw, a redirect, a session
+cookie of its own, its own 500 and a websocket echo; and what a browser does with it through the proxy."""
 
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 from collections.abc import AsyncIterator
 
 import aiohttp
@@ -25,10 +26,40 @@ async def _script(request: web.Request) -> web.Response:
     return web.Response(text="window.appLoaded = true;", content_type="application/javascript")
 
 
+# Every request's Authorization and Cookie headers as the app got them (jupyter-server-proxy hands them on).
+SEEN = web.AppKey("seen", list[dict[str, str]])
+
+
 async def _echo(request: web.Request) -> web.Response:
-    """What the app saw: its path and Host (and the Authorization jupyter-server-proxy passes on)."""
+    """What the app saw: its path and Host, and its own session cookie."""
     return web.json_response({"path": request.raw_path, "host": request.host,
-                              "authorization": request.headers.get("Authorization")})
+                              "session": request.cookies.get("app_session")})
+
+
+async def _login(request: web.Request) -> web.Response:
+    """The app's own session, on the path it thinks is its root."""
+    response = web.json_response({"logged_in": True})
+    response.set_cookie("app_session", "s3cr3t", path="/")
+    return response
+
+
+async def _fails(request: web.Request) -> web.Response:
+    """The app's own 500, whose text happens to quote a refused connection (to its database)."""
+    return web.Response(status=500, text="<h1>Error</h1><p>database: [Errno 111] Connection refused</p>",
+                        content_type="text/html")
+
+
+@web.middleware
+async def _record(request: web.Request, handler):  # type: ignore[no-untyped-def]
+    request.app[SEEN].append({"authorization": request.headers.get("Authorization", ""),
+                              "cookie": request.headers.get("Cookie", "")})
+    return await handler(request)
+
+
+@dataclasses.dataclass(frozen=True)
+class WebApp:
+    port: int
+    seen: list[dict[str, str]]  # the headers of each request the app got
 
 
 async def _redirect(request: web.Request) -> web.Response:
@@ -45,22 +76,22 @@ async def _ws(request: web.Request) -> web.WebSocketResponse:
 
 
 @contextlib.asynccontextmanager
-async def serve_web_app() -> AsyncIterator[int]:
+async def serve_web_app() -> AsyncIterator[WebApp]:
     """The app on 127.0.0.1 at a free port (its port on the user's server)."""
-    app = web.Application()
+    app = web.Application(middlewares=[_record])
+    app[SEEN] = []
     app.add_routes([web.get("/", _page), web.get("/app.js", _script), web.get("/api/echo", _echo),
-                    web.get("/redirect", _redirect), web.get("/ws", _ws),
+                    web.get("/redirect", _redirect), web.get("/ws", _ws), web.post("/login", _login),
+                    web.get("/fails", _fails),
                     web.get(r"/{prefix:user/.+}/api/echo", _echo)])  # the paths an app under /absolute/ sees
     runner = web.AppRunner(app)
     await runner.setup()
     port = free_port()
     await web.TCPSite(runner, "127.0.0.1", port).start()
     try:
-        yield port
+        yield WebApp(port, app[SEEN])
     finally:
         await runner.cleanup()
-
-
 
 
 def app_url(proxy: ProxyProcess, port: int) -> tuple[URL, str]:
