@@ -4,7 +4,6 @@ refusals are Jupyter-shaped JSON and never echo what was sent; it stops when clo
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import html
 import http.client
 import io
@@ -12,15 +11,14 @@ import json
 import re
 import threading
 import time
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import Iterator
 from pathlib import Path
-from typing import Any
 from urllib.parse import urlencode, urlsplit
 
-import aiohttp
 import pytest
 
 from jupyter_dev_proxy.pastepage import Advice, Outcome, PastePage, next_paste
+from tests.kit.devtools import browser
 from tests.kit.netservers import missing_programs
 
 TOKEN = "a-token-that-must-never-come-back-7f3a9c"
@@ -122,66 +120,13 @@ def test_no_paste_in_time_ends_the_wait_and_a_closed_page_is_gone(page: PastePag
 async def test_a_real_browser_pastes_on_the_page_and_sees_the_verdict(page: PastePage, tmp_path: Path) -> None:
     """Chromium loads the page, fills the box and sends the form as a person would: its request passes the page's
     own checks (a browser sends Origin: null on a form POST under some referrer policies), and it shows the verdict."""
-    async with _browser(tmp_path) as browser:
-        await browser.navigate(page.url)
-        await browser.evaluate(f"document.querySelector('[name=token]').value = {json.dumps(TOKEN)};"
-                               "document.forms[0].submit()")
+    async with browser(tmp_path) as chromium:
+        await chromium.navigate(page.url)
+        await chromium.evaluate(f"document.querySelector('[name=token]').value = {json.dumps(TOKEN)};"
+                                "document.forms[0].submit()")
         pasted = await asyncio.to_thread(next_paste, page, None, "", io.StringIO(), time.monotonic() + 30)
         assert pasted == TOKEN
         page.answer(["✓ The token is alice's."], Outcome.KEPT)
-        await browser.loaded()
-        shown = await browser.evaluate("document.body.innerText")
+        await chromium.loaded()
+        shown = await chromium.evaluate("document.body.innerText")
     assert "The token is alice's." in shown and "You can close this page" in shown and TOKEN not in shown
-
-
-class _DevTools:
-    """One tab of a headless Chromium, driven over the DevTools protocol."""
-
-    def __init__(self, socket: aiohttp.ClientWebSocketResponse) -> None:
-        self._socket = socket
-        self._next_id = 0
-
-    async def call(self, method: str, **params: Any) -> dict[str, Any]:
-        self._next_id += 1
-        await self._socket.send_json({"id": self._next_id, "method": method, "params": params})
-        while True:
-            message = await self._socket.receive_json(timeout=60)
-            if message.get("id") == self._next_id:
-                assert "error" not in message, message
-                return dict(message["result"])
-
-    async def loaded(self) -> None:
-        while (await self._socket.receive_json(timeout=60)).get("method") != "Page.loadEventFired":
-            pass
-
-    async def navigate(self, url: str) -> None:
-        await self.call("Page.navigate", url=url)
-        await self.loaded()
-
-    async def evaluate(self, script: str) -> str:
-        return str((await self.call("Runtime.evaluate", expression=script, returnByValue=True))["result"].get("value"))
-
-
-@contextlib.asynccontextmanager
-async def _browser(profile: Path) -> AsyncIterator[_DevTools]:
-    chromium = await asyncio.create_subprocess_exec(
-        "chromium", "--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
-        "--disable-background-networking", "--disable-component-update", "--disable-sync",
-        f"--user-data-dir={profile}", "--remote-debugging-port=0", "about:blank",
-        stdout=asyncio.subprocess.DEVNULL, stderr=asyncio.subprocess.PIPE)
-    try:
-        assert chromium.stderr is not None
-        while not (line := (await asyncio.wait_for(chromium.stderr.readline(), 60)).decode()).startswith(
-                "DevTools listening on "):
-            assert line, "chromium ended before it listened"
-        debugger = urlsplit(line.split()[-1]).netloc
-        async with aiohttp.ClientSession() as session:
-            async with session.get(f"http://{debugger}/json/list") as response:
-                tab = next(target for target in await response.json() if target["type"] == "page")
-            async with session.ws_connect(tab["webSocketDebuggerUrl"], max_msg_size=0) as socket:
-                tools = _DevTools(socket)
-                await tools.call("Page.enable")
-                yield tools
-    finally:
-        chromium.kill()
-        await chromium.wait()
