@@ -80,6 +80,8 @@ class Response:
     raw_headers: dict[str, str] = field(default_factory=dict)
     body: str | None = None
     body_error: str | None = None  # why a textual body could not be fetched
+    finished: bool = False  # the whole body arrived, or the loading failed
+    failure: str | None = None  # why the loading failed (net::ERR_ABORTED: the page went elsewhere first)
 
     @property
     def textual(self) -> bool:
@@ -185,14 +187,11 @@ class DevTools:
             raise DevToolsError(f"{script!r} threw {answer['exceptionDetails']}")
         return answer["result"].get("value")
 
-    async def wait_for(self, script: str, what: str, timeout: float) -> Any:
-        """The first truthy value of ``script``, looked at every POLL_SECONDS; AssertionError naming ``what``
-        (and what the page shows) after ``timeout`` seconds."""
+    async def wait_for(self, script: str, what: str, timeout: float) -> None:
+        """Until ``script`` is true in the page (as JavaScript sees truth), looked at every POLL_SECONDS;
+        AssertionError naming ``what`` (and what the page shows) after ``timeout`` seconds."""
         deadline = asyncio.get_running_loop().time() + timeout
-        while True:
-            found = await self.value(script)
-            if found:
-                return found
+        while not await self.value(f"!!({script})"):
             if asyncio.get_running_loop().time() > deadline:
                 shown = await self.value("document.body ? document.body.innerText.slice(0, 2000) : ''")
                 raise AssertionError(f"no {what} within {timeout:.0f} s; the page at "
@@ -202,7 +201,7 @@ class DevTools:
     # -- a person's input -----------------------------------------------------------------------------------------
     async def click(self, selector: str, text: str | None = None) -> None:
         """A left click in the middle of the first element matching ``selector`` (whose text is ``text``, if
-        given), as a mouse does it: moved there, pressed, released."""
+        given), as a mouse does it: moved there (a menu's item is chosen by hovering), pressed, released."""
         point = await self.value(f"""(() => {{
             const found = [...document.querySelectorAll({json.dumps(selector)})]
                 .filter(e => {json.dumps(text)} === null || e.textContent.trim() === {json.dumps(text)});
@@ -214,8 +213,10 @@ class DevTools:
         assert point, f"nothing matches {selector!r}" + (f" with text {text!r}" if text is not None else "")
         x, y = point
         await self.call("Input.dispatchMouseEvent", type="mouseMoved", x=x, y=y)
-        for kind in ("mousePressed", "mouseReleased"):
-            await self.call("Input.dispatchMouseEvent", type=kind, x=x, y=y, button="left", clickCount=1)
+        # ``buttons``: the pressed button as pointer events carry it; Lumino's menu bar opens on that.
+        for kind, buttons in (("mousePressed", 1), ("mouseReleased", 0)):
+            await self.call("Input.dispatchMouseEvent", type=kind, x=x, y=y, button="left", buttons=buttons,
+                            clickCount=1)
 
     async def insert_text(self, text: str) -> None:
         """Type ``text`` where the focus is (as an input method commits it)."""
@@ -247,8 +248,14 @@ class DevTools:
             if recorded is None:  # the extra info may come first: keep it for the response
                 recorded = self.responses[params["requestId"]] = Response(params["requestId"], "", 0, "", {})
             recorded.raw_headers = dict(params.get("headers", {}))
+        elif method == "Network.loadingFailed":
+            recorded = self.responses.get(params["requestId"])
+            if recorded is not None:
+                recorded.finished, recorded.failure = True, params.get("errorText", "failed")
         elif method == "Network.loadingFinished":
             recorded = self.responses.get(params["requestId"])
+            if recorded is not None:
+                recorded.finished = True
             if recorded is not None and recorded.textual:
                 fetch = asyncio.ensure_future(self._fetch_body(recorded))
                 self._body_fetches.add(fetch)
@@ -268,8 +275,13 @@ class DevTools:
         body = answer["body"]
         response.body = base64.b64decode(body).decode(errors="replace") if answer["base64Encoded"] else body
 
-    async def settled(self) -> list[Response]:
-        """Every response so far, once the bodies asked for have been fetched."""
+    async def settled(self, timeout: float = CALL_SECONDS) -> list[Response]:
+        """Every response so far, once each has finished loading (or ``timeout`` has passed: a long poll may never
+        finish) and the bodies asked for have been fetched."""
+        deadline = asyncio.get_running_loop().time() + timeout
+        while not all(response.finished for response in self.responses.values() if response.url) \
+                and asyncio.get_running_loop().time() < deadline:
+            await asyncio.sleep(POLL_SECONDS)
         while self._body_fetches:
             await asyncio.gather(*list(self._body_fetches), return_exceptions=True)
         return [response for response in self.responses.values() if response.url]
@@ -286,7 +298,7 @@ class DevTools:
         """From now on, know the tabs the page opens (``opened_tab``)."""
         await self.call("Target.setDiscoverTargets", discover=True)
 
-    async def opened_tab(self, timeout: float = CALL_SECONDS) -> str:
+    async def opened_tab(self, timeout: float = 20) -> str:
         """The URL of a tab this page opened (window.open), once it has one; that tab is closed."""
         async def opened() -> dict[str, Any]:
             async with self._arrived:
@@ -298,7 +310,11 @@ class DevTools:
                                 and info.get("url") not in ("", "about:blank"):
                             return dict(info)
                     await self._arrived.wait()
-        info = await asyncio.wait_for(opened(), timeout)
+        try:
+            info = await asyncio.wait_for(opened(), timeout)
+        except asyncio.TimeoutError:
+            seen = [event["params"] for event in self.events if event["method"].startswith("Target.")]
+            raise AssertionError(f"the page opened no tab within {timeout:.0f} s; tabs seen: {seen}") from None
         await self.call("Target.closeTarget", targetId=info["targetId"])
         return str(info["url"])
 
