@@ -167,11 +167,13 @@ class DevTools:
         await self.next_event("Page.loadEventFired")
 
     async def navigate(self, url: str) -> None:
+        await self.settled()  # the browser forgets the bodies of a page it leaves
         self._skip_events("Page.loadEventFired")
         await self.call("Page.navigate", url=url)
         await self.loaded()
 
     async def reload(self) -> None:
+        await self.settled()
         self._skip_events("Page.loadEventFired")
         await self.call("Page.reload", ignoreCache=True)
         await self.loaded()
