@@ -142,6 +142,9 @@ async def test_nothing_listening_on_the_servers_port_is_explained(
             assert response.status == 500 and "database" in await response.text()
         async with client.get(status) as response:
             apps = {app["port"]: app for app in (await response.json())["apps"]}
+        async with client.get(f"{status_url}/jupyter-dev-proxy/") as response:
+            page = await response.text()
     assert apps[idle]["state"] == "nothing listening" and apps[web_app.port]["state"] == "answering"
+    assert "Web apps on your server (2)" in page and f"port {idle}" in page and "nothing listening" in page
     assert re.fullmatch(r"http://\S+:\d+/", apps[idle]["url"])
     assert any(f"{idle}" in line and "nothing listens" in line.lower() for line in proxy.lines)
