@@ -320,6 +320,28 @@ http {{
 """
 
 
+def start_naive(up: Upstream, workdir: Path, probe: str) -> Candidate:
+    """bench/naive_relay.py: the yardstick of issue 19, configured by flags, pinned like the proxy. It checks no
+    token, so the client's is a throwaway that the relay replaces with the hub's."""
+    cmd = [sys.executable, str(BENCH / "naive_relay.py"), "--upstream", up.origin, "--user", USER, "--token", up.token]
+    if up.ca:
+        cmd += ["--ca", up.ca, "--server-name", TLS_NAME]
+    t0 = time.perf_counter()
+    with open(workdir / f"naive-{up.name}.log", "ab") as log:
+        proc = spawn(pinned(cmd, PROXY_CORE), stdout=subprocess.PIPE, stderr=log, stdin=subprocess.DEVNULL,
+                     text=True)
+    line = LineReader(proc.stdout).readline(30) or ""
+    match = re.search(r"listening on (http://127\.0\.0\.1:\d+/)", line)
+    if not match:
+        stop(proc)
+        raise RuntimeError(f"naive relay did not start: {(workdir / f'naive-{up.name}.log').read_text()[-1500:]}")
+    local = secrets.token_hex(16)
+    cand = Candidate("naive", up, match.group(1), local, proc)
+    wait_for(lambda: _first_answer(cand.url(probe), local), 30, "naive relay", proc)
+    cand.startup_s = time.perf_counter() - t0
+    return cand
+
+
 def start_nginx(nginx: str, up: Upstream, workdir: Path, probe: str) -> Candidate:
     d = Path(tempfile.mkdtemp(prefix=f"nginx-{up.name}-", dir=workdir))
     port = free_port()
@@ -579,15 +601,26 @@ class Bench:
         rtt = self.lg(op="ws_rtt", url=url, size=1024, n=self.cfg["ws_rtt_n"], max_s=20, headers=headers, ca=ca)
         self.add("ws_rtt_p50_us", cand, rtt["p50_us"])
         self.add("ws_rtt_p99_us", cand, rtt["p99_us"])
+        cpu0 = cpu_s(cand.pid) if cand.pid else 0.0
         pipe = self.lg(op="ws_pipelined", url=url, size=1024, count=self.cfg["ws_pipe_n"], max_s=20,
                        headers=headers, ca=ca)
         self.add("ws_pipe_1k_msgs_s", cand, pipe["msgs_s"])
+        self._add_cpu_per_message("ws_pipe_1k_cpu_us_per_msg", cand, cpu0, pipe["messages"])
+        cpu0 = cpu_s(cand.pid) if cand.pid else 0.0
         comm = self.lg(op="ws_pipelined", url=url, size=1024, count=self.cfg["ws_pipe_n"], max_s=20, kernel=True,
                        headers=headers, ca=ca)
         self.add("ws_pipe_1k_comm_msgs_s", cand, comm["msgs_s"])
+        self._add_cpu_per_message("ws_pipe_1k_comm_cpu_us_per_msg", cand, cpu0, comm["messages"])
         big = self.lg(op="ws_pipelined", url=url, size=MiB, count=self.cfg["ws_big_n"], max_s=30,
                       headers=headers, ca=ca)
         self.add("ws_1m_mib_s", cand, big["mib_s"])
+
+    def _add_cpu_per_message(self, metric: str, cand: Candidate, cpu0: float, echoes: int) -> None:
+        """CPU of the middle since ``cpu0`` per message it relayed: each echo crossed it twice (there and back),
+        so ``echoes`` plus the test's 10 warm-up echoes, ×2. The websocket's handshake and close are in it too
+        (one each among thousands of messages)."""
+        if cand.pid and echoes:
+            self.add(metric, cand, (cpu_s(cand.pid) - cpu0) / (2 * (echoes + 10)) * 1e6)
 
     # -- real jupyter_server
     def kernelspecs(self, cand: Candidate) -> None:
@@ -687,6 +720,9 @@ ROWS = (
     # No target: the price of the kernel ledger reading each message (doc/performance.md); a kernel's own output
     # is capped by jupyter_server at 1,000 messages/s (iopub_msg_rate_limit), far below what this row pushes.
     Row("ws_pipe_1k_comm_msgs_s", "ws pipelined 1 KiB comm_msg, read by the ledger (msg/s)", True, ""),
+    Row("ws_pipe_1k_cpu_us_per_msg", "CPU of the middle per 1 KiB ws message relayed (µs)", False, "", "{:.1f}"),
+    Row("ws_pipe_1k_comm_cpu_us_per_msg", "CPU of the middle per kernel comm_msg relayed (µs)", False, "",
+        "{:.1f}"),
     Row("ws_1m_mib_s", "ws 1 MiB binary (MiB/s)", True, "≥ 0.85×"),
     Row("ws_many", "KiB per open ws, 2,000 open (working)", False, "≤ 20 KiB, all"),
     Row("kernelspecs_p50_ms", "real server: /api/kernelspecs p50 (ms)", False, "≤ 1.05×", "{:.2f}"),
@@ -703,13 +739,15 @@ TABLE_NOTES = (
     "sends it and they forward it. ¹ CHP does not rewrite paths, so its client requests /user/alice/... "
     "itself. Peak RSS, KiB per websocket and the 256 MiB / 1 GiB rows measure the middle process (nginx: "
     "master + worker); each of those runs on a fresh process. CPU rows: CPU time of the middle process "
-    "(utime+stime from /proc) divided by the requests wrk completed; per download: its CPU time during that "
+    "(utime+stime from /proc) divided by the requests wrk completed (per ws message: by the messages relayed, "
+    "two per echo); per download: its CPU time during that "
     "download. The /lab page and the text/csv download are answers a proxy that keeps the hub token out of text "
     "looks into (the page holds the token; the text does not); the 256 MiB download is octet-stream, passed as it "
     "is. proxy@<hash>: the proxy of that commit (--baseline), same run, same direct figures.")
 ABSOLUTE = {"download_peak_rss_mib", "text_download_peak_rss_mib", "flat", "ws_many", "startup_s",
             "get_c1_cpu_us_per_req", "get_c64_cpu_us_per_req", "page_c1_cpu_us_per_req", "page_c64_cpu_us_per_req",
-            "download_cpu_s", "text_download_cpu_s", "upload_cpu_s"}
+            "download_cpu_s", "text_download_cpu_s", "upload_cpu_s", "ws_pipe_1k_cpu_us_per_msg",
+            "ws_pipe_1k_comm_cpu_us_per_msg"}
 
 
 def _fmt(value: float, fmt: str) -> str:
@@ -814,7 +852,7 @@ def verdicts(summary: dict[str, Any]) -> list[tuple[str, str, bool | None, str]]
 
 def table(summary: dict[str, Any], kinds: list[str]) -> str:
     cols = [(k, u) for k in kinds for u in ("http", "tls")]
-    names = {"direct": "direct", "proxy": "proxy", "nginx": "nginx", "chp": "CHP¹"}
+    names = {"direct": "direct", "proxy": "proxy", "naive": "naive relay", "nginx": "nginx", "chp": "CHP¹"}
     head = (["metric"] + [f"{names.get(k, k)}{' TLS' if u == 'tls' else ''}" for k, u in cols]
             + ["target", "proxy"])
     met = {metric: ok for metric, _, ok, _ in verdicts(summary)}
@@ -861,9 +899,9 @@ def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--quick", action="store_true", help="2 short rounds and a smaller memory phase (~2 min)")
     parser.add_argument("--rounds", type=int, help="override the number of interleaved rounds")
-    parser.add_argument("--skip", default="", help="comma list of: nginx, chp, jupyter, tls, many, memory, startup, "
-                                                   "text (the /lab page and the text download), ws (the rounds' "
-                                                   "websocket tests)")
+    parser.add_argument("--skip", default="", help="comma list of: naive (the naive relay), nginx, chp, jupyter, "
+                                                   "tls, many, memory, startup, text (the /lab page and the text "
+                                                   "download), ws (the rounds' websocket tests)")
     parser.add_argument("--baseline", action="append", default=[], metavar="REV",
                         help="also run the proxy of commit REV (its proxy.py and package, this virtualenv) as "
                              "candidate proxy@<short hash>; repeatable")
@@ -906,7 +944,8 @@ def main() -> int:
         baselines[kind] = (full, tree)
     # A baseline's rounds take as long as the proxy's: the bound grows with them.
     cfg["deadline_s"] += len(baselines) * cfg["deadline_s"] // 2
-    kinds = ["direct", *baselines, "proxy"] + (["nginx"] if nginx else []) + (["chp"] if chp else [])
+    kinds = (["direct", *baselines, "proxy"] + (["naive"] if "naive" not in skip else []) + (["nginx"] if nginx else [])
+             + (["chp"] if chp else []))
     log(f"mode {'quick' if args.quick else 'full'}, {cfg['rounds']} rounds, candidates {kinds}, "
         f"pinning {'proxy→core 1, rest→core 0' if _PIN else 'off'}")
 
@@ -926,6 +965,8 @@ def main() -> int:
             return start_proxy(up, workdir, probe)
         if kind in baselines:
             return start_proxy(up, workdir, probe, kind=kind, tree=baselines[kind][1])
+        if kind == "naive":
+            return start_naive(up, workdir, probe)
         if kind == "nginx":
             return start_nginx(nginx, up, workdir, probe)  # type: ignore[arg-type]
         return start_chp(chp, up, workdir, probe)  # type: ignore[arg-type]
