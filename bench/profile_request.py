@@ -1,14 +1,15 @@
 """Where a small GET's time goes in the proxy: cProfile around ``python proxy.py`` while wrk drives it (issue 19).
 
-    python bench/profile_request.py [--seconds 10] [--conns 64] [--top 25] [--stats FILE]
+    python bench/profile_request.py [--seconds 10] [--conns 64] [--top 25] [--stats FILE] [--naive]
 
 Starts bench/upstream.py (plain HTTP) and the proxy, configured as bench/run.py configures it and pinned
 the same way, but with the proxy's ``main()`` run under ``cProfile``; wrk sends GET api/status at ``--conns``
 connections for ``--seconds``. Then the proxy gets SIGINT, as from Ctrl-C, and must exit with 0 through its
 normal shutdown (the profile is written after ``main()`` returns, so a proxy that does not stop cleanly
 writes none and this script fails). Only wrk's window is profiled (SIGUSR1 before it, SIGUSR2 after it).
-Prints, as Markdown: the split of the profiled time between the proxy's own code, aiohttp, asyncio/uvloop
-and the rest, and the top functions by own time (tottime) and by cumulative time. cProfile's hooks slow every Python call several-fold, so read shares, not microseconds.
+``--naive``: the same for bench/naive_relay.py. Prints, as Markdown: the split of the profiled time between
+the program's own code, aiohttp, asyncio/uvloop and the rest, and the top functions by own time (tottime) and
+by cumulative time. cProfile's hooks slow every Python call several-fold, so read shares, not microseconds.
 """
 
 from __future__ import annotations
@@ -17,6 +18,7 @@ import argparse
 import atexit
 import os
 import pstats
+import re
 import shutil
 import signal
 import subprocess
@@ -31,14 +33,15 @@ sys.path.insert(0, str(BENCH.parent))
 from bench import run  # noqa: E402
 from bench.processes import CLEANUPS, cleanup, exit_on_signal  # noqa: E402
 
-# Run by the profiled process: main() as proxy.py calls it, profiling on from SIGUSR1 to SIGUSR2 (the load's
-# window: startup and shutdown are not the request path), the profile dumped only once main() has returned.
+# Run by the profiled process (argv: repository, stats file, module, the program's own argv): the module's main()
+# as its script calls it, profiling on from SIGUSR1 to SIGUSR2 (the load's window: startup and shutdown are not
+# the request path), the profile dumped only once main() has returned.
 _PROFILED_MAIN = """
-import cProfile, signal, sys
+import cProfile, importlib, signal, sys
 sys.path.insert(0, sys.argv[1])
-stats_path = sys.argv[2]
-sys.argv = ["proxy.py"]
-from jupyter_dev_proxy.cli import main
+stats_path, module = sys.argv[2], sys.argv[3]
+sys.argv = sys.argv[4:]
+main = importlib.import_module(module).main
 profile = cProfile.Profile()
 signal.signal(signal.SIGUSR1, lambda *_: profile.enable())
 signal.signal(signal.SIGUSR2, lambda *_: profile.disable())
@@ -47,8 +50,10 @@ profile.dump_stats(stats_path)
 sys.exit(code)
 """
 # Which part of the stack a function belongs to, by the path of its file (first match wins).
-_GROUPS = (("the proxy's own code", ("jupyter_dev_proxy",)), ("aiohttp (and multidict, yarl)", ("aiohttp",
-           "multidict", "yarl", "propcache")), ("asyncio / uvloop", ("asyncio", "uvloop")))
+_GROUPS = (("the proxy's own code", ("jupyter_dev_proxy",)),
+           ("the naive relay's own code", ("naive_relay",)),
+           ("aiohttp (and multidict, yarl)", ("aiohttp", "multidict", "yarl", "propcache")),
+           ("asyncio / uvloop", ("asyncio", "uvloop")))
 _SIGINT_EXIT_S = 30.0  # the proxy's shutdown closes its pools and listeners; far less than this
 
 
@@ -65,8 +70,10 @@ def _where(func: tuple[str, int, str]) -> str:
     filename, line, name = func
     if filename == "~":
         return f"`{name}`"
-    short = filename.split("site-packages/")[-1].split("jupyter_dev_proxy/", 1)
-    path = f"jupyter_dev_proxy/{short[1]}" if len(short) == 2 else short[0].rsplit("/lib/python3", 1)[-1]
+    if filename.startswith(str(run.REPO)):
+        path = filename.removeprefix(str(run.REPO) + "/")
+    else:
+        path = re.sub(r"^.*/(site-packages|python3\.\d+)/", "", filename)
     return f"`{name}` ({path}:{line})"
 
 
@@ -95,6 +102,7 @@ def main() -> int:
     parser.add_argument("--conns", type=int, default=64, help="wrk connections (default 64)")
     parser.add_argument("--top", type=int, default=25, help="functions per table (default 25)")
     parser.add_argument("--stats", help="keep the pstats file here (default: removed with the temp dir)")
+    parser.add_argument("--naive", action="store_true", help="profile bench/naive_relay.py instead of the proxy")
     parser.add_argument("--no-pin", action="store_true", help="do not pin processes to cores")
     args = parser.parse_args()
     if not shutil.which("wrk"):
@@ -110,8 +118,11 @@ def main() -> int:
     stats_path = Path(args.stats).resolve() if args.stats else workdir / "proxy.pstats"
 
     up, _ = run.start_synthetic(workdir)
-    cand = run.start_proxy(up, workdir, "api/status",
-                           argv=[sys.executable, "-c", _PROFILED_MAIN, str(run.REPO), str(stats_path)])
+    profiled = [sys.executable, "-c", _PROFILED_MAIN, str(run.REPO), str(stats_path)]
+    if args.naive:
+        cand = run.start_naive(up, workdir, "api/status", argv=[*profiled, "bench.naive_relay", "naive_relay.py"])
+    else:
+        cand = run.start_proxy(up, workdir, "api/status", argv=[*profiled, "jupyter_dev_proxy.cli", "proxy.py"])
     run.wrk(cand, "api/status", args.conns, 1)  # warm-up: the proxy's pool to the upstream
     assert cand.proc is not None
     os.kill(cand.proc.pid, signal.SIGUSR1)
@@ -122,13 +133,13 @@ def main() -> int:
         code = cand.proc.wait(timeout=_SIGINT_EXIT_S)
     except subprocess.TimeoutExpired:
         raise SystemExit(f"the proxy did not stop within {_SIGINT_EXIT_S:.0f} s of SIGINT") from None
-    log = (workdir / "proxy-http.log").read_text()[-1500:]
+    log = (workdir / f"{cand.kind}-http.log").read_text()[-1500:]
     written = stats_path.is_file() and pstats.Stats(str(stats_path)).total_tt > 0  # type: ignore[attr-defined]
     if code != 0 or not written:
         raise SystemExit(f"the proxy exited with {code} after SIGINT (profile written: {written}); "
                          f"its log: {log}")
     print(f"{time.strftime('%Y-%m-%d %H:%M %Z')}: wrk -t1 -c{args.conns} -d{args.seconds}s GET api/status "
-          f"through the profiled proxy: {load['rps']:.0f} req/s, p50 {load['p50_us']:.0f} µs; the proxy exited "
+          f"through the profiled {cand.kind}: {load['rps']:.0f} req/s, p50 {load['p50_us']:.0f} µs; it exited "
           f"with {code} on SIGINT; load average {os.getloadavg()[0]:.2f}")
     print()
     print(report(stats_path, args.top))

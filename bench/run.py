@@ -320,10 +320,12 @@ http {{
 """
 
 
-def start_naive(up: Upstream, workdir: Path, probe: str) -> Candidate:
+def start_naive(up: Upstream, workdir: Path, probe: str, argv: list[str] | None = None) -> Candidate:
     """bench/naive_relay.py: the yardstick of issue 19, configured by flags, pinned like the proxy. It checks no
-    token, so the client's is a throwaway that the relay replaces with the hub's."""
-    cmd = [sys.executable, str(BENCH / "naive_relay.py"), "--upstream", up.origin, "--user", USER, "--token", up.token]
+    token, so the client's is a throwaway that the relay replaces with the hub's. (``argv`` replaces the command
+    before the flags, for profiling.)"""
+    cmd = [*(argv or [sys.executable, str(BENCH / "naive_relay.py")]), "--upstream", up.origin, "--user", USER,
+           "--token", up.token]
     if up.ca:
         cmd += ["--ca", up.ca, "--server-name", TLS_NAME]
     t0 = time.perf_counter()
