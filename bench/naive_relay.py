@@ -22,6 +22,8 @@ import aiohttp
 from aiohttp import web
 
 SMALL = 64 * 1024  # answers up to this size (by Content-Length) are read whole and sent in one write
+# Not copied from one side to the other: hop-by-hop headers (RFC 9110 §7.6.1) belong to one connection, Host and
+# Authorization are the relay's to set, and Content-Length is recomputed by aiohttp for what is actually sent.
 HOP_BY_HOP = {"connection", "keep-alive", "proxy-authenticate", "proxy-authorization", "te", "trailer",
               "transfer-encoding", "upgrade", "host", "authorization", "content-length"}
 
