@@ -22,6 +22,7 @@ import aiohttp
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))  # run as a script: the repository's packages
 
+from bench.processes import run_on_fastest_loop  # noqa: E402
 from tests.kit.kernel import KERNEL_PROTOCOL, decode_v1, encode_v1, execute_request  # noqa: E402
 MiB = 1024 * 1024
 _PAYLOAD = bytes(range(256)) * (4 * MiB // 256)  # source of every body and message sent
@@ -378,12 +379,7 @@ async def serve() -> None:
 def main() -> None:
     _, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
     resource.setrlimit(resource.RLIMIT_NOFILE, (hard, hard))
-    try:
-        import uvloop
-    except ImportError:
-        asyncio.run(serve())
-    else:
-        uvloop.run(serve())
+    run_on_fastest_loop(serve())  # the proxy's loop when installed: the same for every process
 
 
 if __name__ == "__main__":

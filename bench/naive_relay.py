@@ -16,10 +16,16 @@ import argparse
 import asyncio
 import signal
 import ssl
+import sys
 from collections.abc import Mapping
+from pathlib import Path
 
 import aiohttp
 from aiohttp import web
+
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent))  # run as a script: the repository's packages
+
+from bench.processes import run_on_fastest_loop  # noqa: E402
 
 SMALL = 64 * 1024  # answers up to this size (by Content-Length) are read whole and sent in one write
 # Not copied from one side to the other: hop-by-hop headers (RFC 9110 §7.6.1) belong to one connection, Host and
@@ -113,12 +119,7 @@ def main() -> None:
     parser.add_argument("--server-name", help="TLS name to verify when it differs from the upstream's host")
     parser.add_argument("--port", type=int, default=0)
     args = parser.parse_args()
-    try:
-        import uvloop  # the proxy uses it when installed: the same loop for both
-    except ImportError:
-        asyncio.run(serve(args))
-    else:
-        uvloop.run(serve(args))
+    run_on_fastest_loop(serve(args))  # the proxy's loop when installed: the same for every process
 
 
 if __name__ == "__main__":

@@ -1,16 +1,28 @@
 """The processes a benchmark starts, and reading their output: each in its own process group, all stopped by
-their ids when the benchmark ends, fails or is interrupted. Shared by bench/run.py and bench/wan.py."""
+their ids when the benchmark ends, fails or is interrupted. Shared by bench/run.py and bench/wan.py; the loop the
+started servers and clients run on, shared by them."""
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import os
 import select
 import signal
 import subprocess
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Coroutine
 from typing import Any
+
+def run_on_fastest_loop(main: Coroutine[Any, Any, None]) -> None:
+    """Run ``main`` on uvloop when it is installed (as the proxy does), else on asyncio's loop."""
+    try:
+        import uvloop
+    except ImportError:
+        asyncio.run(main)
+    else:
+        uvloop.run(main)
+
 
 _STARTED: list[subprocess.Popen[Any]] = []
 CLEANUPS: list[Callable[[], object]] = []  # other clean-ups (a demo server, temp dirs), run newest first

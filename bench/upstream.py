@@ -37,6 +37,7 @@ from aiohttp import WSMsgType, web
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))  # run as a script: the repository's packages
 
+from bench.processes import run_on_fastest_loop  # noqa: E402
 from tests.kit.kernel import KERNEL_PROTOCOL  # noqa: E402
 CHUNK = 256 * 1024
 _BLOB = bytes(range(256)) * (CHUNK // 256)
@@ -205,12 +206,7 @@ def main() -> None:
     parser.add_argument("--cert")
     parser.add_argument("--key")
     args = parser.parse_args()
-    try:
-        import uvloop
-    except ImportError:
-        asyncio.run(serve(args))
-    else:
-        uvloop.run(serve(args))
+    run_on_fastest_loop(serve(args))  # the proxy's loop when installed: the same for every process
 
 
 if __name__ == "__main__":
