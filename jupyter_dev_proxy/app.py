@@ -19,7 +19,6 @@ from aiohttp.abc import AbstractAccessLogger
 from aiohttp.web_protocol import RequestHandler
 
 from .auth import (
-    COOKIE_NAME,
     check_host,
     cookie_to_remember,
     cors_headers,
@@ -284,21 +283,21 @@ class ProxyRunner(web.BaseRunner):
             if request.path.startswith(STATUS_PREFIX.rstrip("/")):  # the proxy's own page: never forwarded
                 return await self.status.answer(request, self._hub_api, self._relays.kernel_websockets())
         hub_token = hub_token_for(request, settings, self.credential.token if self.credential else None)
-        app_cookies_but = None
-        if route.app is not None:  # jupyter-server-proxy hands every header on to the app: it gets its own token
+        to_app = route.app is not None
+        if to_app:  # jupyter-server-proxy hands every header on to the app: it gets its own token
             assert self._apps_token is not None
-            hub_token, app_cookies_but = self._apps_token, COOKIE_NAME
+            hub_token = self._apps_token
         url = upstream_url_for(settings, request.raw_path, route)
         self._transport.note_activity()  # only the IDE's work for the hub, past the checks, keeps connections warm
         set_cookie = cookie_to_remember(request, settings)
         if _is_websocket_upgrade(request):
             credential = self.credential
-            token = (lambda: credential.token) if credential is not None and route.app is None else (lambda: hub_token)
+            token = (lambda: credential.token) if credential is not None and not to_app else (lambda: hub_token)
             return await relay_websocket(request, settings, self._transport, token, url, self._relays, set_cookie,
-                                         app_cookies_but)
+                                         to_app)
         assert self._session is not None
         headers = upstream_request_headers(request.headers, hub_token, gateway_headers=self._transport.gateway_headers,
-                                           app_cookies_but=app_cookies_but)
+                                           to_app=to_app)
         # The hub token is swapped out of every answer; the IDE's own token (no credential) is its to see.
         swap = (token_swap(hub_token, page_token(settings.local_token, hub_token)) if self.credential is not None
                 else None)

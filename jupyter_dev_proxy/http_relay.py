@@ -12,7 +12,6 @@ from aiohttp import HttpVersion11, web
 from multidict import CIMultiDict
 from yarl import URL
 
-from .auth import COOKIE_NAME
 from .config import Settings
 from .errors import HubRefusedRequest, HubUnreachable, ProxyError, hub_bad_answer
 from .routing import Route, app_not_listening, client_response_headers, gateway_refusal, loggable
@@ -166,8 +165,7 @@ async def relay_http(request: web.BaseRequest, settings: Settings, hub_transport
         refusal = gateway_refusal(settings, url.raw_path, upstream.status, upstream.content_type)
         if refusal is not None:
             raise refusal
-        answer_headers = client_response_headers(settings, upstream.headers, swap, route.prefix,
-                                                 COOKIE_NAME if route.app is not None else None)
+        answer_headers = client_response_headers(settings, upstream.headers, swap, route)
         body_swap = _body_swap(request, settings, upstream, swap, answer_headers)
         if set_cookie is not None and upstream.status < 400:
             answer_headers.add("Set-Cookie", set_cookie)

@@ -16,6 +16,7 @@ from multidict import CIMultiDict, CIMultiDictProxy, MultiMapping
 from yarl import URL
 
 from .address import HubAddress
+from .auth import COOKIE_NAME
 from .config import ForwardedPort, Settings
 from .errors import HubLoginRequired, HubPage, ProxyError, ServerNotRunning, hub_bad_answer
 from .token_swap import UNDOABLE_CODINGS, TokenSwap
@@ -189,8 +190,10 @@ def upstream_url_for(settings: Settings, raw_path_qs: str, route: Route | None =
     """The hub URL for a request's raw path and query: the user's server prefix (or a forwarded app's) added, the
     proxy's token removed."""
     raw_path, _, raw_query = raw_path_qs.partition("?")
-    path = upstream_path_for(settings, raw_path) if route is None or route.app is None else app_path_for(route,
-                                                                                                         raw_path)
+    if route is None or route.app is None:
+        path = upstream_path_for(settings, raw_path)
+    else:
+        path = app_path_for(route, raw_path)
     return settings.hub.url(path, query_without_token(raw_query))
 
 
@@ -242,14 +245,14 @@ def hub_authorization(token: str) -> str:
 
 def upstream_request_headers(headers: CIMultiDictProxy[str], hub_token: str, websocket: bool = False,
                              gateway_headers: tuple[tuple[str, str], ...] = (),
-                             app_cookies_but: str | None = None) -> CIMultiDict[str]:
+                             to_app: bool = False) -> CIMultiDict[str]:
     """The client's headers as the hub should see them: its credentials replaced by the hub token, and an
-    access gateway's headers (which the client cannot override) added. For a web app (``app_cookies_but``: the
-    proxy's own cookie), the browser's cookies go on to it, as the app set them for itself, all but that one."""
+    access gateway's headers (which the client cannot override) added. For a web app (``to_app``), the browser's
+    cookies go on to it, as the app set them for itself, all but the proxy's own."""
     out = CIMultiDict(_forwardable(headers, _dropped_request_headers(websocket, gateway_headers)))
-    if app_cookies_but is not None:
+    if to_app:
         kept = [cookie.strip() for value in headers.getall("Cookie", ()) for cookie in value.split(";")
-                if cookie.strip() and cookie.partition("=")[0].strip() != app_cookies_but]
+                if cookie.strip() and cookie.partition("=")[0].strip() != COOKIE_NAME]
         if kept:
             out["Cookie"] = "; ".join(kept)
     if "Accept-Encoding" in out:
@@ -347,7 +350,7 @@ def local_set_cookie_for(settings: Settings, set_cookie: str, prefix: str | None
                          app: bool = False) -> str | None:
     """Map a hub cookie's Path from /user/<name>/... to /...; None for cookies meant for other paths — but for a
     web app (``app``), which thinks it is at the root and is at the root of its local port, a path of its own
-    (``Path=/``) stays as it is.
+    (``Path=/``) stays as it is, and the server's own cookies are dropped.
 
     The Domain attribute is dropped: it names the hub, and a browser would reject it for localhost.
     """
@@ -360,7 +363,10 @@ def local_set_cookie_for(settings: Settings, set_cookie: str, prefix: str | None
     if path + "/" == prefix or path.startswith(prefix):
         local = "/" + path[len(prefix):]
         return cookie[:match.start(1)] + local + cookie[match.end(1):]
-    return cookie if app else None
+    # An app's own path (it thinks it is at the root) stays; a path of the hub's (the server's own cookies, such as
+    # its _xsrf on /user/<name>/) means nothing on the app's port.
+    hub = settings.hub
+    return cookie if app and not path.startswith((hub.users_prefix, hub.hub_prefix)) else None
 
 
 def _redirect_out_of_server(settings: Settings, location: str) -> ProxyError:
@@ -389,14 +395,16 @@ def _redirect_out_of_server(settings: Settings, location: str) -> ProxyError:
 
 
 def client_response_headers(settings: Settings, headers: MultiMapping[str], swap: TokenSwap | None = None,
-                            prefix: str | None = None, app_cookie: str | None = None) -> CIMultiDict[str]:
+                            route: Route | None = None) -> CIMultiDict[str]:
     """The hub's response headers as the IDE should see them, with the hub token swapped out of them (``swap``);
-    redirects and cookie paths are mapped from ``prefix`` on the hub (the user's server unless given) to /; for a web
-    app, ``app_cookie`` names the proxy's own cookie, which its cookies may not replace.
+    redirects and cookie paths are mapped from ``route``'s prefix on the hub (the user's server unless given) to /;
+    a web app's cookies may not replace the proxy's own.
 
     Raises ProxyError when the hub redirects out of the user's server (passing such a redirect on would
     send the IDE to the hub itself), and when a header could not be written to the IDE intact.
     """
+    prefix = route.prefix if route is not None else None
+    to_app = route is not None and route.app is not None
     out: CIMultiDict[str] = CIMultiDict()
     # The usual answer's names, values and (for the swap) text are each looked at once, joined.
     values = _VALUE_SEPARATOR.join(headers.values())
@@ -418,8 +426,8 @@ def client_response_headers(settings: Settings, headers: MultiMapping[str], swap
                 raise _redirect_out_of_server(settings, value)
             value = local
         elif lower == "set-cookie":
-            local = local_set_cookie_for(settings, value, prefix, app=app_cookie is not None)
-            if local is None or (app_cookie is not None and local.partition("=")[0].strip() == app_cookie):
+            local = local_set_cookie_for(settings, value, prefix, app=to_app)
+            if local is None or (to_app and local.partition("=")[0].strip() == COOKIE_NAME):
                 continue  # another path's cookie; or an app's cookie named as the proxy's, which would log it out
             value = local
         out.add(name, value)

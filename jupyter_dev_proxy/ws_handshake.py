@@ -126,11 +126,11 @@ def offered_protocols(request: web.BaseRequest) -> list[str]:
 async def open_hub_websocket(settings: Settings, hub_transport: HubTransport, url: URL,
                              ide_headers: CIMultiDictProxy[str], offered: list[str], token: Callable[[], str],
                              answer_seconds: float | None = None,
-                             app_cookies_but: str | None = None) -> tuple[HubConnection, str | None]:
+                             to_app: bool = False) -> tuple[HubConnection, str | None]:
     """A connection to the hub with the websocket handshake done, the token read now; the subprotocol the hub
     chose. ``answer_seconds``: how long the hub may take to answer (default: the transport's answer limit)."""
     headers = upstream_request_headers(ide_headers, token(), websocket=True,
-                                       gateway_headers=hub_transport.gateway_headers, app_cookies_but=app_cookies_but)
+                                       gateway_headers=hub_transport.gateway_headers, to_app=to_app)
     hub = await hub_transport.open(HubConnection)
     assert hub.transport is not None
     try:

@@ -548,14 +548,14 @@ def _final_refusal(error: ProxyError) -> str | None:
 
 async def relay_websocket(request: web.BaseRequest, settings: Settings, hub_transport: HubTransport,
                           token: Callable[[], str], url: URL, relays: OpenRelays,
-                          set_cookie: str | None, app_cookies_but: str | None = None) -> web.StreamResponse:
+                          set_cookie: str | None, to_app: bool = False) -> web.StreamResponse:
     """Open ``url`` on the hub as a websocket, accept the IDE with the same subprotocol, relay until closed;
     ``token`` gives the hub credential at each (re)connection; ``set_cookie`` (the proxy's own) is added to the
-    IDE's handshake answer; ``app_cookies_but``: a web app's, which gets the browser's cookies but the proxy's."""
+    IDE's handshake answer; ``to_app``: a web app's, which gets the browser's cookies but the proxy's."""
     accept = check_ide_handshake(request)
     offered = offered_protocols(request)
     hub, protocol = await open_hub_websocket(settings, hub_transport, url, request.headers, offered, token,
-                                             app_cookies_but=app_cookies_but)
+                                             to_app=to_app)
     assert hub.transport is not None
     try:
         response = web.StreamResponse(status=101, headers={

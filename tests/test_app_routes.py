@@ -28,7 +28,7 @@ def test_the_app_is_at_the_root_of_its_port() -> None:
     # Every path is the app's: the server's and the hub's paths are not special on an app's port.
     assert app_path_for(TENSORBOARD, "/hub/home") == "/jupyter/user/alice/proxy/6006/hub/home"
     assert app_path_for(TENSORBOARD, "/user/bob/") == "/jupyter/user/alice/proxy/6006/user/bob/"
-    url = upstream_url_for(SETTINGS, f"/api/echo?token=local&x=1", TENSORBOARD)
+    url = upstream_url_for(SETTINGS, "/api/echo?token=local&x=1", TENSORBOARD)
     assert str(url) == "https://hub.example.org/jupyter/user/alice/proxy/6006/api/echo?x=1"
 
 
@@ -54,11 +54,11 @@ def test_the_apps_redirects_and_cookies_come_back_to_its_port() -> None:
     out = client_response_headers(SETTINGS, headers(
         ("Location", "/jupyter/user/alice/proxy/6006/login?next=runs"),
         ("Set-Cookie", "session=1; Path=/jupyter/user/alice/proxy/6006/"),
-        ("Set-Cookie", "server=2; Path=/jupyter/user/alice/")), prefix=TENSORBOARD.prefix)
+        ("Set-Cookie", "server=2; Path=/jupyter/user/alice/")), route=TENSORBOARD)
     assert out["Location"] == "/login?next=runs"
     assert out.getall("Set-Cookie") == ["session=1; Path=/"]  # the server's own cookie is not the app's
     with pytest.raises(ProxyError):  # to the hub's login: the token did not reach the server
-        client_response_headers(SETTINGS, headers(("Location", "/jupyter/hub/login?next=x")), prefix=TENSORBOARD.prefix)
+        client_response_headers(SETTINGS, headers(("Location", "/jupyter/hub/login?next=x")), route=TENSORBOARD)
 
 
 def test_only_jupyter_servers_own_500_means_nothing_listens() -> None:
