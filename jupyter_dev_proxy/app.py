@@ -199,10 +199,9 @@ class ProxyRunner(web.BaseRunner):
 
     def serve_app(self, local_port: int, app: ForwardedPort) -> None:
         """From now on, what arrives on ``local_port`` (a site of this runner's) goes to ``app`` on the server."""
-        route = Route.to_app(self._settings, app)
         if not any(known.app == app for known in self._app_routes.values()):
-            self.status.apps.append((local_port, route))  # once per app, at its first address
-        self._app_routes[local_port] = route
+            self.status.apps.append((local_port, app))  # once per app, at its first address
+        self._app_routes[local_port] = Route.to_app(self._settings, app)
 
     def _route_of(self, request: web.BaseRequest) -> Route:
         """The route of the port the request arrived on: the user's server, unless it is a forwarded app's."""

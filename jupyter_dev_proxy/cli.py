@@ -301,6 +301,7 @@ async def _apps_token(settings: Settings, credential: HubCredential | None,
 
 
 async def _revoke_apps_token(settings: Settings, credential: HubCredential | None, made: NewToken | None) -> None:
+    """Delete the web apps' token from the hub as the proxy stops; when it cannot, the token expires by itself."""
     if made is None or credential is None or not made.token_id:
         return
     try:

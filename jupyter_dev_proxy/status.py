@@ -24,7 +24,6 @@ from .auth import check_proxy_token, cookie_to_remember
 from .config import OWN_PAGES_PREFIX, ForwardedPort, Settings
 from .errors import ProxyError
 from .hubapi import HubClient, HubError, ServerModel, ServerState, TokenInfo
-from .routing import Route
 from .tokens import describe_expiry
 
 if TYPE_CHECKING:  # the desk imports auth and the hub's API, as this module does; only its type is needed here
@@ -66,7 +65,7 @@ class StatusBoard:
         self.progress: str | None = None  # the hub's last progress message while the proxy starts the server
         self._server: tuple[float, ServerModel] | None = None
         self.sign_in: SignInDesk | None = None  # where the hub's login gives the token: a sign-in under way is linked
-        self.apps: list[tuple[int, Route]] = []  # web apps on the server, by the local port they are served on
+        self.apps: list[tuple[int, ForwardedPort]] = []  # web apps on the server, with the local port of each
         self._app_seen: dict[ForwardedPort, tuple[AppState, float, str]] = {}
 
     def note_error(self, status: int, reason: str, message: str) -> None:
@@ -135,7 +134,7 @@ class StatusBoard:
                 "expiry": describe_expiry(token.expires_at, now) if token.expiry_known else "not known"},
             "sign_in_url": self.sign_in.pending_url if self.sign_in is not None else None,
             "websockets": websockets,
-            "apps": [self._app_state(host, port, route.app) for port, route in self.apps if route.app is not None],
+            "apps": [self._app_state(host, port, app) for port, app in self.apps],
             "requests": self.requests, "errors": self.errors, "recent_errors": list(self.recent_errors),
         }
 
