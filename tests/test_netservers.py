@@ -215,7 +215,7 @@ async def test_gateway_passes_requests_and_websockets_with_certificate_and_heade
     assert echoed["raw_path"] == "/user/alice/a%2Fb?x=1"
     assert echoed["body_len"] == len(body)
     assert dict(echoed["headers"])["Host"] == f"127.0.0.1:{gateway.port}"
-    assert "upgrade=\"websocket\"" in gateway.access_log.read_text()
+    await gateway.access_logged('upgrade="websocket"')
 
 
 @needs_nginx

@@ -304,7 +304,7 @@ async def test_through_a_gateway_a_web_app_works_on_its_own_port(
         proxy = run_proxy(proxies, env)
         seen = await use_web_app(*app_url(proxy, app_port))
     assert seen["path"] == "/api/echo" and GATEWAY_HEADER[1] not in str(seen)
-    assert f"/jupyter/user/alice/proxy/{app_port}/ws" in gateway.gateway.access_log.read_text()
+    await gateway.gateway.access_logged(f"/jupyter/user/alice/proxy/{app_port}/ws")
 
 
 def test_a_key_inside_the_certificate_file_is_understood(

@@ -257,6 +257,16 @@ class Gateway:
     def log_tail(self) -> str:
         return _tail(self.access_log, self.error_log)
 
+    async def access_logged(self, fragment: str, timeout: float = 10.0) -> str:
+        """The access log once it holds ``fragment``: nginx writes a websocket's line only when it closes, which
+        may be a moment after the client side saw its close."""
+        deadline = asyncio.get_running_loop().time() + timeout
+        while fragment not in (log := self.access_log.read_text()):
+            if asyncio.get_running_loop().time() > deadline:
+                raise AssertionError(f"{fragment!r} not in the gateway's access log after {timeout} s:\n{log}")
+            await asyncio.sleep(0.05)
+        return log
+
     def stop(self) -> None:
         """SIGTERM (nginx's fast shutdown), then SIGKILL to its process group: workers left behind, if any."""
         terminate(self.process, timeout=STOP_SECONDS)
