@@ -37,6 +37,7 @@ from .errors import (
     json_error,
 )
 from .http_relay import relay_http
+from .hub_http import HubConnections
 from .hubapi import HubClient
 from .logs import keep_secrets_out_of_logs
 from .routing import APP_NOT_LISTENING, Route, check_request_head, loggable, upstream_request_headers, upstream_url_for
@@ -172,6 +173,7 @@ class ProxyRunner(web.BaseRunner):
         self.credential = credential or credential_for(settings)
         self._transport = HubTransport(settings)
         self._session: aiohttp.ClientSession | None = None
+        self._connections = HubConnections(self._transport, settings.hub.origin)  # the relay's, for bodies in hand
         self._hub_api: HubClient | None = None  # the hub's API on the relays' connections, with the credential
         self._relays = OpenRelays()
         self._log_budget = _LogBudget()
@@ -217,6 +219,7 @@ class ProxyRunner(web.BaseRunner):
     async def _cleanup_server(self) -> None:
         if self._watching_token is not None:
             self._watching_token.cancel()
+        self._connections.close()
         await self._transport.close()
         if self._session is not None:
             await self._session.close()
@@ -300,5 +303,5 @@ class ProxyRunner(web.BaseRunner):
         # The hub token is swapped out of every answer; the IDE's own token (no credential) is its to see.
         swap = (token_swap(hub_token, page_token(settings.local_token, hub_token)) if self.credential is not None
                 else None)
-        return await relay_http(request, settings, self._transport, self._session, route, url, headers, set_cookie,
-                                cors_headers(request, settings), swap)
+        return await relay_http(request, settings, self._transport, self._connections, self._session, route, url,
+                                headers, set_cookie, cors_headers(request, settings), swap)

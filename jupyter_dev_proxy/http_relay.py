@@ -14,6 +14,7 @@ from yarl import URL
 
 from .config import Settings
 from .errors import HubRefusedRequest, HubUnreachable, ProxyError, hub_bad_answer
+from .hub_http import HubAnswer, HubConnections
 from .routing import Route, app_not_listening, client_response_headers, gateway_refusal, loggable
 from .token_swap import BodySwap, BrokenBody, TokenSwap, content_coding, is_textual
 from .transport import HubTransport
@@ -22,8 +23,9 @@ log = logging.getLogger("jupyter_dev_proxy")
 
 # A request that may have reached the server is sent a second time only if that cannot change what the IDE sees
 # (RFC 9110 §9.2.2): a save (PUT) writes the same bytes again. DELETE is idempotent for the server but not for
-# the IDE: a second one answers 404 to a delete that worked (review S4). aiohttp's own single retry of a reused
-# connection that closed before answering (RFC 9112 §9.3.1) stays: nothing was answered on it.
+# the IDE: a second one answers 404 to a delete that worked (review S4). That one retry goes on a new connection.
+# (A streamed upload goes through aiohttp's session, whose own single retry of a reused connection that closed
+# before answering, RFC 9112 §9.3.1, stays: nothing was answered on it.)
 _REPLAYABLE_METHODS = frozenset({"GET", "HEAD", "OPTIONS", "PUT"})
 
 # How much of a request body is kept so the request can be replayed on a fresh connection. Bodies larger
@@ -37,7 +39,8 @@ _RECENTLY_REACHED_SECONDS = 60.0
 _UNREACHABLE_RETRY_PAUSES = (0.25, 0.5, 1.0, 2.0)
 
 
-# An answer with a Content-Length up to this is read whole and sent in one write; larger ones stream.
+# An answer with a Content-Length up to this is read whole and sent in one write; larger ones stream. A request
+# body up to this is read whole too and sent with its head on the relay's own connections (hub_http).
 _SMALL_BODY_BYTES = 64 * 1024
 
 
@@ -64,17 +67,32 @@ class _ReplayableBody:
             yield chunk
 
 
-async def _send(session: aiohttp.ClientSession, hub_transport: HubTransport, request: web.BaseRequest, url: URL,
-                headers: CIMultiDict[str]) -> aiohttp.ClientResponse:
-    """Send the request; once more on a fresh connection if a pooled one was dead and a replay is safe, and
-    again after a pause while a hub reached moments ago cannot be connected to (nothing was sent then)."""
-    body = _ReplayableBody(request.content) if request.body_exists else None
+async def _body_in_hand(request: web.BaseRequest) -> bytes | None:
+    """The request's body, read whole when it is small enough to send in one write with the head (none is b"");
+    None when it is streamed to the hub as it comes (a large or chunked upload)."""
+    if not request.body_exists:
+        return b""
+    length = request.content_length
+    return await request.read() if length is not None and length <= _SMALL_BODY_BYTES else None
+
+
+async def _send(connections: HubConnections, session: aiohttp.ClientSession, hub_transport: HubTransport,
+                request: web.BaseRequest, url: URL,
+                headers: CIMultiDict[str]) -> HubAnswer | aiohttp.ClientResponse:
+    """Send the request (a body in hand on the relay's own connections, a streamed one through aiohttp's session);
+    once more on a fresh connection if a pooled one was dead and a replay is safe, and again after a pause while a
+    hub reached moments ago cannot be connected to (nothing was sent then)."""
+    whole = await _body_in_hand(request)
+    streamed = _ReplayableBody(request.content) if whole is None else None
     retry_allowed = request.method in _REPLAYABLE_METHODS
+    fresh = False  # a retry goes on a new connection: another pooled one may be as dead
     pauses = iter(_UNREACHABLE_RETRY_PAUSES)
     while True:
         try:
+            if whole is not None:
+                return await connections.send(request.method, url, headers, whole, fresh)
             return await session.request(request.method, url, headers=headers,
-                                         data=body.chunks() if body else None, allow_redirects=False)
+                                         data=streamed.chunks() if streamed else None, allow_redirects=False)
         except HubUnreachable:
             loop = asyncio.get_running_loop()
             pause = next(pauses, None)
@@ -83,9 +101,9 @@ async def _send(session: aiohttp.ClientSession, hub_transport: HubTransport, req
             await asyncio.sleep(pause)
         except (aiohttp.ServerDisconnectedError, aiohttp.ClientOSError) as exc:
             # (A new connection that cannot be made fails as ProxyError, in the transport, and is not retried.)
-            if not retry_allowed or (body is not None and not body.replayable):
+            if not retry_allowed or (streamed is not None and not streamed.replayable):
                 raise
-            retry_allowed = False
+            retry_allowed, fresh = False, True
             log.info("%s: the hub closed a pooled connection (%s); sending it again on a new one",
                      loggable(request.method, request.raw_path), type(exc).__name__)
 
@@ -115,7 +133,7 @@ _UNSWAPPED_STATUSES = frozenset({204, 206, 304})
 _VALIDATORS = ("ETag", "Last-Modified")
 
 
-def _body_swap(request: web.BaseRequest, settings: Settings, upstream: aiohttp.ClientResponse,
+def _body_swap(request: web.BaseRequest, settings: Settings, upstream: HubAnswer | aiohttp.ClientResponse,
                swap: TokenSwap | None, headers: CIMultiDict[str]) -> BodySwap | None:
     """The swap the answer's body goes through, and the IDE's ``headers`` fitted to what it changes: None for
     answers that cannot carry text (binary types, no body) and byte ranges. A text the proxy cannot open is
@@ -151,8 +169,9 @@ def _mark_holding_credential(headers: CIMultiDict[str], length: int | None) -> N
 
 
 async def relay_http(request: web.BaseRequest, settings: Settings, hub_transport: HubTransport,
-                     session: aiohttp.ClientSession, route: Route, url: URL, headers: CIMultiDict[str],
-                     set_cookie: str | None, cors: list[tuple[str, str]], swap: TokenSwap | None) -> web.StreamResponse:
+                     connections: HubConnections, session: aiohttp.ClientSession, route: Route, url: URL,
+                     headers: CIMultiDict[str], set_cookie: str | None, cors: list[tuple[str, str]],
+                     swap: TokenSwap | None) -> web.StreamResponse:
     """Forward ``request`` to ``url`` (on ``route``) with ``headers`` (the hub token in them) and stream the hub's
     response back as it comes; ``set_cookie`` (the proxy's own) is added to a successful answer, ``cors`` to every
     answer; ``swap`` (None when the IDE's token is the hub's) takes the hub token out of its headers and text. A
@@ -160,7 +179,7 @@ async def relay_http(request: web.BaseRequest, settings: Settings, hub_transport
     still accepted."""
     await _continue_if_expected(request)
     async with hub_transport.failures():
-        upstream = await _send(session, hub_transport, request, url, headers)
+        upstream = await _send(connections, session, hub_transport, request, url, headers)
     try:
         refusal = gateway_refusal(settings, url.raw_path, upstream.status, upstream.content_type)
         if refusal is not None:
@@ -174,7 +193,7 @@ async def relay_http(request: web.BaseRequest, settings: Settings, hub_transport
                 answer_headers.add(name, value)
             else:
                 answer_headers[name] = value
-        read = upstream.content.readany
+        read: Callable[[], Awaitable[bytes]] = upstream.content.readany
         length = upstream.content_length
         if length is not None and length <= _SMALL_BODY_BYTES and request.method != "HEAD":
             # Most API answers: read whole, so status, headers and body leave in one write.
@@ -231,7 +250,7 @@ def _read_once(body: bytes) -> Callable[[], Awaitable[bytes]]:
     return read
 
 
-def _reason(upstream: aiohttp.ClientResponse) -> str | None:
+def _reason(upstream: HubAnswer | aiohttp.ClientResponse) -> str | None:
     """The hub's reason phrase if it can be written as it is; else the standard one for the status."""
     reason = upstream.reason
     return reason if reason is not None and reason.isprintable() and reason.isascii() else None

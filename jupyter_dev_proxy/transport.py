@@ -28,6 +28,7 @@ from contextlib import asynccontextmanager
 from typing import TypeVar, cast
 
 import aiohttp
+from aiohttp import http_exceptions
 import certifi
 from aiohttp.client_proto import ResponseHandler
 
@@ -481,7 +482,7 @@ class HubTransport:
                                                  "check it on the hub if this keeps happening.") from None
         except (aiohttp.ServerTimeoutError, asyncio.TimeoutError):  # a connection or a whole call took too long
             raise self._hub_connect_failure(TimeoutError()) from None
-        except aiohttp.ClientResponseError:  # raised while reading the answer's head
+        except (aiohttp.ClientResponseError, http_exceptions.HttpProcessingError):  # the answer's head is not HTTP
             raise hub_bad_answer(self._settings.hub, "something that is not a valid HTTP answer") from None
         except (aiohttp.ClientConnectionError, aiohttp.ClientPayloadError, ssl.SSLError, ConnectionError) as exc:
             cause = exc.__cause__ or exc
