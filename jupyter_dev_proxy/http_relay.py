@@ -178,7 +178,7 @@ async def relay_http(request: web.BaseRequest, settings: Settings, hub_transport
     small 401 or 403 of the hub's own is raised as HubRefusedRequest, for the funnel to ask whether the token is
     still accepted."""
     await _continue_if_expected(request)
-    async with hub_transport.failures():
+    with hub_transport.failures():
         upstream = await _send(connections, session, hub_transport, request, url, headers)
     try:
         refusal = gateway_refusal(settings, url.raw_path, upstream.status, upstream.content_type)
@@ -197,7 +197,7 @@ async def relay_http(request: web.BaseRequest, settings: Settings, hub_transport
         length = upstream.content_length
         if length is not None and length <= _SMALL_BODY_BYTES and request.method != "HEAD":
             # Most API answers: read whole, so status, headers and body leave in one write.
-            async with hub_transport.failures():
+            with hub_transport.failures():
                 body = await upstream.read()
             refusal = app_not_listening(route, upstream.status, body)
             if refusal is not None:

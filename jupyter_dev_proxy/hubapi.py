@@ -376,7 +376,7 @@ class HubClient:
         headers = self.authorization() if auth else {}
         raw_path, _, raw_query = path.partition("?")
         try:
-            async with self._transport.failures():
+            with self._transport.failures():
                 async with self._session.request(method, settings.hub.url(raw_path, raw_query), headers=headers,
                                                  json=body, data=form, allow_redirects=False,
                                                  timeout=timeout or aiohttp.ClientTimeout(total=API_TIMEOUT_SECONDS),

@@ -9,7 +9,7 @@
       .session()               the aiohttp session for HTTP requests and hub API calls, whose connections
                                come from .open; it sends the access gateway's headers with every request
       .gateway_headers         those headers, for what writes its own requests (websocket handshakes)
-      .failures()              around a request under way: aiohttp's errors become ProxyError
+      .failures()              (with) around a request under way: aiohttp's errors become ProxyError
 
 The hub's name is resolved by the system resolver, or, through a company proxy, by that proxy alone.
 """
@@ -23,8 +23,7 @@ import logging
 import math
 import socket
 import ssl
-from collections.abc import AsyncIterator, Callable
-from contextlib import asynccontextmanager
+from collections.abc import Callable
 from typing import TypeVar, cast
 
 import aiohttp
@@ -216,6 +215,7 @@ class HubTransport:
         assert hub.raw_host is not None and hub.port is not None  # config accepts only http(s)://host URLs
         self._host, self._port = hub.raw_host, hub.port
         self._tls = tls_context_for(settings) if hub.scheme == "https" else None
+        self._failure_map = _FailureMap(self)
         self.gateway_headers = settings.hub_headers
         self._spares: collections.deque[_Spare] = collections.deque()
         self._opened_at: collections.deque[float] = collections.deque()  # when open() was asked: the demand
@@ -468,28 +468,49 @@ class HubTransport:
             skip_auto_headers=("User-Agent", "Accept", "Accept-Encoding"),
         )
 
-    @asynccontextmanager
-    async def failures(self) -> AsyncIterator[None]:
-        """Around a request under way (an HTTP request, a websocket handshake): the one map from what can go wrong
-        after connecting (aiohttp's errors, a reset, a TLS alert, a deadline) to ProxyError, each with its sentence.
-        What goes wrong while connecting is mapped in ``_connect``, naming the hop."""
+    def failures(self) -> _FailureMap:
+        """Around a request under way (an HTTP request, a websocket handshake), ``with``: the one map from what can
+        go wrong after connecting (aiohttp's errors, a reset, a TLS alert, a deadline) to ProxyError, each with its
+        sentence. What goes wrong while connecting is mapped in ``_connect``, naming the hop."""
+        return self._failure_map
+
+    def _failure(self, exc: BaseException) -> ProxyError | None:
         hub = self._settings.hub
-        try:
-            yield
-        except aiohttp.SocketTimeoutError:  # connected and asked, but the hub went silent
-            raise ProxyError(504, "hub-timeout", f"The hub at {hub} accepted the request but sent no answer in "
-                                                 "time: your server may be stuck or overloaded; try again, and "
-                                                 "check it on the hub if this keeps happening.") from None
-        except (aiohttp.ServerTimeoutError, asyncio.TimeoutError):  # a connection or a whole call took too long
-            raise self._hub_connect_failure(TimeoutError()) from None
-        except (aiohttp.ClientResponseError, http_exceptions.HttpProcessingError):  # the answer's head is not HTTP
-            raise hub_bad_answer(self._settings.hub, "something that is not a valid HTTP answer") from None
-        except (aiohttp.ClientConnectionError, aiohttp.ClientPayloadError, ssl.SSLError, ConnectionError) as exc:
+        if isinstance(exc, aiohttp.SocketTimeoutError):  # connected and asked, but the hub went silent
+            return ProxyError(504, "hub-timeout", f"The hub at {hub} accepted the request but sent no answer in "
+                                                  "time: your server may be stuck or overloaded; try again, and "
+                                                  "check it on the hub if this keeps happening.")
+        if isinstance(exc, (aiohttp.ServerTimeoutError, asyncio.TimeoutError)):  # a connection or a call took too long
+            return self._hub_connect_failure(TimeoutError())
+        if isinstance(exc, (aiohttp.ClientResponseError, http_exceptions.HttpProcessingError)):  # a head not HTTP
+            return hub_bad_answer(self._settings.hub, "something that is not a valid HTTP answer")
+        if isinstance(exc, (aiohttp.ClientConnectionError, aiohttp.ClientPayloadError, ssl.SSLError,
+                            ConnectionError)):
             cause = exc.__cause__ or exc
             if refuses_client(cause):  # with TLS 1.3, a missing client certificate is refused after the handshake
-                raise gateway_refused_certificate(self._settings, str(cause)) from None
-            raise ProxyError(502, "hub-disconnected", f"The connection to the hub at {hub} broke "
-                                                      f"({type(exc).__name__}): try again.") from None
+                return gateway_refused_certificate(self._settings, str(cause))
+            return ProxyError(502, "hub-disconnected", f"The connection to the hub at {hub} broke "
+                                                       f"({type(exc).__name__}): try again.")
+        return None
+
+
+class _FailureMap:
+    """HubTransport.failures(): a plain class, not a generator-based context manager, as it wraps every request
+    (issue 19: an async generator per request costs its creation, hooks and two weak-set updates)."""
+
+    __slots__ = ("_transport",)
+
+    def __init__(self, transport: HubTransport) -> None:
+        self._transport = transport
+
+    def __enter__(self) -> None:
+        return None
+
+    def __exit__(self, kind: type[BaseException] | None, exc: BaseException | None, traceback: object) -> None:
+        if exc is not None and isinstance(exc, Exception):
+            mapped = self._transport._failure(exc)
+            if mapped is not None:
+                raise mapped from None
 
 
 def gateway_refused_certificate(settings: Settings, detail: str) -> ProxyError:

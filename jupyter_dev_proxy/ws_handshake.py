@@ -151,7 +151,7 @@ async def _hub_handshake(settings: Settings, hub_transport: HubTransport, hub: H
     lines += [f"{name}: {value}" for name, value in headers.items()]
     assert hub.transport is not None
     hub.transport.write(("\r\n".join(lines) + "\r\n\r\n").encode("utf-8", "surrogateescape"))
-    async with hub_transport.failures():
+    with hub_transport.failures():
         async with timeout(answer_seconds or _transport.ANSWER_TIMEOUT_SECONDS):
             head = await hub.answer
     answer = parse_answer_head(head)
