@@ -139,13 +139,15 @@ def _check_origin(request: web.BaseRequest, settings: Settings) -> None:
                                           "its origin to JUPYTER_PROXY_ALLOW_ORIGIN if it is yours.")
 
 
-def check_proxy_token(request: web.BaseRequest, settings: Settings, page_token: str | None = None) -> None:
-    """The proxy's own token, or the stand-in for it the server's pages were given (``page_token``), and no other,
-    is presented from a page allowed to (its status page wants it even when the IDE's token is what the hub
-    gets)."""
+def check_proxy_token(request: web.BaseRequest, settings: Settings, hub_token: str | None = None) -> None:
+    """The proxy's own token, or the stand-in for it the server's pages were given in place of ``hub_token``
+    (token_swap.page_token), and no other, is presented from a page allowed to (its status page wants it even when
+    the IDE's token is what the hub gets)."""
     _check_origin(request, settings)
     presented = _presented(request, settings)
-    if not (_equal(presented, settings.local_token) or (page_token is not None and _equal(presented, page_token))):
+    if _equal(presented, settings.local_token):
+        return
+    if hub_token is None or not _equal(presented, page_token(settings.local_token, hub_token)):
         raise _token_wrong()
 
 
@@ -161,7 +163,7 @@ def hub_token_for(request: web.BaseRequest, settings: Settings, hub_token: str |
         if not _FORWARDABLE_TOKEN.fullmatch(presented):
             raise _token_wrong()
         return presented
-    check_proxy_token(request, settings, page_token(settings.local_token, hub_token))
+    check_proxy_token(request, settings, hub_token)
     return hub_token
 
 

@@ -63,7 +63,9 @@ class HubAnswer:
         return value.partition(";")[0].strip().lower()
 
     async def read(self) -> bytes:
-        return await self.content.read()
+        """The whole body; at once when all of it has come already (a small answer nearly always has)."""
+        content = self.content
+        return content.read_nowait() if content.is_eof() else await content.read()
 
     def release(self) -> None:
         protocol, self._protocol = self._protocol, None

@@ -270,8 +270,10 @@ _CERTIFICATE_REFUSALS = frozenset({495, 496})
 
 def gateway_refusal(settings: Settings, raw_path: str, status: int, content_type: str) -> ProxyError | None:
     """The error to answer when an access gateway, not the hub or the server, refused the request; else None."""
+    if status not in _REFUSALS and status not in _CERTIFICATE_REFUSALS:  # nearly every answer: nothing to look at
+        return None
     api = raw_path.startswith("/api/") or raw_path.startswith(settings.hub.server_prefix + "api/")
-    if status in _CERTIFICATE_REFUSALS or (api and status in _REFUSALS and "json" not in content_type):
+    if status in _CERTIFICATE_REFUSALS or (api and "json" not in content_type):
         wants = ("credentials for programs: set JUPYTER_HUB_HEADERS (or JUPYTER_CLIENT_CERT) to what your "
                  "hub's admins give out" if not (settings.hub_headers or settings.client_cert) else
                  "other credentials than those in JUPYTER_HUB_HEADERS / JUPYTER_CLIENT_CERT: check them")
