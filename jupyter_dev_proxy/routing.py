@@ -7,9 +7,9 @@ tested exhaustively. The relays apply the results and never re-derive them.
 from __future__ import annotations
 
 import dataclasses
+import enum
 import functools
 import re
-from collections.abc import Iterable
 from urllib.parse import unquote
 
 from multidict import CIMultiDict, CIMultiDictProxy, MultiMapping
@@ -53,10 +53,17 @@ _HTTP_1 = ((1, 0), (1, 1))
 # UTF-8 (aiohttp would silently drop them when writing).
 _HEADER_NAME = re.compile(r"[!#$%&'*+\-.^_`|~0-9A-Za-z]+")
 _UNWRITABLE_VALUE = re.compile(r"[\x00-\x08\x0a-\x1f\x7f\ud800-\udfff]")
-# Header values are checked joined by a tab, which a value may hold: one search per message instead of one per header.
-_VALUE_SEPARATOR = "\t"
+# Header values are checked joined by a space, which a value may hold: one search per message instead of one per
+# header (no form of a token holds a space, so the swap looks into the joined values at once too).
+_VALUE_SEPARATOR = " "
 # Names joined by ":", which no name may hold, are checked in one match too.
 _HEADER_NAMES = re.compile(r"[!#$%&'*+\-.^_`|~0-9A-Za-z]+(?::[!#$%&'*+\-.^_`|~0-9A-Za-z]+)*")
+
+
+def _unwritable(values: str) -> bool:
+    """Whether ``values`` hold a character no header value may (a control character, a lone surrogate). Nearly
+    always they are printable text, which str.isprintable() tells at C speed; the search looks only at the rest."""
+    return not values.isprintable() and _UNWRITABLE_VALUE.search(values) is not None
 
 _COOKIE_PATH = re.compile(r";\s*path=([^;]*)", re.IGNORECASE)
 _COOKIE_DOMAIN = re.compile(r";\s*domain=[^;]*", re.IGNORECASE)
@@ -106,7 +113,7 @@ def check_request_head(method: str, version: tuple[int, int], headers: MultiMapp
     if version == (1, 0) and "Transfer-Encoding" in headers:  # RFC 9112 §6.1: framing is faulty
         raise ProxyError(400, "bad-request", "The request is not valid HTTP/1.1 (an HTTP/1.0 request with "
                                              "Transfer-Encoding); the proxy did not forward it.", closes=True)
-    if _UNWRITABLE_VALUE.search(_VALUE_SEPARATOR.join(headers.values())):  # at once; which one, only if one is
+    if _unwritable(_VALUE_SEPARATOR.join(headers.values())):  # at once; which one, only if one is
         name = next(name for name, value in headers.items() if _UNWRITABLE_VALUE.search(value))
         raise ProxyError(400, "bad-request", f"The request's header {ascii(name[:60])} is not UTF-8 text; "
                                              "the proxy did not forward it.", closes=True)
@@ -211,14 +218,17 @@ def query_without_token(raw_query: str) -> str:
     return "&".join(kept)
 
 
-def _forwardable(headers: MultiMapping[str], dropped: frozenset[str]) -> Iterable[tuple[str, str]]:
+def _forwardable(headers: MultiMapping[str], dropped: frozenset[str]) -> list[tuple[str, str]]:
     """The headers whose lowercase name is not in ``dropped`` (the hop-by-hop ones among them) nor named by
     Connection."""
     if "Connection" in headers:
-        dropped = dropped | {h.strip().lower() for h in ",".join(headers.getall("Connection")).split(",")}
-    for name, value in headers.items():
-        if name.lower() not in dropped:
-            yield name, value
+        dropped = _also_named(dropped, ",".join(headers.getall("Connection")))
+    return [(name, value) for name, value in headers.items() if name.lower() not in dropped]
+
+
+@functools.lru_cache(maxsize=32)  # a client sends the same Connection value every time ("keep-alive")
+def _also_named(dropped: frozenset[str], connection: str) -> frozenset[str]:
+    return dropped | {name.strip().lower() for name in connection.split(",")}
 
 
 @functools.lru_cache(maxsize=8)  # decided once per kind of request and gateway settings, not at every request
@@ -230,11 +240,12 @@ def _dropped_request_headers(websocket: bool, gateway_headers: tuple[tuple[str, 
 _ASKABLE_CODINGS = UNDOABLE_CODINGS | {"identity"}
 
 
-def _undoable_encodings(values: Iterable[str]) -> str:
-    """The client's Accept-Encoding, keeping only the codings the proxy can undo to look into a text answer for the
-    hub token (token_swap): ``gzip, deflate, br, zstd`` → ``gzip, deflate``; ``identity`` when none is left."""
-    kept = [part.strip() for value in values for part in value.split(",")
-            if part.partition(";")[0].strip().lower() in _ASKABLE_CODINGS]
+@functools.lru_cache(maxsize=32)  # a client sends the same Accept-Encoding every time
+def _undoable_encodings(value: str) -> str:
+    """The client's Accept-Encoding (its values joined), keeping only the codings the proxy can undo to look into a
+    text answer for the hub token (token_swap): ``gzip, deflate, br, zstd`` → ``gzip, deflate``; ``identity`` when
+    none is left."""
+    kept = [part.strip() for part in value.split(",") if part.partition(";")[0].strip().lower() in _ASKABLE_CODINGS]
     return ", ".join(kept) or "identity"
 
 
@@ -256,7 +267,7 @@ def upstream_request_headers(headers: CIMultiDictProxy[str], hub_token: str, web
         if kept:
             out["Cookie"] = "; ".join(kept)
     if "Accept-Encoding" in out:
-        out["Accept-Encoding"] = _undoable_encodings(out.getall("Accept-Encoding"))
+        out["Accept-Encoding"] = _undoable_encodings(",".join(out.getall("Accept-Encoding")))
     out["Authorization"] = hub_authorization(hub_token)
     out.extend(gateway_headers)
     return out
@@ -396,6 +407,11 @@ def _redirect_out_of_server(settings: Settings, location: str) -> ProxyError:
                             f"Make a new one at {hub.page('token')}.")
 
 
+@functools.lru_cache(maxsize=64)  # a server answers with the same few sets of header names
+def _writable_names(names: str) -> bool:
+    return _HEADER_NAMES.fullmatch(names) is not None
+
+
 def client_response_headers(settings: Settings, headers: MultiMapping[str], swap: TokenSwap | None = None,
                             route: Route | None = None) -> CIMultiDict[str]:
     """The hub's response headers as the IDE should see them, with the hub token swapped out of them (``swap``);
@@ -407,30 +423,49 @@ def client_response_headers(settings: Settings, headers: MultiMapping[str], swap
     """
     prefix = route.prefix if route is not None else None
     to_app = route is not None and route.app is not None
-    out: CIMultiDict[str] = CIMultiDict()
     # The usual answer's names, values and (for the swap) text are each looked at once, joined.
     values = _VALUE_SEPARATOR.join(headers.values())
-    if not _HEADER_NAMES.fullmatch(":".join(headers.keys())) or _UNWRITABLE_VALUE.search(values):
+    if not _writable_names(":".join(headers.keys())) or _unwritable(values):
         name = next(name for name, value in headers.items()
                     if not _HEADER_NAME.fullmatch(name) or _UNWRITABLE_VALUE.search(value))
         raise hub_bad_answer(settings.hub, f"a header the IDE cannot be sent, {ascii(name[:60])}")
     if swap is not None and not swap.holds_text(values):
         swap = None
+    kept: list[tuple[str, str]] = []
     for name, value in _forwardable(headers, _HOP_BY_HOP):
+        kind = _response_header_kind(name)
+        if kind is _ResponseHeader.PASSED:
+            kept.append((name, value if swap is None else swap.text(value)))
+            continue
+        if kind is _ResponseHeader.CORS:
+            continue  # which web pages may read the answer is the proxy's decision (its CORS settings)
         if swap is not None:
             value = swap.text(value)
-        lower = name.lower()
-        if lower.startswith("access-control-"):
-            continue  # which web pages may read the answer is the proxy's decision (its CORS settings)
-        if lower == "location":
+        if kind is _ResponseHeader.LOCATION:
             local = local_location_for(settings, value, prefix)
             if local is None:
                 raise _redirect_out_of_server(settings, value)
-            value = local
-        elif lower == "set-cookie":
+        else:
             local = local_set_cookie_for(settings, value, prefix, app=to_app)
             if local is None or (to_app and local.partition("=")[0].strip() == COOKIE_NAME):
                 continue  # another path's cookie; or an app's cookie named as the proxy's, which would log it out
-            value = local
-        out.add(name, value)
-    return out
+        kept.append((name, local))
+    return CIMultiDict(kept)
+
+
+class _ResponseHeader(enum.Enum):
+    """What the IDE's copy of a hub answer's header needs."""
+
+    PASSED = enum.auto()  # as it is (the token swapped out)
+    CORS = enum.auto()  # dropped: CORS is the proxy's own answer
+    LOCATION = enum.auto()  # mapped to the proxy's paths, or refused
+    SET_COOKIE = enum.auto()  # its path mapped, or dropped
+
+
+@functools.lru_cache(maxsize=256)  # header names repeat from answer to answer
+def _response_header_kind(name: str) -> _ResponseHeader:
+    lower = name.lower()
+    if lower.startswith("access-control-"):
+        return _ResponseHeader.CORS
+    return {"location": _ResponseHeader.LOCATION, "set-cookie": _ResponseHeader.SET_COOKIE}.get(
+        lower, _ResponseHeader.PASSED)
