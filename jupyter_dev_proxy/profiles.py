@@ -7,6 +7,7 @@
     read_profiles(path, named) → ProfilesFile        the file read and checked: names, keys, value types
     ProfilesFile.settings(name, argv, environ, cwd)  one profile's Settings, built as flags and the environment
                                                      build them, with flags and the environment above the file
+    ProfilesFile.each_settings(environ)              every profile's Settings from the file alone, or its error
     load_profiles(path, environ) → {name: Settings}  every profile from the file alone, in its order
     selected_settings(argv, environ, cwd)            what a command runs with: --profile's, or flags and env alone
     demo_wanted(argv, environ, cwd)                  whether to run the demo (no hub set, no profile to choose)
@@ -75,6 +76,20 @@ class ProfilesFile:
         return load_settings(argv, environ, cwd, stored=stored, token_can_be_asked=token_can_be_asked,
                              profile=self.profile(name))
 
+    def each_settings(self, environ: Mapping[str, str],
+                      stored: StoredTokenLookup | None = None) -> dict[str, Settings | ConfigError]:
+        """Every profile's Settings from the file alone, or why it cannot be used, in the file's order: the
+        environment gives only what a profile names (hub-token-env) and the company proxy's variables curl reads,
+        not the one-server settings."""
+        environ = _without_own_variables(environ)
+        built: dict[str, Settings | ConfigError] = {}
+        for name in self.profiles:
+            try:
+                built[name] = self.settings(name, [], environ, Path.cwd(), stored)
+            except ConfigError as exc:
+                built[name] = exc
+        return built
+
 
 def read_profiles(path: Path, named: bool) -> ProfilesFile:
     """Read and check the profiles file at ``path``; a file the user ``named`` must exist, the default one may not."""
@@ -117,12 +132,15 @@ def read_profiles(path: Path, named: bool) -> ProfilesFile:
 
 def load_profiles(path: Path | None, environ: Mapping[str, str],
                   stored: StoredTokenLookup | None = None) -> dict[str, Settings]:
-    """Every profile's Settings, in the file's order, from the file alone: the environment gives only what a
-    profile names (hub-token-env) and the company proxy's variables curl reads. ``path`` None: the default file
-    (or the one JUPYTER_DEV_PROXY_CONFIG names). ConfigError for the first profile that cannot be used."""
+    """Every profile's Settings from the file alone (``ProfilesFile.each_settings``), in the file's order. ``path``
+    None: the default file (or the one JUPYTER_DEV_PROXY_CONFIG names). ConfigError for the first profile that
+    cannot be used."""
     found = read_profiles(path, True) if path is not None else read_profiles(*profiles_file([], environ))
-    environ = _without_own_variables(environ)
-    return {name: found.settings(name, [], environ, Path.cwd(), stored) for name in found.profiles}
+    built = found.each_settings(environ, stored)
+    for settings in built.values():
+        if isinstance(settings, ConfigError):
+            raise settings
+    return {name: settings for name, settings in built.items() if isinstance(settings, Settings)}
 
 
 def selected_settings(argv: Sequence[str], environ: Mapping[str, str], cwd: Path, upstream: Upstream | None = None,

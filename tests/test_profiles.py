@@ -192,8 +192,8 @@ def test_a_syntax_error_names_the_file_and_line(tmp_path: Path) -> None:
 
 
 def test_a_value_of_the_wrong_kind_is_refused(tmp_path: Path) -> None:
-    a_date = "2026-12-03"
-    assert "write it as a table" in profiles_error(write_profiles(tmp_path, f"[profiles.a]\nserver-options = {a_date}\n"))
+    table = profiles_error(write_profiles(tmp_path, "[profiles.a]\nserver-options = 2026-12-03\n"))
+    assert "write it as a table" in table
     assert "write it as true or false" in profiles_error(write_profiles(tmp_path, "[profiles.a]\ntrace = 2026-12-03\n"))
     assert "write it as text or a number" in profiles_error(write_profiles(tmp_path, "[profiles.a]\nusername = true\n"))
 
