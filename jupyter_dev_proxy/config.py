@@ -557,10 +557,11 @@ def _refuse_from_implicit_dotenv(path: Path, names: Sequence[str]) -> None:
                           f"{them} in the environment).")
 
 
-def setting_origins(argv: Sequence[str], environ: Mapping[str, str], cwd: Path) -> list[tuple[str, str, str]]:
+def setting_origins(argv: Sequence[str], environ: Mapping[str, str], cwd: Path,
+                    profile: Profile | None = None) -> list[tuple[str, str, str]]:
     """(setting's variable, where it came from, the value or '(secret)') for every setting that has a value."""
     args = _parser().parse_args(list(argv))
-    ranked = _ranked(args, environ, _read_env_file(args.env_file, cwd))
+    ranked = _ranked(args, *_sources(args, environ, cwd, profile), profile)
     def shown(dest: str, value: str) -> str:
         if dest in ("hub_token", "local_token", "hub_headers", "oauth_client_secret") or (
                 dest == "hub_proxy" and "@" in value):
@@ -1004,6 +1005,16 @@ def _without_hub_credentials(variables: Mapping[str, str]) -> dict[str, str]:
     return {name: value for name, value in variables.items() if name not in names}
 
 
+def _sources(args: argparse.Namespace, environ: Mapping[str, str], cwd: Path,
+             profile: Profile | None) -> tuple[Mapping[str, str], dict[str, str]]:
+    """The environment and .env that settings come from: with a profile, ./.env is not read (the profile is the
+    settings file; a named --env-file is) and neither gives a hub credential."""
+    if profile is None:
+        return environ, _read_env_file(args.env_file, cwd)
+    dotenv = _read_env_file(args.env_file, cwd) if args.env_file else {}
+    return _without_hub_credentials(environ), _without_hub_credentials(dotenv)
+
+
 def _check_profile_hub(profile: Profile, ranked: Mapping[str, tuple[int, str | None]]) -> None:
     """A profile's hub is the one its file names, and no flag or variable moves it to another."""
     for option in OPTIONS:
@@ -1030,11 +1041,8 @@ def load_settings(argv: Sequence[str], environ: Mapping[str, str], cwd: Path,
     is taken from the environment.
     """
     args = _parser().parse_args(list(argv))
-    if profile is None:
-        dotenv = _read_env_file(args.env_file, cwd)
-    else:
-        environ = _without_hub_credentials(environ)
-        dotenv = _without_hub_credentials(_read_env_file(args.env_file, cwd)) if args.env_file else {}
+    environ, dotenv = _sources(args, environ, cwd, profile)
+    if profile is not None:
         _check_profile_hub(profile, _ranked(args, environ, dotenv, profile))
     values = _merged(args, environ, dotenv, profile)
     implicit_dotenv = cwd / ".env" if args.env_file is None and dotenv else None

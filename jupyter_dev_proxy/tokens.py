@@ -257,7 +257,7 @@ class HubCredential:
         if self.source.kind is TokenKind.FILE:
             return (f"Make a new one at {page} and write it to {self.source.path}: the proxy picks it up by itself "
                     "within seconds.")
-        return (f"Make a new one at {page} and restart the proxy with it in JUPYTERHUB_API_TOKEN (or keep it in a "
+        return (f"Make a new one at {page} and restart the proxy with it in {self.source.setting} (or keep it in a "
                 "file named by JUPYTERHUB_API_TOKEN_FILE, which a running proxy rereads).")
 
     async def refused_by_hub(self, hub: HubClient) -> bool:

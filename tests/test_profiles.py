@@ -13,7 +13,7 @@ from pathlib import Path
 import pytest
 from yarl import URL
 
-from jupyter_dev_proxy.config import ConfigError, TokenKind, load_settings, profiles_file
+from jupyter_dev_proxy.config import ConfigError, TokenKind, load_settings, profiles_file, setting_origins
 from jupyter_dev_proxy.profiles import demo_wanted, load_profiles, read_profiles, selected_settings
 
 TWO_PROFILES = '''
@@ -254,3 +254,15 @@ def test_a_flag_or_variable_may_not_move_a_profile_to_another_hub(
 def test_a_profile_without_a_hub_says_to_add_hub_url(tmp_path: Path) -> None:
     message = settings_error(write_profiles(tmp_path, '[profiles.work]\nusername = "alice"\n'), "--profile", "work")
     assert "The profile 'work' in" in message and "names no hub: add hub-url" in message
+
+
+def test_doctor_shows_a_profiles_settings_as_coming_from_the_profile_and_not_the_environments_token(
+        tmp_path: Path, token_file: Path) -> None:
+    path = write_profiles(tmp_path, TWO_PROFILES, token_file)
+    profile = read_profiles(path, named=True).profile("gpu")
+    environ = {"JUPYTERHUB_API_TOKEN": "another-hubs", "JUPYTER_PROXY_TRACE": "0"}
+    origins = setting_origins(["--profile", "gpu"], environ, tmp_path, profile)
+    assert ("JUPYTERHUB_URL", "profile", "https://hub.example.org") in origins
+    assert ("JUPYTERHUB_NAMED_SERVER", "profile", "gpu") in origins
+    assert ("JUPYTER_PROXY_TRACE", "environment", "0") in origins
+    assert not [origin for origin in origins if origin[0] == "JUPYTERHUB_API_TOKEN"]
