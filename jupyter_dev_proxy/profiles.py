@@ -51,6 +51,7 @@ _OWN_VARIABLES = frozenset(option.env for option in OPTIONS if option.env)
 _TOKEN_KEYS = frozenset({"hub-token-file", TOKEN_VARIABLE_KEY})
 _TABLE_OPTION = "server-options"  # the one setting written as a TOML table (JSON in the environment)
 _SWITCH_WORDS = {True: "1", False: "0"}
+_FILE_METAVAR = "FILE"  # the options whose value is a file (ca-cert, hub-token-file, client-cert, ...)
 _TOML_POSITION = re.compile(r"\s*\(at line (\d+), column (\d+)\)$")
 
 
@@ -211,8 +212,16 @@ def _values(path: Path, where: str, profile: str, table: Mapping[str, Any]) -> d
             raise ConfigError(_unknown(path, where, key, [*OPTIONS_BY_NAME, TOKEN_VARIABLE_KEY]))
         if option.flag is None:
             raise ConfigError(_secret(path, where, key, profile))
-        values[key] = _as_text(path, where, key, value, option.switch)
+        text = _as_text(path, where, key, value, option.switch)
+        values[key] = _beside(path, text) if option.metavar == _FILE_METAVAR else text
     return values
+
+
+def _beside(path: Path, file: str) -> str:
+    """A file the profiles file names, relative to the profiles file's folder (not to wherever the proxy starts),
+    so that a CA or token file can sit next to it."""
+    named = Path(file)
+    return file if named.is_absolute() or file.startswith("~") else str(path.parent / named)
 
 
 def _unknown(path: Path, where: str, key: str, valid: Sequence[str]) -> str:

@@ -266,3 +266,13 @@ def test_doctor_shows_a_profiles_settings_as_coming_from_the_profile_and_not_the
     assert ("JUPYTERHUB_NAMED_SERVER", "profile", "gpu") in origins
     assert ("JUPYTER_PROXY_TRACE", "environment", "0") in origins
     assert not [origin for origin in origins if origin[0] == "JUPYTERHUB_API_TOKEN"]
+
+
+def test_a_relative_file_in_the_profiles_file_is_beside_it_not_where_the_proxy_starts(tmp_path: Path) -> None:
+    (tmp_path / "work-token").write_text("work-token-value")
+    path = write_profiles(tmp_path, '[profiles.work]\nhub-url = "https://work.example.org"\nusername = "alice"\n'
+                                    'hub-token-file = "work-token"\n')
+    elsewhere = tmp_path / "elsewhere"
+    elsewhere.mkdir()
+    settings = read_profiles(path, named=True).settings("work", [], {}, elsewhere)
+    assert settings.hub_token == "work-token-value" and settings.token_source.path == tmp_path / "work-token"
