@@ -129,3 +129,20 @@ def test_a_profile_without_a_token_of_its_own_refuses_to_start_rather_than_use_t
     message = failed_start(user_env(tmp_path, JUPYTERHUB_API_TOKEN=hub.make_token("alice")), "--profile", "work",
                            "--config", str(path))
     assert "The profile 'work' has no hub token: add hub-token-file (or hub-token-env)" in message
+
+
+def test_without_a_profiles_file_servers_lists_the_servers_of_the_one_server_settings(
+        hub: Hub, tmp_path: Path) -> None:
+    hub.ensure_running("alice")
+    env = user_env(tmp_path, JUPYTERHUB_URL=hub.address, JUPYTER_CLUSTER_CA_CERT=str(hub.ca_file),
+                   JUPYTERHUB_API_TOKEN=hub.make_token("alice"))
+    result = command(env, "servers")
+    assert result.returncode == 0, result
+    head, _, default, *_ = result.stdout.splitlines()
+    assert head == f"alice on {hub.address}:"
+    assert re.match(r"  \(default\)\s+ready\s+.*\s+\(settings\)\s+-$", default), result.stdout
+
+
+def test_stop_without_a_profile_name_says_how_to_name_one(tmp_path: Path) -> None:
+    result = command(user_env(tmp_path), "stop")
+    assert result.returncode == 2 and "name the profile whose server to stop" in result.stderr
