@@ -535,7 +535,7 @@ async def _hub_servers(settings: Settings) -> tuple[str, dict[str, ServerModel]]
         user = settings.hub.user or me.name
         servers = await client.for_user(user).servers(me)
     if servers is None:
-        raise HubError(f"the token may not read {user}'s servers: it needs the read:servers scope.")
+        raise HubError(f"The token may not read {user}'s servers: it needs the read:servers scope.")
     return user, servers
 
 
@@ -573,9 +573,13 @@ async def _stop_server(settings: Settings) -> int:
     assert settings.hub_token is not None  # a profile has a token, or its settings are refused
     try:
         async with hub_client(settings, FixedToken(settings.hub_token)) as client:
-            user = settings.hub.user or (await client.whoami()).name
-            client = client.for_user(user)
-            server = f"{user}'s {client.settings.hub.server_label} on {settings.hub}"
+            me = await client.whoami()
+            client = client.for_user(settings.hub.user or me.name)
+            server = f"{client.settings.hub.user}'s {client.settings.hub.server_label} on {settings.hub}"
+            model = (await client.servers(me) or {}).get(settings.hub.server)
+            if model is not None and model.phase is ServerPhase.STOPPED:
+                print(f"{server} is not running: there is nothing to stop.")
+                return EXIT_OK
             if await client.stop_server():
                 print(f"Stopping {server}; waiting up to {STOP_WAIT_SECONDS:.0f} s for the hub...", flush=True)
                 if not await _stopped(client, STOP_WAIT_SECONDS):

@@ -146,3 +146,10 @@ def test_without_a_profiles_file_servers_lists_the_servers_of_the_one_server_set
 def test_stop_without_a_profile_name_says_how_to_name_one(tmp_path: Path) -> None:
     result = command(user_env(tmp_path), "stop")
     assert result.returncode == 2 and "name the profile whose server to stop" in result.stderr
+
+
+def test_stop_of_a_server_that_is_not_running_says_so(hub: Hub, profiles: Path, tmp_path: Path) -> None:
+    hub.ensure_stopped("alice")
+    result = command(user_env(tmp_path), "stop", "main", "--config", str(profiles))
+    assert result.returncode == 0, result
+    assert result.stdout == f"alice's default server on {hub.address} is not running: there is nothing to stop.\n"
