@@ -255,8 +255,12 @@ def _as_text(path: Path, where: str, key: str, value: Any, switch: bool) -> str:
                                          for item in value):
         return ",".join(str(item) for item in value)
     elif isinstance(value, dict) and key == _TABLE_OPTION:
-        return json.dumps(value)
-    kind = "a table" if key == _TABLE_OPTION else "true or false" if switch else "text or a number"
+        try:
+            return json.dumps(value)
+        except TypeError:  # a date or time in it, which JSON has no way to write
+            pass
+    kind = ("a table of text, numbers and true/false" if key == _TABLE_OPTION else
+            "true or false" if switch else "text or a number")
     raise ConfigError(f"{path}: {where} {key} = {value!r} cannot be used: write it as {kind}.")
 
 

@@ -194,6 +194,8 @@ def test_a_syntax_error_names_the_file_and_line(tmp_path: Path) -> None:
 def test_a_value_of_the_wrong_kind_is_refused(tmp_path: Path) -> None:
     table = profiles_error(write_profiles(tmp_path, "[profiles.a]\nserver-options = 2026-12-03\n"))
     assert "write it as a table" in table
+    dated = profiles_error(write_profiles(tmp_path, "[profiles.a]\nserver-options = {{ since = 2026-12-03 }}\n"))
+    assert "server-options = {'since': datetime.date(2026, 12, 3)} cannot be used: write it as a table of" in dated
     assert "write it as true or false" in profiles_error(write_profiles(tmp_path, "[profiles.a]\ntrace = 2026-12-03\n"))
     assert "write it as text or a number" in profiles_error(write_profiles(tmp_path, "[profiles.a]\nusername = true\n"))
 
