@@ -418,7 +418,8 @@ def _parser() -> argparse.ArgumentParser:
         description="Serve your JupyterHub server on localhost so that PyCharm, VS Code or any Jupyter client "
                     "can use it as a plain Jupyter server.",
         epilog=f"Secrets are read from the environment or a .env file, never from flags:\n{env_only}\n\n"
-               "Settings come from flags first, then the environment, then the .env file.\n\n"
+               "Settings come from flags first, then the environment, then the .env file; with --profile NAME,\n"
+               "flags, then the environment, then that profile of the profiles file, then its [defaults].\n\n"
                "Commands (with the same settings):\n"
                "  jupyter-dev-proxy doctor        check each link to your server, one line each, no secret shown\n"
                "  jupyter-dev-proxy doctor --service-entry  for your hub's admin: the service entry that lets you\n"
