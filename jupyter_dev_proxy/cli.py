@@ -24,11 +24,13 @@ from aiohttp import web
 
 from . import __version__
 from .app import ProxyRunner
-from .config import ConfigError, ForwardedPort, Settings, TokenKind, load_settings, wants_demo
+from .config import ConfigError, ForwardedPort, Settings, TokenKind, chosen_profile, profiles_file
 from .demo import DemoServer, DemoUnavailable, start_demo_server
 from .firstrun import token_note
-from .hubapi import HubError, NewToken, Progress, TokenInfo, TokenRefused, WantedToken, hub_client
+from .hubapi import (FixedToken, HubClient, HubError, NewToken, Progress, ServerModel, ServerPhase, TokenInfo,
+                     TokenRefused, WantedToken, hub_client)
 from .logs import configure_logging, keep_secrets_out_of_logs
+from .profiles import demo_wanted, read_profiles, selected_settings
 from .signin import SignedIn, SignInDesk, WaitingForSignIn
 from .startup import HubReport, check_hub
 from .status import PREFIX as STATUS_PREFIX
@@ -42,7 +44,7 @@ HANDLED_SIGNALS = (signal.SIGINT, signal.SIGTERM)
 # How long in-flight requests get to finish after a stop signal before connections are closed.
 SHUTDOWN_GRACE_SECONDS = 2.0
 
-EXIT_OK, EXIT_USAGE = 0, 2
+EXIT_OK, EXIT_UNFINISHED, EXIT_USAGE = 0, 1, 2  # EXIT_UNFINISHED: a command whose outcome is not (yet) the one asked
 EXIT_INTERRUPTED = 128 + signal.SIGINT  # stopped before the proxy was serving, as shells report Ctrl-C
 
 log = logging.getLogger("jupyter_dev_proxy")
@@ -335,7 +337,7 @@ def _why_sign_in_again(settings: Settings) -> str:
     """Why a start signs in although it had a token: the hub refused it (and a variable keeps coming first)."""
     why = f"the hub no longer accepts the token from {settings.token_source}"
     if settings.token_source.kind in (TokenKind.VARIABLE, TokenKind.FILE):
-        why += f"; remove {settings.token_source.kind.value} from your settings, or every start signs in again"
+        why += f"; remove {settings.token_source.setting} from your settings, or every start signs in again"
     return why
 
 
@@ -408,7 +410,8 @@ def _doctor(argv: list[str]) -> int:
     entry = "--service-entry" in argv
     argv = [a for a in argv if a != "--service-entry"]
     try:
-        settings = load_settings(argv, os.environ, Path.cwd(), stored=TokenStore().lookup, token_can_be_asked=True)
+        settings = selected_settings(argv, os.environ, Path.cwd(), stored=TokenStore().lookup,
+                                     token_can_be_asked=True)
     except ConfigError as exc:
         print(f"✗ settings: {exc}")
         return 1
@@ -423,7 +426,7 @@ def _doctor(argv: list[str]) -> int:
 def _forget_token(argv: list[str]) -> int:
     """``jupyter-dev-proxy forget-token [settings]``: remove the token kept for this hub."""
     store = TokenStore()
-    settings = load_settings(argv, os.environ, Path.cwd(), token_can_be_asked=True)
+    settings = selected_settings(argv, os.environ, Path.cwd(), token_can_be_asked=True)
     if store.forget(settings.hub, settings.hub.user):
         print(f"Removed the token kept for {settings.hub} from {store.source}.")
     else:
@@ -435,7 +438,8 @@ def _login(argv: list[str]) -> int:
     """``jupyter-dev-proxy login [--password] [settings]``: get a token for this hub and keep it, replacing a kept
     one: pasted from the token page, or (``--password``, hubs with a password login) made with the password."""
     with_password = "--password" in argv
-    settings = load_settings([a for a in argv if a != "--password"], os.environ, Path.cwd(), token_can_be_asked=True)
+    settings = selected_settings([a for a in argv if a != "--password"], os.environ, Path.cwd(),
+                                 token_can_be_asked=True)
     store = TokenStore()
     if settings.oauth is not None and not with_password:
         keep_secrets_out_of_logs(settings.secrets)
@@ -446,7 +450,7 @@ def _login(argv: list[str]) -> int:
         done = login_with_password(settings, store, sys.stderr)
     else:
         done = ask_for_token(settings, store, sys.stderr, why="and you asked for a new one (it replaces a kept one)")
-    if done is not None and os.environ.get("JUPYTERHUB_API_TOKEN"):
+    if done is not None and os.environ.get("JUPYTERHUB_API_TOKEN") and settings.profile is None:
         print("Note: JUPYTERHUB_API_TOKEN is set in this environment, and it comes before a kept token: unset it "
               "for the proxy to use the new one.", file=sys.stderr)
     return EXIT_OK if done is not None else EXIT_USAGE
@@ -462,6 +466,146 @@ async def _sign_in_now(settings: Settings, store: TokenStore) -> int:
         return signed
     print(f"Signed in as {signed.user}: the token is kept in {signed.source} for the next starts.", file=sys.stderr)
     return EXIT_OK
+
+
+# How long ``stop`` waits for the hub to say the server stopped: a spawner's stop (SIGTERM, then SIGKILL after its
+# grace, or a pod's deletion) takes seconds; past this the hub is still at it, and ``servers`` shows when it is done.
+STOP_WAIT_SECONDS = 60.0
+_STOP_POLL_SECONDS = 0.5  # the hub sends no event when a server has stopped: its model is asked again this often
+
+# The name the listing gives a server without one, and the profile column of settings that are not a profile's.
+_DEFAULT_SERVER, _NOT_A_PROFILE = "(default)", "(settings)"
+
+
+def _servers(argv: list[str]) -> int:
+    """``jupyter-dev-proxy servers [settings]``: the user's servers on the hub of every profile (the one --profile
+    names; without a profiles file, these settings'), one block per hub and user."""
+    store = TokenStore()
+    listed: dict[str, Settings | ConfigError]
+    found = read_profiles(*profiles_file(argv, os.environ))
+    name = chosen_profile(argv, os.environ)
+    if name is None and found.profiles:
+        listed = found.each_settings(os.environ, store.lookup)
+    else:
+        listed = {name or _NOT_A_PROFILE: selected_settings(argv, os.environ, Path.cwd(), stored=store.lookup)}
+    usable = [settings for settings in listed.values() if isinstance(settings, Settings)]
+    for settings in usable:
+        keep_secrets_out_of_logs(settings.secrets)
+    configure_logging("error")  # the listing is the output
+    for profile, unusable in listed.items():
+        if isinstance(unusable, ConfigError):
+            print(f"{profile}: {unusable}")
+    if not usable:
+        return EXIT_USAGE
+    return _run(_list_servers(listed), usable[0].event_loop)
+
+
+async def _list_servers(listed: dict[str, Settings | ConfigError]) -> int:
+    """Ask every hub at once (one that is down holds no other), then print a block per hub and user."""
+    profiles = {profile: settings for profile, settings in listed.items() if isinstance(settings, Settings)}
+    answers = await asyncio.gather(*(_hub_servers(settings) for settings in profiles.values()),
+                                   return_exceptions=True)
+    # One block per hub and user: their servers, and the profiles that point at each.
+    blocks: dict[tuple[str, str], tuple[dict[str, ServerModel], dict[str, list[str]]]] = {}
+    failed = False
+    for (profile, settings), answer in zip(profiles.items(), answers):
+        if isinstance(answer, (HubError, ConfigError)):
+            print(f"{profile}: {answer}")
+            failed = True
+            continue
+        if isinstance(answer, BaseException):
+            raise answer
+        user, servers = answer
+        _, pointing = blocks.setdefault((str(settings.hub), user), (servers, {}))
+        pointing.setdefault(settings.hub.server, []).append(profile)
+    for (hub, user), (servers, pointing) in blocks.items():
+        print(f"{user} on {hub}:")
+        print(_servers_table(servers, pointing))
+    return EXIT_UNFINISHED if failed else EXIT_OK
+
+
+async def _hub_servers(settings: Settings) -> tuple[str, dict[str, ServerModel]]:
+    """The user the settings are for (the token's owner unless they name one) and their servers, as the hub has
+    them."""
+    if settings.hub_token is None:
+        raise ConfigError(f"Listing your servers on {settings.hub} needs a hub token: set JUPYTERHUB_API_TOKEN (or "
+                          "run  jupyter-dev-proxy login  to keep one).")
+    async with hub_client(settings, FixedToken(settings.hub_token)) as client:
+        me = await client.whoami()
+        user = settings.hub.user or me.name
+        servers = await client.for_user(user).servers(me)
+    if servers is None:
+        raise HubError(f"The token may not read {user}'s servers: it needs the read:servers scope.")
+    return user, servers
+
+
+def _servers_table(servers: dict[str, ServerModel], profiles: dict[str, list[str]]) -> str:
+    """The servers as rows of aligned columns, the default server first; a profile's server that the hub does not
+    have yet is a row too."""
+    rows = [("SERVER", "STATE", "LAST ACTIVITY", "PROFILE", "OPTIONS")]
+    for name in sorted({*servers, *profiles}, key=lambda server: (server != "", server)):
+        model = servers.get(name)
+        active = model.last_active if model is not None else None
+        rows.append((name or _DEFAULT_SERVER, model.phase.value if model is not None else "not created",
+                     active.strftime("%Y-%m-%d %H:%M UTC") if active is not None else "-",
+                     ", ".join(profiles.get(name, [])) or "-",
+                     (model.user_options if model is not None else None) or "-"))
+    widths = [max(len(row[column]) for row in rows) for column in range(len(rows[0]))]
+    return "\n".join("  " + "  ".join(cell.ljust(width) for cell, width in zip(row, widths)).rstrip()
+                     for row in rows)
+
+
+def _stop(argv: list[str]) -> int:
+    """``jupyter-dev-proxy stop NAME [settings]``: stop the server of the profile NAME on its hub, and wait (a
+    bounded time) until the hub says it stopped."""
+    if not argv or argv[0].startswith("-"):
+        print("jupyter-dev-proxy: name the profile whose server to stop, as in  jupyter-dev-proxy stop gpu  "
+              "(jupyter-dev-proxy servers lists them).", file=sys.stderr)
+        return EXIT_USAGE
+    settings = selected_settings(["--profile", argv[0], *argv[1:]], os.environ, Path.cwd(),
+                                 stored=TokenStore().lookup)
+    keep_secrets_out_of_logs(settings.secrets)
+    configure_logging("error")
+    return _run(_stop_server(settings), settings.event_loop)
+
+
+async def _stop_server(settings: Settings) -> int:
+    assert settings.hub_token is not None  # a profile has a token, or its settings are refused
+    try:
+        async with hub_client(settings, FixedToken(settings.hub_token)) as client:
+            me = await client.whoami()
+            client = client.for_user(settings.hub.user or me.name)
+            server = f"{client.settings.hub.user}'s {client.settings.hub.server_label} on {settings.hub}"
+            model = (await client.servers(me) or {}).get(settings.hub.server)
+            if model is not None and model.phase is ServerPhase.STOPPED:
+                print(f"{server} is not running: there is nothing to stop.")
+                return EXIT_OK
+            if await client.stop_server():
+                print(f"Stopping {server}; waiting up to {STOP_WAIT_SECONDS:.0f} s for the hub...", flush=True)
+                if not await _stopped(client, STOP_WAIT_SECONDS):
+                    print(f"The hub is still stopping {server} after {STOP_WAIT_SECONDS:.0f} s: it goes on, and "
+                          "jupyter-dev-proxy servers shows when it is done.")
+                    return EXIT_UNFINISHED
+    except HubError as exc:
+        print(f"jupyter-dev-proxy: {exc}", file=sys.stderr)
+        return EXIT_USAGE
+    print(f"Stopped {server} (profile {settings.profile}).")
+    return EXIT_OK
+
+
+async def _stopped(client: HubClient, within: float) -> bool:
+    """Whether the hub's model of the client's server says stopped within ``within`` seconds."""
+    deadline = asyncio.get_running_loop().time() + within
+    while asyncio.get_running_loop().time() < deadline:
+        servers = await client.servers()
+        if servers is None:
+            raise HubError("The hub is stopping the server, but the token may not read whether it has stopped (it "
+                           "needs the read:servers scope): jupyter-dev-proxy servers with another token shows it.")
+        model = servers.get(client.settings.hub.server)
+        if model is None or model.phase is ServerPhase.STOPPED:
+            return True
+        await asyncio.sleep(_STOP_POLL_SECONDS)
+    return False
 
 
 def _run(main: Coroutine[Any, Any, int], event_loop: str) -> int:
@@ -487,14 +631,18 @@ def main(argv: Sequence[str] | None = None) -> int:
             return _login(argv[1:])
         if argv[:1] == ["doctor"]:
             return _doctor(argv[1:])
-        if wants_demo(argv, os.environ, Path.cwd()):
+        if argv[:1] == ["servers"]:
+            return _servers(argv[1:])
+        if argv[:1] == ["stop"]:
+            return _stop(argv[1:])
+        if demo_wanted(argv, os.environ, Path.cwd()):
             print("jupyter-dev-proxy: demo mode, starting a throwaway local Jupyter server... (to use your hub "
                   "instead, set JUPYTER_SERVER_IP_OR_NAME or JUPYTERHUB_URL, see --help)", file=sys.stderr, flush=True)
             demo = start_demo_server(getpass.getuser())
         store = TokenStore()
         interactive = demo is None and _interactive()
-        settings = load_settings(argv, os.environ, Path.cwd(), demo.upstream() if demo else None,
-                                 stored=store.lookup, token_can_be_asked=interactive)
+        settings = selected_settings(argv, os.environ, Path.cwd(), demo.upstream() if demo else None,
+                                     stored=store.lookup, token_can_be_asked=interactive)
         if settings.hub_token is None and settings.oauth is None and interactive:
             from .firstrun import ask_for_token  # a first run only: it brings the browser and the prompt
             settings = ask_for_token(settings, store, sys.stderr) or settings

@@ -13,8 +13,10 @@ import enum
 import functools
 import ipaddress
 import json
+import os
 import re
 import secrets
+import sys
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field, fields
 from pathlib import Path
@@ -39,6 +41,12 @@ class _Option:
     help: str
     metavar: str | None = None
     switch: bool = False  # a flag without a value (its variable takes 1/0, true/false, yes/no, on/off)
+
+    @property
+    def name(self) -> str:
+        """The option's long name without ``--``, as the profiles file writes it; a secret (no flag) still has one,
+        so that the file can refuse it by name."""
+        return self.flag[2:] if self.flag else self.dest.replace("_", "-")
 
 
 # The original tool's variable names are kept so existing shell profiles keep working.
@@ -153,6 +161,8 @@ OPTIONS: tuple[_Option, ...] = (
             "auto: the faster uvloop when it is installed; asyncio: Python's own event loop.", "LOOP"),
 )
 
+OPTIONS_BY_NAME: dict[str, _Option] = {option.name: option for option in OPTIONS}
+
 _LOG_LEVELS = ("debug", "info", "warning", "error")
 _EVENT_LOOPS = ("auto", "asyncio")
 START_AT_STARTUP, START_ALWAYS, START_NEVER = "at-startup", "always", "never"
@@ -176,14 +186,65 @@ class TokenSource:
 
     kind: TokenKind = TokenKind.VARIABLE
     path: Path | None = None  # the file, for FILE and STORED_FILE
+    variable: str | None = None  # for VARIABLE, when a profile's hub-token-env names another than JUPYTERHUB_API_TOKEN
 
     def __str__(self) -> str:
-        return f"{self.kind.value} ({self.path})" if self.path is not None else self.kind.value
+        return f"{self.setting} ({self.path})" if self.path is not None else self.setting
+
+    @property
+    def setting(self) -> str:
+        """The setting that holds the token, as advice names it: the variable, the file's setting, the keyring."""
+        return self.variable or self.kind.value
 
     @property
     def rereadable(self) -> bool:
         """Whether a running proxy can pick up a new token from here (a variable is fixed at start)."""
         return self.kind in (TokenKind.FILE, TokenKind.KEYRING, TokenKind.STORED_FILE)
+
+
+def user_config_dir() -> Path:
+    """The user's configuration directory, as each system has it: the kept tokens and the profiles file live in
+    its ``jupyter-dev-proxy`` folder."""
+    if sys.platform == "win32":
+        return Path(os.environ.get("APPDATA") or Path.home() / "AppData" / "Roaming")
+    if sys.platform == "darwin":
+        return Path.home() / "Library" / "Application Support"
+    return Path(os.environ.get("XDG_CONFIG_HOME") or Path.home() / ".config")
+
+
+# The profiles file: named by --config or this variable, else config.toml in the user's configuration directory.
+CONFIG_VARIABLE = "JUPYTER_DEV_PROXY_CONFIG"
+PROFILE_VARIABLE = "JUPYTER_DEV_PROXY_PROFILE"  # the profile to serve, when --profile does not name one
+
+
+def profiles_file(argv: Sequence[str], environ: Mapping[str, str]) -> tuple[Path, bool]:
+    """Where the profiles file is, and whether the user named it (--config, JUPYTER_DEV_PROXY_CONFIG): a file
+    named must exist, the default one may not."""
+    named = _parser().parse_args(list(argv)).config or (environ.get(CONFIG_VARIABLE) or "").strip()
+    if named:
+        return Path(named).expanduser(), True
+    return user_config_dir() / "jupyter-dev-proxy" / "config.toml", False
+
+
+def chosen_profile(argv: Sequence[str], environ: Mapping[str, str]) -> str | None:
+    """The profile --profile (or JUPYTER_DEV_PROXY_PROFILE) names; None: none is named."""
+    return _parser().parse_args(list(argv)).profile or (environ.get(PROFILE_VARIABLE) or "").strip() or None
+
+
+@dataclass(frozen=True)
+class Profile:
+    """One ``[profiles.<name>]`` of the profiles file with its ``[defaults]``: settings that rank below flags and the
+    environment, for one hub, user and server."""
+
+    name: str
+    file: Path
+    values: tuple[tuple[str, str], ...]  # (long option name, value as the environment would write it)
+    token_variable: str | None = None  # hub-token-env: the variable holding this profile's hub token
+
+    def value(self, dest: str) -> str | None:
+        """The profile's value of one option, by its ``dest``; None where the profile leaves it unset."""
+        name = next(option.name for option in OPTIONS if option.dest == dest)
+        return next((value for key, value in self.values if key == name), None)
 
 
 def read_token_file(path: Path) -> str:
@@ -306,6 +367,8 @@ class Settings:
     oauth: OAuthClient | None = None
     # Web apps on the user's server, each on a local port of its own.
     forwards: tuple[ForwardedPort, ...] = ()
+    # The profile of the profiles file these settings were built for; None: flags, environment and .env alone.
+    profile: str | None = None
 
     def __hash__(self) -> int:
         """Hashed once: per-request caches (routing's paths, auth's hosts) key on the settings, and a frozen
@@ -319,7 +382,7 @@ class Settings:
     @property
     def hub_token_setting(self) -> str:
         """Where the hub token came from, as advice names it: the setting, or the keyring."""
-        return self.token_source.kind.value
+        return self.token_source.setting
 
     @property
     def forwards_ide_token(self) -> bool:
@@ -355,7 +418,8 @@ def _parser() -> argparse.ArgumentParser:
         description="Serve your JupyterHub server on localhost so that PyCharm, VS Code or any Jupyter client "
                     "can use it as a plain Jupyter server.",
         epilog=f"Secrets are read from the environment or a .env file, never from flags:\n{env_only}\n\n"
-               "Settings come from flags first, then the environment, then the .env file.\n\n"
+               "Settings come from flags first, then the environment, then the .env file; with --profile NAME,\n"
+               "flags, then the environment, then that profile of the profiles file, then its [defaults].\n\n"
                "Commands (with the same settings):\n"
                "  jupyter-dev-proxy doctor        check each link to your server, one line each, no secret shown\n"
                "  jupyter-dev-proxy doctor --service-entry  for your hub's admin: the service entry that lets you\n"
@@ -364,7 +428,10 @@ def _parser() -> argparse.ArgumentParser:
                "                                  browser where JUPYTERHUB_OAUTH_CLIENT_ID is set (replaces a kept one)\n"
                "  jupyter-dev-proxy login --password  on a hub where you sign in with a password: the hub makes the\n"
                "                                  proxy a token of its own; the password is not kept\n"
-               "  jupyter-dev-proxy forget-token  remove the hub token a first run kept for this hub",
+               "  jupyter-dev-proxy forget-token  remove the hub token a first run kept for this hub\n"
+               "  jupyter-dev-proxy servers       list your servers on the hub of every profile (or of these\n"
+               "                                  settings): state, spawn options, last activity\n"
+               "  jupyter-dev-proxy stop NAME     stop the server of the profile NAME on its hub",
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
     for option in OPTIONS:
@@ -379,6 +446,14 @@ def _parser() -> argparse.ArgumentParser:
                             help=f"{option.help} [env {option.env}; {default}]")
     parser.add_argument("--env-file", metavar="FILE", default=None,
                         help="Read settings from this file instead of ./.env.")
+    parser.add_argument("--profile", metavar="NAME", default=None,
+                        help="Serve the server this profile of the profiles file names (flags and the environment "
+                             "still override its settings; the environment's hub token is never used for it) "
+                             f"[env {PROFILE_VARIABLE}].")
+    parser.add_argument("--config", metavar="FILE", default=None,
+                        help=f"The profiles file (TOML) [env {CONFIG_VARIABLE}; default: config.toml in the "
+                             "jupyter-dev-proxy folder of your configuration directory, e.g. "
+                             "~/.config/jupyter-dev-proxy/config.toml].")
     parser.add_argument("--demo", action="store_true",
                         help="Try the proxy without a hub: start a throwaway local Jupyter server at "
                              "/user/<your login>/ over TLS and proxy to it (the hub settings are ignored; "
@@ -400,11 +475,11 @@ def _read_env_file(path_flag: str | None, cwd: Path) -> dict[str, str]:
 
 
 # Where a setting's value came from, by the precedence of _merged.
-_ORIGINS = ("flag", "environment", ".env", "default")
+_ORIGINS = ("flag", "environment", ".env", "profile", "default")
 
 
-def _ranked(args: argparse.Namespace, environ: Mapping[str, str],
-            dotenv: Mapping[str, str]) -> dict[str, tuple[int, str | None]]:
+def _ranked(args: argparse.Namespace, environ: Mapping[str, str], dotenv: Mapping[str, str],
+            profile: Profile | None = None) -> dict[str, tuple[int, str | None]]:
     """Each setting's value and where it came from (an index into _ORIGINS; past its end: unset)."""
     ranked: dict[str, tuple[int, str | None]] = {}
     for option in OPTIONS:
@@ -412,6 +487,7 @@ def _ranked(args: argparse.Namespace, environ: Mapping[str, str],
             getattr(args, option.dest, None),
             environ.get(option.env) if option.env else None,
             dotenv.get(option.env) if option.env else None,
+            profile.value(option.dest) if profile is not None else None,
             option.default,
         )
         found = [(i, c.strip()) for i, c in enumerate(candidates) if c is not None and c.strip()]
@@ -419,9 +495,10 @@ def _ranked(args: argparse.Namespace, environ: Mapping[str, str],
     return ranked
 
 
-def _merged(args: argparse.Namespace, environ: Mapping[str, str], dotenv: Mapping[str, str]) -> dict[str, str | None]:
-    """flags > environment > .env > defaults; an empty value counts as unset."""
-    ranked = _ranked(args, environ, dotenv)
+def _merged(args: argparse.Namespace, environ: Mapping[str, str], dotenv: Mapping[str, str],
+            profile: Profile | None = None) -> dict[str, str | None]:
+    """flags > environment > .env > profile > defaults; an empty value counts as unset."""
+    ranked = _ranked(args, environ, dotenv, profile)
     merged = {dest: value for dest, (_, value) in ranked.items()}
     # A token and a token file are one setting: the one from the higher-precedence source wins.
     if ranked["hub_token"][0] < ranked["hub_token_file"][0]:
@@ -481,10 +558,11 @@ def _refuse_from_implicit_dotenv(path: Path, names: Sequence[str]) -> None:
                           f"{them} in the environment).")
 
 
-def setting_origins(argv: Sequence[str], environ: Mapping[str, str], cwd: Path) -> list[tuple[str, str, str]]:
+def setting_origins(argv: Sequence[str], environ: Mapping[str, str], cwd: Path,
+                    profile: Profile | None = None) -> list[tuple[str, str, str]]:
     """(setting's variable, where it came from, the value or '(secret)') for every setting that has a value."""
     args = _parser().parse_args(list(argv))
-    ranked = _ranked(args, environ, _read_env_file(args.env_file, cwd))
+    ranked = _ranked(args, *_sources(args, environ, cwd, profile), profile)
     def shown(dest: str, value: str) -> str:
         if dest in ("hub_token", "local_token", "hub_headers", "oauth_client_secret") or (
                 dest == "hub_proxy" and "@" in value):
@@ -868,8 +946,8 @@ def wants_demo(argv: Sequence[str], environ: Mapping[str, str], cwd: Path) -> bo
 StoredTokenLookup = Callable[[HubAddress, str], "tuple[str, str, TokenSource] | None"]
 
 
-def _hub_token(values: Mapping[str, str | None], hub: HubAddress,
-               stored: StoredTokenLookup | None) -> tuple[str | None, str, TokenSource]:
+def _hub_token(values: Mapping[str, str | None], hub: HubAddress, stored: StoredTokenLookup | None,
+               environ: Mapping[str, str], profile: Profile | None) -> tuple[str | None, str, TokenSource]:
     """The hub token, the user it was kept for (when it came from the store), and where it came from."""
     if values["hub_token_file"]:
         path = Path(values["hub_token_file"]).expanduser()
@@ -877,6 +955,14 @@ def _hub_token(values: Mapping[str, str | None], hub: HubAddress,
         return token, "", TokenSource(TokenKind.FILE, path)
     if values["hub_token"]:
         return values["hub_token"], "", TokenSource(TokenKind.VARIABLE)
+    if profile is not None and profile.token_variable is not None:
+        variable = profile.token_variable
+        token = (environ.get(variable) or "").strip()
+        if not token:
+            raise ConfigError(f"The profile '{profile.name}' takes its hub token from the variable {variable} "
+                              f"(hub-token-env in {profile.file}), which is not set: set it to your token from "
+                              f"{hub.page('token')}, or use hub-token-file instead.")
+        return token, "", TokenSource(TokenKind.VARIABLE, variable=variable)
     found = stored(hub, values["username"] or "") if stored is not None else None
     if found is not None:
         user, token, source = found
@@ -906,18 +992,60 @@ def _event_loop(values: Mapping[str, str | None]) -> str:
     return loop
 
 
+# The settings that hold one hub's credentials: a profile never takes them from the environment (or an --env-file),
+# where they are meant for another hub; its own come from its file (hub-token-file, hub-token-env) or are the token
+# kept for its hub and user.
+_HUB_CREDENTIALS = frozenset({"hub_token", "hub_token_file", "hub_headers", "oauth_client_secret",
+                              "oauth_client_secret_file"})
+# The settings that say where the hub is: a profile's come from its file only, or its token would go elsewhere.
+_HUB_LOCATION = frozenset({"hub_url", "server_host", "server_port", "server_base_url"})
+
+
+def _without_hub_credentials(variables: Mapping[str, str]) -> dict[str, str]:
+    names = {option.env for option in OPTIONS if option.dest in _HUB_CREDENTIALS}
+    return {name: value for name, value in variables.items() if name not in names}
+
+
+def _sources(args: argparse.Namespace, environ: Mapping[str, str], cwd: Path,
+             profile: Profile | None) -> tuple[Mapping[str, str], dict[str, str]]:
+    """The environment and .env that settings come from: with a profile, ./.env is not read (the profile is the
+    settings file; a named --env-file is) and neither gives a hub credential."""
+    if profile is None:
+        return environ, _read_env_file(args.env_file, cwd)
+    dotenv = _read_env_file(args.env_file, cwd) if args.env_file else {}
+    return _without_hub_credentials(environ), _without_hub_credentials(dotenv)
+
+
+def _check_profile_hub(profile: Profile, ranked: Mapping[str, tuple[int, str | None]]) -> None:
+    """A profile's hub is the one its file names, and no flag or variable moves it to another."""
+    for option in OPTIONS:
+        rank = ranked[option.dest][0]
+        if option.dest in _HUB_LOCATION and rank < _ORIGINS.index("profile"):
+            setting = option.flag if _ORIGINS[rank] == "flag" else option.env
+            raise ConfigError(f"{setting} is set ({_ORIGINS[rank]}) with the profile '{profile.name}', whose hub is "
+                              f"in {profile.file}: unset it (a profile's token goes to its own hub only), or run "
+                              "without --profile.")
+    if not (profile.value("hub_url") or profile.value("server_host")):
+        raise ConfigError(f"The profile '{profile.name}' in {profile.file} names no hub: add hub-url = "
+                          '"https://your-hub.example.org" to it (or to [defaults]).')
+
+
 def load_settings(argv: Sequence[str], environ: Mapping[str, str], cwd: Path,
                   upstream: Upstream | None = None, stored: StoredTokenLookup | None = None,
-                  token_can_be_asked: bool = False) -> Settings:
+                  token_can_be_asked: bool = False, profile: Profile | None = None) -> Settings:
     """Parse flags and read the environment and .env file into one validated Settings.
 
     With ``upstream`` (the demo server), the hub settings are taken from it and the user's are ignored. A token
     kept by an earlier start comes from ``stored`` when no setting names one; with ``token_can_be_asked`` (a
-    terminal), a missing token is not an error: the first run asks for it.
+    terminal), a missing token is not an error: the first run asks for it. With ``profile``, its settings rank
+    below flags and the environment; ./.env is not read (the profile is the settings file) and no hub credential
+    is taken from the environment.
     """
     args = _parser().parse_args(list(argv))
-    dotenv = _read_env_file(args.env_file, cwd)
-    values = _merged(args, environ, dotenv)
+    environ, dotenv = _sources(args, environ, cwd, profile)
+    if profile is not None:
+        _check_profile_hub(profile, _ranked(args, environ, dotenv, profile))
+    values = _merged(args, environ, dotenv, profile)
     implicit_dotenv = cwd / ".env" if args.env_file is None and dotenv else None
     if implicit_dotenv is not None:
         ignored = {"hub_proxy", "ca_file", "hub_url"} if upstream is not None else set()  # the demo's own are used
@@ -929,11 +1057,16 @@ def load_settings(argv: Sequence[str], environ: Mapping[str, str], cwd: Path,
                       client_cert=None, client_key=None)
 
     hub = _hub_address(values)
-    hub_token, kept_for, token_source = _hub_token(values, hub, stored if upstream is None else None)
+    hub_token, kept_for, token_source = _hub_token(values, hub, stored if upstream is None else None, environ,
+                                                   profile)
     listen_host = values["listen_host"] or "localhost"
     listen_port = _port(values["listen_port"] or "", "JUPYTER_PROXY_PORT", allow_zero=True)
     allowed_hosts = _allowed_hosts(values, listen_host)
     oauth = _oauth_client(values, listen_host, listen_port, allowed_hosts) if upstream is None else None
+    if profile is not None and hub_token is None and oauth is None and not token_can_be_asked:
+        raise ConfigError(f"The profile '{profile.name}' has no hub token: add hub-token-file (or hub-token-env) to "
+                          f"it in {profile.file}, or run  jupyter-dev-proxy login --profile {profile.name}  to keep "
+                          "one (JUPYTERHUB_API_TOKEN is never used for a profile: it may be another hub's).")
     if not values["username"] and hub_token is None and oauth is None and not token_can_be_asked:
         raise ConfigError("No username is set: set JUPYTER_USERNAME to your JupyterHub username "
                           "(or set JUPYTERHUB_API_TOKEN, and the proxy asks the hub whose token it is).")
@@ -979,4 +1112,5 @@ def load_settings(argv: Sequence[str], environ: Mapping[str, str], cwd: Path,
         cors=_cors(values),
         oauth=oauth,
         forwards=_forwards(values["forward"], listen_port),
+        profile=profile.name if profile is not None else None,
     )

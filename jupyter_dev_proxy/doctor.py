@@ -27,7 +27,7 @@ import aiohttp
 from multidict import CIMultiDict, CIMultiDictProxy
 from yarl import URL
 
-from .config import OAuthClient, Settings, default_callback_url, setting_origins
+from .config import OAuthClient, Settings, default_callback_url, profiles_file, setting_origins
 from .errors import ProxyError
 from .hubapi import (
     FixedToken,
@@ -41,6 +41,7 @@ from .hubapi import (
     hub_client,
     start_scope_name,
 )
+from .profiles import read_profiles
 from .routing import upstream_url_for
 from .signin import SIGN_IN_REMINDER_SECONDS
 from .timeouts import timeout
@@ -84,7 +85,8 @@ class _Opened(asyncio.Protocol):
 
 
 def _settings_lines(report: _Report, argv: Sequence[str], cwd: Path, settings: Settings) -> None:
-    origins = setting_origins(argv, os.environ, cwd)
+    profile = read_profiles(*profiles_file(argv, os.environ)).profile(settings.profile) if settings.profile else None
+    origins = setting_origins(argv, os.environ, cwd, profile)
     shown = ", ".join(f"{name}={value} ({origin})" for name, origin, value in origins if origin != "default")
     token = f"the hub token from {settings.token_source}" if settings.hub_token else "no hub token"
     report.ok("settings", f"{shown or 'defaults only'}; {token}")

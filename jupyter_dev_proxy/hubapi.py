@@ -4,6 +4,8 @@
         .version() → str | None                    the hub's version; None: no hub API (a plain Jupyter server)
         .whoami() → Identity                       whose the token is, its scopes, its owner's servers
         .server(me) → ServerModel                  the user's server: ServerState, pending, last activity
+        .servers(me) → {name: ServerModel} | None  all of the user's servers, with their spawn options
+        .stop_server() → bool                      the user's server asked to stop; whether the hub is still at it
         .token_info(me) → TokenInfo                the owner and scopes, and the expiry where the token may read it
         .progress() → (status, Progress events)    the hub's progress while it starts the server
         .new_token(user, wanted, password) → NewToken   a token of the user's with a note, scopes and expiry, made
@@ -29,7 +31,7 @@ from typing import Any, Protocol
 
 import aiohttp
 
-from .address import hub_escaped
+from .address import HubAddress, hub_escaped
 from .config import OAuthClient, Settings
 from .errors import ProxyError
 from .routing import hub_authorization
@@ -63,6 +65,15 @@ class TokenRefused(UnexpectedAnswer):
     """The hub does not accept the token (401/403): it is wrong, expired or revoked."""
 
 
+class ServerPhase(enum.Enum):
+    """A server's state in the words the ``servers`` listing uses: whether it runs, and what the hub is doing."""
+
+    READY = "ready"
+    STARTING = "starting"
+    STOPPING = "stopping"
+    STOPPED = "stopped"
+
+
 class ServerState(enum.Enum):
     """The user's server as the hub's model of it says."""
 
@@ -79,6 +90,7 @@ class ServerModel:
     state: ServerState
     pending: str | None = None  # what the hub is doing to it: "spawn", "stop", or nothing
     last_activity: str | None = None  # as the hub writes it (ISO 8601), the user's when the server has none
+    user_options: str | None = None  # the options of its last spawn, as canonical JSON; None: none given
 
     @classmethod
     def read(cls, model: Mapping[str, Any], user_activity: Any = None) -> ServerModel:
@@ -87,7 +99,25 @@ class ServerModel:
         state = (ServerState.RUNNING if model.get("ready") else
                  ServerState.STARTING if pending == "spawn" else ServerState.STOPPED)
         activity = model.get("last_activity") or user_activity
-        return cls(state, pending, str(activity) if activity else None)
+        options = model.get("user_options")
+        return cls(state, pending, str(activity) if activity else None,
+                   json.dumps(options, sort_keys=True) if isinstance(options, dict) and options else None)
+
+    @property
+    def last_active(self) -> datetime | None:
+        """The last activity as a time; None when the hub has none (or wrote it in a way it does not read)."""
+        try:
+            return _hub_time(self.last_activity)
+        except ValueError:
+            return None
+
+    @property
+    def phase(self) -> ServerPhase:
+        if self.pending == "stop":
+            return ServerPhase.STOPPING
+        if self.state is ServerState.STARTING:
+            return ServerPhase.STARTING
+        return ServerPhase.READY if self.state is ServerState.RUNNING else ServerPhase.STOPPED
 
 
 _UNKNOWN_SERVER = ServerModel(ServerState.UNKNOWN)
@@ -205,6 +235,11 @@ class FixedToken:
     token: str
 
 
+def _refused(address: HubAddress, status: int) -> TokenRefused:
+    return TokenRefused(f"The hub at {address} does not accept the token (wrong, expired or revoked): make a new "
+                        f"one at {address.page('token')}.", status)
+
+
 class HubClient:
     """The hub's REST API with the hub credential, whose token is read as each call is sent: a token swapped
     while the proxy runs is the one the next call carries. Without a credential, calls carry none."""
@@ -243,8 +278,7 @@ class HubClient:
         address = self.settings.hub
         status, me, _ = await self.call("GET", address.api("user?include_stopped_servers=1"))
         if status in _TOKEN_REFUSALS:
-            raise TokenRefused(f"The hub at {address} does not accept the token (wrong, expired or revoked): make "
-                               f"a new one at {address.page('token')}.", status)
+            raise _refused(address, status)
         if status != 200 or not isinstance(me, dict) or "name" not in me:
             raise UnexpectedAnswer(f"The hub at {address} answered {status} when asked whose token this is: "
                                    "check the hub's log, or try again.", status)
@@ -253,18 +287,23 @@ class HubClient:
                         scopes=tuple(str(s) for s in scopes) if isinstance(scopes, list) else None,
                         token_id=str(token_id) if token_id else None, servers=_servers(me))
 
-    async def server(self, me: Identity | None = None) -> ServerModel:
-        """The hub's model of this client's user's server (UNKNOWN when the token may not read it). ``me``, the
-        token's owner as ``whoami`` said, holds it already when that is the user: the hub is not asked again."""
+    async def servers(self, me: Identity | None = None) -> dict[str, ServerModel] | None:
+        """The hub's models of this client's user's servers by name ('' the default one), stopped ones included;
+        None when the token may not read them. ``me``, the token's owner as ``whoami`` said, holds them already when
+        that is the user: the hub is not asked again."""
         address = self.settings.hub
         if me is not None and me.is_user and me.name == address.user:
-            servers = me.servers
-        else:
-            status, user, _ = await self.call("GET", address.user_api() + "?include_stopped_servers=1")
-            if status == 404:
-                raise UnexpectedAnswer(f"The hub has no user '{address.user}' (or the token may not see them): "
-                                       "check JUPYTER_USERNAME.", status)
-            servers = _servers(user) if status == 200 and isinstance(user, dict) else None
+            return me.servers
+        status, user, _ = await self.call("GET", address.user_api() + "?include_stopped_servers=1")
+        if status == 404:
+            raise UnexpectedAnswer(f"The hub has no user '{address.user}' (or the token may not see them): "
+                                   "check JUPYTER_USERNAME.", status)
+        return _servers(user) if status == 200 and isinstance(user, dict) else None
+
+    async def server(self, me: Identity | None = None) -> ServerModel:
+        """The hub's model of this client's user's server (UNKNOWN when the token may not read it)."""
+        address = self.settings.hub
+        servers = await self.servers(me)
         if servers is None:
             return _UNKNOWN_SERVER
         model = servers.get(address.server)
@@ -272,6 +311,23 @@ class HubClient:
             raise UnexpectedAnswer(f"'{address.user}' has no server named '{address.server}': create it on "
                                    f"{address.page('home')}, or fix JUPYTERHUB_NAMED_SERVER.", 404)
         return model or _NEVER_STARTED
+
+    async def stop_server(self) -> bool:
+        """Ask the hub to stop this client's user's server; True while the hub is still stopping it (202), False
+        when it is stopped already (204). TokenRefused or UnexpectedAnswer, with the hub's reason, when it will not."""
+        address = self.settings.hub
+        status, answer, _ = await self.call("DELETE", address.server_api())
+        if status in (202, 204):
+            return status == 202
+        said = str(answer.get("message") or "") if isinstance(answer, dict) else ""
+        if status == 401:
+            raise _refused(address, status)
+        if status == 403:
+            raise TokenRefused(f"The token may not stop {address.user}'s {address.server_label} (it needs the "
+                               "servers scope, or delete:servers): use a token from "
+                               f"{address.page('token')} with all of your permissions.", status)
+        raise UnexpectedAnswer(f"The hub did not stop {address.user}'s {address.server_label} ({status}"
+                               f"{f': {said}' if said else ''}).", status)
 
     async def token_info(self, me: Identity) -> TokenInfo:
         """Whose the token is, its scopes, and its expiry where it may read its own model (``read:tokens``)."""

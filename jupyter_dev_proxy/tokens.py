@@ -14,7 +14,6 @@ import asyncio
 import json
 import logging
 import os
-import sys
 import tempfile
 import time
 from collections.abc import Callable
@@ -23,7 +22,7 @@ from pathlib import Path
 from typing import Protocol, cast
 
 from .address import HubAddress
-from .config import ConfigError, Settings, TokenKind, TokenSource, read_token_file
+from .config import ConfigError, Settings, TokenKind, TokenSource, read_token_file, user_config_dir
 from .errors import ProxyError
 from .hubapi import HubClient, HubError, TokenRefused, UnexpectedAnswer
 from .logs import keep_secrets_out_of_logs
@@ -40,15 +39,6 @@ FILE_CHECK_SECONDS = 2.0
 _REJECTION_CHECK_SECONDS = 10.0
 
 
-def _config_dir() -> Path:
-    """The user's configuration directory, as each system has it."""
-    if sys.platform == "win32":
-        return Path(os.environ.get("APPDATA") or Path.home() / "AppData" / "Roaming")
-    if sys.platform == "darwin":
-        return Path.home() / "Library" / "Application Support"
-    return Path(os.environ.get("XDG_CONFIG_HOME") or Path.home() / ".config")
-
-
 def _account(hub: HubAddress, user: str) -> str:
     return f"{user} on {hub}"
 
@@ -57,7 +47,7 @@ class TokenStore:
     """Tokens kept for later starts: in the keyring when one is usable, else in a file only the user may read."""
 
     def __init__(self, file: Path | None = None) -> None:
-        self.file = file or _config_dir() / "jupyter-dev-proxy" / "tokens.json"
+        self.file = file or user_config_dir() / "jupyter-dev-proxy" / "tokens.json"
         self._looked_for_keyring = False  # importing keyring is slow: only when a token is looked for or kept
         self._backend: _Keyring | None = None
 
@@ -267,7 +257,7 @@ class HubCredential:
         if self.source.kind is TokenKind.FILE:
             return (f"Make a new one at {page} and write it to {self.source.path}: the proxy picks it up by itself "
                     "within seconds.")
-        return (f"Make a new one at {page} and restart the proxy with it in JUPYTERHUB_API_TOKEN (or keep it in a "
+        return (f"Make a new one at {page} and restart the proxy with it in {self.source.setting} (or keep it in a "
                 "file named by JUPYTERHUB_API_TOKEN_FILE, which a running proxy rereads).")
 
     async def refused_by_hub(self, hub: HubClient) -> bool:
