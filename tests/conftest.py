@@ -6,7 +6,9 @@ from __future__ import annotations
 import asyncio
 import enum
 import logging
+import os
 import ssl
+import tempfile
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterator, Mapping
 from pathlib import Path
 from typing import Any
@@ -22,6 +24,10 @@ from jupyter_dev_proxy.demo import DemoServer, start_demo_server
 from tests.kit.fakehubs import SEEN, echo_app
 from tests.kit.process import ProxyProcess
 from tests.kit.settings import HUB_TOKEN, LOCAL_TOKEN, Proxy, make_settings
+
+# The user's own configuration directory (a profiles file, kept tokens) is never what a test reads: every proxy the
+# suite starts, in this process or as a child, sees an empty one unless its test gives it another.
+os.environ["XDG_CONFIG_HOME"] = tempfile.mkdtemp(prefix="jupyter-dev-proxy-test-config-")
 
 
 class EventLoop(str, enum.Enum):
