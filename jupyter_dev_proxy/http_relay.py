@@ -68,10 +68,8 @@ class _ReplayableBody:
 
 
 async def _body_in_hand(request: web.BaseRequest) -> bytes | None:
-    """The request's body, read whole when it is small enough to send in one write with the head (none is b"");
+    """The request's body (there is one), read whole when it is small enough to send in one write with the head;
     None when it is streamed to the hub as it comes (a large or chunked upload)."""
-    if not request.body_exists:
-        return b""
     length = request.content_length
     return await request.read() if length is not None and length <= _SMALL_BODY_BYTES else None
 
@@ -82,7 +80,7 @@ async def _send(connections: HubConnections, session: aiohttp.ClientSession, hub
     """Send the request (a body in hand on the relay's own connections, a streamed one through aiohttp's session);
     once more on a fresh connection if a pooled one was dead and a replay is safe, and again after a pause while a
     hub reached moments ago cannot be connected to (nothing was sent then)."""
-    whole = await _body_in_hand(request)
+    whole = await _body_in_hand(request) if request.body_exists else b""
     streamed = _ReplayableBody(request.content) if whole is None else None
     retry_allowed = request.method in _REPLAYABLE_METHODS
     fresh = False  # a retry goes on a new connection: another pooled one may be as dead
@@ -108,7 +106,7 @@ async def _send(connections: HubConnections, session: aiohttp.ClientSession, hub
                      loggable(request.method, request.raw_path), type(exc).__name__)
 
 
-async def _continue_if_expected(request: web.BaseRequest) -> None:
+def _continue_if_expected(request: web.BaseRequest) -> None:
     """Answer ``Expect: 100-continue`` (curl sends it for uploads over 1 MiB) once the request has passed the
     proxy's checks, so a refused request's body is never sent; the hub does not see the header."""
     expect = request.headers.get("Expect")
@@ -177,7 +175,7 @@ async def relay_http(request: web.BaseRequest, settings: Settings, hub_transport
     answer; ``swap`` (None when the IDE's token is the hub's) takes the hub token out of its headers and text. A
     small 401 or 403 of the hub's own is raised as HubRefusedRequest, for the funnel to ask whether the token is
     still accepted."""
-    await _continue_if_expected(request)
+    _continue_if_expected(request)
     with hub_transport.failures():
         upstream = await _send(connections, session, hub_transport, request, url, headers)
     try:
