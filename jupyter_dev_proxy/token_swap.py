@@ -29,6 +29,7 @@ _TEXTUAL_TYPES = frozenset({
 })
 
 
+@functools.lru_cache(maxsize=64)  # a server answers with a few types, again and again
 def is_textual(content_type: str) -> bool:
     """Whether an answer of this Content-Type may carry text a browser reads (a missing type is sniffed by
     browsers, so it counts as text)."""
@@ -234,6 +235,8 @@ def _inflater() -> zlib._Decompress:
 def content_coding(values: list[str]) -> str | None:
     """The one coding an answer's Content-Encoding headers apply ("identity" for none), or None when the proxy
     cannot undo them (several codings, or one it does not know)."""
+    if not values:  # nearly every answer
+        return "identity"
     codings = [coding for value in values for coding in (part.strip().lower() for part in value.split(","))
                if coding and coding != "identity"]
     if not codings:
