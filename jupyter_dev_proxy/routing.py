@@ -407,9 +407,23 @@ def _redirect_out_of_server(settings: Settings, location: str) -> ProxyError:
                             f"Make a new one at {hub.page('token')}.")
 
 
+class _HeaderNames(enum.Enum):
+    """What an answer's header names, all together, ask of the mapping."""
+
+    UNWRITABLE = enum.auto()  # one is not a header name the IDE can be sent
+    ALL_PASSED = enum.auto()  # each goes to the IDE as it is: none hop-by-hop, CORS, Location or Set-Cookie
+    MAPPED = enum.auto()  # some are dropped or mapped
+
+
 @functools.lru_cache(maxsize=64)  # a server answers with the same few sets of header names
-def _writable_names(names: str) -> bool:
-    return _HEADER_NAMES.fullmatch(names) is not None
+def _header_names(joined: str) -> _HeaderNames:
+    """``joined``: the names joined by ":", in order."""
+    if _HEADER_NAMES.fullmatch(joined) is None:
+        return _HeaderNames.UNWRITABLE
+    names = joined.split(":")
+    passed = all(name.lower() not in _HOP_BY_HOP and _response_header_kind(name) is _ResponseHeader.PASSED
+                 for name in names)
+    return _HeaderNames.ALL_PASSED if passed and "Connection" not in names else _HeaderNames.MAPPED
 
 
 def client_response_headers(settings: Settings, headers: MultiMapping[str], swap: TokenSwap | None = None,
@@ -425,12 +439,15 @@ def client_response_headers(settings: Settings, headers: MultiMapping[str], swap
     to_app = route is not None and route.app is not None
     # The usual answer's names, values and (for the swap) text are each looked at once, joined.
     values = _VALUE_SEPARATOR.join(headers.values())
-    if not _writable_names(":".join(headers.keys())) or _unwritable(values):
+    names = _header_names(":".join(headers.keys()))
+    if names is _HeaderNames.UNWRITABLE or _unwritable(values):
         name = next(name for name, value in headers.items()
                     if not _HEADER_NAME.fullmatch(name) or _UNWRITABLE_VALUE.search(value))
         raise hub_bad_answer(settings.hub, f"a header the IDE cannot be sent, {ascii(name[:60])}")
     if swap is not None and not swap.holds_text(values):
         swap = None
+    if names is _HeaderNames.ALL_PASSED and swap is None:  # most answers: copied as they are
+        return CIMultiDict(headers)
     kept: list[tuple[str, str]] = []
     for name, value in _forwardable(headers, _HOP_BY_HOP):
         kind = _response_header_kind(name)
