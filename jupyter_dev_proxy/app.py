@@ -40,7 +40,15 @@ from .http_relay import relay_http
 from .hub_http import HubConnections
 from .hubapi import HubClient
 from .logs import keep_secrets_out_of_logs
-from .routing import APP_NOT_LISTENING, Route, check_request_head, loggable, upstream_request_headers, upstream_url_for
+from .routing import (
+    APP_NOT_LISTENING,
+    Route,
+    check_request_head,
+    hub_url,
+    loggable,
+    upstream_request_headers,
+    upstream_target_for,
+)
 from .status import PREFIX as STATUS_PREFIX
 from .status import StatusBoard
 from .token_swap import page_token, token_swap
@@ -289,19 +297,19 @@ class ProxyRunner(web.BaseRunner):
         if to_app:  # jupyter-server-proxy hands every header on to the app: it gets its own token
             assert self._apps_token is not None
             hub_token = self._apps_token
-        url = upstream_url_for(settings, request.raw_path, route)
+        target = upstream_target_for(settings, request.raw_path, route)
         self._transport.note_activity()  # only the IDE's work for the hub, past the checks, keeps connections warm
         set_cookie = cookie_to_remember(request, settings)
         if _is_websocket_upgrade(request):
             credential = self.credential
             token = (lambda: credential.token) if credential is not None and not to_app else (lambda: hub_token)
-            return await relay_websocket(request, settings, self._transport, token, url, self._relays, set_cookie,
-                                         to_app)
+            return await relay_websocket(request, settings, self._transport, token, hub_url(settings, target),
+                                         self._relays, set_cookie, to_app)
         assert self._session is not None
         headers = upstream_request_headers(request.headers, hub_token, gateway_headers=self._transport.gateway_headers,
                                            to_app=to_app)
         # The hub token is swapped out of every answer; the IDE's own token (no credential) is its to see.
         swap = (token_swap(hub_token, page_token(settings.local_token, hub_token)) if self.credential is not None
                 else None)
-        return await relay_http(request, settings, self._transport, self._connections, self._session, route, url,
+        return await relay_http(request, settings, self._transport, self._connections, self._session, route, target,
                                 headers, set_cookie, cors_headers(request, settings), swap)

@@ -10,12 +10,11 @@ from collections.abc import AsyncIterator, Awaitable, Callable
 import aiohttp
 from aiohttp import HttpVersion11, web
 from multidict import CIMultiDict
-from yarl import URL
 
 from .config import Settings
 from .errors import HubRefusedRequest, HubUnreachable, ProxyError, hub_bad_answer
 from .hub_http import HubAnswer, HubConnections
-from .routing import Route, app_not_listening, client_response_headers, gateway_refusal, loggable
+from .routing import Route, app_not_listening, client_response_headers, gateway_refusal, hub_url, loggable
 from .token_swap import BodySwap, BrokenBody, TokenSwap, content_coding, is_textual
 from .transport import HubTransport
 
@@ -75,7 +74,7 @@ async def _body_in_hand(request: web.BaseRequest) -> bytes | None:
 
 
 async def _send(connections: HubConnections, session: aiohttp.ClientSession, hub_transport: HubTransport,
-                request: web.BaseRequest, url: URL,
+                request: web.BaseRequest, settings: Settings, target: str,
                 headers: CIMultiDict[str]) -> HubAnswer | aiohttp.ClientResponse:
     """Send the request (a body in hand on the relay's own connections, a streamed one through aiohttp's session);
     once more on a fresh connection if a pooled one was dead and a replay is safe, and again after a pause while a
@@ -88,8 +87,8 @@ async def _send(connections: HubConnections, session: aiohttp.ClientSession, hub
     while True:
         try:
             if whole is not None:
-                return await connections.send(request.method, url, headers, whole, fresh)
-            return await session.request(request.method, url, headers=headers,
+                return await connections.send(request.method, target, headers, whole, fresh)
+            return await session.request(request.method, hub_url(settings, target), headers=headers,
                                          data=streamed.chunks() if streamed else None, allow_redirects=False)
         except HubUnreachable:
             loop = asyncio.get_running_loop()
@@ -167,19 +166,19 @@ def _mark_holding_credential(headers: CIMultiDict[str], length: int | None) -> N
 
 
 async def relay_http(request: web.BaseRequest, settings: Settings, hub_transport: HubTransport,
-                     connections: HubConnections, session: aiohttp.ClientSession, route: Route, url: URL,
+                     connections: HubConnections, session: aiohttp.ClientSession, route: Route, target: str,
                      headers: CIMultiDict[str], set_cookie: str | None, cors: list[tuple[str, str]],
                      swap: TokenSwap | None) -> web.StreamResponse:
-    """Forward ``request`` to ``url`` (on ``route``) with ``headers`` (the hub token in them) and stream the hub's
+    """Forward ``request`` to ``target`` (the raw path and query on the hub, on ``route``) with ``headers`` (the hub token in them) and stream the hub's
     response back as it comes; ``set_cookie`` (the proxy's own) is added to a successful answer, ``cors`` to every
     answer; ``swap`` (None when the IDE's token is the hub's) takes the hub token out of its headers and text. A
     small 401 or 403 of the hub's own is raised as HubRefusedRequest, for the funnel to ask whether the token is
     still accepted."""
     _continue_if_expected(request)
     with hub_transport.failures():
-        upstream = await _send(connections, session, hub_transport, request, url, headers)
+        upstream = await _send(connections, session, hub_transport, request, settings, target, headers)
     try:
-        refusal = gateway_refusal(settings, url.raw_path, upstream.status, upstream.content_type)
+        refusal = gateway_refusal(settings, target.partition("?")[0], upstream.status, upstream.content_type)
         if refusal is not None:
             raise refusal
         answer_headers = client_response_headers(settings, upstream.headers, swap, route)

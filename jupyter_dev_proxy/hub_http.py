@@ -84,15 +84,16 @@ class HubConnections:
         self._idle: collections.deque[tuple[float, ResponseHandler]] = collections.deque()
         self._retiring: asyncio.TimerHandle | None = None
 
-    async def send(self, method: str, url: URL, headers: CIMultiDict[str], body: bytes,
+    async def send(self, method: str, target: str, headers: CIMultiDict[str], body: bytes,
                    fresh: bool = False) -> HubAnswer:
-        """Send the request (``headers`` get Host and the body's length) on an idle connection, or a new one if none
+        """Send the request for ``target`` (the raw path and query on the hub; ``headers`` get Host and the body's
+        length) on an idle connection, or a new one if none
         is idle or ``fresh``; return once the answer's head has come. Failures raise aiohttp's errors
         (ServerDisconnectedError, ClientOSError, SocketTimeoutError) for the caller's map to the IDE's answer."""
         headers["Host"] = self._host
         if body or method not in ("GET", "HEAD", "DELETE", "OPTIONS"):
             headers["Content-Length"] = str(len(body))
-        head = _serialize_headers(f"{method} {url.raw_path_qs} HTTP/1.1", headers)
+        head = _serialize_headers(f"{method} {target} HTTP/1.1", headers)
         loop = asyncio.get_running_loop()
         protocol = None if fresh else self._take(loop.time())
         if protocol is None:

@@ -193,15 +193,27 @@ def app_path_for(route: Route, raw_path: str) -> str:
     return route.prefix + raw_path[1:]
 
 
-def upstream_url_for(settings: Settings, raw_path_qs: str, route: Route | None = None) -> URL:
-    """The hub URL for a request's raw path and query: the user's server prefix (or a forwarded app's) added, the
-    proxy's token removed."""
+def upstream_target_for(settings: Settings, raw_path_qs: str, route: Route | None = None) -> str:
+    """The raw path and query on the hub for a request's (what an HTTP request line names): the user's server prefix
+    (or a forwarded app's) added, the proxy's token removed."""
     raw_path, _, raw_query = raw_path_qs.partition("?")
     if route is None or route.app is None:
         path = upstream_path_for(settings, raw_path)
     else:
         path = app_path_for(route, raw_path)
-    return settings.hub.url(path, query_without_token(raw_query))
+    query = query_without_token(raw_query)
+    return f"{path}?{query}" if query else path
+
+
+def upstream_url_for(settings: Settings, raw_path_qs: str, route: Route | None = None) -> URL:
+    """The hub URL for a request's raw path and query (upstream_target_for on the hub's origin)."""
+    return hub_url(settings, upstream_target_for(settings, raw_path_qs, route))
+
+
+def hub_url(settings: Settings, target: str) -> URL:
+    """The hub URL of a raw path and query on it, byte for byte."""
+    path, _, query = target.partition("?")
+    return settings.hub.url(path, query)
 
 
 def loggable(method: str, raw_path: str) -> str:
