@@ -21,7 +21,7 @@ from yarl import URL
 from jupyter_dev_proxy.app import ProxyRunner
 from jupyter_dev_proxy.config import Settings
 from jupyter_dev_proxy.demo import DemoServer, start_demo_server
-from tests.kit.fakehubs import SEEN, echo_app
+from tests.kit.fakehubs import SEEN, CountingUpstream, echo_app
 from tests.kit.process import ProxyProcess
 from tests.kit.settings import HUB_TOKEN, LOCAL_TOKEN, Proxy, make_settings
 
@@ -161,3 +161,14 @@ def cwd(tmp_path: Path) -> Path:
     directory = tmp_path / "cwd"
     directory.mkdir()
     return directory
+
+
+@pytest.fixture
+async def counting_hub() -> AsyncIterator[CountingUpstream]:
+    """A raw hub that records which connection each request came on (tests/kit/fakehubs.py)."""
+    hub = CountingUpstream()
+    await hub.start()
+    try:
+        yield hub
+    finally:
+        await hub.close()

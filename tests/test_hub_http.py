@@ -5,7 +5,7 @@ connections — checked against raw hubs that show the bytes on the wire."""
 from __future__ import annotations
 
 import asyncio
-from collections.abc import AsyncIterator, Awaitable, Callable
+from collections.abc import Awaitable, Callable
 
 import pytest
 
@@ -114,16 +114,6 @@ async def test_a_head_answer_has_no_body_and_its_connection_serves_the_next_requ
             async with ide.get("/files/data.bin") as response:
                 assert await response.read() == b"x" * 5000
     assert lines == ["HEAD /user/alice/files/data.bin HTTP/1.1", "GET /user/alice/files/data.bin HTTP/1.1"]
-
-
-@pytest.fixture
-async def counting_hub() -> AsyncIterator[CountingUpstream]:
-    hub = CountingUpstream()
-    await hub.start()
-    try:
-        yield hub
-    finally:
-        await hub.close()
 
 
 async def test_requests_one_after_another_share_a_connection_which_is_closed_once_idle(

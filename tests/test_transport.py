@@ -8,7 +8,7 @@ import socket
 import ssl
 import subprocess
 import time
-from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
+from collections.abc import Awaitable, Callable, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -149,16 +149,6 @@ async def _until(condition: Callable[[], bool], what: str, timeout: float = 5.0)
     async with timeouts.timeout(timeout):
         while not condition():
             await asyncio.sleep(0.02)
-
-
-@pytest.fixture
-async def counting_hub() -> AsyncIterator[CountingUpstream]:
-    hub = CountingUpstream()
-    await hub.start()
-    try:
-        yield hub
-    finally:
-        await hub.close()
 
 
 async def _start_counted(start_proxy: StartProxy, hub: CountingUpstream, **overrides: Any) -> Proxy:
