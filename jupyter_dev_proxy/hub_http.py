@@ -83,6 +83,7 @@ class HubConnections:
         self._host = hub.host_port_subcomponent  # every connection goes to the hub: Host is always its
         self._idle: collections.deque[tuple[float, ResponseHandler]] = collections.deque()
         self._retiring: asyncio.TimerHandle | None = None
+        self._closed = False
 
     async def send(self, method: str, target: str, headers: CIMultiDict[str], body: bytes,
                    fresh: bool = False) -> HubAnswer:
@@ -131,8 +132,9 @@ class HubConnections:
         return None
 
     def put_back(self, protocol: ResponseHandler) -> None:
-        """Keep the connection for the next request, if its answer was read to the end and it stays open."""
-        if protocol.should_close or not protocol.is_connected():
+        """Keep the connection for the next request, if its answer was read to the end and it stays open (and the
+        proxy is not shutting down)."""
+        if self._closed or protocol.should_close or not protocol.is_connected():
             protocol.close()
             return
         loop = asyncio.get_running_loop()
@@ -151,6 +153,7 @@ class HubConnections:
                           else loop.call_at(oldest + hub_transport.IDLE_CONNECTION_SECONDS, self._retire))
 
     def close(self) -> None:
+        self._closed = True
         if self._retiring is not None:
             self._retiring.cancel()
             self._retiring = None
