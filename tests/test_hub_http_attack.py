@@ -6,7 +6,7 @@ from __future__ import annotations
 
 import asyncio
 import gzip
-import os
+import random
 from collections.abc import Awaitable, Callable
 
 import pytest
@@ -158,7 +158,7 @@ def _compressed_bodies() -> dict[str, bytes]:
         # Under 64 KiB as sent (read whole, in hand), over aiohttp's 1 MiB request limit once inflated.
         "inflates-past-1MiB": gzip.compress(notebook + b" " * (3 * 1024 * 1024)),
         # Over 64 KiB as sent: streamed through aiohttp's session.
-        "streamed": gzip.compress(os.urandom(100 * 1024) + b"\0" * (100 * 1024)),
+        "streamed": gzip.compress(random.Random(0).randbytes(100 * 1024) + b"\0" * (100 * 1024)),
     }
 
 
