@@ -103,9 +103,9 @@ _INFORMATIONAL = {
 @pytest.mark.parametrize("together", [True, False], ids=["same-write", "separate-writes"])
 async def test_an_informational_answer_is_skipped_and_the_answer_after_it_relayed(
         start_proxy: StartProxy, informational: str, together: bool) -> None:
-    """A gateway in front of the hub may send 103 Early Hints (Cloudflare, nginx early_hints) before a page, and
-    some fronts a stray 100 Continue: aiohttp's session read past them to the answer, so the relay must too,
-    never pass the 1xx on as the answer, nor fail the request."""
+    """A front of the hub speaking HTTP/1.1 may send 103 Early Hints before a page (Node's writeEarlyHints, Akamai
+    for navigations), and some a stray 100 Continue: aiohttp's session read past them to the answer, so the relay
+    must too, never pass the 1xx on as the answer, nor fail the request."""
     async def hub(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
         head, _ = await _read_request(reader)
         writer.write(_INFORMATIONAL[informational])
