@@ -17,7 +17,7 @@ import collections
 
 from aiohttp import ServerDisconnectedError
 from aiohttp.client_proto import ResponseHandler
-from aiohttp.http import HttpProcessingError, RawResponseMessage
+from aiohttp.http import RawResponseMessage
 from aiohttp.http_writer import _serialize_headers
 from aiohttp.streams import StreamReader
 from multidict import CIMultiDict, CIMultiDictProxy
@@ -25,6 +25,13 @@ from yarl import URL
 
 from . import transport as hub_transport  # its timeouts read at each use: tests shorten them
 from .transport import READ_BUFFER_BYTES, HubTransport
+
+
+def _is_informational(status: int) -> bool:
+    """A 1xx that comes before the answer and is skipped, as aiohttp's session skipped it: 103 Early Hints from a
+    gateway in front of the hub, a stray 100 Continue. A 101 is an answer (the connection is then not reused)."""
+    return 100 <= status <= 199 and status != 101
+
 
 class HubAnswer:
     """The hub's answer: its head as parsed, its body as a stream; ``release`` when done with it (the connection
@@ -112,14 +119,13 @@ class HubConnections:
         protocol.start_timeout()
         try:
             message, content = await protocol.read()
+            while _is_informational(message.code):
+                if not len(protocol):  # nothing came after the 1xx yet: the protocol stopped the timer at its end
+                    protocol.start_timeout()
+                message, content = await protocol.read()
         except BaseException:
             protocol.close()
             raise
-        if 100 <= message.code <= 199 and message.code != 101:
-            # An informational answer (103 Early Hints) before the answer: aiohttp's parser cannot read what follows
-            # it on the connection (nor could its client session). Jupyter servers never send one.
-            protocol.close()
-            raise HttpProcessingError(message=f"an informational answer ({message.code}) before the answer")
         return HubAnswer(self, protocol, message, content)
 
     def _take(self, now: float) -> ResponseHandler | None:

@@ -53,21 +53,21 @@ async def test_a_small_save_an_empty_post_and_a_get_reach_the_hub_with_exactly_t
 
 
 async def test_an_informational_answer_is_never_passed_on_as_the_answer(start_proxy: StartProxy) -> None:
-    """aiohttp's parser cannot read an answer that follows a 1xx on the connection (its client session could not
-    either: both give up with a parse error); the IDE gets a 502 that says so, never the 103 as its answer."""
+    """A 103 (a gateway's Early Hints) is skipped, as aiohttp's client session skipped it: the IDE gets the answer
+    that follows, never the 103 as its answer."""
     async def hub(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
         await _read_request(reader)
         writer.write(b"HTTP/1.1 103 Early Hints\r\nLink: </static/app.js>; rel=preload\r\n\r\n")
         await writer.drain()
         await asyncio.sleep(0.2)  # the answer itself comes later
-        writer.write(b"HTTP/1.1 200 OK\r\nContent-Type: application/json\r\nContent-Length: 11\r\n\r\n{\"ok\": true}")
+        writer.write(b"HTTP/1.1 200 OK\r\nContent-Type: application/json\r\nContent-Length: 12\r\n\r\n{\"ok\": true}")
         await reader.read()
         writer.close()
 
     async with fake_hub(hub) as port:
         proxy = await start_proxy(make_settings(f"http://127.0.0.1:{port}", keep_warm_minutes=0))
         answer = await exchange(proxy.url.port, request_head("GET", "/api/status", LOCAL_TOKEN))
-    assert answer.status == 502 and answer.json()["reason"] == "hub-bad-answer"
+    assert (answer.status, answer.json()) == (200, {"ok": True})
 
 
 async def test_an_answer_without_a_length_is_read_to_the_close_and_its_connection_not_reused(
