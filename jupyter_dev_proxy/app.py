@@ -132,8 +132,11 @@ class _IdeServer(web.Server):
     """aiohttp's low-level server, with the proxy's connections and their limits."""
 
     def __call__(self) -> RequestHandler:
+        # auto_decompress off: a body the IDE sent compressed (Content-Encoding: gzip) goes to the server as sent,
+        # its encoding and length intact; aiohttp would inflate it and leave the header saying gzip.
         return _IdeConnection(self, loop=asyncio.get_running_loop(), access_log_class=AccessLogger,
-                              max_field_size=_MAX_HEADER_BYTES, keepalive_timeout=IDE_IDLE_SECONDS)
+                              max_field_size=_MAX_HEADER_BYTES, keepalive_timeout=IDE_IDLE_SECONDS,
+                              auto_decompress=False)
 
 
 def ide_server(handler: _Handler) -> web.Server:
