@@ -121,7 +121,8 @@ class ServerModel:
 
 
 _UNKNOWN_SERVER = ServerModel(ServerState.UNKNOWN)
-_NEVER_STARTED = ServerModel(ServerState.STOPPED)  # the hub lists no default server that never ran
+# The hub lists no default server that never ran, nor a named server not created yet.
+_NEVER_STARTED = ServerModel(ServerState.STOPPED)
 
 
 def _servers(user: Mapping[str, Any]) -> dict[str, ServerModel] | None:
@@ -308,8 +309,12 @@ class HubClient:
             return _UNKNOWN_SERVER
         model = servers.get(address.server)
         if model is None and address.server:
+            if self.settings.server_options is not None:  # described whole: starting it creates it, with them
+                return _NEVER_STARTED
+            # Without options, a name the hub does not know is more likely a typo than a server to create.
             raise UnexpectedAnswer(f"'{address.user}' has no server named '{address.server}': create it on "
-                                   f"{address.page('home')}, or fix JUPYTERHUB_NAMED_SERVER.", 404)
+                                   f"{address.page('home')} (or give its spawn options, JUPYTERHUB_SERVER_OPTIONS, "
+                                   "and the proxy creates it), or fix JUPYTERHUB_NAMED_SERVER.", 404)
         return model or _NEVER_STARTED
 
     async def stop_server(self) -> bool:

@@ -111,6 +111,8 @@ def test_stop_stops_the_profiles_named_server_on_the_hub(hub: Hub, profiles: Pat
 async def test_a_profile_serves_its_named_server_started_with_its_options_through_the_whole_ide_lifecycle(
         hub: Hub, profiles: Path, tmp_path: Path, proxies: list[ProxyProcess]) -> None:
     hub.ensure_stopped("alice", "gpu")
+    status, _ = hub.api("DELETE", "/users/alice/servers/gpu", body={"remove": True})  # the proxy creates it again
+    assert status in (202, 204, 404) and hub.server_model("alice", "gpu") is None
     before = len(hub.spawn_options())
     # bob's token in the environment: were it used, the banner would name bob and the lifecycle reach his server.
     env = user_env(tmp_path, JUPYTERHUB_API_TOKEN=hub.make_token("bob"))
