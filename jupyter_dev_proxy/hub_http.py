@@ -4,7 +4,7 @@ keep-alive connections of its own.
 aiohttp's client session builds a request object, a response object, a timer and trace hooks for every request:
 about a third of what a small relayed request cost the proxy (issue 19). The relay needs none of it: the request
 line and headers are decided, and what it wants back is the hub's status, headers and a body stream. So this writes
-the head itself (aiohttp's header serializer, which refuses a CR or LF in any value) and reads the answer with
+the head itself (aiohttp's header serializer, which refuses a CR, LF or NUL in any value) and reads the answer with
 aiohttp's own client protocol and parser (``ResponseHandler``: C-accelerated parsing, flow control, read timeout),
 on connections made by ``HubTransport.open`` like every other connection to the hub (company proxy, gateway
 certificate, spares). Requests whose body is streamed (uploads) still go through aiohttp's session.
@@ -95,9 +95,9 @@ class HubConnections:
     async def send(self, method: str, target: str, headers: CIMultiDict[str], body: bytes,
                    fresh: bool = False) -> HubAnswer:
         """Send the request for ``target`` (the raw path and query on the hub; ``headers`` get Host and the body's
-        length) on an idle connection, or a new one if none
-        is idle or ``fresh``; return once the answer's head has come. Failures raise aiohttp's errors
-        (ServerDisconnectedError, ClientOSError, SocketTimeoutError) for the caller's map to the IDE's answer."""
+        length) on an idle connection, or a new one if none is idle or ``fresh``; return once the answer's head has
+        come. Failures raise aiohttp's errors (ServerDisconnectedError, ClientOSError, SocketTimeoutError) for the
+        caller's map to the IDE's answer."""
         headers["Host"] = self._host
         if body or method not in ("GET", "HEAD", "DELETE", "OPTIONS"):
             headers["Content-Length"] = str(len(body))
