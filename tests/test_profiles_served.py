@@ -1,0 +1,198 @@
+"""One proxy serving several profiles at once, each under /<profile>/ (front.py): the pure prefixing of what a
+profile writes back, and the front in this event loop in front of the echo upstream and a real Jupyter server —
+the cut path reaches the profile's server byte for byte, confinement holds per profile, websockets go through.
+The whole proxy process against a real JupyterHub is in test_profiles_hub.py."""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator, Awaitable, Callable
+from dataclasses import replace
+from pathlib import Path
+from typing import Any
+
+import pytest
+import trustme
+from aiohttp import web
+from multidict import CIMultiDict
+
+from jupyter_dev_proxy.app import ProxyRunner
+from jupyter_dev_proxy.config import Settings
+from jupyter_dev_proxy.demo import DemoServer
+from jupyter_dev_proxy.front import (FrontRunner, ProfileSlot, prefix_answer_headers, prefixed_location,
+                                     prefixed_set_cookie, split_profile)
+from tests.kit.ide import ide_session, whole_lifecycle
+from tests.kit.rawhttp import exchange, request_head
+from tests.kit.settings import LOCAL_TOKEN, make_settings
+
+
+@pytest.mark.parametrize(("location", "expected"), [
+    ("/tree?x=1", "/gpu/tree?x=1"),
+    ("/", "/gpu/"),
+    ("/api/contents/a%20b.ipynb", "/gpu/api/contents/a%20b.ipynb"),
+    ("relative/path", "relative/path"),  # resolves the same under the prefix
+    ("https://hub.example.org/hub/home", "https://hub.example.org/hub/home"),  # the hub's page, on purpose
+    ("//evil.example/x", "//evil.example/x"),
+    ("/\\evil.example/x", "/\\evil.example/x"),
+])
+def test_a_profiles_redirect_to_a_path_of_its_own_gets_the_profiles_prefix(location: str, expected: str) -> None:
+    assert prefixed_location(location, "/gpu") == expected
+
+
+@pytest.mark.parametrize(("cookie", "expected"), [
+    ("_xsrf=abc; Path=/; HttpOnly", "_xsrf=abc; Path=/gpu/; HttpOnly"),
+    ("own=1; path=/api; HttpOnly", "own=1; path=/gpu/api; HttpOnly"),
+    ("plain=1", "plain=1"),  # no Path: the browser takes the request's, under the prefix already
+    ("jupyter-dev-proxy-session=s; Path=/; HttpOnly; SameSite=Strict",
+     "jupyter-dev-proxy-session=s; Path=/; HttpOnly; SameSite=Strict"),  # one browser session for every profile
+])
+def test_a_profiles_cookie_path_gets_the_profiles_prefix_but_the_proxys_session_stays_at_the_root(
+        cookie: str, expected: str) -> None:
+    assert prefixed_set_cookie(cookie, "/gpu") == expected
+
+
+def test_every_location_and_cookie_of_an_answer_is_prefixed_and_other_headers_are_left_alone() -> None:
+    headers = CIMultiDict([("Location", "/tree"), ("Set-Cookie", "a=1; Path=/"), ("Set-Cookie", "b=2; Path=/api"),
+                           ("Content-Type", "text/html")])
+    prefix_answer_headers(headers, "/main")
+    assert list(headers.items()) == [("Location", "/main/tree"), ("Content-Type", "text/html"),
+                                     ("Set-Cookie", "a=1; Path=/main/"), ("Set-Cookie", "b=2; Path=/main/api")]
+
+
+@pytest.mark.parametrize(("raw", "expected"), [
+    ("/gpu/api/x?y=1", ("gpu", "/api/x?y=1")),
+    ("/gpu/", ("gpu", "/")),
+    ("/gpu?token=t", ("gpu", None)),
+    ("/gpu%2F../api", ("gpu%2F..", "/api")),  # never decoded: no profile is named so
+    ("/", ("", None)),
+    ("/gpu/a%2Fb/../c?", ("gpu", "/a%2Fb/../c?")),  # the rest byte for byte, a bare ? too
+])
+def test_the_first_raw_segment_names_the_profile_and_the_rest_is_kept_byte_for_byte(
+        raw: str, expected: tuple[str, str | None]) -> None:
+    assert split_profile(raw) == expected
+
+
+Front = Callable[[dict[str, Settings]], Awaitable[FrontRunner]]
+
+
+@pytest.fixture
+async def start_front() -> AsyncIterator[Front]:
+    """A front in this event loop with a runner per profile, as the CLI builds it (every profile with the shared
+    local token); ``front.port`` is where it listens."""
+    fronts: list[FrontRunner] = []
+
+    async def start(profiles: dict[str, Settings]) -> FrontRunner:
+        slots = {}
+        for name, settings in profiles.items():
+            runner = ProxyRunner(replace(settings, profile=name))
+            await runner.setup()
+            slots[name] = ProfileSlot(name, runner._settings, runner)
+        front = FrontRunner(next(iter(profiles.values())), slots)
+        await front.setup()
+        fronts.append(front)
+        await web.TCPSite(front, "127.0.0.1", 0).start()
+        front.port = front.addresses[0][1]
+        return front
+
+    yield start
+    for front in fronts:
+        await front.cleanup()
+
+
+@pytest.fixture
+def echo_settings(echo_upstream: Any, tls_ca: tuple[trustme.CA, Path]) -> Callable[..., Settings]:
+    return lambda **kwargs: make_settings(f"https://127.0.0.1:{echo_upstream.port}", tls_ca[1], "jupyterhub",
+                                          **kwargs)
+
+
+async def get(front: FrontRunner, target: str, token: str | None = LOCAL_TOKEN) -> Any:
+    return await exchange(front.port, request_head("GET", target, token, "Connection: close",
+                                                   host=f"127.0.0.1:{front.port}"))
+
+
+async def test_each_profile_reaches_its_own_server_with_the_rest_of_the_path_byte_for_byte(
+        start_front: Front, echo_settings: Callable[..., Settings]) -> None:
+    front = await start_front({"main": echo_settings(), "bob": echo_settings(user="bob"),
+                               "gpu": echo_settings(server="gpu")})
+    for target, reached in [(f"/main/api/x%20y?q=1&token={LOCAL_TOKEN}", "/user/alice/api/x%20y?q=1"),
+                            ("/bob/api/contents?", "/user/bob/api/contents"),
+                            ("/gpu/api/kernels", "/user/alice/gpu/api/kernels"),
+                            ("/user/bob/api/absolute", "/user/bob/api/absolute"),  # an address a server handed out
+                            ("/user/alice/gpu/api/k", "/user/alice/gpu/api/k"),  # the named server's, not main's
+                            ("/user/alice/api/k", "/user/alice/api/k")]:
+        answer = await get(front, target)
+        assert answer.status == 200, (target, answer.body)
+        assert answer.json()["raw_path"] == reached, target
+
+
+@pytest.mark.parametrize("target", [
+    "/main/../bob/api/status", "/main/%2e%2e/bob/api/status", "/main/%2E%2E%2Fbob/api/status",
+    "/main%2F..%2Fbob/api/status", "/main/..%2fbob/api/status", "/main/%252e%252e/bob/api/status",
+    "/main/user/bob/api/status", "/main/gpu/api/status", "/main/g%70u/api/status", "/main/user/alice/gpu/api",
+    "/main//bob/api/status", "/main/./../bob/api", "/gpu/../api/status", "/bob/../main/api/status",
+    "/main/hub/api/users", "/Main/api/status", "/main%2fapi/status",
+])
+async def test_nothing_under_one_profiles_path_reaches_another_profiles_server(
+        start_front: Front, echo_settings: Callable[..., Settings], echo_seen: list[web.Request],
+        target: str) -> None:
+    front = await start_front({"main": echo_settings(), "bob": echo_settings(user="bob"),
+                               "gpu": echo_settings(server="gpu")})
+    first = target.split("/")[1]
+    answer = await get(front, target)
+    assert answer.status is not None and answer.status >= 400, (target, answer.status, answer.body)
+    assert set(answer.json()) == {"message", "reason"}
+    crossed = [seen.raw_path for seen in echo_seen
+               if not (first == "main" and seen.raw_path.startswith("/user/alice/")
+                       and not seen.raw_path.startswith("/user/alice/gpu/"))]
+    assert crossed == []
+
+
+async def test_an_unknown_first_segment_is_a_jupyter_404_naming_the_profiles_and_the_root_leads_to_the_status_page(
+        start_front: Front, echo_settings: Callable[..., Settings], echo_seen: list[web.Request]) -> None:
+    front = await start_front({"main": echo_settings(), "gpu": echo_settings(server="gpu")})
+    answer = await get(front, "/api/kernels")
+    assert answer.status == 404 and answer.json()["reason"] == "no-such-profile"
+    assert "/main/, /gpu/" in answer.json()["message"]
+    assert (await get(front, "/api/kernels", token=None)).status == 403  # not even the names without the token
+    root = await get(front, "/?token=" + LOCAL_TOKEN)
+    assert root.status == 307 and root.headers["Location"] == "/jupyter-dev-proxy/"  # never the token
+    assert "jupyter-dev-proxy-session=" in root.headers["Set-Cookie"]
+    bare = await get(front, "/gpu?x=1&token=" + LOCAL_TOKEN)
+    assert bare.status == 307 and bare.headers["Location"] == "/gpu/?x=1"
+    assert echo_seen == []
+
+
+async def test_the_status_page_at_the_root_lists_every_profile_with_its_hub_server_and_state(
+        start_front: Front, echo_settings: Callable[..., Settings]) -> None:
+    front = await start_front({"main": echo_settings(), "gpu": echo_settings(server="gpu")})
+    front.slots["down"] = ProfileSlot("down", echo_settings(user="carol"), failure="The hub at x is down.")
+    answer = await get(front, "/jupyter-dev-proxy/api/status")
+    assert answer.status == 200
+    profiles = {entry["name"]: entry for entry in answer.json()["profiles"]}
+    assert profiles["main"]["ide_url"] == f"http://127.0.0.1:{front.port}/main/"
+    assert profiles["gpu"]["server"] == "named server 'gpu'" and profiles["gpu"]["kernels"] == 0
+    assert profiles["down"]["state"] == "not serving" and profiles["down"]["failure"] == "The hub at x is down."
+    page = await get(front, "/jupyter-dev-proxy/")
+    assert page.status == 200 and b"The hub at x is down." in page.body and LOCAL_TOKEN.encode() not in page.body
+    down = await get(front, "/down/api/status")
+    assert down.status == 503 and down.json() == {"reason": "profile-not-serving", "message": (
+        "The profile 'down' is not served: The hub at x is down. Then restart the proxy.")}
+
+
+async def test_a_profiles_redirects_and_cookies_come_back_under_its_prefix(
+        start_front: Front, echo_settings: Callable[..., Settings]) -> None:
+    front = await start_front({"main": echo_settings(), "gpu": echo_settings(server="gpu")})
+    answer = await get(front, "/main/redirect?to=/user/alice/tree%3Fx%3D1")
+    assert answer.status == 302 and answer.headers["Location"] == "/main/tree?x=1"
+    cookies = await get(front, "/main/cookies")
+    assert cookies.headers.getall("Set-Cookie") == ["own=1; Path=/main/api; HttpOnly", "root=3; Path=/main/"]
+
+
+async def test_the_ides_whole_lifecycle_with_kernel_websockets_goes_through_a_profiles_path(
+        start_front: Front, jupyter_upstream: DemoServer, echo_settings: Callable[..., Settings]) -> None:
+    jupyter = make_settings(jupyter_upstream.url, jupyter_upstream.ca_file, jupyter_upstream.tls_name,
+                            hub_token=jupyter_upstream.token)
+    front = await start_front({"echo": echo_settings(user="bob"), "lab": jupyter})
+    await whole_lifecycle(f"http://127.0.0.1:{front.port}/lab/", LOCAL_TOKEN)
+    async with ide_session(f"http://127.0.0.1:{front.port}/lab/", LOCAL_TOKEN) as client:
+        async with client.get("api/kernels") as response:
+            assert response.status == 200
