@@ -27,10 +27,11 @@ from .app import ProxyRunner
 from .config import ConfigError, ForwardedPort, Settings, TokenKind, chosen_profile, profiles_file
 from .demo import DemoServer, DemoUnavailable, start_demo_server
 from .firstrun import token_note
+from .front import FrontRunner, ProfileSlot
 from .hubapi import (FixedToken, HubClient, HubError, NewToken, Progress, ServerModel, ServerPhase, TokenInfo,
                      TokenRefused, WantedToken, hub_client)
 from .logs import configure_logging, keep_secrets_out_of_logs
-from .profiles import demo_wanted, read_profiles, selected_settings
+from .profiles import ProfilesFile, demo_wanted, every_profile, read_profiles, selected_settings
 from .signin import SignedIn, SignInDesk, WaitingForSignIn
 from .startup import HubReport, check_hub
 from .status import PREFIX as STATUS_PREFIX
@@ -265,7 +266,7 @@ async def _serve(settings: Settings, stop: asyncio.Event, demo: DemoServer | Non
     if credential is not None and report.hub_version is not None:
         credential.on_change = lambda: asyncio.ensure_future(_follow_new_token(settings, credential, expiry,
                                                                                status))
-    reload_on_hangup(runner)
+    reload_on_hangup(runner.credential)
     await stop.wait()
     expiry.cancel()
     if desk is not None:
@@ -274,6 +275,136 @@ async def _serve(settings: Settings, stop: asyncio.Event, demo: DemoServer | Non
     await runner.cleanup()
     await _revoke_apps_token(settings, credential, apps_token[1])
     return EXIT_OK
+
+
+async def serve_profiles(profiles: dict[str, Settings | ConfigError], stop: asyncio.Event,
+                         store: TokenStore | None = None) -> int:
+    """Every profile of the profiles file at once on one port, each under /<profile>/, until ``stop`` is set; the
+    exit status. Their hubs are asked in parallel; a profile whose hub is down, whose server does not start or whose
+    settings are wrong answers 503 with why, and the others serve."""
+    listening = _listening_settings(profiles)
+    profiles = {name: replace(settings, local_token=listening.local_token,
+                              browser_session=listening.browser_session) if isinstance(settings, Settings)
+                else settings for name, settings in profiles.items()}
+    store = store or TokenStore()
+    starts = {name: asyncio.ensure_future(_start_profile(name, settings, store))
+              for name, settings in profiles.items() if isinstance(settings, Settings)}
+    every_start: asyncio.Future[Any] = asyncio.gather(*starts.values())
+    stopping: asyncio.Future[Any] = asyncio.ensure_future(stop.wait())
+    try:
+        await asyncio.wait([every_start, stopping], return_when=asyncio.FIRST_COMPLETED)
+    finally:
+        stopping.cancel()
+    if not every_start.done():
+        every_start.cancel()
+        print("jupyter-dev-proxy: stopped before the servers were ready.", file=sys.stderr)
+        return EXIT_INTERRUPTED
+    slots: dict[str, ProfileSlot] = {}
+    reports: dict[str, HubReport] = {}
+    for name, settings in profiles.items():
+        started = starts[name].result() if name in starts else str(settings)
+        if isinstance(started, str):
+            slots[name] = ProfileSlot(name, settings if isinstance(settings, Settings) else None, failure=started)
+            log.warning("The profile '%s' is not served: %s", name, started)
+            continue
+        report, credential = started
+        reports[name] = report
+        status = StatusBoard(report.settings, report.hub_version, report.token)
+        status.note = report.note or None
+        watch = (ServerWatch(report.settings, report.hub_version, credential, status) if report.hub_version is not None
+                 else None)
+        runner = ProxyRunner(report.settings, watch, shutdown_timeout=SHUTDOWN_GRACE_SECONDS, credential=credential,
+                             status=status)
+        await runner.setup()
+        slots[name] = ProfileSlot(name, report.settings, runner)
+    front = FrontRunner(listening, slots, shutdown_timeout=SHUTDOWN_GRACE_SECONDS)
+    await front.setup()
+    try:
+        await web.TCPSite(front, listening.listen_host, listening.listen_port).start()
+    except OSError as exc:
+        print(f"jupyter-dev-proxy: cannot listen on {listening.listen_host}:{listening.listen_port} "
+              f"({exc.strerror}): another program (maybe another proxy) uses it; stop it or set "
+              "listen-port in the profiles file's [defaults] to another port.", file=sys.stderr)
+        await front.cleanup()
+        return EXIT_USAGE
+    front.port = front.addresses[0][1]
+    for slot in slots.values():
+        if slot.runner is not None:
+            slot.runner.status.ide_port, slot.runner.status.ide_path = front.port, f"{slot.prefix}/"
+    for warning in dict.fromkeys(w for s in profiles.values() if isinstance(s, Settings) for w in _warnings(s)):
+        log.warning(warning)
+    print(_profiles_banner(listening, front, reports), flush=True)
+    reload_on_hangup(*(slot.runner.credential for slot in slots.values() if slot.runner is not None))
+    await stop.wait()
+    log.info("Stopping: closing connections.")
+    await front.cleanup()
+    return EXIT_OK
+
+
+def _listening_settings(profiles: dict[str, Settings | ConfigError]) -> Settings:
+    """The settings of the one port every profile is served on: the first usable profile's, whose token and
+    browser session every profile gets. ConfigError when profiles disagree on where to listen, or none can be
+    used."""
+    usable = {name: settings for name, settings in profiles.items() if isinstance(settings, Settings)}
+    if not usable:
+        raise ConfigError("No profile can be used: " + " ".join(f"{name}: {error}" for name, error in
+                                                                 profiles.items()))
+    first, listening = next(iter(usable.items()))
+    for name, settings in usable.items():
+        if (settings.listen_host, settings.listen_port) != (listening.listen_host, listening.listen_port):
+            raise ConfigError(f"The profiles '{first}' and '{name}' listen on different addresses "
+                              f"({listening.listen_host}:{listening.listen_port}, {settings.listen_host}:"
+                              f"{settings.listen_port}), but one proxy serves them all on one port: set listen-host "
+                              "and listen-port in [defaults] only.")
+    return listening
+
+
+async def _start_profile(name: str, settings: Settings,
+                         store: TokenStore) -> tuple[HubReport, HubCredential] | str:
+    """One profile's start (the hub check, its server started with its options): the report and credential, or why
+    it cannot be served, in a sentence."""
+    if settings.forwards:
+        return (f"forwarding web apps to local ports (forward) takes one profile per proxy: remove it from this "
+                f"profile, or serve it alone with  jupyter-dev-proxy --profile {name}.")
+    credential = credential_for(settings, store)
+    if credential is None:  # a hub whose login gives the token, none kept yet: signing in needs the browser
+        return f"no hub token is kept for it yet: run  jupyter-dev-proxy login --profile {name}  first."
+    try:
+        report = await check_hub(settings, credential, _ProfileProgress(name))
+    except (HubError, ConfigError) as exc:
+        return str(exc)
+    return report, credential
+
+
+class _ProfileProgress:
+    """The hub's progress starting one profile's server, as log lines naming the profile (several start at once:
+    one bar redrawn in place cannot show them)."""
+
+    def __init__(self, profile: str) -> None:
+        self._profile = profile
+
+    def __call__(self, event: Progress) -> None:
+        percent = f"{event.percent}% " if event.percent is not None else ""
+        log.info("%s: starting its server: %s%s", self._profile, percent, event.message)
+
+
+def _profiles_banner(settings: Settings, front: FrontRunner, reports: dict[str, HubReport]) -> str:
+    """One IDE URL per profile, each on its line with the server it reaches or that it does not serve."""
+    token = settings.local_token
+    lines = [f"jupyter-dev-proxy {__version__}: {len(front.slots)} profiles, each a Jupyter server of its own "
+             f"under its name:"]
+    for name, slot in front.slots.items():
+        report = reports.get(name)
+        if report is None:
+            state = "NOT SERVING (the warning above says why)"
+        else:
+            hub = report.settings.hub
+            state = f"{hub.user}'s {hub.server_label} on {hub}: {report.state.value}"
+            state += " (with other options than asked: see above)" if report.note else ""
+        lines.append(f"IDE URL for {name}: {front.ide_url(slot)}?token={token}  {state}")
+    lines.append(f"Status page: {front.url(STATUS_PREFIX)}?token={token}")
+    lines.append("Paste a profile's URL into PyCharm or VS Code as an existing Jupyter server. Press Ctrl-C to stop.")
+    return "\n".join(lines)
 
 
 # How long the web apps' own token lasts (the hub may allow less): the proxy revokes it when it stops.
@@ -368,18 +499,21 @@ async def _follow_new_token(settings: Settings, credential: HubCredential, expir
         expiry.schedule(expires_at)
 
 
-def reload_on_hangup(runner: ProxyRunner) -> None:
-    """SIGHUP (where the system has it: not on Windows) makes the proxy read its hub token again from its file or
-    the keyring."""
-    credential = runner.credential
-    if credential is None or not credential.source.rereadable or not hasattr(signal, "SIGHUP"):
+def reload_on_hangup(*credentials: HubCredential | None) -> None:
+    """SIGHUP (where the system has it: not on Windows) makes the proxy read its hub tokens again from their files
+    or the keyring (every profile's, when it serves several)."""
+    rereadable = [credential for credential in credentials if credential is not None and credential.source.rereadable]
+    if not rereadable or not hasattr(signal, "SIGHUP"):
         return
+
+    def reload() -> None:
+        for credential in rereadable:
+            credential.reload_soon("SIGHUP")
     loop = asyncio.get_running_loop()
     try:
-        loop.add_signal_handler(signal.SIGHUP, credential.reload_soon, "SIGHUP")
+        loop.add_signal_handler(signal.SIGHUP, reload)
     except (NotImplementedError, RuntimeError):
-        signal.signal(signal.SIGHUP, lambda number, frame: loop.call_soon_threadsafe(credential.reload_soon,
-                                                                                     "SIGHUP"))
+        signal.signal(signal.SIGHUP, lambda number, frame: loop.call_soon_threadsafe(reload))
 
 
 def stop_on_signals(stop: asyncio.Event) -> None:
@@ -397,6 +531,22 @@ async def _main(settings: Settings, demo: DemoServer | None, store: TokenStore) 
     stop = asyncio.Event()
     stop_on_signals(stop)
     return await serve(settings, stop, demo, store)
+
+
+def _serve_every_profile(found: ProfilesFile, argv: list[str]) -> int:
+    """``jupyter-dev-proxy`` with a profiles file and no hub or --profile: every profile at once, on one port."""
+    store = TokenStore()
+    profiles = found.served_settings(argv, os.environ, Path.cwd(), store.lookup)
+    usable = [settings for settings in profiles.values() if isinstance(settings, Settings)]
+    for settings in usable:
+        keep_secrets_out_of_logs(settings.secrets)
+    configure_logging(usable[0].log_level if usable else "info")
+
+    async def main() -> int:
+        stop = asyncio.Event()
+        stop_on_signals(stop)
+        return await serve_profiles(profiles, stop, store)
+    return _run(main(), usable[0].event_loop if usable else "auto")
 
 
 def _interactive() -> bool:
@@ -635,6 +785,9 @@ def main(argv: Sequence[str] | None = None) -> int:
             return _servers(argv[1:])
         if argv[:1] == ["stop"]:
             return _stop(argv[1:])
+        every = every_profile(argv, os.environ, Path.cwd())
+        if every is not None:
+            return _serve_every_profile(every, argv)
         if demo_wanted(argv, os.environ, Path.cwd()):
             print("jupyter-dev-proxy: demo mode, starting a throwaway local Jupyter server... (to use your hub "
                   "instead, set JUPYTER_SERVER_IP_OR_NAME or JUPYTERHUB_URL, see --help)", file=sys.stderr, flush=True)

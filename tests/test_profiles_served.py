@@ -5,11 +5,15 @@ The whole proxy process against a real JupyterHub is in test_profiles_hub.py."""
 
 from __future__ import annotations
 
+import asyncio
+import re
+import signal
 from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
+import aiohttp
 import pytest
 import trustme
 from aiohttp import web
@@ -17,10 +21,12 @@ from multidict import CIMultiDict
 
 from jupyter_dev_proxy.app import ProxyRunner
 from jupyter_dev_proxy.config import Settings
-from jupyter_dev_proxy.demo import DemoServer
+from jupyter_dev_proxy.demo import DemoServer, free_port
 from jupyter_dev_proxy.front import (FrontRunner, ProfileSlot, prefix_answer_headers, prefixed_location,
                                      prefixed_set_cookie, split_profile)
-from tests.kit.ide import ide_session, whole_lifecycle
+from tests.kit.env import clean_env
+from tests.kit.ide import ide_session, new_notebook, start_session, whole_lifecycle
+from tests.kit.process import ProxyProcess, run_proxy
 from tests.kit.rawhttp import exchange, request_head
 from tests.kit.settings import LOCAL_TOKEN, make_settings
 
@@ -95,7 +101,8 @@ async def start_front() -> AsyncIterator[Front]:
 
     yield start
     for front in fronts:
-        await front.cleanup()
+        if front.server is not None:  # not cleaned up by the test itself
+            await front.cleanup()
 
 
 @pytest.fixture
@@ -196,3 +203,62 @@ async def test_the_ides_whole_lifecycle_with_kernel_websockets_goes_through_a_pr
     async with ide_session(f"http://127.0.0.1:{front.port}/lab/", LOCAL_TOKEN) as client:
         async with client.get("api/kernels") as response:
             assert response.status == 200
+
+
+async def test_stopping_the_front_closes_every_profiles_kernel_websockets_with_1001(
+        start_front: Front, jupyter_upstream: DemoServer) -> None:
+    front = await start_front({"lab": make_settings(jupyter_upstream.url, jupyter_upstream.ca_file,
+                                                    jupyter_upstream.tls_name, hub_token=jupyter_upstream.token)})
+    async with ide_session(f"http://127.0.0.1:{front.port}/lab/", LOCAL_TOKEN) as client:
+        ids = await start_session(client, await new_notebook(client))
+        async with client.ws_connect(f"api/kernels/{ids['kernel']}/channels?session_id={ids['session']}") as ws:
+            stopping = asyncio.ensure_future(front.cleanup())  # it waits for the relay, which waits for this IDE
+            message = await ws.receive(timeout=10)
+            while message.type is aiohttp.WSMsgType.TEXT:  # the kernel's status, said before the front stopped
+                message = await ws.receive(timeout=10)
+            assert message.type is aiohttp.WSMsgType.CLOSE and ws.close_code == 1001
+        await asyncio.wait_for(stopping, 10)
+
+
+LAB_AND_DOWN = """
+[profiles.lab]
+hub-url = "{url}"
+ca-cert = "{ca}"
+tls-name = "{tls_name}"
+username = "{user}"
+hub-token-file = "{token_file}"
+
+[profiles.down]
+hub-url = "https://127.0.0.1:{down_port}"
+hub-token-file = "{token_file}"
+"""
+
+
+async def test_python_proxy_py_with_a_profiles_file_serves_its_profiles_and_sigterm_closes_kernels_with_1001(
+        proxies: list[ProxyProcess], jupyter_upstream: DemoServer, tmp_path: Path) -> None:
+    token_file, config = tmp_path / "token", tmp_path / "config.toml"
+    token_file.write_text(jupyter_upstream.token)
+    config.write_text(LAB_AND_DOWN.format(url=jupyter_upstream.url, ca=jupyter_upstream.ca_file,
+                                          tls_name=jupyter_upstream.tls_name, user=jupyter_upstream.username,
+                                          token_file=token_file, down_port=free_port()))
+    proxy = run_proxy(proxies, clean_env(XDG_CONFIG_HOME=str(tmp_path / "xdg"), JUPYTER_DEV_PROXY_CONFIG=str(config),
+                                         PYTHON_KEYRING_BACKEND="keyring.backends.fail.Keyring",
+                                         JUPYTER_PROXY_PORT="0", JUPYTER_PROXY_IP_OR_NAME="127.0.0.1"))
+    proxy.wait_for(r"Status page: ")
+    lab = re.search(r"IDE URL for lab: (http://\S+/)\?token=(\S+)  alice's default server", proxy.output)
+    assert lab is not None, proxy.output
+    url, token = lab.groups()
+    assert re.search(r"IDE URL for down: http://\S+/down/\?token=\S+  NOT SERVING", proxy.output)
+    async with ide_session(url, token) as client:
+        async with client.get("api/status") as response:
+            assert response.status == 200
+        async with client.post("api/kernels") as response:
+            kernel = (await response.json())["id"]
+        async with client.ws_connect(f"api/kernels/{kernel}/channels") as ws:
+            proxy.process.send_signal(signal.SIGTERM)
+            message = await ws.receive(timeout=10)
+            while message.type is aiohttp.WSMsgType.TEXT:
+                message = await ws.receive(timeout=10)
+            assert message.type is aiohttp.WSMsgType.CLOSE and ws.close_code == 1001
+    assert await asyncio.to_thread(proxy.process.wait, 10) == 0
+    assert jupyter_upstream.token not in proxy.output
