@@ -227,6 +227,7 @@ async def _serve(settings: Settings, stop: asyncio.Event, demo: DemoServer | Non
         _sign_in_while_serving(desk, credential)
     # 2. Listen (where a sign-in held the address, it is let go just before).
     status = StatusBoard(settings, report.hub_version, report.token)
+    status.note = report.note or None
     watch = (ServerWatch(settings, report.hub_version, credential, status) if report.hub_version is not None
              else None)
     try:

@@ -138,3 +138,25 @@ async def test_confinement_holds_per_profile_prefix_in_the_process(
         status, answer = proxy.get(target)
         assert status >= 400 and set(answer) == {"message", "reason"}, (target, status, answer)
     assert proxy.get("/lab/api/contents")[0] == 200 and proxy.get("/main/api/contents")[0] == 200
+
+
+async def test_a_named_server_running_with_other_options_is_reported_and_not_restarted(
+        hub: Hub, profiles: Path, tmp_path: Path, proxies: list[ProxyProcess]) -> None:
+    hub.ensure_running("alice")
+    hub.ensure_stopped("bob", "gpu")
+    status, body = hub.api("POST", "/users/bob/servers/gpu", body={"user_options": {"profile": "default"}})
+    assert status in (201, 202), (status, body)
+    hub.ensure_running("bob", "gpu")
+    before = len(hub.spawn_options())
+    proxy, urls = serve_all(proxies, tmp_path, profiles)
+    said = ('It runs with the options {"profile": "default"}, not {"profile": "gpu"} as asked; it was not restarted '
+            "(its kernels would go): to have those, stop it (jupyter-dev-proxy stop gpu, or from "
+            f"{hub.address}/hub/home) and start the proxy again.")
+    assert f"Your named server 'gpu': {said}" in proxy.output
+    assert f"bob's named server 'gpu' on {hub.address}: running (with other options than asked: see above)" \
+        in proxy.output
+    status, board = proxy.get("/gpu/jupyter-dev-proxy/api/status")
+    assert status == 200 and board["server"]["note"] == said
+    assert hub.spawn_options()[before:] == []  # not restarted
+    assert (hub.server_model("bob", "gpu") or {}).get("user_options") == {"profile": "default"}
+    hub.ensure_stopped("bob", "gpu")
