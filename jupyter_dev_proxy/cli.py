@@ -648,16 +648,26 @@ def _servers(argv: list[str]) -> int:
             print(f"{profile}: {unusable}")
     if not usable:
         return EXIT_USAGE
-    return _run(_list_servers(listed), usable[0].event_loop)
+    return _run(_list_servers(listed, under_names=name is None and bool(found.profiles)), usable[0].event_loop)
 
 
-async def _list_servers(listed: dict[str, Settings | ConfigError]) -> int:
+def _url_through_proxy(profile: str, settings: Settings, under_names: bool) -> str:
+    """Where the IDE finds the profile's server through this proxy: under /<profile>/ when one proxy serves every
+    profile (``under_names``), at the root otherwise; '-' when the port is only chosen at start (0)."""
+    if not settings.listen_port:
+        return "-"
+    host = "localhost" if settings.listen_host in ("0.0.0.0", "::") else settings.listen_host
+    host = f"[{host}]" if ":" in host else host
+    return f"http://{host}:{settings.listen_port}/{f'{profile}/' if under_names else ''}"
+
+
+async def _list_servers(listed: dict[str, Settings | ConfigError], under_names: bool = False) -> int:
     """Ask every hub at once (one that is down holds no other), then print a block per hub and user."""
     profiles = {profile: settings for profile, settings in listed.items() if isinstance(settings, Settings)}
     answers = await asyncio.gather(*(_hub_servers(settings) for settings in profiles.values()),
                                    return_exceptions=True)
     # One block per hub and user: their servers, and the profiles that point at each.
-    blocks: dict[tuple[str, str], tuple[dict[str, ServerModel], dict[str, list[str]]]] = {}
+    blocks: dict[tuple[str, str], tuple[dict[str, ServerModel], dict[str, list[tuple[str, str]]]]] = {}
     failed = False
     for (profile, settings), answer in zip(profiles.items(), answers):
         if isinstance(answer, (HubError, ConfigError)):
@@ -668,7 +678,8 @@ async def _list_servers(listed: dict[str, Settings | ConfigError]) -> int:
             raise answer
         user, servers = answer
         _, pointing = blocks.setdefault((str(settings.hub), user), (servers, {}))
-        pointing.setdefault(settings.hub.server, []).append(profile)
+        pointing.setdefault(settings.hub.server, []).append((profile, _url_through_proxy(profile, settings,
+                                                                                         under_names)))
     for (hub, user), (servers, pointing) in blocks.items():
         print(f"{user} on {hub}:")
         print(_servers_table(servers, pointing))
@@ -690,16 +701,18 @@ async def _hub_servers(settings: Settings) -> tuple[str, dict[str, ServerModel]]
     return user, servers
 
 
-def _servers_table(servers: dict[str, ServerModel], profiles: dict[str, list[str]]) -> str:
-    """The servers as rows of aligned columns, the default server first; a profile's server that the hub does not
-    have yet is a row too."""
-    rows = [("SERVER", "STATE", "LAST ACTIVITY", "PROFILE", "OPTIONS")]
+def _servers_table(servers: dict[str, ServerModel], profiles: dict[str, list[tuple[str, str]]]) -> str:
+    """The servers as rows of aligned columns, the default server first, with the profiles that point at each and
+    its URL through this proxy; a profile's server that the hub does not have yet is a row too."""
+    rows = [("SERVER", "STATE", "LAST ACTIVITY", "PROFILE", "URL THROUGH THIS PROXY", "OPTIONS")]
     for name in sorted({*servers, *profiles}, key=lambda server: (server != "", server)):
         model = servers.get(name)
         active = model.last_active if model is not None else None
+        pointing = profiles.get(name, [])
         rows.append((name or _DEFAULT_SERVER, model.phase.value if model is not None else "not created",
                      active.strftime("%Y-%m-%d %H:%M UTC") if active is not None else "-",
-                     ", ".join(profiles.get(name, [])) or "-",
+                     ", ".join(profile for profile, _ in pointing) or "-",
+                     ", ".join(url for _, url in pointing) or "-",
                      (model.user_options if model is not None else None) or "-"))
     widths = [max(len(row[column]) for row in rows) for column in range(len(rows[0]))]
     return "\n".join("  " + "  ".join(cell.ljust(width) for cell, width in zip(row, widths)).rstrip()
