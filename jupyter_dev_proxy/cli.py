@@ -561,6 +561,13 @@ def _doctor(argv: list[str]) -> int:
     entry = "--service-entry" in argv
     argv = [a for a in argv if a != "--service-entry"]
     try:
+        every = None if entry else every_profile(argv, os.environ, Path.cwd())
+    except ConfigError as exc:
+        print(f"✗ settings: {exc}")
+        return 1
+    if every is not None:
+        return _doctor_every_profile(every, argv)
+    try:
         settings = selected_settings(argv, os.environ, Path.cwd(), stored=TokenStore().lookup,
                                      token_can_be_asked=True)
     except ConfigError as exc:
@@ -572,6 +579,29 @@ def _doctor(argv: list[str]) -> int:
     if entry:
         return _run(run_service_entry(settings, sys.stdout), settings.event_loop)
     return _run(run_doctor(settings, argv, Path.cwd(), sys.stdout), settings.event_loop)
+
+
+def _doctor_every_profile(found: ProfilesFile, argv: list[str]) -> int:
+    """``doctor`` with a profiles file and no hub or --profile (what the proxy then serves): every profile's links,
+    a block each under its name; 0 when all hold."""
+    profiles = found.served_settings(argv, os.environ, Path.cwd(), TokenStore().lookup)
+    usable = [settings for settings in profiles.values() if isinstance(settings, Settings)]
+    for settings in usable:
+        keep_secrets_out_of_logs(settings.secrets)
+    configure_logging("error")  # the doctor's lines are its output
+    from .doctor import run_doctor  # imported when asked for: every start would pay for it
+
+    async def check_each() -> int:
+        healthy = True
+        for name, settings in profiles.items():
+            print(f"Profile {name}:", flush=True)
+            if isinstance(settings, ConfigError):
+                print(f"✗ settings: {settings}")
+                healthy = False
+            elif await run_doctor(settings, argv, Path.cwd(), sys.stdout) != 0:
+                healthy = False
+        return 0 if healthy else 1
+    return _run(check_each(), usable[0].event_loop if usable else "auto")
 
 
 def _forget_token(argv: list[str]) -> int:

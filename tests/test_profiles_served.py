@@ -8,6 +8,8 @@ from __future__ import annotations
 import asyncio
 import re
 import signal
+import subprocess
+import sys
 from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import replace
 from pathlib import Path
@@ -26,7 +28,7 @@ from jupyter_dev_proxy.front import (FrontRunner, ProfileSlot, prefix_answer_hea
                                      prefixed_set_cookie, split_profile)
 from tests.kit.env import clean_env
 from tests.kit.ide import ide_session, new_notebook, start_session, whole_lifecycle
-from tests.kit.process import ProxyProcess, run_proxy
+from tests.kit.process import PROXY, ProxyProcess, run_proxy
 from tests.kit.rawhttp import exchange, request_head
 from tests.kit.settings import LOCAL_TOKEN, make_settings
 
@@ -262,3 +264,20 @@ async def test_python_proxy_py_with_a_profiles_file_serves_its_profiles_and_sigt
             assert message.type is aiohttp.WSMsgType.CLOSE and ws.close_code == 1001
     assert await asyncio.to_thread(proxy.process.wait, 10) == 0
     assert jupyter_upstream.token not in proxy.output
+
+
+def test_doctor_with_a_profiles_file_checks_every_profile_in_a_block_of_its_own(
+        jupyter_upstream: DemoServer, tmp_path: Path) -> None:
+    token_file, config = tmp_path / "token", tmp_path / "config.toml"
+    token_file.write_text(jupyter_upstream.token)
+    config.write_text(LAB_AND_DOWN.format(url=jupyter_upstream.url, ca=jupyter_upstream.ca_file,
+                                          tls_name=jupyter_upstream.tls_name, user=jupyter_upstream.username,
+                                          token_file=token_file, down_port=free_port()))
+    env = clean_env(XDG_CONFIG_HOME=str(tmp_path / "xdg"), JUPYTER_DEV_PROXY_CONFIG=str(config),
+                    PYTHON_KEYRING_BACKEND="keyring.backends.fail.Keyring")
+    result = subprocess.run([sys.executable, str(PROXY), "doctor"], env=env, capture_output=True, text=True,
+                            timeout=120, check=False)
+    assert result.returncode == 1, result  # the hub that is down
+    lab, down = result.stdout.split("Profile down:\n")
+    assert lab.startswith("Profile lab:\n") and "✗" not in lab and "✓ kernel" in lab, result.stdout
+    assert "✗" in down and jupyter_upstream.token not in result.stdout
