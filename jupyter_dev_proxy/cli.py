@@ -27,7 +27,7 @@ from .app import ProxyRunner
 from .config import ConfigError, ForwardedPort, Settings, TokenKind, chosen_profile, profiles_file
 from .demo import DemoServer, DemoUnavailable, start_demo_server
 from .firstrun import token_note
-from .front import FrontRunner, ProfileSlot
+from .front import FrontRunner, ProfileSlot, name_profiles_in_log, working_for
 from .hubapi import (FixedToken, HubClient, HubError, NewToken, Progress, ServerModel, ServerPhase, TokenInfo,
                      TokenRefused, WantedToken, hub_client)
 from .logs import configure_logging, keep_secrets_out_of_logs
@@ -288,6 +288,7 @@ async def serve_profiles(profiles: dict[str, Settings | ConfigError], stop: asyn
                               browser_session=listening.browser_session) if isinstance(settings, Settings)
                 else settings for name, settings in profiles.items()}
     store = store or TokenStore()
+    name_profiles_in_log()
     starts = {name: asyncio.ensure_future(_start_profile(name, settings, store))
               for name, settings in profiles.items() if isinstance(settings, Settings)}
     every_start: asyncio.Future[Any] = asyncio.gather(*starts.values())
@@ -364,6 +365,7 @@ async def _start_profile(name: str, settings: Settings,
                          store: TokenStore) -> tuple[HubReport, HubCredential] | str:
     """One profile's start (the hub check, its server started with its options): the report and credential, or why
     it cannot be served, in a sentence."""
+    working_for(name)  # this start's own task: what the hub check logs names the profile
     if settings.forwards:
         return (f"forwarding web apps to local ports (forward) takes one profile per proxy: remove it from this "
                 f"profile, or serve it alone with  jupyter-dev-proxy --profile {name}.")
@@ -371,22 +373,17 @@ async def _start_profile(name: str, settings: Settings,
     if credential is None:  # a hub whose login gives the token, none kept yet: signing in needs the browser
         return f"no hub token is kept for it yet: run  jupyter-dev-proxy login --profile {name}  first."
     try:
-        report = await check_hub(settings, credential, _ProfileProgress(name))
+        report = await check_hub(settings, credential, _log_progress)
     except (HubError, ConfigError) as exc:
         return str(exc)
     return report, credential
 
 
-class _ProfileProgress:
-    """The hub's progress starting one profile's server, as log lines naming the profile (several start at once:
+def _log_progress(event: Progress) -> None:
+    """The hub's progress starting a profile's server as log lines, which name the profile (several start at once:
     one bar redrawn in place cannot show them)."""
-
-    def __init__(self, profile: str) -> None:
-        self._profile = profile
-
-    def __call__(self, event: Progress) -> None:
-        percent = f"{event.percent}% " if event.percent is not None else ""
-        log.info("%s: starting its server: %s%s", self._profile, percent, event.message)
+    percent = f"{event.percent}% " if event.percent is not None else ""
+    log.info("Starting its server: %s%s", percent, event.message)
 
 
 def _profiles_banner(settings: Settings, front: FrontRunner, reports: dict[str, HubReport]) -> str:

@@ -18,6 +18,7 @@ import html
 import logging
 import re
 import time
+from contextvars import ContextVar
 from dataclasses import dataclass, field
 from urllib.parse import unquote
 from collections.abc import Iterable
@@ -43,6 +44,28 @@ _COOKIE_PATH = re.compile(r"(;\s*path=)([^;]*)", re.IGNORECASE)
 # The front's page runs only its own inline style and may not be framed, as each profile's status page.
 _PAGE_HEADERS = {"Cache-Control": "no-store", "X-Frame-Options": "DENY",
                  "Content-Security-Policy": "default-src 'none'; style-src 'unsafe-inline'"}
+
+
+# The profile a task works for: set by the front for each request it hands on, and by each profile's start, so that
+# every log line the runner, its relays and the hub checks write says whose it is (tasks inherit it).
+_PROFILE: ContextVar[str | None] = ContextVar("jupyter_dev_proxy_profile", default=None)
+
+
+def working_for(profile: str) -> None:
+    """From here on in this task (and in the tasks it starts), the proxy's log lines begin with the profile's name."""
+    _PROFILE.set(profile)
+
+
+def _name_the_profile(record: logging.LogRecord) -> bool:
+    profile = _PROFILE.get()
+    if profile is not None:
+        record.msg = f"{profile}: {record.msg}"
+    return True
+
+
+def name_profiles_in_log() -> None:
+    """The proxy's log lines name the profile they are about (``working_for``); once per process is enough."""
+    log.addFilter(_name_the_profile)
 
 
 def _is_local_path(location: str) -> bool:
@@ -182,7 +205,11 @@ class FrontRunner(web.BaseRunner):
                 return await self._own_answer(request, first, slot)
             self._check_not_nested(slot, rest)
             prefix = slot.prefix
-            response = await slot.runner.handle(_cut(request, prefix, rest))
+            named = _PROFILE.set(slot.name)  # the runner's log lines (and its relays') name the profile
+            try:
+                response = await slot.runner.handle(_cut(request, prefix, rest))
+            finally:
+                _PROFILE.reset(named)  # the connection's next request may be another profile's
         except ProxyError as error:
             log.warning("%s → %d %s: %s", loggable(request.method, request.raw_path), error.status, error.reason,
                         error.message)

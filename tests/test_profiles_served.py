@@ -236,7 +236,7 @@ hub-token-file = "{token_file}"
 """
 
 
-async def test_python_proxy_py_with_a_profiles_file_serves_its_profiles_and_sigterm_closes_kernels_with_1001(
+async def test_python_proxy_py_with_a_profiles_file_serves_its_profiles_names_them_in_its_log_and_stops_with_1001(
         proxies: list[ProxyProcess], jupyter_upstream: DemoServer, tmp_path: Path) -> None:
     token_file, config = tmp_path / "token", tmp_path / "config.toml"
     token_file.write_text(jupyter_upstream.token)
@@ -250,6 +250,11 @@ async def test_python_proxy_py_with_a_profiles_file_serves_its_profiles_and_sigt
     lab = re.search(r"IDE URL for lab: (http://\S+/)\?token=(\S+)  alice's default server", proxy.output)
     assert lab is not None, proxy.output
     url, token = lab.groups()
+    # Each log line about a profile, from its start or from a request to it, names the profile.
+    assert re.search(r"INFO lab: https://\S+ is a plain Jupyter server", proxy.output)
+    proxy.url, proxy.token = url.removesuffix("lab/"), token
+    assert proxy.get("/lab/%2e%2e/x")[0] == 400
+    proxy.wait_for(r"WARNING lab: GET /%2e%2e/x → 400 bad-path")
     assert re.search(r"IDE URL for down: http://\S+/down/\?token=\S+  NOT SERVING", proxy.output)
     async with ide_session(url, token) as client:
         async with client.get("api/status") as response:
