@@ -141,7 +141,7 @@ def ide_server(handler: _Handler, request_factory: _RequestFactory | None = None
 _SAME_REFUSAL_LOG_SECONDS = 10.0
 
 
-class _LogBudget:
+class LogBudget:
     """One warning per kind of failure per _SAME_REFUSAL_LOG_SECONDS; the next says how many were not logged."""
 
     def __init__(self) -> None:
@@ -178,7 +178,7 @@ class ProxyRunner(web.BaseRunner):
         self._connections = HubConnections(self._transport, settings.hub.origin)  # the relay's, for bodies in hand
         self._hub_api: HubClient | None = None  # the hub's API on the relays' connections, with the credential
         self._relays = OpenRelays()
-        self._log_budget = _LogBudget()
+        self._log_budget = LogBudget()
         self._watching_token: asyncio.Task[None] | None = None
         self._sign_in = sign_in  # where the hub's login gives the token: its callback is served here
         self.status.sign_in = sign_in

@@ -29,7 +29,7 @@ from multidict import CIMultiDict
 from yarl import URL
 
 from . import __version__
-from .app import ProxyRunner, ide_server
+from .app import LogBudget, ProxyRunner, ide_server
 from .auth import COOKIE_NAME, check_host, check_proxy_token, cookie_to_remember
 from .config import OWN_PAGES_PREFIX, Settings
 from .errors import ProxyError, json_error
@@ -166,6 +166,7 @@ class FrontRunner(web.BaseRunner):
             slot.nested = _nested_servers(slot, slots.values())
         self.started = time.time()
         self.port = settings.listen_port
+        self._log_budget = LogBudget()
 
     async def _make_server(self) -> web.Server:
         return ide_server(self._handle, request_factory=self._make_request)
@@ -211,8 +212,9 @@ class FrontRunner(web.BaseRunner):
             finally:
                 _PROFILE.reset(named)  # the connection's next request may be another profile's
         except ProxyError as error:
-            log.warning("%s → %d %s: %s", loggable(request.method, request.raw_path), error.status, error.reason,
-                        error.message)
+            if self._log_budget.allows(error.reason):  # a web page firing requests cannot flood the log
+                log.warning("%s → %d %s: %s%s", loggable(request.method, request.raw_path), error.status,
+                            error.reason, error.message, self._log_budget.held_back(error.reason))
             return json_error(error)
         if not response.prepared:  # what the runner answered whole is written after this returns: prefix it now
             prefix_answer_headers(response.headers, prefix)

@@ -286,3 +286,24 @@ def test_doctor_with_a_profiles_file_checks_every_profile_in_a_block_of_its_own(
     lab, down = result.stdout.split("Profile down:\n")
     assert lab.startswith("Profile lab:\n") and "✗" not in lab and "✓ kernel" in lab, result.stdout
     assert "✗" in down and jupyter_upstream.token not in result.stdout
+
+
+async def test_a_request_the_front_cannot_parse_is_answered_in_jupyters_json_without_quoting_it(
+        start_front: Front, echo_settings: Callable[..., Settings], caplog: pytest.LogCaptureFixture) -> None:
+    front = await start_front({"main": echo_settings()})
+    answer = await exchange(front.port, b"GET /main/api?token=" + LOCAL_TOKEN.encode() + b" HTTP/1.1\r\n"
+                                        b"Host: 127.0.0.1\r\nno colon here\r\n\r\n")
+    assert answer.status == 400 and answer.json()["reason"] == "bad-request" and answer.closed
+    assert LOCAL_TOKEN not in caplog.text
+
+
+async def test_the_fronts_own_refusals_of_one_kind_are_logged_once_not_at_every_request(
+        start_front: Front, echo_settings: Callable[..., Settings], caplog: pytest.LogCaptureFixture) -> None:
+    front = await start_front({"main": echo_settings()})
+    for _ in range(5):  # a web page firing <img> requests at paths of no profile
+        assert (await get(front, "/nothing/here")).status == 404
+    assert [record.getMessage() for record in caplog.records
+            if "no-such-profile" in record.getMessage()] == [
+        "GET /nothing/here → 404 no-such-profile: This proxy serves several Jupyter servers, each under the name of "
+        "its profile: /main/. Nothing is at '/nothing/here': use the URL of one of them that the proxy printed when "
+        "it started."]
