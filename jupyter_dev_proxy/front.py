@@ -18,11 +18,11 @@ import html
 import logging
 import re
 import time
+from collections.abc import Iterable
 from contextvars import ContextVar
 from dataclasses import dataclass, field
-from urllib.parse import unquote
-from collections.abc import Iterable
 from typing import Any
+from urllib.parse import unquote
 
 from aiohttp import web
 from multidict import CIMultiDict
@@ -201,10 +201,10 @@ class FrontRunner(web.BaseRunner):
             first, rest = split_profile(request.raw_path)
             slot = self.slots.get(first)
             if slot is None and rest is not None:  # an absolute address a server handed out (a kernelspec's logo)
-                slot, rest = self._server_of(request.raw_path), request.raw_path
+                slot, rest = self._server_of(request), request.raw_path
             if slot is None or rest is None or slot.runner is None:
                 return await self._own_answer(request, first, slot)
-            self._check_not_nested(slot, rest)
+            self._check_not_nested(request, slot, rest)
             prefix = slot.prefix
             named = _PROFILE.set(slot.name)  # the runner's log lines (and its relays') name the profile
             try:
@@ -220,10 +220,17 @@ class FrontRunner(web.BaseRunner):
             prefix_answer_headers(response.headers, prefix)
         return response
 
-    def _server_of(self, raw_path: str) -> ProfileSlot | None:
+    def _check_caller(self, request: web.BaseRequest) -> None:
+        """The front's own answers, even a refusal that names profiles, go only to a client with the proxy's token
+        that names the proxy as its host (as the runners check before they look at a path)."""
+        check_host(request, self._settings)
+        check_proxy_token(request, self._settings)
+
+    def _server_of(self, request: web.BaseRequest) -> ProfileSlot | None:
         """The profile whose server's own address (``/user/alice/gpu/...``) the path starts with, the longest such
         address first (a named server's is under the default one's); its runner maps it as it does at the root.
         ProxyError when profiles on several hubs have that same address: no telling whose it is."""
+        raw_path = request.raw_path
         path = unquote(raw_path.partition("?")[0] + "/")
         matching = [slot for slot in self.slots.values()
                     if slot.settings is not None and path.startswith(unquote(slot.settings.hub.server_prefix))]
@@ -233,13 +240,14 @@ class FrontRunner(web.BaseRunner):
         owners = [slot for slot in matching if slot.settings is not None
                   and len(slot.settings.hub.server_prefix) == longest]
         if len(owners) > 1:
+            self._check_caller(request)
             names = " and ".join(f"/{slot.name}/" for slot in owners)
             raise ProxyError(404, "ambiguous-server-path", f"The path {ascii(raw_path.partition('?')[0][:80])} is "
                                                            f"the address of a server of {names} alike (on different "
                                                            "hubs): request it under the profile's own path.")
         return owners[0]
 
-    def _check_not_nested(self, slot: ProfileSlot, rest: str) -> None:
+    def _check_not_nested(self, request: web.BaseRequest, slot: ProfileSlot, rest: str) -> None:
         """Refuse a path of a default server's profile that the hub would route to another profile's named server
         (``/main/gpu/api`` is ``/user/alice/gpu/api`` on the hub, which is /gpu/'s server): each profile reaches its
         own server only."""
@@ -248,15 +256,14 @@ class FrontRunner(web.BaseRunner):
         upstream = unquote(upstream_path_for(slot.settings, rest.partition("?")[0]) + "/")
         for owner, server_prefix in slot.nested.items():
             if upstream.startswith(unquote(server_prefix)):
+                self._check_caller(request)
                 raise ProxyError(404, "another-profiles-server", f"That path is the server of the profile "
                                                                  f"'{owner}': request it under /{owner}/.")
 
     async def _own_answer(self, request: web.BaseRequest, first: str, slot: ProfileSlot | None) -> web.StreamResponse:
         """The front's own answers, behind the proxy's token: its status page, the way from ``/`` and ``/<profile>``
         to where they go, and why a path is no profile's or its profile does not serve."""
-        settings = self._settings
-        check_host(request, settings)
-        check_proxy_token(request, settings)
+        self._check_caller(request)
         if first == _OWN_PAGES or (first == "" and request.raw_path.partition("?")[0] == "/"):
             return await self._status_answer(request)
         if slot is None:

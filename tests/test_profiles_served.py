@@ -307,3 +307,12 @@ async def test_the_fronts_own_refusals_of_one_kind_are_logged_once_not_at_every_
         "GET /nothing/here → 404 no-such-profile: This proxy serves several Jupyter servers, each under the name of "
         "its profile: /main/. Nothing is at '/nothing/here': use the URL of one of them that the proxy printed when "
         "it started."]
+
+
+async def test_without_the_token_a_path_into_another_profiles_server_is_refused_without_naming_it(
+        start_front: Front, echo_settings: Callable[..., Settings], echo_seen: list[web.Request]) -> None:
+    front = await start_front({"main": echo_settings(), "gpu": echo_settings(server="gpu")})
+    for target in ["/main/gpu/api/status", "/nothing/here", "/"]:
+        answer = await get(front, target, token=None)
+        assert answer.status == 403 and "gpu" not in answer.body.decode(), (target, answer.body)
+    assert echo_seen == []
