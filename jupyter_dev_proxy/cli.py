@@ -15,7 +15,7 @@ import shutil
 import signal
 import sys
 from collections.abc import Coroutine, Sequence
-from dataclasses import replace
+from dataclasses import dataclass, replace
 from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any, TextIO
@@ -259,14 +259,7 @@ async def _serve(settings: Settings, stop: asyncio.Event, demo: DemoServer | Non
         log.warning(warning)
     # 3. Tell the user where to point the IDE, then serve until told to stop.
     print(_banner(settings, port, report, demo, apps), flush=True)
-    expiry = ExpiryWarnings(settings.hub.page("token"), sign_in=desk.ask if desk is not None else None)
-    if report.token is not None and report.token.expiry_known:
-        expiry.schedule(report.token.expires_at)
-    elif credential is not None:
-        expiry.schedule(credential.expires_at)  # where the hub's token model does not say it (JupyterHub < 5)
-    if credential is not None and report.hub_version is not None:
-        credential.on_change = lambda: asyncio.ensure_future(_follow_new_token(settings, credential, expiry,
-                                                                               status))
+    expiry = _expiry_warnings(report, credential, status, desk)
     reload_on_hangup(runner.credential)
     await stop.wait()
     expiry.cancel()
@@ -278,48 +271,46 @@ async def _serve(settings: Settings, stop: asyncio.Event, demo: DemoServer | Non
     return EXIT_OK
 
 
+@dataclass
+class _ProfileStart:
+    """One profile's start: its place on the front, and, when it serves, its hub's report and expiry warnings."""
+
+    slot: ProfileSlot
+    report: HubReport | None = None
+    expiry: ExpiryWarnings | None = None
+
+
 async def serve_profiles(profiles: dict[str, Settings | ConfigError], stop: asyncio.Event,
                          store: TokenStore | None = None) -> int:
     """Every profile of the profiles file at once on one port, each under /<profile>/, until ``stop`` is set; the
-    exit status. Their hubs are asked in parallel; a profile whose hub is down, whose server does not start or whose
+    exit status. Their starts run in parallel; a profile whose hub is down, whose server does not start or whose
     settings are wrong answers 503 with why, and the others serve."""
     listening = _listening_settings(profiles)
-    profiles = {name: replace(settings, local_token=listening.local_token,
-                              browser_session=listening.browser_session) if isinstance(settings, Settings)
-                else settings for name, settings in profiles.items()}
     store = store or TokenStore()
     name_profiles_in_log()
-    starts = {name: asyncio.ensure_future(_start_profile(name, settings, store))
-              for name, settings in profiles.items() if isinstance(settings, Settings)}
-    every_start: asyncio.Future[Any] = asyncio.gather(*starts.values())
+    starts = [asyncio.ensure_future(_start_profile(name, replace(settings, local_token=listening.local_token,
+                                                                 browser_session=listening.browser_session), store)
+                                    if isinstance(settings, Settings) else _unusable(name, settings))
+              for name, settings in profiles.items()]
+    every: asyncio.Future[Any] = asyncio.gather(*starts)
     stopping: asyncio.Future[Any] = asyncio.ensure_future(stop.wait())
     try:
-        await asyncio.wait([every_start, stopping], return_when=asyncio.FIRST_COMPLETED)
+        await asyncio.wait([every, stopping], return_when=asyncio.FIRST_COMPLETED)
     finally:
         stopping.cancel()
-    if not every_start.done():
-        every_start.cancel()
+    if not every.done():
+        every.cancel()  # and with it every start still asking its hub
+        with contextlib.suppress(asyncio.CancelledError):
+            await every
+        for task in starts:  # the profiles whose start had ended: their runners hold connections to their hubs
+            runner = None if task.cancelled() else task.result().slot.runner
+            if runner is not None:
+                await runner.cleanup()
         print("jupyter-dev-proxy: stopped before the servers were ready.", file=sys.stderr)
         return EXIT_INTERRUPTED
-    slots: dict[str, ProfileSlot] = {}
-    reports: dict[str, HubReport] = {}
-    for name, settings in profiles.items():
-        started = starts[name].result() if name in starts else str(settings)
-        if isinstance(started, str):
-            slots[name] = ProfileSlot(name, settings if isinstance(settings, Settings) else None, failure=started)
-            log.warning("The profile '%s' is not served: %s", name, started)
-            continue
-        report, credential = started
-        reports[name] = report
-        status = StatusBoard(report.settings, report.hub_version, report.token)
-        status.note = report.note or None
-        watch = (ServerWatch(report.settings, report.hub_version, credential, status) if report.hub_version is not None
-                 else None)
-        runner = ProxyRunner(report.settings, watch, shutdown_timeout=SHUTDOWN_GRACE_SECONDS, credential=credential,
-                             status=status)
-        await runner.setup()
-        slots[name] = ProfileSlot(name, report.settings, runner)
-    front = FrontRunner(listening, slots, shutdown_timeout=SHUTDOWN_GRACE_SECONDS)
+    started = [task.result() for task in starts]
+    front = FrontRunner(listening, {start.slot.name: start.slot for start in started},
+                        shutdown_timeout=SHUTDOWN_GRACE_SECONDS)
     await front.setup()
     try:
         await web.TCPSite(front, listening.listen_host, listening.listen_port).start()
@@ -330,14 +321,17 @@ async def serve_profiles(profiles: dict[str, Settings | ConfigError], stop: asyn
         await front.cleanup()
         return EXIT_USAGE
     front.port = front.addresses[0][1]
-    for slot in slots.values():
-        if slot.runner is not None:
-            slot.runner.status.ide_port, slot.runner.status.ide_path = front.port, f"{slot.prefix}/"
+    for start in started:
+        if start.slot.runner is not None:
+            start.slot.runner.status.ide_port, start.slot.runner.status.ide_path = front.port, f"{start.slot.prefix}/"
     for warning in dict.fromkeys(w for s in profiles.values() if isinstance(s, Settings) for w in _warnings(s)):
         log.warning(warning)
-    print(_profiles_banner(listening, front, reports), flush=True)
-    reload_on_hangup(*(slot.runner.credential for slot in slots.values() if slot.runner is not None))
+    print(_profiles_banner(listening, front, {start.slot.name: start.report for start in started}), flush=True)
+    reload_on_hangup(*(start.slot.runner.credential for start in started if start.slot.runner is not None))
     await stop.wait()
+    for start in started:
+        if start.expiry is not None:
+            start.expiry.cancel()
     log.info("Stopping: closing connections.")
     await front.cleanup()
     return EXIT_OK
@@ -361,22 +355,42 @@ def _listening_settings(profiles: dict[str, Settings | ConfigError]) -> Settings
     return listening
 
 
-async def _start_profile(name: str, settings: Settings,
-                         store: TokenStore) -> tuple[HubReport, HubCredential] | str:
-    """One profile's start (the hub check, its server started with its options): the report and credential, or why
-    it cannot be served, in a sentence."""
-    working_for(name)  # this start's own task: what the hub check logs names the profile
+async def _start_profile(name: str, settings: Settings, store: TokenStore) -> _ProfileStart:
+    """One profile's start in a task of its own, whose log lines name the profile: the hub check (its server started
+    or created with its options), then its runner; or why it cannot be served, in a sentence (logged)."""
+    working_for(name)
     if settings.forwards:
-        return (f"forwarding web apps to local ports (forward) takes one profile per proxy: remove it from this "
-                f"profile, or serve it alone with  jupyter-dev-proxy --profile {name}.")
+        return _unserved(name, settings, "forwarding web apps to local ports (forward) takes one profile per proxy: "
+                                         f"remove it from this profile, or serve it alone with  jupyter-dev-proxy "
+                                         f"--profile {name}.")
     credential = credential_for(settings, store)
     if credential is None:  # a hub whose login gives the token, none kept yet: signing in needs the browser
-        return f"no hub token is kept for it yet: run  jupyter-dev-proxy login --profile {name}  first."
+        return _unserved(name, settings, f"no hub token is kept for it yet: run  jupyter-dev-proxy login --profile "
+                                         f"{name}  first.")
     try:
         report = await check_hub(settings, credential, _log_progress)
+        status = StatusBoard(report.settings, report.hub_version, report.token)
+        status.note = report.note or None
+        watch = (ServerWatch(report.settings, report.hub_version, credential, status)
+                 if report.hub_version is not None else None)
+        runner = ProxyRunner(report.settings, watch, shutdown_timeout=SHUTDOWN_GRACE_SECONDS, credential=credential,
+                             status=status)
+        await runner.setup()
     except (HubError, ConfigError) as exc:
-        return str(exc)
-    return report, credential
+        return _unserved(name, settings, str(exc))
+    return _ProfileStart(ProfileSlot(name, report.settings, runner), report,
+                         _expiry_warnings(report, credential, status))
+
+
+def _unserved(name: str, settings: Settings | None, why: str) -> _ProfileStart:
+    log.warning("Not served: %s", why)
+    return _ProfileStart(ProfileSlot(name, settings, failure=why))
+
+
+async def _unusable(name: str, error: ConfigError) -> _ProfileStart:
+    """A profile whose settings cannot be used: served as a 503 saying why, as one whose hub is down."""
+    working_for(name)
+    return _unserved(name, None, str(error))
 
 
 def _log_progress(event: Progress) -> None:
@@ -386,7 +400,7 @@ def _log_progress(event: Progress) -> None:
     log.info("Starting its server: %s%s", percent, event.message)
 
 
-def _profiles_banner(settings: Settings, front: FrontRunner, reports: dict[str, HubReport]) -> str:
+def _profiles_banner(settings: Settings, front: FrontRunner, reports: dict[str, HubReport | None]) -> str:
     """One IDE URL per profile, each on its line with the server it reaches or that it does not serve."""
     token = settings.local_token
     lines = [f"jupyter-dev-proxy {__version__}: {len(front.slots)} profiles, each a Jupyter server of its own "
@@ -403,6 +417,22 @@ def _profiles_banner(settings: Settings, front: FrontRunner, reports: dict[str, 
     lines.append(f"Status page: {front.url(STATUS_PREFIX)}?token={token}")
     lines.append("Paste a profile's URL into PyCharm or VS Code as an existing Jupyter server. Press Ctrl-C to stop.")
     return "\n".join(lines)
+
+
+def _expiry_warnings(report: HubReport, credential: HubCredential | None, status: StatusBoard,
+                     desk: SignInDesk | None = None) -> ExpiryWarnings:
+    """Warnings ahead of the hub token's expiry (a sign-in asked ahead where the hub's login gives the token), moved
+    to a new token's expiry when one is used."""
+    settings = report.settings
+    expiry = ExpiryWarnings(settings.hub.page("token"), sign_in=desk.ask if desk is not None else None)
+    if report.token is not None and report.token.expiry_known:
+        expiry.schedule(report.token.expires_at)
+    elif credential is not None:
+        expiry.schedule(credential.expires_at)  # where the hub's token model does not say it (JupyterHub < 5)
+    if credential is not None and report.hub_version is not None:
+        credential.on_change = lambda: asyncio.ensure_future(_follow_new_token(settings, credential, expiry,
+                                                                               status))
+    return expiry
 
 
 # How long the web apps' own token lasts (the hub may allow less): the proxy revokes it when it stops.

@@ -8,6 +8,7 @@ from __future__ import annotations
 import asyncio
 import re
 import signal
+import socket
 import subprocess
 import sys
 from collections.abc import AsyncIterator, Awaitable, Callable
@@ -316,3 +317,25 @@ async def test_without_the_token_a_path_into_another_profiles_server_is_refused_
         answer = await get(front, target, token=None)
         assert answer.status == 403 and "gpu" not in answer.body.decode(), (target, answer.body)
     assert echo_seen == []
+
+
+def test_sigterm_while_a_profiles_hub_is_still_being_asked_stops_the_proxy_at_once(
+        proxies: list[ProxyProcess], jupyter_upstream: DemoServer, tmp_path: Path) -> None:
+    with socket.socket() as silent:  # a hub that takes the connection and never answers
+        silent.bind(("127.0.0.1", 0))
+        silent.listen()
+        token_file, config = tmp_path / "token", tmp_path / "config.toml"
+        token_file.write_text(jupyter_upstream.token)
+        config.write_text(LAB_AND_DOWN.format(url=jupyter_upstream.url, ca=jupyter_upstream.ca_file,
+                                              tls_name=jupyter_upstream.tls_name, user=jupyter_upstream.username,
+                                              token_file=token_file, down_port=silent.getsockname()[1]))
+        proxy = run_proxy(proxies, clean_env(XDG_CONFIG_HOME=str(tmp_path / "xdg"),
+                                             JUPYTER_DEV_PROXY_CONFIG=str(config), JUPYTER_PROXY_PORT="0",
+                                             PYTHON_KEYRING_BACKEND="keyring.backends.fail.Keyring"))
+        silent.settimeout(60)
+        connection, _ = silent.accept()  # the proxy is asking it
+        with connection:
+            proxy.process.send_signal(signal.SIGTERM)
+            assert proxy.exit_status(timeout=15) == 128 + signal.SIGINT  # as shells report an interrupted start
+    assert "jupyter-dev-proxy: stopped before the servers were ready." in proxy.output
+    assert "Traceback" not in proxy.output and "Unclosed" not in proxy.output
