@@ -133,8 +133,7 @@ async def _server_model(hub: HubClient, me: Identity) -> ServerModel:
     except UnexpectedAnswer as absent:
         if absent.status != 404 or hub.settings.profile is None or hub.settings.start_server == START_NEVER:
             raise
-        log.info("%s: the hub has no %s yet; starting it creates it.", hub.settings.profile,
-                 hub.settings.hub.server_label)
+        log.info("The hub has no %s yet: starting it creates it.", hub.settings.hub.server_label)
         return _NOT_CREATED
 
 

@@ -108,6 +108,7 @@ async def test_one_process_serves_three_profiles_to_the_ide_at_once_and_a_hub_th
     assert f"bob's named server 'gpu' on {hub.address}: started just now" in banner, banner
     assert re.search(r"IDE URL for down: \S+  NOT SERVING", banner)
     assert re.search(r"WARNING down: Not served: The hub at https://127\.0\.0\.1:\d+ ", banner), banner
+    assert "INFO gpu: The hub has no named server 'gpu' yet: starting it creates it." in banner
     # The named server was created with the profile's options, and the hub has them.
     assert hub.spawn_options()[before:] == [{"server": "gpu", "user_options": GPU_OPTIONS}]
     assert (hub.server_model("bob", "gpu") or {}).get("user_options") == GPU_OPTIONS
