@@ -81,14 +81,15 @@ def profiles(hub: Hub, lab: DemoServer, tmp_path: Path) -> Path:
     return path
 
 
-def serve_all(proxies: list[ProxyProcess], tmp_path: Path, profiles: Path) -> tuple[ProxyProcess, dict[str, str]]:
+def serve_all(proxies: list[ProxyProcess], tmp_path: Path, profiles: Path,
+              names: tuple[str, ...] = ("main", "gpu", "lab", "down")) -> tuple[ProxyProcess, dict[str, str]]:
     """``python proxy.py`` with the profiles file and nothing else; its IDE URL per profile, and the token."""
     env = clean_env(XDG_CONFIG_HOME=str(tmp_path / "xdg"), PYTHON_KEYRING_BACKEND="keyring.backends.fail.Keyring",
                     JUPYTER_DEV_PROXY_CONFIG=str(profiles), JUPYTER_PROXY_PORT="0")
     proxy = run_proxy(proxies, env)
     proxy.wait_for(r"Status page: http://\S+")
     lines = {match.group(1): match for match in IDE_URL.finditer(proxy.output)}
-    assert list(lines) == ["main", "gpu", "lab", "down"], proxy.output
+    assert tuple(lines) == names, proxy.output
     token = lines["main"].group(3)
     assert {match.group(3) for match in lines.values()} == {token}  # one token for every profile
     proxy.url, proxy.token = lines["main"].group(2).removesuffix("main/"), token
@@ -161,3 +162,22 @@ async def test_a_named_server_running_with_other_options_is_reported_and_not_res
     assert hub.spawn_options()[before:] == []  # not restarted
     assert (hub.server_model("bob", "gpu") or {}).get("user_options") == {"profile": "default"}
     hub.ensure_stopped("bob", "gpu")
+
+
+async def test_a_profile_whose_spawn_fails_answers_503_with_the_hubs_sentence_and_the_others_serve(
+        hub: Hub, profiles: Path, tmp_path: Path, proxies: list[ProxyProcess]) -> None:
+    hub.ensure_running("alice")
+    token_file = tmp_path / "alice-token"  # written by the profiles fixture
+    profiles.write_text(profiles.read_text() + f'\n[profiles.tpu]\nhub-url = "{hub.address}"\nca-cert = "{hub.ca_file}"'
+                                               f'\nhub-token-file = "{token_file}"\nnamed-server = "tpu"\n'
+                                               'server-options = { profile = "tpu" }\n')
+    proxy, urls = serve_all(proxies, tmp_path, profiles, names=("main", "gpu", "lab", "down", "tpu"))
+    assert re.search(r"IDE URL for tpu: \S+  NOT SERVING", proxy.output)
+    status, answer = proxy.get("/tpu/api/status")
+    assert status == 503 and answer["reason"] == "profile-not-serving", answer
+    assert "unknown profile 'tpu': choose 'default' or 'gpu'" in answer["message"], answer  # the valid slugs
+    assert proxy.get("/main/api/status")[0] == 200
+    status, board = proxy.get("/jupyter-dev-proxy/api/status")
+    tpu = next(entry for entry in board["profiles"] if entry["name"] == "tpu")
+    assert tpu["state"] == "not serving" and "unknown profile 'tpu'" in tpu["failure"]
+    hub.delete_named_server("alice", "tpu")
