@@ -92,9 +92,10 @@ async def start_front() -> AsyncIterator[Front]:
     async def start(profiles: dict[str, Settings]) -> FrontRunner:
         slots = {}
         for name, settings in profiles.items():
-            runner = ProxyRunner(replace(settings, profile=name))
+            settings = replace(settings, profile=name)
+            runner = ProxyRunner(settings)
             await runner.setup()
-            slots[name] = ProfileSlot(name, runner._settings, runner)
+            slots[name] = ProfileSlot(name, settings, runner)
         front = FrontRunner(next(iter(profiles.values())), slots)
         await front.setup()
         fronts.append(front)
