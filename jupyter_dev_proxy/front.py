@@ -34,12 +34,12 @@ from .auth import COOKIE_NAME, check_host, check_proxy_token, cookie_to_remember
 from .config import OWN_PAGES_PREFIX, Settings
 from .errors import ProxyError, json_error
 from .routing import loggable, query_without_token, upstream_path_for
+from .status import STATUS_API
 
 log = logging.getLogger("jupyter_dev_proxy")
 
 _OWN_PAGES = OWN_PAGES_PREFIX.strip("/")  # the first segment of the front's own pages (no profile has that name)
-STATUS_API = OWN_PAGES_PREFIX + "api/status"
-_COOKIE_PATH = re.compile(r"(;\s*path=)([^;]*)", re.IGNORECASE)
+_COOKIE_PATH = re.compile(r"(;\s*path=)([^;]*)", re.IGNORECASE)  # a Set-Cookie's Path attribute and its value
 
 # The front's page runs only its own inline style and may not be framed, as each profile's status page.
 _PAGE_HEADERS = {"Cache-Control": "no-store", "X-Frame-Options": "DENY",
