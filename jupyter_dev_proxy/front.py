@@ -136,6 +136,14 @@ def _cut(request: web.BaseRequest, prefix: str, rest: str) -> _FrontRequest:
     return cut
 
 
+def _referring_profile(request: web.BaseRequest) -> str:
+    """The first path segment of the page that asks (its Referer), which names its profile; '' when none does."""
+    try:
+        return split_profile(URL(request.headers.get("Referer", "")).raw_path)[0]
+    except ValueError:  # not a URL yarl can read: no page to tell by
+        return ""
+
+
 @dataclass
 class ProfileSlot:
     """One profile on the front: its runner once its hub answered, else ``failure`` (a sentence for the user)."""
@@ -229,7 +237,8 @@ class FrontRunner(web.BaseRunner):
     def _server_of(self, request: web.BaseRequest) -> ProfileSlot | None:
         """The profile whose server's own address (``/user/alice/gpu/...``) the path starts with, the longest such
         address first (a named server's is under the default one's); its runner maps it as it does at the root.
-        ProxyError when profiles on several hubs have that same address: no telling whose it is."""
+        When profiles on several hubs have that same address, the page that asks for it (its Referer, as a browser
+        sends it) tells whose it is; ProxyError when nothing does."""
         raw_path = request.raw_path
         path = unquote(raw_path.partition("?")[0] + "/")
         matching = [slot for slot in self.slots.values()
@@ -239,7 +248,10 @@ class FrontRunner(web.BaseRunner):
         longest = max(len(slot.settings.hub.server_prefix) for slot in matching if slot.settings is not None)
         owners = [slot for slot in matching if slot.settings is not None
                   and len(slot.settings.hub.server_prefix) == longest]
-        if len(owners) > 1:
+        if len(owners) > 1:  # the same user's server on two hubs: a browser's page says whose it is
+            referring = self.slots.get(_referring_profile(request))
+            if referring in owners:
+                return referring
             self._check_caller(request)
             names = " and ".join(f"/{slot.name}/" for slot in owners)
             raise ProxyError(404, "ambiguous-server-path", f"The path {ascii(raw_path.partition('?')[0][:80])} is "

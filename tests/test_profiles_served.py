@@ -340,3 +340,20 @@ def test_sigterm_while_a_profiles_hub_is_still_being_asked_stops_the_proxy_at_on
             assert proxy.exit_status(timeout=15) == 128 + signal.SIGINT  # as shells report an interrupted start
     assert "jupyter-dev-proxy: stopped before the servers were ready." in proxy.output
     assert "Traceback" not in proxy.output and "Unclosed" not in proxy.output
+
+
+async def test_a_server_address_two_hubs_share_goes_to_the_profile_of_the_page_that_asks_else_is_refused(
+        start_front: Front, echo_upstream: Any, tls_ca: tuple[trustme.CA, Path]) -> None:
+    port = echo_upstream.port  # one echo server, reached as two hubs by two names: alice on each
+    front = await start_front({"work": make_settings(f"https://127.0.0.1:{port}", tls_ca[1], "jupyterhub"),
+                               "teach": make_settings(f"https://localhost:{port}", tls_ca[1], "jupyterhub")})
+    page = f"Referer: http://127.0.0.1:{front.port}/teach/lab/tree"
+    answer = await exchange(front.port, request_head("GET", "/user/alice/static/lab.js", LOCAL_TOKEN, page,
+                                                     "Connection: close", host=f"127.0.0.1:{front.port}"))
+    assert answer.status == 200 and ["Host", f"localhost:{port}"] in answer.json()["headers"]
+    unreadable = await exchange(front.port, request_head("GET", "/user/alice/x", LOCAL_TOKEN, "Referer: http://[x",
+                                                         "Connection: close", host=f"127.0.0.1:{front.port}"))
+    assert unreadable.status == 404 and unreadable.json()["reason"] == "ambiguous-server-path"
+    ambiguous = await get(front, "/user/alice/static/lab.js")
+    assert ambiguous.status == 404 and ambiguous.json()["reason"] == "ambiguous-server-path"
+    assert "/work/ and /teach/" in ambiguous.json()["message"]
