@@ -286,6 +286,7 @@ async def serve_profiles(profiles: dict[str, Settings | ConfigError], stop: asyn
     exit status. Their starts run in parallel; a profile whose hub is down, whose server does not start or whose
     settings are wrong answers 503 with why, and the others serve."""
     listening = _listening_settings(profiles)
+    profiles = _without_address_names(profiles)
     store = store or TokenStore()
     name_profiles_in_log()
     starts = [asyncio.ensure_future(_start_profile(name, replace(settings, local_token=listening.local_token,
@@ -335,6 +336,16 @@ async def serve_profiles(profiles: dict[str, Settings | ConfigError], stop: asyn
     log.info("Stopping: closing connections.")
     await front.cleanup()
     return EXIT_OK
+
+
+def _without_address_names(profiles: dict[str, Settings | ConfigError]) -> dict[str, Settings | ConfigError]:
+    """A profile named as the first part of the servers' own addresses (``user`` in /user/alice/...) cannot be served
+    under that name: the addresses a server hands out whole would be taken for its paths."""
+    taken = {settings.hub.server_prefix.split("/")[1]: settings.hub.server_prefix for settings in profiles.values()
+             if isinstance(settings, Settings)}
+    return {name: ConfigError(f"its name is the start of your servers' addresses ({taken[name]}...), which the proxy "
+                              f"serves as they are: give the profile another name in its file.")
+            if name in taken else settings for name, settings in profiles.items()}
 
 
 def _listening_settings(profiles: dict[str, Settings | ConfigError]) -> Settings:

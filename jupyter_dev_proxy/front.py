@@ -208,8 +208,10 @@ class FrontRunner(web.BaseRunner):
         try:
             first, rest = split_profile(request.raw_path)
             slot = self.slots.get(first)
-            if slot is None and rest is not None:  # an absolute address a server handed out (a kernelspec's logo)
-                slot, rest = self._server_of(request), request.raw_path
+            if (slot is None or slot.runner is None) and rest is not None:  # no profile serves that name: is it
+                owner = self._server_of(request)  # an address a server handed out whole (a kernelspec's logo)?
+                if owner is not None:
+                    slot, rest = owner, request.raw_path
             if slot is None or rest is None or slot.runner is None:
                 return await self._own_answer(request, first, slot)
             self._check_not_nested(request, slot, rest)
@@ -235,14 +237,14 @@ class FrontRunner(web.BaseRunner):
         check_proxy_token(request, self._settings)
 
     def _server_of(self, request: web.BaseRequest) -> ProfileSlot | None:
-        """The profile whose server's own address (``/user/alice/gpu/...``) the path starts with, the longest such
-        address first (a named server's is under the default one's); its runner maps it as it does at the root.
+        """The serving profile whose server's own address (``/user/alice/gpu/...``) the path starts with, the longest
+        such address first (a named server's is under the default one's); its runner maps it as it does at the root.
         When profiles on several hubs have that same address, the page that asks for it (its Referer, as a browser
         sends it) tells whose it is; ProxyError when nothing does."""
         raw_path = request.raw_path
         path = unquote(raw_path.partition("?")[0] + "/")
-        matching = [slot for slot in self.slots.values()
-                    if slot.settings is not None and path.startswith(unquote(slot.settings.hub.server_prefix))]
+        matching = [slot for slot in self.slots.values() if slot.settings is not None and slot.runner is not None
+                    and path.startswith(unquote(slot.settings.hub.server_prefix))]
         if not matching:
             return None
         longest = max(len(slot.settings.hub.server_prefix) for slot in matching if slot.settings is not None)

@@ -357,3 +357,33 @@ async def test_a_server_address_two_hubs_share_goes_to_the_profile_of_the_page_t
     ambiguous = await get(front, "/user/alice/static/lab.js")
     assert ambiguous.status == 404 and ambiguous.json()["reason"] == "ambiguous-server-path"
     assert "/work/ and /teach/" in ambiguous.json()["message"]
+
+
+async def test_a_profile_named_like_the_servers_addresses_is_not_served_and_those_addresses_still_work(
+        proxies: list[ProxyProcess], jupyter_upstream: DemoServer, tmp_path: Path) -> None:
+    token_file, config = tmp_path / "token", tmp_path / "config.toml"
+    token_file.write_text(jupyter_upstream.token)
+    lab = LAB_AND_DOWN.split("[profiles.down]")[0].format(url=jupyter_upstream.url, ca=jupyter_upstream.ca_file,
+                                                          tls_name=jupyter_upstream.tls_name,
+                                                          user=jupyter_upstream.username, token_file=token_file)
+    config.write_text(lab + lab.replace("[profiles.lab]", "[profiles.user]"))
+    proxy = run_proxy(proxies, clean_env(XDG_CONFIG_HOME=str(tmp_path / "xdg"), JUPYTER_DEV_PROXY_CONFIG=str(config),
+                                         PYTHON_KEYRING_BACKEND="keyring.backends.fail.Keyring",
+                                         JUPYTER_PROXY_PORT="0", JUPYTER_PROXY_IP_OR_NAME="127.0.0.1"))
+    proxy.wait_for(r"Status page: ")
+    assert re.search(r"IDE URL for user: \S+  NOT SERVING", proxy.output)
+    assert "user: Not served: its name is the start of your servers' addresses (/user/alice/...)" in proxy.output
+    served = re.search(r"IDE URL for lab: (http://\S+)/lab/\?token=(\S+)  alice's", proxy.output)
+    assert served is not None, proxy.output
+    proxy.url, proxy.token = served.groups()
+    assert proxy.get("/user/alice/api/status")[0] == 200  # the address the server hands out: lab's
+
+
+async def test_a_profile_that_does_not_serve_makes_no_server_address_ambiguous(
+        start_front: Front, echo_settings: Callable[..., Settings], echo_upstream: Any,
+        tls_ca: tuple[trustme.CA, Path]) -> None:
+    front = await start_front({"main": echo_settings()})
+    front.slots["down"] = ProfileSlot("down", make_settings(f"https://localhost:{echo_upstream.port}", tls_ca[1],
+                                                            "jupyterhub"), failure="The hub at x is down.")
+    answer = await get(front, "/user/alice/api/x")
+    assert answer.status == 200 and answer.json()["raw_path"] == "/user/alice/api/x"
