@@ -11,7 +11,7 @@ import asyncio
 import logging
 import time
 from collections.abc import Awaitable, Callable
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 import aiohttp
 from aiohttp import http_exceptions, web
@@ -126,6 +126,7 @@ class _IdeConnection(RequestHandler):
 
 
 _Handler = Callable[[web.BaseRequest], Awaitable[web.StreamResponse]]
+_RequestFactory = Callable[..., web.BaseRequest]  # aiohttp's (message, payload, protocol, writer, task)
 
 
 class _IdeServer(web.Server):
@@ -139,10 +140,11 @@ class _IdeServer(web.Server):
                               auto_decompress=False)
 
 
-def ide_server(handler: _Handler) -> web.Server:
+def ide_server(handler: _Handler, request_factory: _RequestFactory | None = None) -> web.Server:
     """A server for the IDE's side with the proxy's connections: their limits, an access log without the query, and
-    unparsable requests answered in Jupyter's JSON (the sign-in's waiting page uses it too)."""
-    return _IdeServer(handler, handler_cancellation=True)
+    unparsable requests answered in Jupyter's JSON (the sign-in's waiting page and the profiles' front use it too;
+    the front makes its own requests, which prefix what a profile writes back)."""
+    return _IdeServer(handler, handler_cancellation=True, request_factory=request_factory)
 
 
 # Refusals of the same kind (a web page firing <img> requests without the token, a misconfigured client in a
@@ -150,7 +152,7 @@ def ide_server(handler: _Handler) -> web.Server:
 _SAME_REFUSAL_LOG_SECONDS = 10.0
 
 
-class _LogBudget:
+class LogBudget:
     """One warning per kind of failure per _SAME_REFUSAL_LOG_SECONDS; the next says how many were not logged."""
 
     def __init__(self) -> None:
@@ -187,7 +189,7 @@ class ProxyRunner(web.BaseRunner):
         self._connections = HubConnections(self._transport, settings.hub.origin)  # the relay's, for bodies in hand
         self._hub_api: HubClient | None = None  # the hub's API on the relays' connections, with the credential
         self._relays = OpenRelays()
-        self._log_budget = _LogBudget()
+        self._log_budget = LogBudget()
         self._watching_token: asyncio.Task[None] | None = None
         self._sign_in = sign_in  # where the hub's login gives the token: its callback is served here
         self.status.sign_in = sign_in
@@ -223,6 +225,15 @@ class ProxyRunner(web.BaseRunner):
             if local:
                 return self._app_routes.get(local[1], self._server_route)
         return self._server_route
+
+    async def handle(self, request: web.BaseRequest) -> web.StreamResponse:
+        """The funnel, for a front that serves several runners on one port (front.FrontRunner): this runner then
+        listens nowhere itself, and the front hands it the requests under its profile's path, that path cut off."""
+        return await self._handle(request)
+
+    async def status_snapshot(self) -> dict[str, Any]:
+        """What this runner's status page shows, as JSON (the front's page lists every profile's)."""
+        return await self.status.snapshot(self._hub_api, self._relays.kernel_websockets())
 
     async def shutdown(self) -> None:
         self._relays.stop_all()

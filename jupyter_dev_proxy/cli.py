@@ -15,7 +15,7 @@ import shutil
 import signal
 import sys
 from collections.abc import Coroutine, Sequence
-from dataclasses import replace
+from dataclasses import dataclass, replace
 from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any, TextIO
@@ -27,10 +27,11 @@ from .app import ProxyRunner
 from .config import ConfigError, ForwardedPort, Settings, TokenKind, chosen_profile, profiles_file
 from .demo import DemoServer, DemoUnavailable, start_demo_server
 from .firstrun import token_note
+from .front import FrontRunner, ProfileSlot, name_profiles_in_log, working_for
 from .hubapi import (FixedToken, HubClient, HubError, NewToken, Progress, ServerModel, ServerPhase, TokenInfo,
                      TokenRefused, WantedToken, hub_client)
 from .logs import configure_logging, keep_secrets_out_of_logs
-from .profiles import demo_wanted, read_profiles, selected_settings
+from .profiles import ProfilesFile, demo_wanted, every_profile, read_profiles, selected_settings
 from .signin import SignedIn, SignInDesk, WaitingForSignIn
 from .startup import HubReport, check_hub
 from .status import PREFIX as STATUS_PREFIX
@@ -226,6 +227,7 @@ async def _serve(settings: Settings, stop: asyncio.Event, demo: DemoServer | Non
         _sign_in_while_serving(desk, credential)
     # 2. Listen (where a sign-in held the address, it is let go just before).
     status = StatusBoard(settings, report.hub_version, report.token)
+    status.note = report.note or None
     watch = (ServerWatch(settings, report.hub_version, credential, status) if report.hub_version is not None
              else None)
     try:
@@ -257,15 +259,8 @@ async def _serve(settings: Settings, stop: asyncio.Event, demo: DemoServer | Non
         log.warning(warning)
     # 3. Tell the user where to point the IDE, then serve until told to stop.
     print(_banner(settings, port, report, demo, apps), flush=True)
-    expiry = ExpiryWarnings(settings.hub.page("token"), sign_in=desk.ask if desk is not None else None)
-    if report.token is not None and report.token.expiry_known:
-        expiry.schedule(report.token.expires_at)
-    elif credential is not None:
-        expiry.schedule(credential.expires_at)  # where the hub's token model does not say it (JupyterHub < 5)
-    if credential is not None and report.hub_version is not None:
-        credential.on_change = lambda: asyncio.ensure_future(_follow_new_token(settings, credential, expiry,
-                                                                               status))
-    reload_on_hangup(runner)
+    expiry = _expiry_warnings(report, credential, status, desk)
+    reload_on_hangup(runner.credential)
     await stop.wait()
     expiry.cancel()
     if desk is not None:
@@ -274,6 +269,181 @@ async def _serve(settings: Settings, stop: asyncio.Event, demo: DemoServer | Non
     await runner.cleanup()
     await _revoke_apps_token(settings, credential, apps_token[1])
     return EXIT_OK
+
+
+@dataclass
+class _ProfileStart:
+    """One profile's start: its place on the front, and, when it serves, its hub's report and expiry warnings."""
+
+    slot: ProfileSlot
+    report: HubReport | None = None
+    expiry: ExpiryWarnings | None = None
+
+
+async def serve_profiles(profiles: dict[str, Settings | ConfigError], stop: asyncio.Event,
+                         store: TokenStore | None = None) -> int:
+    """Every profile of the profiles file at once on one port, each under /<profile>/, until ``stop`` is set; the
+    exit status. Their starts run in parallel; a profile whose hub is down, whose server does not start or whose
+    settings are wrong answers 503 with why, and the others serve."""
+    listening = _listening_settings(profiles)
+    profiles = _without_address_names(profiles)
+    store = store or TokenStore()
+    name_profiles_in_log()
+    starts = [asyncio.ensure_future(_start_profile(name, replace(settings, local_token=listening.local_token,
+                                                                 browser_session=listening.browser_session), store)
+                                    if isinstance(settings, Settings) else _unusable(name, settings))
+              for name, settings in profiles.items()]
+    every: asyncio.Future[Any] = asyncio.gather(*starts)
+    stopping: asyncio.Future[Any] = asyncio.ensure_future(stop.wait())
+    try:
+        await asyncio.wait([every, stopping], return_when=asyncio.FIRST_COMPLETED)
+    finally:
+        stopping.cancel()
+    if not every.done():
+        every.cancel()  # and with it every start still asking its hub
+        with contextlib.suppress(asyncio.CancelledError):
+            await every
+        for task in starts:  # the profiles whose start had ended: their runners hold connections to their hubs
+            runner = None if task.cancelled() else task.result().slot.runner
+            if runner is not None:
+                await runner.cleanup()
+        print("jupyter-dev-proxy: stopped before the servers were ready.", file=sys.stderr)
+        return EXIT_INTERRUPTED
+    started = [task.result() for task in starts]
+    front = FrontRunner(listening, {start.slot.name: start.slot for start in started},
+                        shutdown_timeout=SHUTDOWN_GRACE_SECONDS)
+    await front.setup()
+    try:
+        await web.TCPSite(front, listening.listen_host, listening.listen_port).start()
+    except OSError as exc:
+        print(f"jupyter-dev-proxy: cannot listen on {listening.listen_host}:{listening.listen_port} "
+              f"({exc.strerror}): another program (maybe another proxy) uses it; stop it or set "
+              "listen-port in the profiles file's [defaults] to another port.", file=sys.stderr)
+        await front.cleanup()
+        return EXIT_USAGE
+    front.port = front.addresses[0][1]
+    for start in started:
+        if start.slot.runner is not None:
+            start.slot.runner.status.ide_port, start.slot.runner.status.ide_path = front.port, f"{start.slot.prefix}/"
+    for warning in dict.fromkeys(w for s in profiles.values() if isinstance(s, Settings) for w in _warnings(s)):
+        log.warning(warning)
+    print(_profiles_banner(listening, front, {start.slot.name: start.report for start in started}), flush=True)
+    reload_on_hangup(*(start.slot.runner.credential for start in started if start.slot.runner is not None))
+    await stop.wait()
+    for start in started:
+        if start.expiry is not None:
+            start.expiry.cancel()
+    log.info("Stopping: closing connections.")
+    await front.cleanup()
+    return EXIT_OK
+
+
+def _without_address_names(profiles: dict[str, Settings | ConfigError]) -> dict[str, Settings | ConfigError]:
+    """A profile named as the first part of the servers' own addresses (``user`` in /user/alice/...) cannot be served
+    under that name: the addresses a server hands out whole would be taken for its paths."""
+    taken = {settings.hub.server_prefix.split("/")[1]: settings.hub.server_prefix for settings in profiles.values()
+             if isinstance(settings, Settings)}
+    return {name: ConfigError(f"its name is the start of your servers' addresses ({taken[name]}...), which the proxy "
+                              f"serves as they are: give the profile another name in its file.")
+            if name in taken else settings for name, settings in profiles.items()}
+
+
+def _listening_settings(profiles: dict[str, Settings | ConfigError]) -> Settings:
+    """The settings of the one port every profile is served on: the first usable profile's, whose token and
+    browser session every profile gets. ConfigError when profiles disagree on where to listen, or none can be
+    used."""
+    usable = {name: settings for name, settings in profiles.items() if isinstance(settings, Settings)}
+    if not usable:
+        raise ConfigError("No profile can be used: " + " ".join(f"{name}: {error}" for name, error in
+                                                                 profiles.items()))
+    first, listening = next(iter(usable.items()))
+    for name, settings in usable.items():
+        if (settings.listen_host, settings.listen_port) != (listening.listen_host, listening.listen_port):
+            raise ConfigError(f"The profiles '{first}' and '{name}' listen on different addresses "
+                              f"({listening.listen_host}:{listening.listen_port}, {settings.listen_host}:"
+                              f"{settings.listen_port}), but one proxy serves them all on one port: set listen-host "
+                              "and listen-port in [defaults] only.")
+    return listening
+
+
+async def _start_profile(name: str, settings: Settings, store: TokenStore) -> _ProfileStart:
+    """One profile's start in a task of its own, whose log lines name the profile: the hub check (its server started
+    or created with its options), then its runner; or why it cannot be served, in a sentence (logged)."""
+    working_for(name)
+    if settings.forwards:
+        return _unserved(name, settings, "forwarding web apps to local ports (forward) takes one profile per proxy: "
+                                         f"remove it from this profile, or serve it alone with  jupyter-dev-proxy "
+                                         f"--profile {name}.")
+    credential = credential_for(settings, store)
+    if credential is None:  # a hub whose login gives the token, none kept yet: signing in needs the browser
+        return _unserved(name, settings, f"no hub token is kept for it yet: run  jupyter-dev-proxy login --profile "
+                                         f"{name}  first.")
+    try:
+        report = await check_hub(settings, credential, _log_progress)
+        status = StatusBoard(report.settings, report.hub_version, report.token)
+        status.note = report.note or None
+        watch = (ServerWatch(report.settings, report.hub_version, credential, status)
+                 if report.hub_version is not None else None)
+        runner = ProxyRunner(report.settings, watch, shutdown_timeout=SHUTDOWN_GRACE_SECONDS, credential=credential,
+                             status=status)
+        await runner.setup()
+    except (HubError, ConfigError) as exc:
+        return _unserved(name, settings, str(exc))
+    return _ProfileStart(ProfileSlot(name, report.settings, runner), report,
+                         _expiry_warnings(report, credential, status))
+
+
+def _unserved(name: str, settings: Settings | None, why: str) -> _ProfileStart:
+    log.warning("Not served: %s", why)
+    return _ProfileStart(ProfileSlot(name, settings, failure=why))
+
+
+async def _unusable(name: str, error: ConfigError) -> _ProfileStart:
+    """A profile whose settings cannot be used: served as a 503 saying why, as one whose hub is down."""
+    working_for(name)
+    return _unserved(name, None, str(error))
+
+
+def _log_progress(event: Progress) -> None:
+    """The hub's progress starting a profile's server as log lines, which name the profile (several start at once:
+    one bar redrawn in place cannot show them)."""
+    percent = f"{event.percent}% " if event.percent is not None else ""
+    log.info("Starting its server: %s%s", percent, event.message)
+
+
+def _profiles_banner(settings: Settings, front: FrontRunner, reports: dict[str, HubReport | None]) -> str:
+    """One IDE URL per profile, each on its line with the server it reaches or that it does not serve."""
+    token = settings.local_token
+    lines = [f"jupyter-dev-proxy {__version__}: {len(front.slots)} profiles, each a Jupyter server of its own "
+             f"under its name:"]
+    for name, slot in front.slots.items():
+        report = reports.get(name)
+        if report is None:
+            state = "NOT SERVING (the warning above says why)"
+        else:
+            hub = report.settings.hub
+            state = f"{hub.user}'s {hub.server_label} on {hub}: {report.state.value}"
+            state += " (with other options than asked: see above)" if report.note else ""
+        lines.append(f"IDE URL for {name}: {front.ide_url(slot)}?token={token}  {state}")
+    lines.append(f"Status page: {front.url(STATUS_PREFIX)}?token={token}")
+    lines.append("Paste a profile's URL into PyCharm or VS Code as an existing Jupyter server. Press Ctrl-C to stop.")
+    return "\n".join(lines)
+
+
+def _expiry_warnings(report: HubReport, credential: HubCredential | None, status: StatusBoard,
+                     desk: SignInDesk | None = None) -> ExpiryWarnings:
+    """Warnings ahead of the hub token's expiry (a sign-in asked ahead where the hub's login gives the token), moved
+    to a new token's expiry when one is used."""
+    settings = report.settings
+    expiry = ExpiryWarnings(settings.hub.page("token"), sign_in=desk.ask if desk is not None else None)
+    if report.token is not None and report.token.expiry_known:
+        expiry.schedule(report.token.expires_at)
+    elif credential is not None:
+        expiry.schedule(credential.expires_at)  # where the hub's token model does not say it (JupyterHub < 5)
+    if credential is not None and report.hub_version is not None:
+        credential.on_change = lambda: asyncio.ensure_future(_follow_new_token(settings, credential, expiry,
+                                                                               status))
+    return expiry
 
 
 # How long the web apps' own token lasts (the hub may allow less): the proxy revokes it when it stops.
@@ -368,18 +538,21 @@ async def _follow_new_token(settings: Settings, credential: HubCredential, expir
         expiry.schedule(expires_at)
 
 
-def reload_on_hangup(runner: ProxyRunner) -> None:
-    """SIGHUP (where the system has it: not on Windows) makes the proxy read its hub token again from its file or
-    the keyring."""
-    credential = runner.credential
-    if credential is None or not credential.source.rereadable or not hasattr(signal, "SIGHUP"):
+def reload_on_hangup(*credentials: HubCredential | None) -> None:
+    """SIGHUP (where the system has it: not on Windows) makes the proxy read its hub tokens again from their files
+    or the keyring (every profile's, when it serves several)."""
+    rereadable = [credential for credential in credentials if credential is not None and credential.source.rereadable]
+    if not rereadable or not hasattr(signal, "SIGHUP"):
         return
+
+    def reload() -> None:
+        for credential in rereadable:
+            credential.reload_soon("SIGHUP")
     loop = asyncio.get_running_loop()
     try:
-        loop.add_signal_handler(signal.SIGHUP, credential.reload_soon, "SIGHUP")
+        loop.add_signal_handler(signal.SIGHUP, reload)
     except (NotImplementedError, RuntimeError):
-        signal.signal(signal.SIGHUP, lambda number, frame: loop.call_soon_threadsafe(credential.reload_soon,
-                                                                                     "SIGHUP"))
+        signal.signal(signal.SIGHUP, lambda number, frame: loop.call_soon_threadsafe(reload))
 
 
 def stop_on_signals(stop: asyncio.Event) -> None:
@@ -399,6 +572,22 @@ async def _main(settings: Settings, demo: DemoServer | None, store: TokenStore) 
     return await serve(settings, stop, demo, store)
 
 
+def _serve_every_profile(found: ProfilesFile, argv: list[str]) -> int:
+    """``jupyter-dev-proxy`` with a profiles file and no hub or --profile: every profile at once, on one port."""
+    store = TokenStore()
+    profiles = found.served_settings(argv, os.environ, Path.cwd(), store.lookup)
+    usable = [settings for settings in profiles.values() if isinstance(settings, Settings)]
+    for settings in usable:
+        keep_secrets_out_of_logs(settings.secrets)
+    configure_logging(usable[0].log_level if usable else "info")
+
+    async def main() -> int:
+        stop = asyncio.Event()
+        stop_on_signals(stop)
+        return await serve_profiles(profiles, stop, store)
+    return _run(main(), usable[0].event_loop if usable else "auto")
+
+
 def _interactive() -> bool:
     """A person at a terminal, who can be asked for a token."""
     return sys.stdin.isatty() and sys.stderr.isatty()
@@ -409,6 +598,13 @@ def _doctor(argv: list[str]) -> int:
     ``doctor --service-entry``: print the service entry the hub's admin adds for signing in with the hub's login."""
     entry = "--service-entry" in argv
     argv = [a for a in argv if a != "--service-entry"]
+    try:
+        every = None if entry else every_profile(argv, os.environ, Path.cwd())
+    except ConfigError as exc:
+        print(f"✗ settings: {exc}")
+        return 1
+    if every is not None:
+        return _doctor_every_profile(every, argv)
     try:
         settings = selected_settings(argv, os.environ, Path.cwd(), stored=TokenStore().lookup,
                                      token_can_be_asked=True)
@@ -421,6 +617,29 @@ def _doctor(argv: list[str]) -> int:
     if entry:
         return _run(run_service_entry(settings, sys.stdout), settings.event_loop)
     return _run(run_doctor(settings, argv, Path.cwd(), sys.stdout), settings.event_loop)
+
+
+def _doctor_every_profile(found: ProfilesFile, argv: list[str]) -> int:
+    """``doctor`` with a profiles file and no hub or --profile (what the proxy then serves): every profile's links,
+    a block each under its name; 0 when all hold."""
+    profiles = found.served_settings(argv, os.environ, Path.cwd(), TokenStore().lookup)
+    usable = [settings for settings in profiles.values() if isinstance(settings, Settings)]
+    for settings in usable:
+        keep_secrets_out_of_logs(settings.secrets)
+    configure_logging("error")  # the doctor's lines are its output
+    from .doctor import run_doctor  # imported when asked for: every start would pay for it
+
+    async def check_each() -> int:
+        healthy = True
+        for name, settings in profiles.items():
+            print(f"Profile {name}:", flush=True)
+            if isinstance(settings, ConfigError):
+                print(f"✗ settings: {settings}")
+                healthy = False
+            elif await run_doctor(settings, argv, Path.cwd(), sys.stdout) != 0:
+                healthy = False
+        return 0 if healthy else 1
+    return _run(check_each(), usable[0].event_loop if usable else "auto")
 
 
 def _forget_token(argv: list[str]) -> int:
@@ -497,16 +716,26 @@ def _servers(argv: list[str]) -> int:
             print(f"{profile}: {unusable}")
     if not usable:
         return EXIT_USAGE
-    return _run(_list_servers(listed), usable[0].event_loop)
+    return _run(_list_servers(listed, under_names=name is None and bool(found.profiles)), usable[0].event_loop)
 
 
-async def _list_servers(listed: dict[str, Settings | ConfigError]) -> int:
+def _url_through_proxy(profile: str, settings: Settings, under_names: bool) -> str:
+    """Where the IDE finds the profile's server through this proxy: under /<profile>/ when one proxy serves every
+    profile (``under_names``), at the root otherwise; '-' when the port is only chosen at start (0)."""
+    if not settings.listen_port:
+        return "-"
+    host = "localhost" if settings.listen_host in ("0.0.0.0", "::") else settings.listen_host
+    host = f"[{host}]" if ":" in host else host
+    return f"http://{host}:{settings.listen_port}/{f'{profile}/' if under_names else ''}"
+
+
+async def _list_servers(listed: dict[str, Settings | ConfigError], under_names: bool = False) -> int:
     """Ask every hub at once (one that is down holds no other), then print a block per hub and user."""
     profiles = {profile: settings for profile, settings in listed.items() if isinstance(settings, Settings)}
     answers = await asyncio.gather(*(_hub_servers(settings) for settings in profiles.values()),
                                    return_exceptions=True)
     # One block per hub and user: their servers, and the profiles that point at each.
-    blocks: dict[tuple[str, str], tuple[dict[str, ServerModel], dict[str, list[str]]]] = {}
+    blocks: dict[tuple[str, str], tuple[dict[str, ServerModel], dict[str, list[tuple[str, str]]]]] = {}
     failed = False
     for (profile, settings), answer in zip(profiles.items(), answers):
         if isinstance(answer, (HubError, ConfigError)):
@@ -517,7 +746,8 @@ async def _list_servers(listed: dict[str, Settings | ConfigError]) -> int:
             raise answer
         user, servers = answer
         _, pointing = blocks.setdefault((str(settings.hub), user), (servers, {}))
-        pointing.setdefault(settings.hub.server, []).append(profile)
+        pointing.setdefault(settings.hub.server, []).append((profile, _url_through_proxy(profile, settings,
+                                                                                         under_names)))
     for (hub, user), (servers, pointing) in blocks.items():
         print(f"{user} on {hub}:")
         print(_servers_table(servers, pointing))
@@ -539,16 +769,18 @@ async def _hub_servers(settings: Settings) -> tuple[str, dict[str, ServerModel]]
     return user, servers
 
 
-def _servers_table(servers: dict[str, ServerModel], profiles: dict[str, list[str]]) -> str:
-    """The servers as rows of aligned columns, the default server first; a profile's server that the hub does not
-    have yet is a row too."""
-    rows = [("SERVER", "STATE", "LAST ACTIVITY", "PROFILE", "OPTIONS")]
+def _servers_table(servers: dict[str, ServerModel], profiles: dict[str, list[tuple[str, str]]]) -> str:
+    """The servers as rows of aligned columns, the default server first, with the profiles that point at each and
+    its URL through this proxy; a profile's server that the hub does not have yet is a row too."""
+    rows = [("SERVER", "STATE", "LAST ACTIVITY", "PROFILE", "URL THROUGH THIS PROXY", "OPTIONS")]
     for name in sorted({*servers, *profiles}, key=lambda server: (server != "", server)):
         model = servers.get(name)
         active = model.last_active if model is not None else None
+        pointing = profiles.get(name, [])
         rows.append((name or _DEFAULT_SERVER, model.phase.value if model is not None else "not created",
                      active.strftime("%Y-%m-%d %H:%M UTC") if active is not None else "-",
-                     ", ".join(profiles.get(name, [])) or "-",
+                     ", ".join(profile for profile, _ in pointing) or "-",
+                     ", ".join(url for _, url in pointing) or "-",
                      (model.user_options if model is not None else None) or "-"))
     widths = [max(len(row[column]) for row in rows) for column in range(len(rows[0]))]
     return "\n".join("  " + "  ".join(cell.ljust(width) for cell, width in zip(row, widths)).rstrip()
@@ -635,6 +867,9 @@ def main(argv: Sequence[str] | None = None) -> int:
             return _servers(argv[1:])
         if argv[:1] == ["stop"]:
             return _stop(argv[1:])
+        every = every_profile(argv, os.environ, Path.cwd())
+        if every is not None:
+            return _serve_every_profile(every, argv)
         if demo_wanted(argv, os.environ, Path.cwd()):
             print("jupyter-dev-proxy: demo mode, starting a throwaway local Jupyter server... (to use your hub "
                   "instead, set JUPYTER_SERVER_IP_OR_NAME or JUPYTERHUB_URL, see --help)", file=sys.stderr, flush=True)

@@ -419,7 +419,9 @@ def _parser() -> argparse.ArgumentParser:
                     "can use it as a plain Jupyter server.",
         epilog=f"Secrets are read from the environment or a .env file, never from flags:\n{env_only}\n\n"
                "Settings come from flags first, then the environment, then the .env file; with --profile NAME,\n"
-               "flags, then the environment, then that profile of the profiles file, then its [defaults].\n\n"
+               "flags, then the environment, then that profile of the profiles file, then its [defaults].\n"
+               "With profiles in the file, no hub set and no --profile, every profile is served at once, each\n"
+               "under its name: http://localhost:8000/<profile>/?token=...\n\n"
                "Commands (with the same settings):\n"
                "  jupyter-dev-proxy doctor        check each link to your server, one line each, no secret shown\n"
                "  jupyter-dev-proxy doctor --service-entry  for your hub's admin: the service entry that lets you\n"
@@ -430,7 +432,8 @@ def _parser() -> argparse.ArgumentParser:
                "                                  proxy a token of its own; the password is not kept\n"
                "  jupyter-dev-proxy forget-token  remove the hub token a first run kept for this hub\n"
                "  jupyter-dev-proxy servers       list your servers on the hub of every profile (or of these\n"
-               "                                  settings): state, spawn options, last activity\n"
+               "                                  settings): state, URL through this proxy, spawn options, last\n"
+               "                                  activity\n"
                "  jupyter-dev-proxy stop NAME     stop the server of the profile NAME on its hub",
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
@@ -447,7 +450,8 @@ def _parser() -> argparse.ArgumentParser:
     parser.add_argument("--env-file", metavar="FILE", default=None,
                         help="Read settings from this file instead of ./.env.")
     parser.add_argument("--profile", metavar="NAME", default=None,
-                        help="Serve the server this profile of the profiles file names (flags and the environment "
+                        help="Serve only the server this profile of the profiles file names, at the root (flags "
+                             "and the environment "
                              "still override its settings; the environment's hub token is never used for it) "
                              f"[env {PROFILE_VARIABLE}].")
     parser.add_argument("--config", metavar="FILE", default=None,

@@ -11,6 +11,7 @@
     load_profiles(path, environ) → {name: Settings}  every profile from the file alone, in its order
     selected_settings(argv, environ, cwd)            what a command runs with: --profile's, or flags and env alone
     demo_wanted(argv, environ, cwd)                  whether to run the demo (no hub set, no profile to choose)
+    every_profile(argv, environ, cwd)                the file whose profiles are all served at once, or None
 
 Each option is checked by its row of ``config.OPTIONS``: the file knows no option of its own but hub-token-env.
 Secrets (the options without a flag) are refused in the file, which gets shared and committed.
@@ -22,7 +23,7 @@ import difflib
 import json
 import re
 import sys
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -83,10 +84,19 @@ class ProfilesFile:
         environment gives only what a profile names (hub-token-env) and the company proxy's variables curl reads,
         not the one-server settings."""
         environ = _without_own_variables(environ)
+        return self._each(lambda name: self.settings(name, [], environ, Path.cwd(), stored))
+
+    def served_settings(self, argv: Sequence[str], environ: Mapping[str, str], cwd: Path,
+                        stored: StoredTokenLookup | None = None) -> dict[str, Settings | ConfigError]:
+        """Every profile's Settings as the proxy serving them all at once runs them, or why one cannot be used: flags
+        and the environment above each profile, as with --profile (where to listen, the log level, ...)."""
+        return self._each(lambda name: self.settings(name, argv, environ, cwd, stored))
+
+    def _each(self, build: Callable[[str], Settings]) -> dict[str, Settings | ConfigError]:
         built: dict[str, Settings | ConfigError] = {}
         for name in self.profiles:
             try:
-                built[name] = self.settings(name, [], environ, Path.cwd(), stored)
+                built[name] = build(name)
             except ConfigError as exc:
                 built[name] = exc
         return built
@@ -156,17 +166,20 @@ def selected_settings(argv: Sequence[str], environ: Mapping[str, str], cwd: Path
 
 
 def demo_wanted(argv: Sequence[str], environ: Mapping[str, str], cwd: Path) -> bool:
-    """Whether to run the demo: asked for with --demo, or no hub set anywhere and no profile to choose from.
-    Profiles in the file and none chosen: a ConfigError naming them."""
+    """Whether to run the demo: asked for with --demo, or no hub set anywhere and no profile to choose from."""
     if "--demo" in argv:
         return True
-    if chosen_profile(argv, environ) is not None or not wants_demo(argv, environ, cwd):
-        return False
+    return wants_demo(argv, environ, cwd) and chosen_profile(argv, environ) is None and \
+        not read_profiles(*profiles_file(argv, environ)).profiles
+
+
+def every_profile(argv: Sequence[str], environ: Mapping[str, str], cwd: Path) -> ProfilesFile | None:
+    """The profiles file when the proxy serves every profile in it at once, each under /<profile>/: it has profiles,
+    and neither --profile nor a hub (nor --demo) is set; else None (one server, at the root)."""
+    if "--demo" in argv or chosen_profile(argv, environ) is not None or not wants_demo(argv, environ, cwd):
+        return None
     found = read_profiles(*profiles_file(argv, environ))
-    if found.profiles:
-        raise ConfigError(f"No hub is set, and {found.path} has profiles ({', '.join(found.profiles)}): choose one "
-                          f"with --profile NAME (one proxy for all of them at once is not there yet).")
-    return True
+    return found if found.profiles else None
 
 
 def _without_own_variables(environ: Mapping[str, str]) -> dict[str, str]:

@@ -26,6 +26,7 @@ from .hubapi import (
     HubError,
     Identity,
     Progress,
+    ServerModel,
     ServerState,
     TokenInfo,
     TokenRefused,
@@ -101,7 +102,7 @@ async def check_hub(settings: Settings, credential: Credential | None, on_progre
         me, hub = await _owner(hub)
         settings = hub.settings
         token = await hub.token_info(me)
-        model = await hub.server(me)
+        model = await _server_model(hub, me)
         scopes = me.scopes
         address = settings.hub
         if grants(scopes, "access:servers", address.user, address.server) is False:
@@ -109,10 +110,10 @@ async def check_hub(settings: Settings, credential: Credential | None, on_progre
                            f"make a token with it at {address.page('token')}.")
         state = await _probe(hub) if model.state is ServerState.UNKNOWN else _BANNER_STATES[model.state]
         if state is BannerState.RUNNING:
-            return HubReport(settings, version, BannerState.RUNNING, token=token)
+            return HubReport(settings, version, BannerState.RUNNING, _other_options(settings, model), token=token)
         if state is BannerState.STARTED:  # someone (the hub's page, another proxy) is starting it already
             await _follow_progress(hub, on_progress)
-            return HubReport(settings, version, BannerState.STARTED, token=token)
+            return HubReport(settings, version, BannerState.STARTED, _other_options(settings, model), token=token)
         if settings.start_server == START_NEVER:
             return HubReport(settings, version, BannerState.STOPPED,
                              f"Start it from {address.page('home')} (or run the proxy without "
@@ -121,6 +122,36 @@ async def check_hub(settings: Settings, credential: Credential | None, on_progre
             raise _lacks_start_scope(settings, version)
         await start_server(hub, version, on_progress)
         return HubReport(settings, version, BannerState.STARTED, token=token)
+
+
+async def _server_model(hub: HubClient, me: Identity) -> ServerModel:
+    """The hub's model of the server. A profile's named server that the hub does not have yet is a stopped one: its
+    start creates it, with the profile's options. A name in the one-server settings (or a profile that never
+    starts its server) may be a typo, and the hub's "no such server" is said instead."""
+    try:
+        return await hub.server(me)
+    except UnexpectedAnswer as absent:
+        if absent.status != 404 or hub.settings.profile is None or hub.settings.start_server == START_NEVER:
+            raise
+        log.info("The hub has no %s yet: starting it creates it.", hub.settings.hub.server_label)
+        return _NOT_CREATED
+
+
+_NOT_CREATED = ServerModel(ServerState.STOPPED)
+
+
+def _other_options(settings: Settings, model: ServerModel) -> str:
+    """The banner's note when the server runs (or is being started) with other spawn options than the settings ask
+    for: said, and logged, but the server is not restarted behind the user's back (its kernels and work would go)."""
+    if settings.server_options is None or model.user_options == settings.server_options:
+        return ""
+    hub = settings.hub
+    stop = f"jupyter-dev-proxy stop {settings.profile}, or " if settings.profile else ""
+    note = (f"It runs with the options {model.user_options or '{}'}, not {settings.server_options} as asked; it was "
+            f"not restarted (its kernels would go): to have those, stop it ({stop}from {hub.page('home')}) and start "
+            "the proxy again.")
+    log.warning("Your %s: %s", hub.server_label, note)
+    return note
 
 
 # The banner's word for the hub's model of the server (UNKNOWN is asked of the server itself).

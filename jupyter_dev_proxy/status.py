@@ -59,6 +59,8 @@ class StatusBoard:
         self.token = token
         self.started = time.time()
         self.ide_port = settings.listen_port
+        self.ide_path = "/"  # where the IDE's server is on that port: /<profile>/ when one process serves several
+        self.note: str | None = None  # what the start found worth saying about the server (other spawn options)
         self.requests = 0
         self.errors = 0
         self.recent_errors: collections.deque[dict[str, Any]] = collections.deque(maxlen=_RECENT_ERRORS)
@@ -119,14 +121,14 @@ class StatusBoard:
         host = settings.listen_host if settings.listen_host not in ("0.0.0.0", "::") else "localhost"
         return {
             "proxy": {"version": __version__, "uptime_seconds": round(time.time() - self.started),
-                      "started_at": _iso(self.started), "ide_url": f"http://{host}:{self.ide_port}/",
+                      "started_at": _iso(self.started), "ide_url": f"http://{host}:{self.ide_port}{self.ide_path}",
                       "forwards_ide_token": settings.forwards_ide_token},
             "hub": {"url": str(address), "version": self.hub_version, "reached": settings.reached_through,
                     "forward_proxy": str(settings.forward_proxy) if settings.forward_proxy else None,
                     "gateway_credentials": bool(settings.hub_headers or settings.client_cert)},
             "user": address.user, "server": {"name": address.server, "label": address.server_label,
                                              "prefix": address.server_prefix,
-                                             **await self._server_state(hub)},
+                                             "note": self.note, **await self._server_state(hub)},
             "token": None if token is None else {
                 "owner": token.owner, "scopes": list(token.scopes) if token.scopes is not None else None,
                 "from": str(settings.token_source),
@@ -192,7 +194,7 @@ document.getElementById('url').textContent.replace('•••••',''))">Copy<
 {browser_row}<tr><th>Hub</th><td>{hub_url} · JupyterHub {hub_version} · reached {reached}</td></tr>
 <tr><th>User</th><td id="user">{user}</td></tr>
 <tr><th>Server</th><td>{server_label} <code>{server_prefix}</code>: <span id="server-state" class="{state_class}">{state}</span>
-{progress} <span class="muted">{last_activity}</span></td></tr>
+{progress} <span class="muted">{last_activity}</span>{server_note}</td></tr>
 <tr><th>Token</th><td>{token}{sign_in}</td></tr>
 <tr><th>Requests</th><td>{requests} · <span class="{errors_class}">{errors}</span></td></tr>
 </table>
@@ -205,7 +207,7 @@ If something is wrong, run <code>jupyter-dev-proxy doctor</code>.</p>
 </body></html>
 """
 
-_BROWSER_ROW = ('<tr><th>In this browser</th><td><a href="/" target="_blank" rel="noopener">Your server\'s pages</a> '
+_BROWSER_ROW = ('<tr><th>In this browser</th><td><a href="../" target="_blank" rel="noopener">Your server\'s pages</a> '
                 '<span class="muted">(JupyterLab or Notebook, as your server has them)</span></td></tr>\n')
 
 _STATE_CLASSES = {ServerState.RUNNING: "ok", ServerState.STARTING: "warn", ServerState.STOPPED: "bad",
@@ -254,6 +256,7 @@ def render_page(snapshot: dict[str, Any], local_token: str) -> str:
         state_class=_STATE_CLASSES[ServerState(server["state"])],
         progress=e(f"({server['progress']})") if server.get("progress") else "",
         last_activity=e(f"last activity {server['last_activity']}") if server.get("last_activity") else "",
+        server_note=f'<br><span class="warn">{e(server["note"])}</span>' if server.get("note") else "",
         token=token_text, requests=snapshot["requests"],
         # Without a hub token, every page needs the IDE's token in ?token= (no cookie stands for it): no link then.
         browser_row="" if snapshot["proxy"]["forwards_ide_token"] else _BROWSER_ROW,

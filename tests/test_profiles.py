@@ -14,7 +14,7 @@ import pytest
 from yarl import URL
 
 from jupyter_dev_proxy.config import ConfigError, TokenKind, load_settings, profiles_file, setting_origins
-from jupyter_dev_proxy.profiles import demo_wanted, load_profiles, read_profiles, selected_settings
+from jupyter_dev_proxy.profiles import demo_wanted, every_profile, load_profiles, read_profiles, selected_settings
 
 TWO_PROFILES = '''
 [defaults]
@@ -141,11 +141,15 @@ def test_an_unknown_profile_lists_the_known_ones(tmp_path: Path, token_file: Pat
     assert "There is no profile 'gpus'" in message and "(main, gpu)" in message
 
 
-def test_profiles_in_the_file_and_no_hub_set_ask_for_a_profile_instead_of_the_demo(
+def test_profiles_in_the_file_and_no_hub_set_serve_every_profile_instead_of_the_demo(
         tmp_path: Path, token_file: Path) -> None:
     path = write_profiles(tmp_path, TWO_PROFILES, token_file)
-    with pytest.raises(ConfigError, match=r"has profiles \(main, gpu\): choose one with --profile NAME"):
-        demo_wanted(["--config", str(path)], {}, tmp_path)
+    assert demo_wanted(["--config", str(path)], {}, tmp_path) is False
+    every = every_profile(["--config", str(path)], {}, tmp_path)
+    assert every is not None and list(every.profiles) == ["main", "gpu"]
+    assert every_profile(["--config", str(path), "--profile", "gpu"], {}, tmp_path) is None
+    assert every_profile(["--config", str(path)], {"JUPYTERHUB_URL": "https://h.org"}, tmp_path) is None
+    assert every_profile(["--config", str(path), "--demo"], {}, tmp_path) is None
     assert demo_wanted(["--config", str(path), "--demo"], {}, tmp_path) is True
     assert demo_wanted(["--config", str(path), "--profile", "gpu"], {}, tmp_path) is False
     assert demo_wanted(["--config", str(tmp_path / "config.toml")], {"JUPYTERHUB_URL": "https://h.org"},

@@ -89,11 +89,13 @@ def test_servers_lists_each_server_with_its_state_options_and_profile_and_a_hub_
     down_line, block_head, header, *rows = result.stdout.splitlines()
     assert down_line.startswith("down: The hub at https://127.0.0.1:"), result.stdout  # the reason, one line
     assert block_head == f"alice on {hub.address}:"
-    assert header.split() == ["SERVER", "STATE", "LAST", "ACTIVITY", "PROFILE", "OPTIONS"]
+    assert header.split() == ["SERVER", "STATE", "LAST", "ACTIVITY", "PROFILE", "URL", "THROUGH", "THIS", "PROXY",
+                              "OPTIONS"]
     when = r"(\d{4}-\d\d-\d\d \d\d:\d\d UTC|-)"
-    assert re.fullmatch(rf"  \(default\)\s+ready\s+{when}\s+main\s+-", rows[0]), rows
-    assert re.fullmatch(rf'  gpu\s+ready\s+{when}\s+gpu\s+{{"profile": "gpu"}}', rows[1]), rows
-    assert re.fullmatch(r"  scratch\s+not created\s+-\s+scratch\s+-", rows[2]), rows
+    assert re.fullmatch(rf"  \(default\)\s+ready\s+{when}\s+main\s+http://localhost:8000/main/\s+-", rows[0]), rows
+    assert re.fullmatch(rf'  gpu\s+ready\s+{when}\s+gpu\s+http://localhost:8000/gpu/\s+{{"profile": "gpu"}}',
+                        rows[1]), rows
+    assert re.fullmatch(r"  scratch\s+not created\s+-\s+scratch\s+http://localhost:8000/scratch/\s+-", rows[2]), rows
     assert len(rows) == 3 and "token-of-a-hub-that-is-down" not in result.stdout + result.stderr
 
 
@@ -142,7 +144,7 @@ def test_without_a_profiles_file_servers_lists_the_servers_of_the_one_server_set
     assert result.returncode == 0, result
     head, _, default, *_ = result.stdout.splitlines()
     assert head == f"alice on {hub.address}:"
-    assert re.match(r"  \(default\)\s+ready\s+.*\s+\(settings\)\s+-$", default), result.stdout
+    assert re.match(r"  \(default\)\s+ready\s+.*\s+\(settings\)\s+-\s+-$", default), result.stdout  # port 0: at start
 
 
 def test_stop_without_a_profile_name_says_how_to_name_one(tmp_path: Path) -> None:
