@@ -121,8 +121,7 @@ class ServerModel:
 
 
 _UNKNOWN_SERVER = ServerModel(ServerState.UNKNOWN)
-# The hub lists no default server that never ran, nor a named server not created yet.
-_NEVER_STARTED = ServerModel(ServerState.STOPPED)
+_NEVER_STARTED = ServerModel(ServerState.STOPPED)  # the hub lists no default server that never ran
 
 
 def _servers(user: Mapping[str, Any]) -> dict[str, ServerModel] | None:
@@ -308,10 +307,7 @@ class HubClient:
         if servers is None:
             return _UNKNOWN_SERVER
         model = servers.get(address.server)
-        if model is None and address.server:
-            if self.settings.server_options is not None:  # described whole: starting it creates it, with them
-                return _NEVER_STARTED
-            # Without options, a name the hub does not know is more likely a typo than a server to create.
+        if model is None and address.server:  # startup may create it (when it was described whole)
             raise UnexpectedAnswer(f"'{address.user}' has no server named '{address.server}': create it on "
                                    f"{address.page('home')} (or give its spawn options, JUPYTERHUB_SERVER_OPTIONS, "
                                    "and the proxy creates it), or fix JUPYTERHUB_NAMED_SERVER.", 404)

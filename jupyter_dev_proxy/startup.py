@@ -125,13 +125,16 @@ async def check_hub(settings: Settings, credential: Credential | None, on_progre
 
 
 async def _server_model(hub: HubClient, me: Identity) -> ServerModel:
-    """The hub's model of the server. A profile's named server that the hub does not have yet is a stopped one: its
-    start creates it, with the profile's options. A name in the one-server settings (or a profile that never
-    starts its server) may be a typo, and the hub's "no such server" is said instead."""
+    """The hub's model of the server. A named server that the hub does not have yet, described whole (a profile's,
+    or given its spawn options), is a stopped one: its start creates it, with those options. A bare name in the
+    one-server settings may be a typo, and the hub's "no such server" is said instead; so it is when the proxy may
+    not start servers."""
     try:
         return await hub.server(me)
     except UnexpectedAnswer as absent:
-        if absent.status != 404 or hub.settings.profile is None or hub.settings.start_server == START_NEVER:
+        settings = hub.settings
+        described = settings.profile is not None or settings.server_options is not None
+        if absent.status != 404 or not described or settings.start_server == START_NEVER:
             raise
         log.info("The hub has no %s yet: starting it creates it.", hub.settings.hub.server_label)
         return _NOT_CREATED

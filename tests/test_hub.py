@@ -6,6 +6,7 @@ One hub for the module; each test puts alice's and bob's servers in the state it
 
 from __future__ import annotations
 
+import json
 import signal
 from pathlib import Path
 
@@ -220,6 +221,21 @@ def test_a_named_server_is_started_and_served_under_its_own_prefix(hub: Hub, pro
 def test_a_named_server_that_does_not_exist_is_named(hub: Hub) -> None:
     message = failed_start(hub_env(hub, hub.make_token("alice"), JUPYTERHUB_NAMED_SERVER="nosuch"))
     assert "'alice' has no server named 'nosuch'" in message and "JUPYTERHUB_NAMED_SERVER" in message
+
+
+def test_a_named_server_that_does_not_exist_is_created_when_its_options_are_given(
+        hub: Hub, proxies: list[ProxyProcess]) -> None:
+    """Described whole (a name and its spawn options), it is a server to make, not a typo: issue 17."""
+    hub.api("DELETE", "/users/alice/servers/fresh", body={"remove": True})
+    assert hub.server_model("alice", "fresh") is None
+    options = {"profile": "gpu"}
+    proxy = run_proxy(proxies, hub_env(hub, hub.make_token("alice"), JUPYTERHUB_NAMED_SERVER="fresh",
+                                       JUPYTERHUB_SERVER_OPTIONS=json.dumps(options)))
+    proxy.wait_for_banner()
+    assert "named server 'fresh' /user/alice/fresh/: started just now." in proxy.output
+    assert proxy.get("/api/status")[0] == 200
+    assert (hub.server_model("alice", "fresh") or {}).get("user_options") == options
+    hub.ensure_stopped("alice", "fresh")
 
 
 # -- confinement ---------------------------------------------------------------------------------------------------

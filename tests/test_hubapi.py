@@ -65,13 +65,12 @@ ApiOf = Callable[..., contextlib.AbstractAsyncContextManager[hubapi.HubClient]]
 def api_of(aiohttp_server: Callable[..., Awaitable[Any]]) -> ApiOf:
     """A hub client against a fake hub whose GET ``path`` answers ``routes[path]`` (404 elsewhere)."""
     @contextlib.asynccontextmanager
-    async def client(routes: dict[str, web.StreamResponse], server: str = "",
-                     **settings_given: Any) -> AsyncIterator[hubapi.HubClient]:
+    async def client(routes: dict[str, web.StreamResponse], server: str = "") -> AsyncIterator[hubapi.HubClient]:
         app = web.Application()
         for path, response in routes.items():
             app.router.add_get(path, _answering(response))
         hub = await aiohttp_server(app)
-        settings = make_settings(f"http://127.0.0.1:{hub.port}", server=server, **settings_given)
+        settings = make_settings(f"http://127.0.0.1:{hub.port}", server=server)
         async with hubapi.hub_client(settings, credential_for(settings)) as api:
             yield api
     return client
@@ -135,12 +134,6 @@ async def test_a_named_server_the_hub_does_not_list_is_said_with_what_to_do(api_
         with pytest.raises(hubapi.UnexpectedAnswer, match="'alice' has no server named 'dev'"):
             await hub.server()
 
-
-async def test_a_named_server_the_hub_does_not_list_but_whose_options_are_given_is_one_to_create(
-        api_of: ApiOf) -> None:
-    async with api_of({"/hub/api/users/alice": web.json_response({"servers": {}})}, server="gpu",
-                      server_options='{"profile": "gpu"}') as hub:
-        assert (await hub.server()).state is hubapi.ServerState.STOPPED  # so starting it creates it
 
 
 async def test_a_hub_whose_expiry_limit_is_shorter_gives_its_longest_token(aiohttp_server: Any) -> None:
