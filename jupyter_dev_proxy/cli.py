@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import functools
 import getpass
 import ipaddress
 import logging
@@ -14,7 +15,7 @@ import os
 import shutil
 import signal
 import sys
-from collections.abc import Coroutine, Sequence
+from collections.abc import Coroutine, Mapping, Sequence
 from dataclasses import dataclass, replace
 from datetime import datetime, timezone
 from pathlib import Path
@@ -273,45 +274,64 @@ async def _serve(settings: Settings, stop: asyncio.Event, demo: DemoServer | Non
 
 @dataclass
 class _ProfileStart:
-    """One profile's start: its place on the front, and, when it serves, its hub's report and expiry warnings."""
+    """One profile's start: its place on the front (filled in when the start ends), and, when it serves, its hub's
+    report and expiry warnings."""
 
     slot: ProfileSlot
     report: HubReport | None = None
     expiry: ExpiryWarnings | None = None
 
 
+# The front opens its port once every profile has started, or after this long with the slow ones still starting (a
+# spawn that pulls an image takes minutes): those answer 503 "still starting" until they are ready.
+_PROFILES_START_GRACE_SECONDS = 20.0
+
+
 async def serve_profiles(profiles: dict[str, Settings | ConfigError], stop: asyncio.Event,
                          store: TokenStore | None = None) -> int:
     """Every profile of the profiles file at once on one port, each under /<profile>/, until ``stop`` is set; the
     exit status. Their starts run in parallel; a profile whose hub is down, whose server does not start or whose
-    settings are wrong answers 503 with why, and the others serve."""
+    settings are wrong answers 503 with why, one still starting after the grace time answers 503 until it is ready,
+    and the others serve."""
     listening = _listening_settings(profiles)
     profiles = _without_address_names(profiles)
     store = store or TokenStore()
     name_profiles_in_log()
-    starts = [asyncio.ensure_future(_start_profile(name, replace(settings, local_token=listening.local_token,
-                                                                 browser_session=listening.browser_session), store)
-                                    if isinstance(settings, Settings) else _unusable(name, settings))
-              for name, settings in profiles.items()]
-    every: asyncio.Future[Any] = asyncio.gather(*starts)
+    starts = {name: _ProfileStart(ProfileSlot(name, settings if isinstance(settings, Settings) else None))
+              for name, settings in profiles.items()}
+    tasks = {name: asyncio.ensure_future(_start_profile(starts[name],
+                                                        replace(settings, local_token=listening.local_token,
+                                                                browser_session=listening.browser_session), store)
+                                         if isinstance(settings, Settings) else _unusable(starts[name], settings))
+             for name, settings in profiles.items()}
+    every: asyncio.Future[Any] = asyncio.gather(*tasks.values())
     stopping: asyncio.Future[Any] = asyncio.ensure_future(stop.wait())
     try:
-        await asyncio.wait([every, stopping], return_when=asyncio.FIRST_COMPLETED)
+        await asyncio.wait([every, stopping], timeout=_PROFILES_START_GRACE_SECONDS,
+                           return_when=asyncio.FIRST_COMPLETED)
     finally:
         stopping.cancel()
-    if not every.done():
+    front = FrontRunner(listening, {name: start.slot for name, start in starts.items()},
+                        shutdown_timeout=SHUTDOWN_GRACE_SECONDS)
+    try:
+        if stop.is_set():
+            print("jupyter-dev-proxy: stopped before the servers were ready.", file=sys.stderr)
+            return EXIT_INTERRUPTED
+        return await _serve_front(front, listening, starts, tasks, stop)
+    finally:
         every.cancel()  # and with it every start still asking its hub
         with contextlib.suppress(asyncio.CancelledError):
             await every
-        for task in starts:  # the profiles whose start had ended: their runners hold connections to their hubs
-            runner = None if task.cancelled() else task.result().slot.runner
-            if runner is not None:
-                await runner.cleanup()
-        print("jupyter-dev-proxy: stopped before the servers were ready.", file=sys.stderr)
-        return EXIT_INTERRUPTED
-    started = [task.result() for task in starts]
-    front = FrontRunner(listening, {start.slot.name: start.slot for start in started},
-                        shutdown_timeout=SHUTDOWN_GRACE_SECONDS)
+        for start in starts.values():
+            if start.expiry is not None:
+                start.expiry.cancel()
+        await front.cleanup()  # every runner that started, whenever it did
+
+
+async def _serve_front(front: FrontRunner, listening: Settings, starts: dict[str, _ProfileStart],
+                       tasks: Mapping[str, asyncio.Future[None]], stop: asyncio.Event) -> int:
+    """Open the front's port, print the banner (and a line for each profile that becomes ready later), serve until
+    ``stop``."""
     await front.setup()
     try:
         await web.TCPSite(front, listening.listen_host, listening.listen_port).start()
@@ -319,23 +339,39 @@ async def serve_profiles(profiles: dict[str, Settings | ConfigError], stop: asyn
         print(f"jupyter-dev-proxy: cannot listen on {listening.listen_host}:{listening.listen_port} "
               f"({exc.strerror}): another program (maybe another proxy) uses it; stop it or set "
               "listen-port in the profiles file's [defaults] to another port.", file=sys.stderr)
-        await front.cleanup()
         return EXIT_USAGE
     front.port = front.addresses[0][1]
-    for start in started:
-        if start.slot.runner is not None:
-            start.slot.runner.status.ide_port, start.slot.runner.status.ide_path = front.port, f"{start.slot.prefix}/"
-    for warning in dict.fromkeys(w for s in profiles.values() if isinstance(s, Settings) for w in _warnings(s)):
+    for name, start in starts.items():
+        if tasks[name].done():
+            _serving(front, start)
+        else:  # a slow one: said when it is ready (or not served)
+            tasks[name].add_done_callback(functools.partial(_ready_later, front, listening, start))
+    for warning in dict.fromkeys(w for s in starts.values() if s.slot.settings is not None
+                                 for w in _warnings(s.slot.settings)):
         log.warning(warning)
-    print(_profiles_banner(listening, front, {start.slot.name: start.report for start in started}), flush=True)
-    reload_on_hangup(*(start.slot.runner.credential for start in started if start.slot.runner is not None))
+    print(_profiles_banner(listening, front, {name: start.report for name, start in starts.items()}), flush=True)
+    reload_on_hangup(*(start.slot.runner.credential for start in starts.values() if start.slot.runner is not None))
     await stop.wait()
-    for start in started:
-        if start.expiry is not None:
-            start.expiry.cancel()
     log.info("Stopping: closing connections.")
-    await front.cleanup()
     return EXIT_OK
+
+
+def _serving(front: FrontRunner, start: _ProfileStart) -> None:
+    """A profile's start has ended while the front listens: its runner learns the front's address."""
+    runner = start.slot.runner
+    if runner is not None:
+        runner.status.ide_port, runner.status.ide_path = front.port, f"{start.slot.prefix}/"
+
+
+def _ready_later(front: FrontRunner, listening: Settings, start: _ProfileStart, task: asyncio.Future[None]) -> None:
+    """A profile that was still starting when the banner was printed has ended its start: its line, as the banner's."""
+    if task.cancelled():
+        return
+    _serving(front, start)
+    front.find_nested_servers()  # its hub has said whose server it is
+    slot = start.slot
+    if slot.runner is not None:
+        print(f"IDE URL for {slot.name}: {front.ide_url(slot)}?token={listening.local_token}  now ready", flush=True)
 
 
 def _without_address_names(profiles: dict[str, Settings | ConfigError]) -> dict[str, Settings | ConfigError]:
@@ -366,20 +402,26 @@ def _listening_settings(profiles: dict[str, Settings | ConfigError]) -> Settings
     return listening
 
 
-async def _start_profile(name: str, settings: Settings, store: TokenStore) -> _ProfileStart:
+async def _start_profile(start: _ProfileStart, settings: Settings, store: TokenStore) -> None:
     """One profile's start in a task of its own, whose log lines name the profile: the hub check (its server started
-    or created with its options), then its runner; or why it cannot be served, in a sentence (logged)."""
-    working_for(name)
+    or created with its options), then its runner in ``start.slot``; or why it cannot be served, in a sentence
+    (logged)."""
+    slot = start.slot
+    working_for(slot.name)
     if settings.forwards:
-        return _unserved(name, settings, "forwarding web apps to local ports (forward) takes one profile per proxy: "
-                                         f"remove it from this profile, or serve it alone with  jupyter-dev-proxy "
-                                         f"--profile {name}.")
+        return _unserved(slot, "forwarding web apps to local ports (forward) takes one profile per proxy: remove it "
+                               f"from this profile, or serve it alone with  jupyter-dev-proxy --profile {slot.name}.")
     credential = credential_for(settings, store)
     if credential is None:  # a hub whose login gives the token, none kept yet: signing in needs the browser
-        return _unserved(name, settings, f"no hub token is kept for it yet: run  jupyter-dev-proxy login --profile "
-                                         f"{name}  first.")
+        return _unserved(slot, f"no hub token is kept for it yet: run  jupyter-dev-proxy login --profile "
+                               f"{slot.name}  first.")
+
+    def progress(event: Progress) -> None:
+        _log_progress(event)
+        slot.progress = f"{event.percent}% {event.message}" if event.percent is not None else event.message
+
     try:
-        report = await check_hub(settings, credential, _log_progress)
+        report = await check_hub(settings, credential, progress)
         status = StatusBoard(report.settings, report.hub_version, report.token)
         status.note = report.note or None
         watch = (ServerWatch(report.settings, report.hub_version, credential, status)
@@ -388,20 +430,21 @@ async def _start_profile(name: str, settings: Settings, store: TokenStore) -> _P
                              status=status)
         await runner.setup()
     except (HubError, ConfigError) as exc:
-        return _unserved(name, settings, str(exc))
-    return _ProfileStart(ProfileSlot(name, report.settings, runner), report,
-                         _expiry_warnings(report, credential, status))
+        return _unserved(slot, str(exc))
+    start.report, start.expiry = report, _expiry_warnings(report, credential, status)
+    slot.settings, slot.runner = report.settings, runner
+    log.info("Ready.")
 
 
-def _unserved(name: str, settings: Settings | None, why: str) -> _ProfileStart:
+def _unserved(slot: ProfileSlot, why: str) -> None:
     log.warning("Not served: %s", why)
-    return _ProfileStart(ProfileSlot(name, settings, failure=why))
+    slot.failure = why
 
 
-async def _unusable(name: str, error: ConfigError) -> _ProfileStart:
+async def _unusable(start: _ProfileStart, error: ConfigError) -> None:
     """A profile whose settings cannot be used: served as a 503 saying why, as one whose hub is down."""
-    working_for(name)
-    return _unserved(name, None, str(error))
+    working_for(start.slot.name)
+    _unserved(start.slot, str(error))
 
 
 def _log_progress(event: Progress) -> None:
@@ -418,7 +461,9 @@ def _profiles_banner(settings: Settings, front: FrontRunner, reports: dict[str, 
              f"under its name:"]
     for name, slot in front.slots.items():
         report = reports.get(name)
-        if report is None:
+        if report is None and slot.failure is None:
+            state = "STARTING (its hub is still starting the server; the log says when it is ready)"
+        elif report is None:
             state = "NOT SERVING (the warning above says why)"
         else:
             hub = report.settings.hub

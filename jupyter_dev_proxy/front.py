@@ -146,12 +146,14 @@ def _referring_profile(request: web.BaseRequest) -> str:
 
 @dataclass
 class ProfileSlot:
-    """One profile on the front: its runner once its hub answered, else ``failure`` (a sentence for the user)."""
+    """One profile on the front: its runner once its hub answered, else ``failure`` (a sentence for the user); with
+    neither, it is still starting (``progress``: the hub's last word on it)."""
 
     name: str
     settings: Settings | None  # None: the profile's settings could not be used (``failure`` says why)
     runner: ProxyRunner | None = None
     failure: str | None = None
+    progress: str = ""
     # The servers of other profiles that the hub serves under this profile's server's address (a named server
     # under the same user's default one): the front keeps this profile out of them.
     nested: dict[str, str] = field(default_factory=dict)  # profile name → its server's address on the hub
@@ -170,11 +172,15 @@ class FrontRunner(web.BaseRunner):
         super().__init__(handle_signals=False, shutdown_timeout=shutdown_timeout)
         self._settings = settings
         self.slots = slots
-        for slot in slots.values():
-            slot.nested = _nested_servers(slot, slots.values())
+        self.find_nested_servers()
         self.started = time.time()
         self.port = settings.listen_port
         self._log_budget = LogBudget()
+
+    def find_nested_servers(self) -> None:
+        """Which profiles' servers lie under which (again once a profile's start has said whose server it is)."""
+        for slot in self.slots.values():
+            slot.nested = _nested_servers(slot, self.slots.values())
 
     async def _make_server(self) -> web.Server:
         return ide_server(self._handle, request_factory=self._make_request)
@@ -286,6 +292,10 @@ class FrontRunner(web.BaseRunner):
                                                      f"of its profile: {names}. Nothing is at "
                                                      f"{ascii(request.path[:80])}: use the URL of one of them that "
                                                      "the proxy printed when it started.")
+        if slot.runner is None and slot.failure is None:
+            progress = f" (the hub's last word: {slot.progress})" if slot.progress else ""
+            raise ProxyError(503, "profile-starting", f"The server of the profile '{slot.name}' is still starting"
+                                                      f"{progress}: try again in a moment.")
         if slot.runner is None:
             raise ProxyError(503, "profile-not-serving", f"The profile '{slot.name}' is not served: {slot.failure} "
                                                          "Then restart the proxy.")
@@ -328,7 +338,9 @@ class FrontRunner(web.BaseRunner):
                                      "status_page": f"{slot.prefix}{OWN_PAGES_PREFIX}",
                                      "hub": str(slot.settings.hub) if slot.settings is not None else "-",
                                      "server": slot.settings.hub.server_label if slot.settings is not None else "-"}
-            if slot.runner is None:
+            if slot.runner is None and slot.failure is None:
+                entry.update(state="starting", note=slot.progress, kernels=0)
+            elif slot.runner is None:
                 entry.update(state="not serving", failure=slot.failure, kernels=0)
             else:
                 board = next(served)

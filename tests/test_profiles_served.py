@@ -387,3 +387,55 @@ async def test_a_profile_that_does_not_serve_makes_no_server_address_ambiguous(
                                                             "jupyterhub"), failure="The hub at x is down.")
     answer = await get(front, "/user/alice/api/x")
     assert answer.status == 200 and answer.json()["raw_path"] == "/user/alice/api/x"
+
+
+async def test_a_profile_still_starting_after_the_grace_time_holds_none_and_is_served_once_its_start_ends(
+        jupyter_upstream: DemoServer, tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
+        capsys: pytest.CaptureFixture[str]) -> None:
+    """A spawn that takes minutes (an image pulled) must not keep the other profiles from the IDE: after the grace
+    time the front serves them, and the slow one answers 503 "still starting" until its start ends."""
+    from jupyter_dev_proxy import cli
+    from jupyter_dev_proxy.profiles import read_profiles
+    monkeypatch.setattr(cli, "_PROFILES_START_GRACE_SECONDS", 0.5)
+    answering = asyncio.Event()
+
+    async def slow_hub(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        await answering.wait()  # takes the connection, says nothing until told: a start under way
+        writer.close()  # and then breaks off: that profile is not served, for a reason it says
+
+    slow = await asyncio.start_server(slow_hub, "127.0.0.1", 0)
+    token_file, config = tmp_path / "token", tmp_path / "config.toml"
+    token_file.write_text(jupyter_upstream.token)
+    config.write_text(LAB_AND_DOWN.format(url=jupyter_upstream.url, ca=jupyter_upstream.ca_file,
+                                          tls_name=jupyter_upstream.tls_name, user=jupyter_upstream.username,
+                                          token_file=token_file, down_port=slow.sockets[0].getsockname()[1])
+                      + '\n[defaults]\nlisten-port = "0"\nlisten-host = "127.0.0.1"\n')
+    profiles = read_profiles(config, named=True).each_settings({})
+    stop = asyncio.Event()
+    serving = asyncio.ensure_future(cli.serve_profiles(profiles, stop))
+    try:
+        deadline = asyncio.get_running_loop().time() + 30
+        while "Status page: " not in (out := capsys.readouterr().out):
+            assert asyncio.get_running_loop().time() < deadline and not serving.done(), out
+            await asyncio.sleep(0.05)
+        lab = re.search(r"IDE URL for lab: (http://\S+/)\?token=(\S+)  alice's default server", out)
+        assert lab is not None and re.search(r"IDE URL for down: \S+  STARTING", out), out
+        url, token = lab.groups()
+        async with aiohttp.ClientSession() as client:
+            async with client.get(f"{url}api/status", headers={"Authorization": f"token {token}"}) as answer:
+                assert answer.status == 200  # the lab profile serves while the other still starts
+            down = url.replace("/lab/", "/down/")
+            async with client.get(f"{down}api/status", headers={"Authorization": f"token {token}"}) as answer:
+                assert (answer.status, (await answer.json())["reason"]) == (503, "profile-starting")
+            answering.set()
+            deadline = asyncio.get_running_loop().time() + 30
+            while True:  # its start ends (the hub broke off): now it says why it is not served
+                async with client.get(f"{down}api/status", headers={"Authorization": f"token {token}"}) as answer:
+                    if (await answer.json())["reason"] == "profile-not-serving":
+                        break
+                assert asyncio.get_running_loop().time() < deadline
+                await asyncio.sleep(0.1)
+    finally:
+        stop.set()
+        assert await asyncio.wait_for(serving, 30) == 0
+        slow.close()
