@@ -371,6 +371,7 @@ def _ready_later(front: FrontRunner, listening: Settings, start: _ProfileStart, 
     front.find_nested_servers()  # its hub has said whose server it is
     slot = start.slot
     if slot.runner is not None:
+        reload_on_hangup(*(other.runner.credential for other in front.slots.values() if other.runner is not None))
         print(f"IDE URL for {slot.name}: {front.ide_url(slot)}?token={listening.local_token}  now ready", flush=True)
 
 
