@@ -240,12 +240,7 @@ async def _serve(settings: Settings, stop: asyncio.Event, demo: DemoServer | Non
         return EXIT_USAGE
     if waiting is not None:
         await waiting.release()
-    try:
-        await web.TCPSite(runner, settings.listen_host, settings.listen_port).start()
-    except OSError as exc:
-        print(f"jupyter-dev-proxy: cannot listen on {settings.listen_host}:{settings.listen_port} "
-              f"({exc.strerror}): another program (maybe another proxy) uses it; stop it or set "
-              "JUPYTER_PROXY_PORT to another port.", file=sys.stderr)
+    if not await _listen_on(runner, settings, "JUPYTER_PROXY_PORT"):
         await runner.cleanup()
         return EXIT_USAGE
     port = runner.addresses[0][1]
@@ -333,12 +328,7 @@ async def _serve_front(front: FrontRunner, listening: Settings, starts: dict[str
     """Open the front's port, print the banner (and a line for each profile that becomes ready later), serve until
     ``stop``."""
     await front.setup()
-    try:
-        await web.TCPSite(front, listening.listen_host, listening.listen_port).start()
-    except OSError as exc:
-        print(f"jupyter-dev-proxy: cannot listen on {listening.listen_host}:{listening.listen_port} "
-              f"({exc.strerror}): another program (maybe another proxy) uses it; stop it or set "
-              "listen-port in the profiles file's [defaults] to another port.", file=sys.stderr)
+    if not await _listen_on(front, listening, "listen-port in the profiles file's [defaults]"):
         return EXIT_USAGE
     front.port = front.addresses[0][1]
     for name, start in starts.items():
@@ -354,6 +344,18 @@ async def _serve_front(front: FrontRunner, listening: Settings, starts: dict[str
     await stop.wait()
     log.info("Stopping: closing connections.")
     return EXIT_OK
+
+
+async def _listen_on(runner: web.BaseRunner, settings: Settings, setting: str) -> bool:
+    """Listen where ``settings`` say; False, said on stderr with the ``setting`` to change, when that is taken."""
+    try:
+        await web.TCPSite(runner, settings.listen_host, settings.listen_port).start()
+    except OSError as exc:
+        print(f"jupyter-dev-proxy: cannot listen on {settings.listen_host}:{settings.listen_port} "
+              f"({exc.strerror}): another program (maybe another proxy) uses it; stop it or set {setting} to "
+              "another port.", file=sys.stderr)
+        return False
+    return True
 
 
 def _serving(front: FrontRunner, start: _ProfileStart) -> None:
