@@ -369,6 +369,10 @@ def _ready_later(front: FrontRunner, listening: Settings, start: _ProfileStart, 
     """A profile that was still starting when the banner was printed has ended its start: its line, as the banner's."""
     if task.cancelled():
         return
+    if task.exception() is not None:  # a fault of the proxy's own: said, and the profile not served
+        log.error("%s: its start failed", start.slot.name, exc_info=task.exception())
+        start.slot.failure = "its start failed with an error of the proxy's own; its log has the details."
+        return
     _serving(front, start)
     front.find_nested_servers()  # its hub has said whose server it is
     slot = start.slot
