@@ -299,7 +299,7 @@ async def serve_profiles(profiles: dict[str, Settings | ConfigError], stop: asyn
                                                                 browser_session=listening.browser_session), store)
                                          if isinstance(settings, Settings) else _unusable(starts[name], settings))
              for name, settings in profiles.items()}
-    every: asyncio.Future[Any] = asyncio.gather(*tasks.values())
+    every: asyncio.Future[Any] = asyncio.gather(*tasks.values(), return_exceptions=True)  # each said on its own
     stopping: asyncio.Future[Any] = asyncio.ensure_future(stop.wait())
     try:
         await asyncio.wait([every, stopping], timeout=_PROFILES_START_GRACE_SECONDS,
@@ -333,7 +333,8 @@ async def _serve_front(front: FrontRunner, listening: Settings, starts: dict[str
     front.port = front.addresses[0][1]
     for name, start in starts.items():
         if tasks[name].done():
-            _serving(front, start)
+            if not _faulted(start, tasks[name]):
+                _serving(front, start)
         else:  # a slow one: said when it is ready (or not served)
             tasks[name].add_done_callback(functools.partial(_ready_later, front, listening, start))
     for warning in dict.fromkeys(w for s in starts.values() if s.slot.settings is not None
@@ -358,6 +359,16 @@ async def _listen_on(runner: web.BaseRunner, settings: Settings, setting: str) -
     return True
 
 
+def _faulted(start: _ProfileStart, task: asyncio.Future[None]) -> bool:
+    """Whether a profile's start ended in a fault of the proxy's own: then logged, and the profile not served."""
+    fault = task.exception()
+    if fault is None:
+        return False
+    log.error("%s: its start failed", start.slot.name, exc_info=fault)
+    start.slot.failure = "its start failed with an error of the proxy's own; its log has the details."
+    return True
+
+
 def _serving(front: FrontRunner, start: _ProfileStart) -> None:
     """A profile's start has ended while the front listens: its runner learns the front's address."""
     runner = start.slot.runner
@@ -367,11 +378,7 @@ def _serving(front: FrontRunner, start: _ProfileStart) -> None:
 
 def _ready_later(front: FrontRunner, listening: Settings, start: _ProfileStart, task: asyncio.Future[None]) -> None:
     """A profile that was still starting when the banner was printed has ended its start: its line, as the banner's."""
-    if task.cancelled():
-        return
-    if task.exception() is not None:  # a fault of the proxy's own: said, and the profile not served
-        log.error("%s: its start failed", start.slot.name, exc_info=task.exception())
-        start.slot.failure = "its start failed with an error of the proxy's own; its log has the details."
+    if task.cancelled() or _faulted(start, task):
         return
     _serving(front, start)
     front.find_nested_servers()  # its hub has said whose server it is

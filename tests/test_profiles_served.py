@@ -439,3 +439,45 @@ async def test_a_profile_still_starting_after_the_grace_time_holds_none_and_is_s
         stop.set()
         assert await asyncio.wait_for(serving, 30) == 0
         slow.close()
+
+
+async def test_a_profile_start_that_hits_a_fault_of_the_proxys_own_is_not_served_and_the_others_are(
+        jupyter_upstream: DemoServer, tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
+        capsys: pytest.CaptureFixture[str]) -> None:
+    from jupyter_dev_proxy import cli
+    from jupyter_dev_proxy.profiles import read_profiles
+    real_check_hub, down_port = cli.check_hub, free_port()
+
+    async def faulty_for_down(settings: Settings, *args: Any) -> Any:
+        if settings.hub.origin.port == down_port:
+            raise RuntimeError("a bug in the proxy")
+        return await real_check_hub(settings, *args)
+
+    monkeypatch.setattr(cli, "check_hub", faulty_for_down)
+    token_file, config = tmp_path / "token", tmp_path / "config.toml"
+    token_file.write_text(jupyter_upstream.token)
+    config.write_text(LAB_AND_DOWN.format(url=jupyter_upstream.url, ca=jupyter_upstream.ca_file,
+                                          tls_name=jupyter_upstream.tls_name, user=jupyter_upstream.username,
+                                          token_file=token_file, down_port=down_port)
+                      + '\n[defaults]\nlisten-port = "0"\nlisten-host = "127.0.0.1"\n')
+    stop = asyncio.Event()
+    serving = asyncio.ensure_future(cli.serve_profiles(read_profiles(config, named=True).each_settings({}), stop))
+    try:
+        deadline = asyncio.get_running_loop().time() + 30
+        while "Status page: " not in (out := capsys.readouterr().out):
+            assert asyncio.get_running_loop().time() < deadline and not serving.done(), out
+            await asyncio.sleep(0.05)
+        assert re.search(r"IDE URL for down: \S+  NOT SERVING", out), out
+        lab = re.search(r"IDE URL for lab: (http://\S+/)\?token=(\S+)  alice's default server", out)
+        assert lab is not None, out
+        url, token = lab.groups()
+        async with aiohttp.ClientSession(headers={"Authorization": f"token {token}"}) as client:
+            async with client.get(f"{url}api/status") as answer:
+                assert answer.status == 200
+            async with client.get(f"{url.replace('/lab/', '/down/')}api/status") as answer:
+                body = await answer.json()
+                assert (answer.status, body["reason"]) == (503, "profile-not-serving")
+                assert "error of the proxy's own" in body["message"]
+    finally:
+        stop.set()
+        assert await asyncio.wait_for(serving, 30) == 0  # the fault does not come back when the proxy stops
