@@ -1,0 +1,35 @@
+"""Attack review of the front (one process serving every profile under /<profile>/): what one profile's pages, or
+a hub behind one profile, can do to another profile's server, hub and token. Each test here failed before its fix,
+or is marked xfail(strict=True) while its finding is open (the report says which)."""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Callable
+
+from aiohttp import web
+
+from jupyter_dev_proxy.config import Settings
+from tests.kit.settings import LOCAL_TOKEN
+from tests.test_profiles_served import Front, echo_settings, get, start_front  # noqa: F401 - fixtures used here
+
+# Two JupyterHub API tokens (32 hex digits, as the hub makes them): of the same length, as every hub's are.
+_MAIN_HUB_TOKEN = "0123456789abcdef0123456789abcdef"
+_BOB_HUB_TOKEN = "fedcba9876543210fedcba9876543210"
+
+
+async def test_the_token_one_profiles_pages_are_given_does_not_open_another_profiles_server(
+        start_front: Front, echo_settings: Callable[..., Settings], echo_seen: list[web.Request]) -> None:
+    """A server's page (JupyterLab's page config) is given a stand-in for the hub token; JavaScript on that page (an
+    extension, a web app behind jupyter-server-proxy) can read it. It must open only that profile's server."""
+    front = await start_front({"main": echo_settings(hub_token=_MAIN_HUB_TOKEN),
+                               "bob": echo_settings(user="bob", hub_token=_BOB_HUB_TOKEN)})
+    page = await get(front, f"/main/written-token?token={LOCAL_TOKEN}")
+    assert page.status == 200
+    match = re.search(rb'"token": "([0-9a-f]+)"', page.body)
+    assert match is not None and _MAIN_HUB_TOKEN.encode() not in page.body
+    stand_in = match.group(1).decode()
+    assert (await get(front, "/main/api/contents", token=stand_in)).status == 200  # its own server: yes
+    answer = await get(front, "/bob/api/contents", token=stand_in)
+    assert answer.status == 403, answer.body
+    assert [seen.raw_path for seen in echo_seen if seen.raw_path.startswith("/user/bob/")] == []
