@@ -7,9 +7,11 @@ from __future__ import annotations
 import re
 from collections.abc import Callable
 
+import pytest
 from aiohttp import web
 
 from jupyter_dev_proxy.config import Settings
+from tests.kit.rawhttp import exchange, request_head
 from tests.kit.settings import LOCAL_TOKEN
 from tests.test_profiles_served import Front, echo_settings, get, start_front  # noqa: F401 - fixtures used here
 
@@ -31,5 +33,23 @@ async def test_the_token_one_profiles_pages_are_given_does_not_open_another_prof
     stand_in = match.group(1).decode()
     assert (await get(front, "/main/api/contents", token=stand_in)).status == 200  # its own server: yes
     answer = await get(front, "/bob/api/contents", token=stand_in)
+    assert answer.status == 403, answer.body
+    assert [seen.raw_path for seen in echo_seen if seen.raw_path.startswith("/user/bob/")] == []
+
+
+@pytest.mark.xfail(strict=True, reason="open: every profile is served on one origin (attack review of the front)")
+async def test_a_page_of_one_profile_cannot_use_the_browser_session_on_another_profiles_server(
+        start_front: Front, echo_settings: Callable[..., Settings], echo_seen: list[web.Request]) -> None:
+    """Every profile is under one origin, so a script on a page under /main/ (a JupyterLab extension of that hub, a
+    web app behind jupyter-server-proxy on that server) sends the browser's session cookie with a fetch('/bob/...'),
+    as a same-origin request, with a Referer it may choose (history.pushState) or none (referrerPolicy)."""
+    shared = {"browser_session": "one-browser-session-for-every-profile"}  # as the CLI gives them
+    front = await start_front({"main": echo_settings(**shared), "bob": echo_settings(user="bob", **shared)})
+    opened = await get(front, f"/main/?token={LOCAL_TOKEN}", token=None)
+    session = opened.headers["Set-Cookie"].partition(";")[0]
+    origin = f"http://127.0.0.1:{front.port}"
+    answer = await exchange(front.port, request_head(
+        "POST", "/bob/api/contents", None, f"Cookie: {session}", f"Origin: {origin}", "Sec-Fetch-Site: same-origin",
+        "Sec-Fetch-Mode: cors", "Content-Length: 0", "Connection: close", host=f"127.0.0.1:{front.port}"))
     assert answer.status == 403, answer.body
     assert [seen.raw_path for seen in echo_seen if seen.raw_path.startswith("/user/bob/")] == []
