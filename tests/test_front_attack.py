@@ -5,15 +5,20 @@ or is marked xfail(strict=True) while its finding is open (the report says which
 from __future__ import annotations
 
 import re
+import socket
 from collections.abc import Callable
+from pathlib import Path
 
 import pytest
 from aiohttp import web
 
 from jupyter_dev_proxy.config import Settings
+from jupyter_dev_proxy.demo import DemoServer
+from tests.kit.env import clean_env
+from tests.kit.process import ProxyProcess, run_proxy
 from tests.kit.rawhttp import exchange, request_head
 from tests.kit.settings import LOCAL_TOKEN
-from tests.test_profiles_served import Front, echo_settings, get, start_front  # noqa: F401 - fixtures used here
+from tests.test_profiles_served import LAB_AND_DOWN, Front, echo_settings, get, start_front  # noqa: F401 - fixtures used here
 
 # Two JupyterHub API tokens (32 hex digits, as the hub makes them): of the same length, as every hub's are.
 _MAIN_HUB_TOKEN = "0123456789abcdef0123456789abcdef"
@@ -53,3 +58,31 @@ async def test_a_page_of_one_profile_cannot_use_the_browser_session_on_another_p
         "Sec-Fetch-Mode: cors", "Content-Length: 0", "Connection: close", host=f"127.0.0.1:{front.port}"))
     assert answer.status == 403, answer.body
     assert [seen.raw_path for seen in echo_seen if seen.raw_path.startswith("/user/bob/")] == []
+
+
+# Well under the hub API's own limit (30 s a call) and a spawn's (minutes): a profile that is ready is served long
+# before either, whatever another profile's hub does.
+_READY_PROFILE_SERVED_SECONDS = 10.0
+
+
+@pytest.mark.xfail(strict=True, reason="open: the front listens only once every profile's start has ended")
+def test_a_hub_that_takes_the_connection_and_never_answers_does_not_hold_the_other_profiles(
+        proxies: list[ProxyProcess], jupyter_upstream: DemoServer, tmp_path: Path) -> None:
+    """A hung hub (or a named server whose spawn pulls an image for minutes) must not keep the IDE from the
+    profiles that are ready: issue 17 says one hub that is down does not hold the others."""
+    with socket.socket() as silent:
+        silent.bind(("127.0.0.1", 0))
+        silent.listen()
+        token_file, config = tmp_path / "token", tmp_path / "config.toml"
+        token_file.write_text(jupyter_upstream.token)
+        config.write_text(LAB_AND_DOWN.format(url=jupyter_upstream.url, ca=jupyter_upstream.ca_file,
+                                              tls_name=jupyter_upstream.tls_name, user=jupyter_upstream.username,
+                                              token_file=token_file, down_port=silent.getsockname()[1]))
+        proxy = run_proxy(proxies, clean_env(XDG_CONFIG_HOME=str(tmp_path / "xdg"),
+                                             JUPYTER_DEV_PROXY_CONFIG=str(config), JUPYTER_PROXY_PORT="0",
+                                             JUPYTER_PROXY_IP_OR_NAME="127.0.0.1",
+                                             PYTHON_KEYRING_BACKEND="keyring.backends.fail.Keyring"))
+        silent.settimeout(60)
+        connection, _ = silent.accept()  # the proxy is asking it, and gets no answer
+        with connection:
+            proxy.wait_for(r"IDE URL for lab: http://\S+/lab/\?token=", timeout=_READY_PROFILE_SERVED_SECONDS)
