@@ -6,18 +6,23 @@ from __future__ import annotations
 
 import re
 import socket
-from collections.abc import Callable
+import ssl
+from collections.abc import Awaitable, Callable
 from pathlib import Path
+from typing import Any
+from urllib.parse import quote
 
 import pytest
+import trustme
 from aiohttp import web
 
+from jupyter_dev_proxy.auth import COOKIE_NAME
 from jupyter_dev_proxy.config import Settings
 from jupyter_dev_proxy.demo import DemoServer
 from tests.kit.env import clean_env
 from tests.kit.process import ProxyProcess, run_proxy
 from tests.kit.rawhttp import exchange, request_head
-from tests.kit.settings import LOCAL_TOKEN
+from tests.kit.settings import LOCAL_TOKEN, make_settings
 from tests.test_profiles_served import LAB_AND_DOWN, Front, echo_settings, get, start_front  # noqa: F401 - fixtures used here
 
 # Two JupyterHub API tokens (32 hex digits, as the hub makes them): of the same length, as every hub's are.
@@ -86,3 +91,32 @@ def test_a_hub_that_takes_the_connection_and_never_answers_does_not_hold_the_oth
         connection, _ = silent.accept()  # the proxy is asking it, and gets no answer
         with connection:
             proxy.wait_for(r"IDE URL for lab: http://\S+/lab/\?token=", timeout=_READY_PROFILE_SERVED_SECONDS)
+
+
+async def _sets_the_cookie_it_is_asked_for(request: web.Request) -> web.Response:
+    response = web.Response(text="cookie set")
+    response.headers.add("Set-Cookie", request.query["cookie"])
+    return response
+
+
+@pytest.fixture
+async def cookie_upstream(aiohttp_server: Callable[..., Awaitable[Any]],
+                          tls_ca: tuple[trustme.CA, Path]) -> Callable[..., Settings]:
+    """A server (at /user/alice/) whose answer sets the cookie its ``?cookie=`` names; settings for it."""
+    ca, ca_file = tls_ca
+    context = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
+    ca.issue_cert("jupyterhub", "127.0.0.1").configure_cert(context)
+    app = web.Application()
+    app.router.add_get("/user/alice/set-cookie", _sets_the_cookie_it_is_asked_for)
+    server = await aiohttp_server(app, ssl=context)
+    return lambda **kwargs: make_settings(f"https://127.0.0.1:{server.port}", ca_file, "jupyterhub", **kwargs)
+
+
+async def test_a_server_cannot_replace_the_proxys_browser_session_for_every_profile(
+        start_front: Front, cookie_upstream: Callable[..., Settings]) -> None:
+    """A cookie named as the proxy's session that one profile's server sets would, at the root, log the browser out
+    of every profile (and replace the session the proxy set)."""
+    front = await start_front({"main": cookie_upstream(), "gpu": cookie_upstream(server="gpu")})
+    answer = await get(front, "/main/set-cookie?cookie=" + quote(f"{COOKIE_NAME}=theirs; Path=/user/alice/"))
+    assert answer.status == 200, answer.body
+    assert [cookie for cookie in answer.headers.getall("Set-Cookie", []) if cookie.startswith(COOKIE_NAME)] == []
