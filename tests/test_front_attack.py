@@ -4,6 +4,7 @@ or is marked xfail(strict=True) while its finding is open (the report says which
 
 from __future__ import annotations
 
+import asyncio
 import re
 import socket
 import ssl
@@ -120,3 +121,62 @@ async def test_a_server_cannot_replace_the_proxys_browser_session_for_every_prof
     answer = await get(front, "/main/set-cookie?cookie=" + quote(f"{COOKIE_NAME}=theirs; Path=/user/alice/"))
     assert answer.status == 200, answer.body
     assert [cookie for cookie in answer.headers.getall("Set-Cookie", []) if cookie.startswith(COOKIE_NAME)] == []
+
+
+_ALICE = {"name": "alice", "kind": "user", "scopes": ["servers!user=alice", "access:servers!user=alice",
+                                                      "read:servers!user=alice"],
+          "servers": {"": {"name": "", "ready": False, "pending": "spawn"}}}
+
+
+async def _hub_version(request: web.Request) -> web.Response:
+    return web.json_response({"version": "5.2.1"})
+
+
+async def _alice_starting(request: web.Request) -> web.Response:
+    return web.json_response(_ALICE)
+
+
+_PROGRESS_ASKED = web.AppKey("progress_asked", list[bool])
+
+
+async def _progress_line_not_an_object(request: web.Request) -> web.Response:
+    """A progress stream whose event is JSON but no object (a keepalive some front end writes)."""
+    request.app[_PROGRESS_ASKED].append(True)
+    return web.Response(body=b'data: "keepalive"\n\n', content_type="text/event-stream")
+
+
+ODD_PROFILE = """
+[profiles.odd]
+hub-url = "https://127.0.0.1:{port}"
+ca-cert = "{ca}"
+tls-name = "jupyterhub"
+hub-token-file = "{token_file}"
+"""
+
+
+async def test_a_hub_answering_its_progress_oddly_does_not_take_the_other_profiles_down(
+        proxies: list[ProxyProcess], jupyter_upstream: DemoServer, tmp_path: Path,
+        aiohttp_server: Callable[..., Awaitable[Any]], tls_ca: tuple[trustme.CA, Path]) -> None:
+    """One profile's start that fails in a way nobody foresaw is that profile's failure (503, said why), not the
+    end of the proxy serving every other profile."""
+    ca, ca_file = tls_ca
+    context = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
+    ca.issue_cert("jupyterhub", "127.0.0.1").configure_cert(context)
+    app = web.Application()
+    app[_PROGRESS_ASKED] = []
+    app.router.add_get("/hub/api", _hub_version)
+    app.router.add_get("/hub/api/user", _alice_starting)
+    app.router.add_get("/hub/api/users/alice/server/progress", _progress_line_not_an_object)
+    odd_hub = await aiohttp_server(app, ssl=context)
+    token_file, config = tmp_path / "token", tmp_path / "config.toml"
+    token_file.write_text(jupyter_upstream.token)
+    config.write_text(LAB_AND_DOWN.partition("[profiles.down]")[0].format(
+        url=jupyter_upstream.url, ca=jupyter_upstream.ca_file, tls_name=jupyter_upstream.tls_name,
+        user=jupyter_upstream.username, token_file=token_file)
+        + ODD_PROFILE.format(port=odd_hub.port, ca=ca_file, token_file=token_file))
+    proxy = run_proxy(proxies, clean_env(XDG_CONFIG_HOME=str(tmp_path / "xdg"), JUPYTER_DEV_PROXY_CONFIG=str(config),
+                                         JUPYTER_PROXY_PORT="0", JUPYTER_PROXY_IP_OR_NAME="127.0.0.1",
+                                         PYTHON_KEYRING_BACKEND="keyring.backends.fail.Keyring"))
+    await asyncio.to_thread(proxy.wait_for, r"IDE URL for odd: http://\S+/odd/\?token=\S+  NOT SERVING")
+    await asyncio.to_thread(proxy.wait_for, r"IDE URL for lab: http://\S+/lab/\?token=")
+    assert proxy.process.poll() is None and app[_PROGRESS_ASKED]
