@@ -389,6 +389,9 @@ async def _start_profile(name: str, settings: Settings, store: TokenStore) -> _P
         await runner.setup()
     except (HubError, ConfigError) as exc:
         return _unserved(name, settings, str(exc))
+    except Exception:  # noqa: BLE001 - one profile's unforeseen failure is its own, not every profile's
+        log.exception("Its start hit an unexpected error")
+        return _unserved(name, settings, "the proxy hit an unexpected error starting it (its log has the details).")
     return _ProfileStart(ProfileSlot(name, report.settings, runner), report,
                          _expiry_warnings(report, credential, status))
 

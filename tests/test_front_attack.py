@@ -180,3 +180,5 @@ async def test_a_hub_answering_its_progress_oddly_does_not_take_the_other_profil
     await asyncio.to_thread(proxy.wait_for, r"IDE URL for odd: http://\S+/odd/\?token=\S+  NOT SERVING")
     await asyncio.to_thread(proxy.wait_for, r"IDE URL for lab: http://\S+/lab/\?token=")
     assert proxy.process.poll() is None and app[_PROGRESS_ASKED]
+    assert "odd: Not served: the proxy hit an unexpected error starting it" in proxy.output
+    assert jupyter_upstream.token not in proxy.output
