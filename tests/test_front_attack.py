@@ -182,3 +182,17 @@ async def test_a_hub_answering_its_progress_oddly_does_not_take_the_other_profil
     assert proxy.process.poll() is None and app[_PROGRESS_ASKED]
     assert "odd: Not served: the proxy hit an unexpected error starting it" in proxy.output
     assert jupyter_upstream.token not in proxy.output
+
+
+@pytest.mark.xfail(strict=True, reason="open: the front tells one hub by the spelling of its address")
+async def test_a_named_servers_path_under_the_default_servers_profile_is_refused_however_the_hub_is_spelled(
+        start_front: Front, echo_upstream: Any, tls_ca: tuple[trustme.CA, Path],
+        echo_seen: list[web.Request]) -> None:
+    """The same hub written two ways in the profiles file (its name in one profile, its address in another; a
+    trailing dot): /main/gpu/... is still the gpu profile's server on the hub."""
+    main = make_settings(f"https://127.0.0.1:{echo_upstream.port}", tls_ca[1], "jupyterhub")
+    gpu = make_settings(f"https://localhost:{echo_upstream.port}", tls_ca[1], "jupyterhub", server="gpu")
+    front = await start_front({"main": main, "gpu": gpu})
+    answer = await get(front, "/main/gpu/api/status")
+    assert answer.status == 404, answer.body
+    assert [seen.raw_path for seen in echo_seen] == []
