@@ -24,7 +24,9 @@ from tests.kit.env import clean_env
 from tests.kit.process import ProxyProcess, run_proxy
 from tests.kit.rawhttp import exchange, request_head
 from tests.kit.settings import LOCAL_TOKEN, make_settings
-from tests.test_profiles_served import LAB_AND_DOWN, Front, echo_settings, get, start_front  # noqa: F401 - fixtures used here
+# The front as test_profiles_served starts it, and its settings on the echo upstream: pytest fixtures, used by name.
+from tests.test_profiles_served import LAB_AND_DOWN, Front, get
+from tests.test_profiles_served import echo_settings, start_front  # noqa: F401
 
 # Two JupyterHub API tokens (32 hex digits, as the hub makes them): of the same length, as every hub's are.
 _MAIN_HUB_TOKEN = "0123456789abcdef0123456789abcdef"
