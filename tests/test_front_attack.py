@@ -186,7 +186,6 @@ async def test_a_hub_answering_its_progress_oddly_does_not_take_the_other_profil
     assert jupyter_upstream.token not in proxy.output
 
 
-@pytest.mark.xfail(strict=True, reason="open: the front tells one hub by the spelling of its address")
 async def test_a_named_servers_path_under_the_default_servers_profile_is_refused_however_the_hub_is_spelled(
         start_front: Front, echo_upstream: Any, tls_ca: tuple[trustme.CA, Path],
         echo_seen: list[web.Request]) -> None:
