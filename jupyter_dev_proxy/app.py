@@ -323,7 +323,7 @@ class ProxyRunner(web.BaseRunner):
         headers = upstream_request_headers(request.headers, hub_token, gateway_headers=self._transport.gateway_headers,
                                            to_app=to_app)
         # The hub token is swapped out of every answer; the IDE's own token (no credential) is its to see.
-        swap = (token_swap(hub_token, page_token(settings.local_token, hub_token)) if self.credential is not None
-                else None)
+        swap = (token_swap(hub_token, page_token(settings.local_token, hub_token, settings.profile))
+                if self.credential is not None else None)
         return await relay_http(request, settings, self._transport, self._connections, self._session, route, target,
                                 headers, set_cookie, cors_headers(request, settings), swap)

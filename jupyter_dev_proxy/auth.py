@@ -147,7 +147,8 @@ def check_proxy_token(request: web.BaseRequest, settings: Settings, hub_token: s
     presented = _presented(request, settings)
     if _equal(presented, settings.local_token):
         return
-    if hub_token is None or not _equal(presented, page_token(settings.local_token, hub_token)):
+    if hub_token is None or not _equal(presented, page_token(settings.local_token, hub_token,
+                                                             settings.profile)):
         raise _token_wrong()
 
 

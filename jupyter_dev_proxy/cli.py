@@ -278,8 +278,9 @@ class _ProfileStart:
 
 
 # The front opens its port once every profile has started, or after this long with the slow ones still starting (a
-# spawn that pulls an image takes minutes): those answer 503 "still starting" until they are ready.
-_PROFILES_START_GRACE_SECONDS = 20.0
+# spawn that pulls an image takes minutes, a hub that hangs takes the API's timeout): those answer 503 "still
+# starting" until they are ready. A hub check and a usual spawn take a few seconds.
+_PROFILES_START_GRACE_SECONDS = 8.0
 
 
 async def serve_profiles(profiles: dict[str, Settings | ConfigError], stop: asyncio.Event,
@@ -299,7 +300,7 @@ async def serve_profiles(profiles: dict[str, Settings | ConfigError], stop: asyn
                                                                 browser_session=listening.browser_session), store)
                                          if isinstance(settings, Settings) else _unusable(starts[name], settings))
              for name, settings in profiles.items()}
-    every: asyncio.Future[Any] = asyncio.gather(*tasks.values(), return_exceptions=True)  # each said on its own
+    every: asyncio.Future[Any] = asyncio.gather(*tasks.values())  # each start says its own failures
     stopping: asyncio.Future[Any] = asyncio.ensure_future(stop.wait())
     try:
         await asyncio.wait([every, stopping], timeout=_PROFILES_START_GRACE_SECONDS,
@@ -333,8 +334,7 @@ async def _serve_front(front: FrontRunner, listening: Settings, starts: dict[str
     front.port = front.addresses[0][1]
     for name, start in starts.items():
         if tasks[name].done():
-            if not _faulted(start, tasks[name]):
-                _serving(front, start)
+            _serving(front, start)
         else:  # a slow one: said when it is ready (or not served)
             tasks[name].add_done_callback(functools.partial(_ready_later, front, listening, start))
     for warning in dict.fromkeys(w for s in starts.values() if s.slot.settings is not None
@@ -359,16 +359,6 @@ async def _listen_on(runner: web.BaseRunner, settings: Settings, setting: str) -
     return True
 
 
-def _faulted(start: _ProfileStart, task: asyncio.Future[None]) -> bool:
-    """Whether a profile's start ended in a fault of the proxy's own: then logged, and the profile not served."""
-    fault = task.exception()
-    if fault is None:
-        return False
-    log.error("%s: its start failed", start.slot.name, exc_info=fault)
-    start.slot.failure = "its start failed with an error of the proxy's own; its log has the details."
-    return True
-
-
 def _serving(front: FrontRunner, start: _ProfileStart) -> None:
     """A profile's start has ended while the front listens: its runner learns the front's address."""
     runner = start.slot.runner
@@ -378,7 +368,7 @@ def _serving(front: FrontRunner, start: _ProfileStart) -> None:
 
 def _ready_later(front: FrontRunner, listening: Settings, start: _ProfileStart, task: asyncio.Future[None]) -> None:
     """A profile that was still starting when the banner was printed has ended its start: its line, as the banner's."""
-    if task.cancelled() or _faulted(start, task):
+    if task.cancelled():
         return
     _serving(front, start)
     front.find_nested_servers()  # its hub has said whose server it is
@@ -445,6 +435,9 @@ async def _start_profile(start: _ProfileStart, settings: Settings, store: TokenS
         await runner.setup()
     except (HubError, ConfigError) as exc:
         return _unserved(slot, str(exc))
+    except Exception:  # noqa: BLE001 - one profile's unforeseen failure is its own, not every profile's
+        log.exception("Its start hit an unexpected error")
+        return _unserved(slot, "the proxy hit an unexpected error starting it (its log has the details).")
     start.report, start.expiry = report, _expiry_warnings(report, credential, status)
     slot.settings, slot.runner = report.settings, runner
     log.info("Ready.")

@@ -353,12 +353,14 @@ class FrontRunner(web.BaseRunner):
 
 
 def _nested_servers(slot: ProfileSlot, slots: Iterable[ProfileSlot]) -> dict[str, str]:
-    """The other profiles whose server on the same hub has its address under this profile's server's."""
+    """The other profiles whose server has its address under this profile's server's. Whatever their hub's
+    origin: one hub may be written two ways (its name, its address), and on another hub that address is a named
+    server of the user's that this profile's server is not either."""
     if slot.settings is None:
         return {}
     own = slot.settings.hub
     return {other.name: other.settings.hub.server_prefix for other in slots
-            if other is not slot and other.settings is not None and other.settings.hub.origin == own.origin
+            if other is not slot and other.settings is not None
             and other.settings.hub.server_prefix != own.server_prefix
             and other.settings.hub.server_prefix.startswith(own.server_prefix)}
 

@@ -444,7 +444,7 @@ def client_response_headers(settings: Settings, headers: MultiMapping[str], swap
                             route: Route | None = None) -> CIMultiDict[str]:
     """The hub's response headers as the IDE should see them, with the hub token swapped out of them (``swap``);
     redirects and cookie paths are mapped from ``route``'s prefix on the hub (the user's server unless given) to /;
-    a web app's cookies may not replace the proxy's own.
+    no cookie of the server's or a web app's may replace the proxy's own.
 
     Raises ProxyError when the hub redirects out of the user's server (passing such a redirect on would
     send the IDE to the hub itself), and when a header could not be written to the IDE intact.
@@ -478,8 +478,8 @@ def client_response_headers(settings: Settings, headers: MultiMapping[str], swap
                 raise _redirect_out_of_server(settings, value)
         else:
             local = local_set_cookie_for(settings, value, prefix, app=to_app)
-            if local is None or (to_app and local.partition("=")[0].strip() == COOKIE_NAME):
-                continue  # another path's cookie; or an app's cookie named as the proxy's, which would log it out
+            if local is None or local.partition("=")[0].strip() == COOKIE_NAME:
+                continue  # another path's cookie; or one named as the proxy's, which would log the browser out
         kept.append((name, local))
     return CIMultiDict(kept)
 

@@ -251,18 +251,20 @@ _PAGE_TOKEN_KEY = b"jupyter-dev-proxy page token"
 
 
 @functools.lru_cache(maxsize=8)
-def page_token(local_token: str, hub_token: str) -> str:
+def page_token(local_token: str, hub_token: str, profile: str | None = None) -> str:
     """The proxy's token as the server's pages get it, in the hub token's place.
 
     For a hub token of hex digits (JupyterHub's), a stand-in of the same length made from the proxy's token: every
     written form keeps its length, so a swapped answer keeps its Content-Length and a streamed one can be sent as
     the server sent it. The proxy accepts it as its own token; it tells nothing of the proxy's token, and it stays
-    the same from run to run when JUPYTER_PROXY_TOKEN is set (cached pages keep working). Any other hub token gets
-    the proxy's own token."""
+    the same from run to run when JUPYTER_PROXY_TOKEN is set (cached pages keep working). With several profiles on
+    one port each ``profile`` gets its own: a page of one profile must not open another's server, and every hub
+    token has the same length. Any other hub token gets the proxy's own token."""
     hex_digits = "0123456789abcdefABCDEF"
     if len(hub_token) not in _PAGE_TOKEN_LENGTHS or hub_token.strip(hex_digits):
         return local_token
-    stand_in = hashlib.blake2b(local_token.encode("utf-8", "surrogatepass"), key=_PAGE_TOKEN_KEY,
+    made_from = local_token if profile is None else f"{local_token}\0{profile}"  # no profile name holds NUL
+    stand_in = hashlib.blake2b(made_from.encode("utf-8", "surrogatepass"), key=_PAGE_TOKEN_KEY,
                                digest_size=64).hexdigest()
     return stand_in[:len(hub_token)]
 
