@@ -23,6 +23,7 @@ from __future__ import annotations
 
 import enum
 import json
+import math
 from collections.abc import AsyncIterator, Mapping, Sequence
 from contextlib import asynccontextmanager
 from dataclasses import dataclass, field, replace
@@ -466,6 +467,9 @@ async def _events(response: aiohttp.ClientResponse) -> AsyncIterator[Progress]:
             event = json.loads(line[5:])
         except ValueError:
             continue
+        if not isinstance(event, dict):  # a keep-alive of a front of the hub's (data: "ping"): not an event
+            continue
         percent = event.get("progress")
-        yield Progress(int(percent) if isinstance(percent, (int, float)) else None, str(event.get("message", "")),
+        known = isinstance(percent, (int, float)) and math.isfinite(percent)  # 1e400 reads as infinity
+        yield Progress(int(percent) if known else None, str(event.get("message", "")),
                        ready=bool(event.get("ready")), failed=bool(event.get("failed")))

@@ -160,3 +160,17 @@ async def test_a_hub_whose_expiry_limit_is_shorter_gives_its_longest_token(aioht
         "made-token-value", "a7", "2026-12-03T12:00:00+00:00")
     assert [sorted(body) for body in bodies] == [["expires_in", "note", "scopes"], ["note", "scopes"]]
     assert "made-token-value" not in repr(made)
+
+
+async def test_progress_events_that_are_no_objects_or_hold_no_finite_number_are_passed_over(api_of: ApiOf) -> None:
+    """A keep-alive some front of the hub sends as ``data: "ping"``, a percent of 1e400: not a traceback at startup
+    (attack review of the front; the same parser serves one server)."""
+    stream = web.Response(body=b'data: "ping"\n\ndata: {"progress": 1e400, "message": "pulling"}\n\n'
+                               b'data: {"progress": 100, "ready": true, "message": "ready"}\n\n',
+                          content_type="text/event-stream")
+    async with api_of({"/hub/api/users/alice/server/progress": stream}) as hub:
+        async with hub.progress() as (status, events):
+            seen = [event async for event in events]
+    assert status == 200
+    assert [(event.percent, event.message, event.ready) for event in seen] == [(None, "pulling", False),
+                                                                                (100, "ready", True)]
