@@ -470,6 +470,7 @@ async def _events(response: aiohttp.ClientResponse) -> AsyncIterator[Progress]:
         if not isinstance(event, dict):  # a keep-alive of a front of the hub's (data: "ping"): not an event
             continue
         percent = event.get("progress")
-        known = isinstance(percent, (int, float)) and math.isfinite(percent)  # 1e400 reads as infinity
-        yield Progress(int(percent) if known else None, str(event.get("message", "")),
+        if not isinstance(percent, (int, float)) or not math.isfinite(percent):  # 1e400 reads as infinity
+            percent = None
+        yield Progress(int(percent) if percent is not None else None, str(event.get("message", "")),
                        ready=bool(event.get("ready")), failed=bool(event.get("failed")))
