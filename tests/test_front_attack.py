@@ -25,7 +25,7 @@ from tests.kit.process import ProxyProcess, run_proxy
 from tests.kit.rawhttp import exchange, request_head
 from tests.kit.settings import LOCAL_TOKEN, make_settings
 # The front as test_profiles_served starts it, and its settings on the echo upstream: pytest fixtures, used by name.
-from tests.test_profiles_served import LAB_AND_DOWN, Front, get
+from tests.test_profiles_served import LAB_AND_DOWN, Front, get, lab_and_down_file
 from tests.test_profiles_served import echo_settings, start_front  # noqa: F401
 
 # Two JupyterHub API tokens (32 hex digits, as the hub makes them): of the same length, as every hub's are.
@@ -80,11 +80,7 @@ def test_a_hub_that_takes_the_connection_and_never_answers_does_not_hold_the_oth
     with socket.socket() as silent:
         silent.bind(("127.0.0.1", 0))
         silent.listen()
-        token_file, config = tmp_path / "token", tmp_path / "config.toml"
-        token_file.write_text(jupyter_upstream.token)
-        config.write_text(LAB_AND_DOWN.format(url=jupyter_upstream.url, ca=jupyter_upstream.ca_file,
-                                              tls_name=jupyter_upstream.tls_name, user=jupyter_upstream.username,
-                                              token_file=token_file, down_port=silent.getsockname()[1]))
+        config = lab_and_down_file(jupyter_upstream, tmp_path, silent.getsockname()[1])
         proxy = run_proxy(proxies, clean_env(XDG_CONFIG_HOME=str(tmp_path / "xdg"),
                                              JUPYTER_DEV_PROXY_CONFIG=str(config), JUPYTER_PROXY_PORT="0",
                                              JUPYTER_PROXY_IP_OR_NAME="127.0.0.1",

@@ -238,13 +238,22 @@ hub-token-file = "{token_file}"
 """
 
 
+ON_A_FREE_PORT = '\n[defaults]\nlisten-port = "0"\nlisten-host = "127.0.0.1"\n'  # to add to a profiles file
+
+
+def lab_and_down_file(upstream: DemoServer, tmp_path: Path, down_port: int, more: str = "") -> Path:
+    """A profiles file (and its token file) in ``tmp_path``: ``lab``, the real server ``upstream``, and ``down``, a
+    hub at ``down_port`` on this machine; ``more`` appended."""
+    token_file, config = tmp_path / "token", tmp_path / "config.toml"
+    token_file.write_text(upstream.token)
+    config.write_text(LAB_AND_DOWN.format(url=upstream.url, ca=upstream.ca_file, tls_name=upstream.tls_name,
+                                          user=upstream.username, token_file=token_file, down_port=down_port) + more)
+    return config
+
+
 async def test_python_proxy_py_with_a_profiles_file_serves_its_profiles_names_them_in_its_log_and_stops_with_1001(
         proxies: list[ProxyProcess], jupyter_upstream: DemoServer, tmp_path: Path) -> None:
-    token_file, config = tmp_path / "token", tmp_path / "config.toml"
-    token_file.write_text(jupyter_upstream.token)
-    config.write_text(LAB_AND_DOWN.format(url=jupyter_upstream.url, ca=jupyter_upstream.ca_file,
-                                          tls_name=jupyter_upstream.tls_name, user=jupyter_upstream.username,
-                                          token_file=token_file, down_port=free_port()))
+    config = lab_and_down_file(jupyter_upstream, tmp_path, free_port())
     proxy = run_proxy(proxies, clean_env(XDG_CONFIG_HOME=str(tmp_path / "xdg"), JUPYTER_DEV_PROXY_CONFIG=str(config),
                                          PYTHON_KEYRING_BACKEND="keyring.backends.fail.Keyring",
                                          JUPYTER_PROXY_PORT="0", JUPYTER_PROXY_IP_OR_NAME="127.0.0.1"))
@@ -275,11 +284,7 @@ async def test_python_proxy_py_with_a_profiles_file_serves_its_profiles_names_th
 
 def test_doctor_with_a_profiles_file_checks_every_profile_in_a_block_of_its_own(
         jupyter_upstream: DemoServer, tmp_path: Path) -> None:
-    token_file, config = tmp_path / "token", tmp_path / "config.toml"
-    token_file.write_text(jupyter_upstream.token)
-    config.write_text(LAB_AND_DOWN.format(url=jupyter_upstream.url, ca=jupyter_upstream.ca_file,
-                                          tls_name=jupyter_upstream.tls_name, user=jupyter_upstream.username,
-                                          token_file=token_file, down_port=free_port()))
+    config = lab_and_down_file(jupyter_upstream, tmp_path, free_port())
     env = clean_env(XDG_CONFIG_HOME=str(tmp_path / "xdg"), JUPYTER_DEV_PROXY_CONFIG=str(config),
                     PYTHON_KEYRING_BACKEND="keyring.backends.fail.Keyring")
     result = subprocess.run([sys.executable, str(PROXY), "doctor"], env=env, capture_output=True, text=True,
@@ -325,11 +330,7 @@ def test_sigterm_while_a_profiles_hub_is_still_being_asked_stops_the_proxy_at_on
     with socket.socket() as silent:  # a hub that takes the connection and never answers
         silent.bind(("127.0.0.1", 0))
         silent.listen()
-        token_file, config = tmp_path / "token", tmp_path / "config.toml"
-        token_file.write_text(jupyter_upstream.token)
-        config.write_text(LAB_AND_DOWN.format(url=jupyter_upstream.url, ca=jupyter_upstream.ca_file,
-                                              tls_name=jupyter_upstream.tls_name, user=jupyter_upstream.username,
-                                              token_file=token_file, down_port=silent.getsockname()[1]))
+        config = lab_and_down_file(jupyter_upstream, tmp_path, silent.getsockname()[1])
         proxy = run_proxy(proxies, clean_env(XDG_CONFIG_HOME=str(tmp_path / "xdg"),
                                              JUPYTER_DEV_PROXY_CONFIG=str(config), JUPYTER_PROXY_PORT="0",
                                              PYTHON_KEYRING_BACKEND="keyring.backends.fail.Keyring"))
@@ -404,12 +405,7 @@ async def test_a_profile_still_starting_after_the_grace_time_holds_none_and_is_s
         writer.close()  # and then breaks off: that profile is not served, for a reason it says
 
     slow = await asyncio.start_server(slow_hub, "127.0.0.1", 0)
-    token_file, config = tmp_path / "token", tmp_path / "config.toml"
-    token_file.write_text(jupyter_upstream.token)
-    config.write_text(LAB_AND_DOWN.format(url=jupyter_upstream.url, ca=jupyter_upstream.ca_file,
-                                          tls_name=jupyter_upstream.tls_name, user=jupyter_upstream.username,
-                                          token_file=token_file, down_port=slow.sockets[0].getsockname()[1])
-                      + '\n[defaults]\nlisten-port = "0"\nlisten-host = "127.0.0.1"\n')
+    config = lab_and_down_file(jupyter_upstream, tmp_path, slow.sockets[0].getsockname()[1], ON_A_FREE_PORT)
     profiles = read_profiles(config, named=True).each_settings({})
     stop = asyncio.Event()
     serving = asyncio.ensure_future(cli.serve_profiles(profiles, stop))
@@ -454,12 +450,7 @@ async def test_a_profile_start_that_hits_a_fault_of_the_proxys_own_is_not_served
         return await real_check_hub(settings, *args)
 
     monkeypatch.setattr(cli, "check_hub", faulty_for_down)
-    token_file, config = tmp_path / "token", tmp_path / "config.toml"
-    token_file.write_text(jupyter_upstream.token)
-    config.write_text(LAB_AND_DOWN.format(url=jupyter_upstream.url, ca=jupyter_upstream.ca_file,
-                                          tls_name=jupyter_upstream.tls_name, user=jupyter_upstream.username,
-                                          token_file=token_file, down_port=down_port)
-                      + '\n[defaults]\nlisten-port = "0"\nlisten-host = "127.0.0.1"\n')
+    config = lab_and_down_file(jupyter_upstream, tmp_path, down_port, ON_A_FREE_PORT)
     stop = asyncio.Event()
     serving = asyncio.ensure_future(cli.serve_profiles(read_profiles(config, named=True).each_settings({}), stop))
     try:
