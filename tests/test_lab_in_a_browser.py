@@ -80,9 +80,14 @@ def _checks_a_file_that_is_gone(response: Response, gone: tuple[str, ...]) -> bo
     a notebook opened as Untitled.ipynb and then saved under its own name is one of them. The 404 is the server's
     own ("file or directory '/<path>' does not exist", relayed as it is), and JupyterLab does the same without the proxy."""
     where = urlsplit(response.url)
-    return response.status == 404 and where.query.startswith("content=0") and any(
-        where.path.endswith(f"/api/contents/{path}") and f"'/{path}' does not exist" in (response.body or "")
-        for path in gone)
+    if response.status == 404 and where.query.startswith("content=0") and any(
+            where.path.endswith(f"/api/contents/{path}") and f"'/{path}' does not exist" in (response.body or "")
+            for path in gone):
+        return True
+    # JupyterLab asks for the checkpoints of the notebook it is renaming; jupyter_server answers its own 500
+    # ("Unhandled error", JSON) when the rename wins that race. The server's answer, relayed as it is.
+    return response.status == 500 and '"Unhandled error"' in (response.body or "") and any(
+        where.path.endswith(f"/api/contents/{path}/checkpoints") for path in gone)
 
 
 # How long the responses of a flow may still take to finish once it has seen what it waited for.
